@@ -1,0 +1,40 @@
+# The README's two commands: `make run` (install + main job) and `make test` (install + test suite).
+PYTHON ?= python3.11
+# Where the CPU build of torch comes from on a machine that has no local wheel (PyTorch's CPU index).
+TORCH_CPU_INDEX ?=
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint frappe clean
+
+install: $(STAMP)
+
+# torch goes in first, pinned: with no CUDA the machine's local CPU wheel of 2.13.0 is taken, so
+# the later `pip install -e` finds torch satisfied and never resolves a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+		echo "CUDA present: installing torch==2.13.0"; \
+		$(PY) -m pip install --quiet torch==2.13.0; \
+	else \
+		echo "no CUDA: installing torch==2.13.0 (CPU build)"; \
+		$(PY) -m pip install --quiet torch==2.13.0 $(if $(TORCH_CPU_INDEX),--index-url $(TORCH_CPU_INDEX)); \
+	fi
+	$(PY) -m pip install --quiet -e ".[serving,training,dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) training/run_benchmark.py --dataset frappe --models LR,FM,DeepFM,DCNv2,MaskNet --seeds 2021 --out results/frappe
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,28 @@
+"""Audio content: decode uploads, resample, window, encode to pooled layer vectors, tokenize."""
+
+from encore.audio.codebooks import CodebookMismatch, Codebooks
+from encore.audio.decode import AudioError, DecodedAudio, decode_audio
+from encore.audio.encoder import AudioEncoder, EncoderUnavailable, get_encoder
+from encore.audio.extract import extract_catalog, load_catalog
+from encore.audio.mfcc import MfccEncoder
+from encore.audio.resample import resample, to_encoder_input, to_mono
+from encore.audio.windows import Windows, split_windows
+
+__all__ = [
+    "AudioEncoder",
+    "AudioError",
+    "CodebookMismatch",
+    "Codebooks",
+    "DecodedAudio",
+    "EncoderUnavailable",
+    "MfccEncoder",
+    "Windows",
+    "decode_audio",
+    "extract_catalog",
+    "get_encoder",
+    "load_catalog",
+    "resample",
+    "split_windows",
+    "to_encoder_input",
+    "to_mono",
+]

@@ -1,0 +1,144 @@
+"""Batch content extraction for a catalog: decode -> encode every track, resumable, atomic outputs.
+
+Writes out_dir/content.npz (track_ids (N,) str, layers (N, L, D) float32) and out_dir/manifest.json.
+Per-track vectors live in out_dir/work/<encoder fingerprint>/ until the run finishes, so a killed run
+continues where it stopped and a changed encoder never reuses another encoder's vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+from tqdm import tqdm
+
+from encore.audio.decode import AudioError, decode_audio
+from encore.audio.encoder import AudioEncoder
+from encore.io import sha256_file, write_json_atomic
+
+CONTENT_FILE = "content.npz"
+MANIFEST_FILE = "manifest.json"
+
+
+def encoder_fingerprint(info: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def extract_catalog(
+    items: dict[str, Path],
+    encoder: AudioEncoder,
+    out_dir: str | Path,
+    *,
+    resume: bool = True,
+    max_seconds: float | None = None,
+    progress: bool = True,
+) -> Path:
+    """Encode every track in `items` (track id -> audio file); returns the path of content.npz.
+
+    A track that fails to decode is listed in the manifest under "skipped" with its AudioError code.
+    """
+    out_dir = Path(out_dir)
+    info = encoder.describe()
+    work_dir = out_dir / "work" / encoder_fingerprint(info)
+    if not resume and work_dir.exists():
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    expected_shape = (encoder.n_layers, encoder.dim)
+
+    track_ids: list[str] = []
+    vectors: list[np.ndarray] = []
+    skipped: list[dict[str, str]] = []
+    n_reused = 0
+    for track_id, path in tqdm(
+        items.items(), desc=f"extract {encoder.name}", unit="track", disable=not progress
+    ):
+        done_path = work_dir / f"{hashlib.sha256(track_id.encode()).hexdigest()[:32]}.npy"
+        vector = _load_done(done_path, expected_shape) if resume else None
+        if vector is not None:
+            n_reused += 1
+        else:
+            try:
+                decoded = decode_audio(Path(path).read_bytes(), max_seconds=max_seconds)
+            except AudioError as exc:
+                skipped.append({"track_id": track_id, "code": exc.code, "message": exc.message})
+                continue
+            except OSError as exc:  # a missing or unreadable file is one item's problem, not the run's
+                skipped.append({"track_id": track_id, "code": "unreadable", "message": str(exc)})
+                continue
+            vector = encoder.encode_decoded(decoded)
+            _save_npy_atomic(done_path, vector)
+        track_ids.append(track_id)
+        vectors.append(vector)
+
+    layers = np.stack(vectors) if vectors else np.zeros((0, *expected_shape), np.float32)
+    content_path = out_dir / CONTENT_FILE
+    _save_npz_atomic(content_path, track_ids=np.array(track_ids, dtype=str), layers=layers)
+    manifest = {
+        "kind": "audio_content",
+        "encoder": info,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "max_seconds": max_seconds,
+        "counts": {
+            "items": len(items),
+            "encoded": len(track_ids),
+            "reused": n_reused,
+            "skipped": len(skipped),
+        },
+        "skipped": skipped,
+        "files": {CONTENT_FILE: {"sha256": sha256_file(content_path), "shape": list(layers.shape)}},
+    }
+    write_json_atomic(out_dir / MANIFEST_FILE, manifest)
+    return content_path
+
+
+def load_catalog(out_dir: str | Path) -> tuple[list[str], np.ndarray, dict[str, Any]]:
+    """Read what extract_catalog wrote, checking the arrays against the manifest's checksum."""
+    out_dir = Path(out_dir)
+    manifest = json.loads((out_dir / MANIFEST_FILE).read_text())
+    if sha256_file(out_dir / CONTENT_FILE) != manifest["files"][CONTENT_FILE]["sha256"]:
+        raise ValueError(f"{out_dir / CONTENT_FILE} does not match the checksum in {MANIFEST_FILE}")
+    with np.load(out_dir / CONTENT_FILE, allow_pickle=False) as npz:
+        return [str(t) for t in npz["track_ids"]], npz["layers"], manifest
+
+
+def _load_done(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """A finished track's vector, or None when absent or unusable (then it is simply recomputed)."""
+    try:
+        vector = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if vector.shape != shape or vector.dtype != np.float32 or not np.isfinite(vector).all():
+        return None
+    return vector
+
+
+def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    with _atomic_file(path) as fh:
+        np.save(fh, array, allow_pickle=False)
+
+
+def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
+    with _atomic_file(path) as fh:
+        np.savez(fh, **arrays)
+
+
+@contextmanager
+def _atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A temp file beside `path`, renamed over it on a clean exit and deleted otherwise."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,58 @@
+"""Split mono audio into fixed-length windows, the unit every encoder sees (policy: split_windows)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_MIN_LAST_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class Windows:
+    frames: np.ndarray  # (n_windows, window_samples) float32, zero-padded
+    lengths: np.ndarray  # (n_windows,) int64, real samples in each window
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+def split_windows(
+    mono: np.ndarray,
+    sample_rate: int,
+    window_seconds: float,
+    *,
+    hop_seconds: float | None = None,
+    min_last_fraction: float = DEFAULT_MIN_LAST_FRACTION,
+) -> Windows:
+    """Deterministic policy: windows start at 0 and step by `hop` (default: the window, no overlap).
+
+    Samples left after the last full window become one more zero-padded window (one hop on) when they
+    amount to at least `min_last_fraction` of a window; shorter tails are dropped. A clip shorter than
+    one window is always one zero-padded window. `lengths` says how many samples of each are real.
+    """
+    mono = np.asarray(mono, dtype=np.float32)
+    if mono.ndim != 1 or mono.size == 0:
+        raise ValueError(f"expected a non-empty 1-D signal, got shape {mono.shape}")
+    if not 0.0 <= min_last_fraction <= 1.0:
+        raise ValueError(f"min_last_fraction must be in [0, 1], got {min_last_fraction}")
+    size = int(round(window_seconds * sample_rate))
+    hop = size if hop_seconds is None else int(round(hop_seconds * sample_rate))
+    if size <= 0 or hop <= 0:
+        raise ValueError("window and hop must each span at least one sample")
+
+    n = mono.size
+    starts = list(range(0, max(n - size, 0) + 1, hop)) if n >= size else [0]
+    # Samples after the last full window become one more (padded) window if there are enough of them.
+    uncovered = n - (starts[-1] + size)
+    if uncovered > 0 and uncovered >= min_last_fraction * size:
+        starts.append(starts[-1] + hop)
+
+    frames = np.zeros((len(starts), size), dtype=np.float32)
+    lengths = np.empty(len(starts), dtype=np.int64)
+    for i, start in enumerate(starts):
+        chunk = mono[start : start + size]
+        frames[i, : chunk.size] = chunk
+        lengths[i] = chunk.size
+    return Windows(frames=frames, lengths=lengths)

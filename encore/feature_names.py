@@ -1,0 +1,50 @@
+"""Names shared by the Feast definitions (feature_repo/) and the code that reads or writes features.
+
+Services and training import names from here, never from the Feast definitions (importing feast is slow).
+"""
+
+from __future__ import annotations
+
+# Entities and their join keys.
+USER = "user"
+TRACK = "track"
+USER_ID = "user_id"
+TRACK_ID = "track_id"
+
+# Timestamp columns every source frame carries (push needs the created column too).
+EVENT_TIMESTAMP = "event_timestamp"
+CREATED_TIMESTAMP = "created"
+
+# Feature views.
+USER_PROFILE = "user_profile"
+TRACK_META = "track_meta"
+TRACK_CONTENT = "track_content"
+
+# Push sources (the embedder pushes new uploads through these).
+TRACK_META_PUSH = "track_meta_push"
+TRACK_CONTENT_PUSH = "track_content_push"
+
+# Feature service: the ranker's contract with the store, one per model version.
+RANKER_SERVICE = "ranker_v1"
+
+# Field names per view, in schema order (entity key not included).
+USER_PROFILE_FIELDS: tuple[str, ...] = ("country", "age", "gender", "n_plays", "n_tracks")
+TRACK_META_FIELDS: tuple[str, ...] = (
+    "artist_id",
+    "genre",
+    "key",
+    "mode",
+    "language",
+    "release_year",
+    "popularity",
+)
+TRACK_CONTENT_FIELDS: tuple[str, ...] = ("embedding", "tokens", "encoder", "encoder_revision")
+
+VIEW_FIELDS: dict[str, tuple[str, ...]] = {
+    USER_PROFILE: USER_PROFILE_FIELDS,
+    TRACK_META: TRACK_META_FIELDS,
+    TRACK_CONTENT: TRACK_CONTENT_FIELDS,
+}
+VIEW_ENTITY_KEY: dict[str, str] = {USER_PROFILE: USER_ID, TRACK_META: TRACK_ID, TRACK_CONTENT: TRACK_ID}
+TRACK_VIEWS: tuple[str, ...] = (TRACK_META, TRACK_CONTENT)
+PUSH_SOURCE_OF_VIEW: dict[str, str] = {TRACK_META: TRACK_META_PUSH, TRACK_CONTENT: TRACK_CONTENT_PUSH}

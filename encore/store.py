@@ -1,0 +1,742 @@
+"""Feast access for Encore: register definitions, write training outputs, push uploads, read features.
+
+`import feast` takes seconds, so it is imported lazily inside `Store`; importing this module is cheap.
+`TrackTable` is the ranker's hot path: an in-process copy of track features, refreshed from the store.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+import re
+import sqlite3
+import string
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from encore import feature_names as fn
+from encore.errors import EncoreError
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FEATURE_REPO = REPO_ROOT / "feature_repo"
+DEFAULT_DATA_DIR = REPO_ROOT / "data" / "feast"
+DEFAULT_CODEBOOK_SIZE = 32  # TASTE's K; token ids must lie in [0, codebook_size)
+READ_CHUNK = 500  # entities per get_online_features call when loading many
+
+OnlineKind = Literal["sqlite", "redis"]
+_PROJECT_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")  # Feast's rule, and safe inside a Redis SCAN pattern
+
+# Feast dtype (as str) -> parquet type; the offline parts all share one schema per view, so a folder of
+# parts reads back as one table.
+_ARROW_TYPE = {
+    "String": pa.string(),
+    "Int64": pa.int64(),
+    "Float32": pa.float32(),
+    "Array(Float32)": pa.list_(pa.float32()),
+    "Array(Int64)": pa.list_(pa.int64()),
+}
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class StoreError(EncoreError):
+    """The feature store refused an operation or holds something unexpected."""
+
+
+class InvalidTrackError(StoreError):
+    """A pushed or materialized track (or frame) is malformed; nothing was written."""
+
+
+# --- Settings ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where the store lives. `from_env` reads ENCORE_FEAST_DATA_DIR, ENCORE_FEAST_PROJECT,
+    ENCORE_FEAST_ONLINE (sqlite|redis) and ENCORE_REDIS_URL."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    project: str = "encore"
+    online: OnlineKind = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir).resolve())
+        if not _PROJECT_RE.match(self.project):
+            raise StoreError(f"project name {self.project!r}: use letters, digits and '_' only")
+        if self.online not in ("sqlite", "redis"):
+            raise StoreError(f"ENCORE_FEAST_ONLINE={self.online!r}: expected 'sqlite' or 'redis'")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StoreSettings:
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        return cls(
+            data_dir=Path(env.get("ENCORE_FEAST_DATA_DIR") or defaults.data_dir),
+            project=env.get("ENCORE_FEAST_PROJECT") or defaults.project,
+            online=env.get("ENCORE_FEAST_ONLINE", defaults.online).lower(),  # type: ignore[arg-type]
+            redis_url=env.get("ENCORE_REDIS_URL") or defaults.redis_url,
+        )
+
+    @property
+    def offline_dir(self) -> Path:
+        return self.data_dir / "offline"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "online.db"
+
+    def feast_redis_connection(self) -> str:
+        """ENCORE_REDIS_URL (redis://[user:password@]host:port/db) in Feast's "host:port,k=v" form."""
+        url = urlparse(self.redis_url)
+        if url.scheme not in ("redis", "rediss"):
+            raise StoreError(f"ENCORE_REDIS_URL={self.redis_url!r}: expected redis://host:port/db")
+        parts = [f"{url.hostname or '127.0.0.1'}:{url.port or 6379}"]
+        db = url.path.lstrip("/")
+        if db:
+            parts.append(f"db={int(db)}")
+        if url.username:
+            parts.append(f"username={unquote(url.username)}")
+        if url.password:
+            parts.append(f"password={unquote(url.password)}")
+        if url.scheme == "rediss":
+            parts.append("ssl=true")
+        return ",".join(parts)
+
+
+# --- Definitions ---------------------------------------------------------------------------------------
+
+
+def load_definitions(offline_dir: Path) -> ModuleType:
+    """Execute feature_repo/features.py afresh and point its parquet sources at `offline_dir`.
+
+    A fresh module per store keeps two stores (say, two tests) from sharing mutable Feast objects.
+    """
+    spec = importlib.util.spec_from_file_location("encore_feature_repo", FEATURE_REPO / "features.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for view in (module.user_profile_fv, module.track_meta_fv, module.track_content_fv):
+        batch_source = view.batch_source
+        batch_source.file_options.uri = str(offline_dir / view.name)
+        declared = tuple(f.name for f in view.features)
+        expected = fn.VIEW_FIELDS[view.name]
+        if declared != expected:  # the two places names live must agree
+            raise StoreError(f"{view.name}: features.py declares {declared}, feature_names says {expected}")
+    return module
+
+
+def _feast_objects(defs: ModuleType) -> list[Any]:
+    return [
+        defs.user,
+        defs.track,
+        defs.user_profile_source,
+        defs.track_meta_source,
+        defs.track_content_source,
+        defs.track_meta_push_source,
+        defs.track_content_push_source,
+        defs.user_profile_fv,
+        defs.track_meta_fv,
+        defs.track_content_fv,
+        defs.ranker_v1,
+    ]
+
+
+# --- Validation and frame building ---------------------------------------------------------------------
+
+
+def _check_keys(values: Mapping[str, Any], expected: Sequence[str], what: str) -> None:
+    missing = [k for k in expected if k not in values]
+    unknown = sorted(set(values) - set(expected))
+    if missing or unknown:
+        raise InvalidTrackError(f"{what}: missing fields {missing}, unknown fields {unknown}")
+
+
+def _check_value(name: str, dtype: str, value: Any) -> Any:
+    """One python value checked against a Feast dtype, returned in the form the frame stores."""
+    if dtype == "String":
+        if not isinstance(value, str):
+            raise InvalidTrackError(f"{name}: expected str, got {type(value).__name__}")
+        return value
+    if dtype == "Int64":
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise InvalidTrackError(f"{name}: expected int, got {type(value).__name__}")
+        return int(value)
+    if dtype == "Float32":
+        if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+            raise InvalidTrackError(f"{name}: expected a number, got {type(value).__name__}")
+        try:
+            number = float(value)
+        except OverflowError:  # an int too large for a double
+            number = math.inf
+        if not (math.isfinite(number) and abs(number) <= FLOAT32_MAX):
+            raise InvalidTrackError(f"{name}: {value!r} is not finite in float32")
+        return float(value)
+    if dtype in ("Array(Float32)", "Array(Int64)"):
+        if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence | np.ndarray):
+            raise InvalidTrackError(f"{name}: expected a 1-d sequence, got {type(value).__name__}")
+        array = np.asarray(value)
+        if array.ndim != 1 or array.size == 0:
+            raise InvalidTrackError(f"{name}: expected a non-empty 1-d sequence, got shape {array.shape}")
+        if dtype == "Array(Int64)":
+            if array.dtype.kind not in "iu":
+                raise InvalidTrackError(f"{name}: expected integers, got dtype {array.dtype}")
+            return array.astype(np.int64)
+        if array.dtype.kind not in "iuf":
+            raise InvalidTrackError(f"{name}: expected numbers, got dtype {array.dtype}")
+        with np.errstate(over="ignore"):  # an overflow becomes inf, which the next check rejects
+            array32 = array.astype(np.float32)
+        if not np.isfinite(array32).all():
+            raise InvalidTrackError(f"{name}: contains NaN or inf (or overflows float32)")
+        return array32
+    raise StoreError(f"{name}: no check for Feast dtype {dtype}")
+
+
+def _arrow_schema(view: Any) -> pa.Schema:
+    """The parquet schema of one view's offline parts, derived from the Feast fields."""
+    fields = [pa.field(fn.VIEW_ENTITY_KEY[view.name], pa.string(), nullable=False)]
+    fields += [pa.field(f.name, _ARROW_TYPE[str(f.dtype)]) for f in view.features]
+    fields += [pa.field(fn.EVENT_TIMESTAMP, _TIMESTAMP), pa.field(fn.CREATED_TIMESTAMP, _TIMESTAMP)]
+    return pa.schema(fields)
+
+
+def _frame_to_table(view: Any, frame: pd.DataFrame, now: pd.Timestamp) -> pa.Table:
+    """Check a frame against a view (exact columns, no nulls, unique ids, finite floats) and type it."""
+    key = fn.VIEW_ENTITY_KEY[view.name]
+    required = [key, *fn.VIEW_FIELDS[view.name]]
+    optional = [fn.EVENT_TIMESTAMP, fn.CREATED_TIMESTAMP]
+    missing = [c for c in required if c not in frame.columns]
+    unknown = sorted(set(frame.columns) - set(required) - set(optional))
+    if missing or unknown:
+        raise InvalidTrackError(f"{view.name} frame: missing columns {missing}, unknown columns {unknown}")
+    frame = frame.reset_index(drop=True)
+    for column in optional:
+        if column not in frame.columns:
+            frame[column] = now
+    if frame[key].duplicated().any():
+        dupes = frame.loc[frame[key].duplicated(), key].head(5).tolist()
+        raise InvalidTrackError(f"{view.name} frame: duplicate {key} values, e.g. {dupes}")
+    schema = _arrow_schema(view)
+    try:
+        table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as error:
+        raise InvalidTrackError(f"{view.name} frame: {error}") from error
+    for name in schema.names:
+        column = table.column(name)
+        if column.null_count:
+            raise InvalidTrackError(f"{view.name} frame: column {name} has {column.null_count} nulls")
+        values = pc.list_flatten(column) if pa.types.is_list(column.type) else column
+        if pa.types.is_floating(values.type) and not np.isfinite(values.to_numpy()).all():
+            raise InvalidTrackError(f"{view.name} frame: column {name} has NaN or inf")
+        if pa.types.is_list(column.type) and pc.min(pc.list_value_length(column)).as_py() == 0:
+            raise InvalidTrackError(f"{view.name} frame: column {name} has empty lists")
+    return table
+
+
+def _write_part_tmp(tmp_dir: Path, table: pa.Table) -> Path:
+    """Write a parquet part to a temp file on the same filesystem (published later by os.replace)."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp_path = tmp_dir / f"{uuid.uuid4().hex}.parquet.tmp"
+    pq.write_table(table, tmp_path)
+    return tmp_path
+
+
+def _part_name(kind: str) -> str:
+    # Sortable by time; the uuid keeps parts written in the same microsecond apart.
+    return f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
+
+
+def _rows_from_response(ids: list[str], columns: dict[str, list[Any]], fields: Sequence[str]) -> dict:
+    """Per-entity dicts from a columnar Feast response; an entity with no value at all is left out."""
+    result: dict[str, dict[str, Any]] = {}
+    for i, entity_id in enumerate(ids):
+        row = {name: columns[name][i] for name in fields}
+        if any(value is not None for value in row.values()):
+            result[entity_id] = row
+    return result
+
+
+def _unique(ids: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+# --- Store ---------------------------------------------------------------------------------------------
+
+
+class Store:
+    """Encore's feature store: Feast definitions + parquet offline sources + SQLite or Redis online store.
+
+    Meant to be shared by a process's threads, as Feast's own feature server does (its SQLite connection
+    allows cross-thread use; redis-py pools connections).
+    """
+
+    def __init__(self, settings: StoreSettings | None = None) -> None:
+        self.settings = settings or StoreSettings.from_env()
+        self._feast: FeatureStore | None = None
+        self._defs: ModuleType | None = None
+        self._init_lock = threading.Lock()
+        self._ping_client: Any = None
+
+    # Lazily built: constructing a Store must not import feast (services build one before they need it).
+    @property
+    def feast(self) -> FeatureStore:
+        if self._feast is None:
+            with self._init_lock:
+                if self._feast is None:
+                    self._defs = load_definitions(self.settings.offline_dir)
+                    self._feast = self._build_feature_store()
+        return self._feast
+
+    @property
+    def definitions(self) -> ModuleType:
+        self.feast  # noqa: B018 - loads the definitions as a side effect
+        assert self._defs is not None
+        return self._defs
+
+    def _build_feature_store(self) -> FeatureStore:
+        import yaml
+        from feast import FeatureStore, RepoConfig
+
+        s = self.settings
+        yaml_name = "feature_store.redis.yaml" if s.online == "redis" else "feature_store.yaml"
+        values = {"ENCORE_FEAST_PROJECT": s.project, "ENCORE_FEAST_DATA_DIR": str(s.data_dir)}
+        if s.online == "redis":
+            values["ENCORE_FEAST_REDIS"] = s.feast_redis_connection()
+        # Our settings fill the placeholders (not the process env), so tests can run several stores.
+        text = string.Template((FEATURE_REPO / yaml_name).read_text()).substitute(values)
+        config = RepoConfig(**yaml.safe_load(text))
+        config.repo_path = FEATURE_REPO
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        return FeatureStore(repo_path=str(FEATURE_REPO), config=config)
+
+    def _view(self, name: str) -> Any:
+        return {
+            fn.USER_PROFILE: self.definitions.user_profile_fv,
+            fn.TRACK_META: self.definitions.track_meta_fv,
+            fn.TRACK_CONTENT: self.definitions.track_content_fv,
+        }[name]
+
+    # --- writes ---
+
+    def apply(self) -> None:
+        """Register entities, sources, views and the ranker's feature service (idempotent)."""
+        for view_name in fn.VIEW_FIELDS:  # Feast warns about source folders that do not exist yet
+            (self.settings.offline_dir / view_name).mkdir(parents=True, exist_ok=True)
+        self.feast.apply(_feast_objects(self.definitions))
+
+    def materialize_frames(
+        self,
+        users: pd.DataFrame | None,
+        tracks_meta: pd.DataFrame | None,
+        tracks_content: pd.DataFrame | None,
+    ) -> dict[str, int]:
+        """Write training outputs to the offline parquet sources and the online store; returns rows per view.
+
+        Each frame has the entity key and every field of its view (event_timestamp/created default to
+        now). All frames are checked before anything is written. The online store gets the same frame via
+        write_to_online_store rather than materialize(): materialize would re-read the parquet folder
+        through Feast's file offline store and keep only rows inside its [start, end) window, so rows
+        stamped "now" or pushed meanwhile are easy to drop; writing the frame we hold is exact and faster.
+        A view's new training snapshot replaces its previous one (base-*.parquet); pushed parts stay.
+        Leave event_timestamp at its default unless you mean it: for an id written twice, Redis keeps the
+        row with the newer event timestamp while SQLite keeps the last one written.
+        """
+        now = pd.Timestamp.now(tz="UTC")
+        frames = {fn.USER_PROFILE: users, fn.TRACK_META: tracks_meta, fn.TRACK_CONTENT: tracks_content}
+        given = {name: frame for name, frame in frames.items() if frame is not None}
+        tables = {name: _frame_to_table(self._view(name), frame, now) for name, frame in given.items()}
+        written: dict[str, int] = {}
+        for name, table in tables.items():
+            tmp_path = _write_part_tmp(self.settings.data_dir / ".tmp", table)
+            try:
+                self.feast.write_to_online_store(name, table.to_pandas())
+                folder = self.settings.offline_dir / name
+                folder.mkdir(parents=True, exist_ok=True)
+                previous = sorted(folder.glob("base-*.parquet"))
+                os.replace(tmp_path, folder / _part_name("base"))
+            finally:
+                tmp_path.unlink(missing_ok=True)
+            for old in previous:  # superseded training snapshots; readers keep the latest row anyway
+                old.unlink(missing_ok=True)
+            written[name] = table.num_rows
+        return written
+
+    def push_track(
+        self,
+        track_id: str,
+        meta: Mapping[str, Any] | None,
+        content: Mapping[str, Any],
+        *,
+        codebook_size: int = DEFAULT_CODEBOOK_SIZE,
+    ) -> None:
+        """Make a track live at once (online push) and record it for the next training run (offline part).
+
+        Everything is validated first, so a bad input raises InvalidTrackError and writes nothing. The
+        parquet parts are written to temp files, the rows pushed online, then the parts published with
+        os.replace; if the push fails the parts are discarded. Re-pushing a track is an overwrite.
+        """
+        if not isinstance(track_id, str) or not track_id.strip():
+            raise InvalidTrackError(f"track_id: expected a non-empty str, got {track_id!r}")
+        rows = {fn.TRACK_CONTENT: self._checked_row(fn.TRACK_CONTENT, track_id, content)}
+        if meta is not None:
+            rows[fn.TRACK_META] = self._checked_row(fn.TRACK_META, track_id, meta)
+        tokens = rows[fn.TRACK_CONTENT]["tokens"]
+        if tokens.min() < 0 or tokens.max() >= codebook_size:
+            raise InvalidTrackError(
+                f"content.tokens: ids must lie in [0, {codebook_size}), got [{tokens.min()}, {tokens.max()}]"
+            )
+        for name in ("encoder", "encoder_revision"):
+            if not rows[fn.TRACK_CONTENT][name].strip():
+                raise InvalidTrackError(f"content.{name}: must not be empty (provenance of the vector)")
+
+        now = pd.Timestamp.now(tz="UTC")
+        tables = {name: _frame_to_table(self._view(name), pd.DataFrame([r]), now) for name, r in rows.items()}
+        tmp_paths = {name: _write_part_tmp(self.settings.data_dir / ".tmp", t) for name, t in tables.items()}
+        try:
+            from feast.data_source import PushMode
+
+            for name, table in tables.items():
+                self.feast.push(fn.PUSH_SOURCE_OF_VIEW[name], table.to_pandas(), to=PushMode.ONLINE)
+            for name, tmp_path in tmp_paths.items():
+                folder = self.settings.offline_dir / name
+                folder.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp_path, folder / _part_name("push"))
+        finally:
+            for tmp_path in tmp_paths.values():
+                tmp_path.unlink(missing_ok=True)
+
+    def _checked_row(self, view_name: str, track_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        what = "content" if view_name == fn.TRACK_CONTENT else "meta"
+        if not isinstance(values, Mapping):
+            raise InvalidTrackError(f"{what}: expected a mapping, got {type(values).__name__}")
+        _check_keys(values, fn.VIEW_FIELDS[view_name], what)
+        row: dict[str, Any] = {fn.TRACK_ID: track_id}
+        for f in self._view(view_name).features:
+            row[f.name] = _check_value(f"{what}.{f.name}", str(f.dtype), values[f.name])
+        return row
+
+    # --- reads ---
+
+    def get_users(self, user_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Profiles of the given users; ids the store does not know are absent from the result."""
+        return self._read(fn.USER_ID, _unique(user_ids), [fn.USER_PROFILE])
+
+    def get_tracks(
+        self,
+        track_ids: Iterable[str],
+        views: Sequence[str] = fn.TRACK_VIEWS,
+    ) -> dict[str, dict[str, Any]]:
+        """Track features from the given views; a track with no value in any of them is absent.
+
+        A track known to one view only (say, pushed without meta) has None for the other view's fields.
+        """
+        unknown = [v for v in views if v not in fn.TRACK_VIEWS]
+        if unknown:
+            raise StoreError(f"unknown track views {unknown}; expected some of {fn.TRACK_VIEWS}")
+        return self._read(fn.TRACK_ID, _unique(track_ids), list(views))
+
+    def _read(self, key: str, ids: list[str], views: list[str]) -> dict[str, dict[str, Any]]:
+        fields = [name for view in views for name in fn.VIEW_FIELDS[view]]
+        refs = [f"{view}:{name}" for view in views for name in fn.VIEW_FIELDS[view]]
+        result: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), READ_CHUNK):
+            chunk = ids[start : start + READ_CHUNK]
+            response = self.feast.get_online_features(features=refs, entity_rows=[{key: i} for i in chunk])
+            result.update(_rows_from_response(chunk, response.to_dict(), fields))
+        return result
+
+    def track_exists(self, track_id: str) -> bool:
+        """Whether the online store holds any feature of the track."""
+        return bool(self._read(fn.TRACK_ID, [track_id], [fn.TRACK_CONTENT, fn.TRACK_META]))
+
+    def read_offline(self, view_name: str) -> pd.DataFrame:
+        """The offline rows of a view as the next training run sees them: latest row per entity."""
+        key = fn.VIEW_ENTITY_KEY[view_name]
+        folder = self.settings.offline_dir / view_name
+        if not any(folder.glob("*.parquet")):
+            columns = [key, *fn.VIEW_FIELDS[view_name], fn.EVENT_TIMESTAMP, fn.CREATED_TIMESTAMP]
+            return pd.DataFrame(columns=columns)
+        # pyarrow's dataset reader skips names starting with '.' or '_'; temp parts live elsewhere anyway.
+        frame = pq.read_table(folder).to_pandas()
+        frame = frame.sort_values([fn.EVENT_TIMESTAMP, fn.CREATED_TIMESTAMP], kind="stable")
+        return frame.drop_duplicates(key, keep="last").reset_index(drop=True)
+
+    def offline_track_ids(self) -> list[str]:
+        """Every track id the offline sources hold (training snapshot plus pushes), sorted."""
+        ids: set[str] = set()
+        for view_name in fn.TRACK_VIEWS:
+            folder = self.settings.offline_dir / view_name
+            if any(folder.glob("*.parquet")):
+                ids.update(pq.read_table(folder, columns=[fn.TRACK_ID]).column(0).to_pylist())
+        return sorted(ids)
+
+    # --- health ---
+
+    def ping(self) -> bool:
+        """Whether the online store answers (for /readyz); never raises, never imports feast."""
+        try:
+            if self.settings.online == "redis":
+                if self._ping_client is None:
+                    import redis
+
+                    self._ping_client = redis.Redis.from_url(
+                        self.settings.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5
+                    )
+                return bool(self._ping_client.ping())
+            path = self.settings.sqlite_path
+            if not path.exists():  # nothing applied yet: not ready
+                return False
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.5) as conn:
+                conn.execute("select 1").fetchone()
+            return True
+        except Exception as error:  # any failure means "not reachable"; say why in the log
+            log.warning("online store ping failed: %s", error)
+            return False
+
+
+@lru_cache(maxsize=1)
+def get_store() -> Store:
+    """The process-wide store configured from the environment."""
+    return Store(StoreSettings.from_env())
+
+
+# --- Fast read path ------------------------------------------------------------------------------------
+
+_SCALAR_FILL = {"String": "", "Int64": -1, "Float32": np.nan}  # for a view a track lacks; see `present`
+
+
+@dataclass(frozen=True)
+class TrackBatch:
+    """Features of the found tracks, in request order; `missing` lists ids the store does not know."""
+
+    track_ids: list[str]
+    missing: list[str]
+    columns: dict[str, np.ndarray]  # field -> (n,) array, or (n, d) for embedding / (n, t) for tokens
+    present: dict[str, np.ndarray]  # view -> (n,) bool: False where the track has no row in that view
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    index: dict[str, int]
+    columns: dict[str, np.ndarray]
+    present: dict[str, np.ndarray]
+    loaded_at: float = field(default_factory=time.monotonic)
+
+
+class TrackTable:
+    """In-process copy of track_meta + track_content for the ranker's hot path.
+
+    Consistency model:
+    - `load()` reads every known track (offline ids, or the ids given) from the online store, so the
+      table serves exactly what get_online_features served at load time.
+    - `lookup()` reads only ids the table does not hold, in one batched store read (a just-pushed track
+      is visible on its first lookup). Ids the store does not know either are remembered as missing for
+      `miss_ttl_s`, so a stream of unknown ids cannot turn every request into a store read.
+    - Tracks already held are not re-read until the table is older than `max_age_s`; then the next
+      lookup starts one background reload and keeps serving the old snapshot until the new one swaps in.
+      So an overwrite of an existing track (re-push, new training snapshot) shows within ~max_age_s.
+    - Readers never lock: each lookup uses one immutable snapshot; writers build a new one and swap it.
+    Embeddings (and token lists) must all have one length; a row that does not fit is served as missing
+    content (present[track_content] False) and logged. After the first load, call `gc.freeze()` once:
+    it moves the table out of the GC's generations and removes the p99 spikes full collections cause.
+    """
+
+    def __init__(self, store: Store, *, max_age_s: float = 300.0, miss_ttl_s: float = 1.0) -> None:
+        self.store = store
+        self.max_age_s = max_age_s
+        self.miss_ttl_s = miss_ttl_s
+        defs = store.definitions  # imports feast: a table is built at start-up, right before load()
+        views = (defs.track_meta_fv, defs.track_content_fv)
+        self._dtypes = {f.name: str(f.dtype) for view in views for f in view.features}
+        self._snapshot = self._build([], {}, widths=None)
+        self._misses: dict[str, float] = {}  # id -> monotonic time until which it counts as missing
+        self._write_lock = threading.Lock()
+        self._reloading = False
+
+    def __len__(self) -> int:
+        return len(self._snapshot.index)
+
+    def __contains__(self, track_id: object) -> bool:
+        return track_id in self._snapshot.index
+
+    @property
+    def age_s(self) -> float:
+        return time.monotonic() - self._snapshot.loaded_at
+
+    def load(self, track_ids: Iterable[str] | None = None) -> int:
+        """(Re)load the whole table: the given ids, or every id in the offline sources and the table."""
+        ids = (
+            _unique(track_ids)
+            if track_ids is not None
+            else sorted(set(self.store.offline_track_ids()) | set(self._snapshot.index))
+        )
+        rows = self.store.get_tracks(ids)
+        with self._write_lock:
+            self._snapshot = self._build(list(rows), rows, widths=None)
+            self._misses = {}
+        return len(self._snapshot.index)
+
+    def refresh(self, track_ids: Iterable[str]) -> list[str]:
+        """Read ids the table does not hold from the store; returns those it now holds."""
+        snapshot = self._snapshot
+        now = time.monotonic()
+        unknown = [t for t in _unique(track_ids) if t not in snapshot.index]
+        wanted = [t for t in unknown if self._misses.get(t, 0.0) <= now]
+        if not wanted:
+            return []
+        rows = self.store.get_tracks(wanted)
+        with self._write_lock:
+            current = self._snapshot
+            fresh = {t: r for t, r in rows.items() if t not in current.index}
+            if fresh:
+                addition = self._build(list(fresh), fresh, widths=_content_widths(current))
+                self._snapshot = _merge(current, addition)
+            until = time.monotonic() + self.miss_ttl_s
+            for t in wanted:
+                if t not in rows:
+                    self._misses[t] = until
+        return list(fresh)
+
+    def lookup(self, track_ids: Sequence[str], fields: Sequence[str] | None = None) -> TrackBatch:
+        """Features of `track_ids` in request order (duplicates kept); unknown ids are read from the store."""
+        if self.age_s > self.max_age_s:
+            self._reload_in_background()
+        snapshot = self._snapshot
+        if any(t not in snapshot.index for t in track_ids):
+            self.refresh(track_ids)
+            snapshot = self._snapshot
+        index = snapshot.index
+        found = [t for t in track_ids if t in index]
+        rows = np.fromiter((index[t] for t in found), dtype=np.int64, count=len(found))
+        names = fields if fields is not None else list(snapshot.columns)
+        return TrackBatch(
+            track_ids=found,
+            missing=[t for t in track_ids if t not in index],
+            columns={name: snapshot.columns[name][rows] for name in names},
+            present={view: mask[rows] for view, mask in snapshot.present.items()},
+        )
+
+    def get(self, track_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Same shape and values as Store.get_tracks (python values), served from the table."""
+        batch = self.lookup(_unique(track_ids))
+        result: dict[str, dict[str, Any]] = {}
+        for i, track_id in enumerate(batch.track_ids):
+            row: dict[str, Any] = {}
+            for view in fn.TRACK_VIEWS:
+                for name in fn.VIEW_FIELDS[view]:
+                    row[name] = _py(batch.columns[name][i]) if batch.present[view][i] else None
+            result[track_id] = row
+        return result
+
+    def _reload_in_background(self) -> None:
+        with self._write_lock:
+            if self._reloading:
+                return
+            self._reloading = True
+
+        def reload() -> None:
+            try:
+                self.load()
+            except Exception:  # keep serving the old snapshot, and retry after another max_age_s
+                log.exception("track table reload failed")
+                with self._write_lock:
+                    self._snapshot = replace(self._snapshot, loaded_at=time.monotonic())
+            finally:
+                self._reloading = False
+
+        threading.Thread(target=reload, name="track-table-reload", daemon=True).start()
+
+    def _build(
+        self,
+        ids: list[str],
+        rows: Mapping[str, Mapping[str, Any]],
+        widths: dict[str, int] | None,
+    ) -> _Snapshot:
+        """Arrays for `ids` (all present in `rows`), typed by the Feast schema.
+
+        `widths` fixes the embedding/tokens lengths (those of the table being extended); None lets the most
+        common length among these rows decide.
+        """
+        n = len(ids)
+        present = {
+            view: np.array([rows[t][fn.VIEW_FIELDS[view][0]] is not None for t in ids], dtype=bool)
+            for view in fn.TRACK_VIEWS
+        }
+        columns: dict[str, np.ndarray] = {}
+        for name in fn.TRACK_META_FIELDS + ("encoder", "encoder_revision"):
+            dtype = self._dtypes[name]
+            values = [rows[t][name] if rows[t][name] is not None else _SCALAR_FILL[dtype] for t in ids]
+            kind = {"String": object, "Int64": np.int64, "Float32": np.float32}[dtype]
+            columns[name] = np.array(values, dtype=kind) if n else np.empty(0, dtype=kind)
+        for name, kind in (("embedding", np.float32), ("tokens", np.int64)):
+            width = widths[name] if widths else None
+            if width is None:
+                has_content = present[fn.TRACK_CONTENT]
+                lengths = [len(rows[t][name]) for t, ok in zip(ids, has_content, strict=True) if ok]
+                width = max(set(lengths), key=lengths.count) if lengths else 0
+            matrix = np.zeros((n, width), dtype=kind)
+            for i, t in enumerate(ids):
+                value = rows[t][name]
+                if value is None:
+                    continue
+                if len(value) != width:
+                    log.warning(
+                        "track %s: %s has length %d, table holds %d; served as missing content",
+                        t,
+                        name,
+                        len(value),
+                        width,
+                    )
+                    present[fn.TRACK_CONTENT][i] = False
+                    continue
+                matrix[i] = value
+            columns[name] = matrix
+        return _Snapshot(index={t: i for i, t in enumerate(ids)}, columns=columns, present=present)
+
+
+def _content_widths(snapshot: _Snapshot) -> dict[str, int] | None:
+    """Embedding/tokens lengths of a snapshot, or None while it holds no content row to fix them."""
+    if not snapshot.index or not snapshot.present[fn.TRACK_CONTENT].any():
+        return None
+    return {name: int(snapshot.columns[name].shape[1]) for name in ("embedding", "tokens")}
+
+
+def _py(value: Any) -> Any:
+    """A numpy scalar or array as the python value Feast's to_dict() gives."""
+    return value.tolist() if isinstance(value, np.ndarray | np.generic) else value
+
+
+def _merge(old: _Snapshot, new: _Snapshot) -> _Snapshot:
+    """`old` followed by `new` (disjoint ids); the old snapshot's age is kept (nothing old was re-read)."""
+    offset = len(old.index)
+    old_columns = dict(old.columns)
+    for name in ("embedding", "tokens"):  # an old table without content rows has width 0: widen it
+        if old_columns[name].shape[1] != new.columns[name].shape[1]:
+            old_columns[name] = np.zeros((offset, new.columns[name].shape[1]), old_columns[name].dtype)
+    index = dict(old.index)
+    index.update({t: i + offset for t, i in new.index.items()})
+    columns = {name: np.concatenate([old_columns[name], new.columns[name]]) for name in old_columns}
+    present = {view: np.concatenate([old.present[view], new.present[view]]) for view in old.present}
+    return _Snapshot(index=index, columns=columns, present=present, loaded_at=old.loaded_at)

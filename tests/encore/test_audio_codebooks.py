@@ -1,0 +1,132 @@
+"""Codebooks: fit on standardized layers, tokenize, safe save/load, and refusal of foreign vectors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from encore.audio.codebooks import META_FILE, TENSORS_FILE, CodebookMismatch, Codebooks
+from encore.audio.decode import decode_audio
+from encore.audio.mfcc import MfccEncoder
+
+
+def _info(n_layers: int, dim: int, revision: str = "1") -> dict:
+    return {"backend": "test", "revision": revision, "sample_rate": 16_000, "window_seconds": 10.0,
+            "n_layers": n_layers, "dim": dim, "params": {}, "pooling": "mean"}  # fmt: skip
+
+
+def _clustered(n_per: int, n_layers: int = 2, dim: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(4 * n_per, L, D) vectors in 4 tight clusters (shared by all layers) and their cluster labels."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 5, size=(4, n_layers, dim))
+    labels = np.repeat(np.arange(4), n_per)
+    return (centers[labels] + rng.normal(0, 0.1, size=(len(labels), n_layers, dim))).astype(
+        np.float32
+    ), labels
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Token ids are arbitrary: compare the groupings they induce."""
+    return all(len(set(b[a == t])) == 1 for t in np.unique(a)) and len(np.unique(a)) == len(np.unique(b))
+
+
+def test_fit_recovers_clusters_and_tokenizes_unseen_tracks():
+    train, labels = _clustered(20)
+    books = Codebooks.fit(train, encoder_info=_info(2, 6), k=4, seed=0)
+    tokens = books.tokenize(train)
+    assert tokens.shape == (80, 2) and tokens.dtype == np.int64
+    for field in range(2):
+        assert _same_partition(tokens[:, field], labels)
+    # New tracks near the same centres get the centres' tokens; a single (L, D) track works too.
+    test, test_labels = _clustered(3, seed=0)  # same centres (same seed), fresh noise is not needed
+    assert _same_partition(books.tokenize(test)[:, 0], test_labels)
+    np.testing.assert_array_equal(books.tokenize(train[5]), tokens[5:6])
+
+
+def test_standardization_stops_one_loud_dimension_from_dominating():
+    rng = np.random.default_rng(0)
+    n = 200
+    signal = np.repeat([-1.0, 1.0], n // 2)  # the real structure, in dimension 0
+    x = np.stack([signal + rng.normal(0, 0.05, n), rng.normal(0, 1000.0, n)], axis=1)[:, None, :]
+    books = Codebooks.fit(x.astype(np.float32), encoder_info=_info(1, 2), k=2)
+    tokens = books.tokenize(x.astype(np.float32))[:, 0]
+    # Without per-dimension scaling k-means would split on the 1000x-larger noise dimension instead.
+    assert _same_partition(tokens, (signal > 0).astype(int))
+    np.testing.assert_allclose(books.std[0], x[:, 0].std(axis=0), rtol=1e-4)
+
+
+def test_groups_split_each_layer_into_fields():
+    train, _ = _clustered(10, n_layers=3, dim=10)
+    books = Codebooks.fit(train, encoder_info=_info(3, 10), k=4, groups=3)
+    assert books.n_fields == 9 and books.tokenize(train).shape == (40, 9)
+    assert [c.shape[1] for c in books.centroids[:3]] == [4, 3, 3]  # np.array_split of 10 dims
+    assert books.tokenize(train).max() < 4
+
+
+def test_embedding_helper():
+    train, _ = _clustered(10, n_layers=3, dim=4)
+    books = Codebooks.fit(train, encoder_info=_info(3, 4), k=4)
+    z = (train - books.mean) / books.std
+    np.testing.assert_allclose(books.embedding(train), z[:, -1], rtol=1e-5)
+    np.testing.assert_allclose(books.embedding(train, layer=0), z[:, 0], rtol=1e-5)
+    np.testing.assert_allclose(books.embedding(train, layer="mean"), z.mean(axis=1), rtol=1e-5)
+    np.testing.assert_array_equal(books.embedding(train, standardize=False), train[:, -1])
+
+
+def test_fit_is_deterministic_and_validates_input():
+    train, _ = _clustered(10)
+    a = Codebooks.fit(train, encoder_info=_info(2, 6), k=4, seed=3)
+    b = Codebooks.fit(train, encoder_info=_info(2, 6), k=4, seed=3)
+    for ca, cb in zip(a.centroids, b.centroids, strict=True):
+        np.testing.assert_array_equal(ca, cb)
+    with pytest.raises(ValueError, match="k=64 centroids on 40 tracks"):
+        Codebooks.fit(train, encoder_info=_info(2, 6), k=64)
+    with pytest.raises(CodebookMismatch):
+        Codebooks.fit(train, encoder_info=_info(2, 7), k=4)  # info disagrees with the vectors
+
+
+def test_save_load_round_trip_and_tamper_detection(tmp_path):
+    train, _ = _clustered(10)
+    books = Codebooks.fit(train, encoder_info=_info(2, 6), k=4, groups=2)
+    books.save(tmp_path / "cb")
+    assert sorted(p.name for p in (tmp_path / "cb").iterdir()) == [META_FILE, TENSORS_FILE]  # no temp files
+    loaded = Codebooks.load(tmp_path / "cb", encoder_info=_info(2, 6))
+    np.testing.assert_array_equal(loaded.tokenize(train), books.tokenize(train))
+    np.testing.assert_array_equal(loaded.mean, books.mean)
+    meta = json.loads((tmp_path / "cb" / META_FILE).read_text())
+    assert meta["encoder"]["revision"] == "1" and meta["k"] == 4 and meta["n_fields"] == 4
+    # One flipped byte in the tensors is refused.
+    raw = bytearray((tmp_path / "cb" / TENSORS_FILE).read_bytes())
+    raw[-1] ^= 0xFF
+    (tmp_path / "cb" / TENSORS_FILE).write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="checksum"):
+        Codebooks.load(tmp_path / "cb")
+
+
+def test_refuses_vectors_from_another_encoder(tmp_path):
+    train, _ = _clustered(10)
+    Codebooks.fit(train, encoder_info=_info(2, 6), k=4).save(tmp_path)
+    with pytest.raises(CodebookMismatch, match="revision"):
+        Codebooks.load(tmp_path, encoder_info=_info(2, 6, revision="2"))
+    books = Codebooks.load(tmp_path)
+    with pytest.raises(CodebookMismatch, match="backend"):
+        books.check_encoder(MfccEncoder().describe())
+    with pytest.raises(CodebookMismatch, match=r"\(N, 2, 6\)"):
+        books.tokenize(np.zeros((3, 2, 7), np.float32))
+
+
+def test_mfcc_codebooks_on_real_clips(audio_dir, audio_manifest, tmp_path):
+    encoder = MfccEncoder()
+    layers = np.stack(
+        [encoder.encode_decoded(decode_audio((audio_dir / r["file"]).read_bytes(), max_seconds=20))
+         for r in audio_manifest]
+    )  # fmt: skip
+    assert layers.shape == (12, 1, 264)
+    books = Codebooks.fit(layers, encoder_info=encoder.describe(), k=4, groups=8)
+    tokens = books.tokenize(layers)
+    assert tokens.shape == (12, 8) and tokens.min() >= 0 and tokens.max() < 4
+    assert len({tuple(t) for t in tokens}) > 4  # the 12 clips are not collapsed onto a few codes
+    books.save(tmp_path)
+    np.testing.assert_array_equal(Codebooks.load(tmp_path, encoder.describe()).tokenize(layers), tokens)

@@ -1,0 +1,73 @@
+"""Small generated datasets for tests: every field kind, with a planted signal to learn."""
+
+import numpy as np
+import pandas as pd
+
+from encore.schema import FieldConfig
+
+FRAPPE_COLUMNS = [
+    "label",
+    "user",
+    "item",
+    "daytime",
+    "weekday",
+    "isweekend",
+    "homework",
+    "cost",
+    "weather",
+    "country",
+    "city",
+]
+
+
+def make_mixed_frame(n: int, seed: int) -> pd.DataFrame:
+    """Rows whose label depends on a categorical, a numeric, a token list and a dense vector."""
+    rng = np.random.default_rng(seed)
+    user = rng.integers(0, 50, n)
+    genre = rng.choice(["rock", "jazz", "pop", "folk"], n)
+    plays = rng.gamma(2.0, 10.0, n)
+    tags = ["|".join(rng.choice(["a", "b", "c", "d", "e"], rng.integers(0, 4), replace=False)) for _ in range(n)]
+    audio = rng.normal(size=(n, 6)).astype(np.float32)
+    logit = (
+        (genre == "jazz") * 1.5
+        - (genre == "pop") * 1.0
+        + 0.03 * (plays - 20)
+        + np.array(["a" in t for t in tags]) * 1.0
+        + 1.2 * audio[:, 0]
+        + (user % 2) * 0.5
+    )
+    label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return pd.DataFrame(
+        {
+            "label": label,
+            "user": user,
+            "genre": genre,
+            "plays": plays,
+            "plays_raw": plays,
+            "tags": tags,
+            "audio": list(audio),
+        }
+    )
+
+
+MIXED_FIELDS = [
+    FieldConfig("user", "id", owner="user"),
+    FieldConfig("genre", "categorical", owner="item"),
+    FieldConfig("plays", "numeric", owner="item", numeric_mode="quantile", n_buckets=8),
+    FieldConfig("plays_raw", "numeric", owner="item", numeric_mode="scale"),
+    FieldConfig("tags", "token_list", owner="item", max_len=4),
+    FieldConfig("audio", "dense", owner="item", dim=6),
+]
+
+
+def write_frappe_like(folder, n_train=3000, n_eval=800, seed=0):
+    """Files in the Frappe x1 layout (label + ten integer id columns) under folder/frappe/x1."""
+    rng = np.random.default_rng(seed)
+    x1 = folder / "frappe" / "x1"
+    x1.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", n_train), ("valid", n_eval), ("test", n_eval)):
+        cols = {c: rng.integers(0, 6, n) + 10 * i for i, c in enumerate(FRAPPE_COLUMNS[1:])}
+        logit = (cols["item"] % 3 == 0) * 2.0 - 1.0 + (cols["user"] % 2)
+        cols = {"label": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int), **cols}
+        pd.DataFrame(cols)[FRAPPE_COLUMNS].to_csv(x1 / f"{name}.csv", index=False)
+    return x1

@@ -1,0 +1,1 @@
+"""Offline side of Encore: datasets, models, trainer, export and the benchmark entry point."""

@@ -1,0 +1,38 @@
+"""What every dataset loader returns: the splits, the fields to fit, and provenance for the manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from encore.errors import EncoreError
+from encore.schema import FieldConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA_ROOT = PROJECT_ROOT.parent / "shared" / "data"
+
+
+@dataclass
+class DatasetSplits:
+    name: str
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    fields: list[FieldConfig]
+    label: str = "label"
+    group_column: str | None = None  # per-user GAUC when set
+    features: str = "all"
+    content: str = "none"
+    files: dict[str, str] = field(default_factory=dict)  # path -> sha256 of every input file
+    extra_eval: dict[str, pd.DataFrame] = field(default_factory=dict)  # e.g. cold / mixed test sets
+
+    def eval_splits(self) -> dict[str, pd.DataFrame]:
+        return {"valid": self.valid, "test": self.test, **self.extra_eval}
+
+
+def require_file(path: Path) -> Path:
+    if not path.is_file():
+        raise EncoreError(f"dataset file not found: {path}")
+    return path

@@ -1,0 +1,1 @@
+"""CTR and recall models on shared layers; `registry` maps names to classes."""

@@ -1,0 +1,1 @@
+"""CTR models, one file each; they only wire the shared layers together."""

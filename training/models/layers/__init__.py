@@ -1,0 +1,7 @@
+"""Blocks shared by more than one model: field embeddings, the linear term, MLPs, FM interaction."""
+
+from training.models.layers.embedding import FeatureEmbedding, LinearTerm
+from training.models.layers.interaction import fm_interaction
+from training.models.layers.mlp import MLP
+
+__all__ = ["MLP", "FeatureEmbedding", "LinearTerm", "fm_interaction"]

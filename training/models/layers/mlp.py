@@ -1,0 +1,39 @@
+"""Multi-layer perceptron: Linear -> [BatchNorm | LayerNorm] -> activation -> Dropout, per hidden layer."""
+
+from collections.abc import Sequence
+
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "prelu": nn.PReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+class MLP(nn.Sequential):
+    """(B, in_dim) -> (B, hidden[-1]) or (B, out_dim) when `out_dim` is given (no activation on it)."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_units: Sequence[int],
+        out_dim: int | None = None,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        layer_norm: bool = False,
+    ):
+        layers: list[nn.Module] = []
+        width = in_dim
+        for units in hidden_units:
+            layers.append(nn.Linear(width, units))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(units))
+            if layer_norm:
+                layers.append(nn.LayerNorm(units))
+            layers.append(ACTIVATIONS[activation.lower()]())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = units
+        if out_dim is not None:
+            layers.append(nn.Linear(width, out_dim))
+            width = out_dim
+        super().__init__(*layers)
+        self.out_dim = width

@@ -1,0 +1,159 @@
+"""Trainer with the BARS/FuxiCTR protocol as default.
+
+Adam; validate every epoch on AUC; multiply lr by `lr_decay` on a non-improving epoch and stop after
+`patience` of them; clip gradients; add lambda/2 * ||E||^2 over whole embedding tables to every batch
+loss; reload the best weights at the end. The model stays loss- and optimizer-free.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from training.data import TensorSplit
+from training.metrics import binary_metrics
+from training.models.base import CTRModel
+from training.sysinfo import CpuTimes
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-3
+    batch_size: int = 4096
+    epochs: int = 100
+    patience: int = 2  # non-improving epochs before stopping (each one also decays the lr)
+    lr_decay: float = 0.1
+    min_lr: float = 1e-6
+    clip_norm: float = 10.0
+    embedding_l2: float = 0.0  # lambda of the whole-table embedding penalty
+    net_l2: float = 0.0  # lambda/2 * ||W||^2 over the non-embedding weights
+    monitor: str = "auc"  # maximized
+    eval_batch_size: int = 16384
+    seed: int = 2021
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    train_loss: float
+    train_seconds: float
+    eval_seconds: float
+    lr: float
+    steal_pct: float
+    valid: dict[str, float]
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_valid: dict[str, float]
+    epochs_run: int
+    train_seconds: float  # time inside the training loop only (no validation)
+    samples_seen: int
+    history: list[EpochLog] = field(default_factory=list)
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples_seen / self.train_seconds if self.train_seconds > 0 else 0.0
+
+    @property
+    def median_steal_pct(self) -> float:
+        return float(np.median([e.steal_pct for e in self.history])) if self.history else 0.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: TensorSplit, batch_size: int = 16384) -> np.ndarray:
+    """Probabilities for every row of `split`, in order."""
+    model.eval()
+    out = [torch.sigmoid(model(inputs)) for inputs, _ in split.batches(batch_size)]
+    return torch.cat(out).numpy()
+
+
+def evaluate(model: nn.Module, split: TensorSplit, batch_size: int = 16384) -> dict[str, float]:
+    scores = predict(model, split, batch_size)
+    return binary_metrics(split.labels.numpy(), scores, split.groups)
+
+
+def fit(model: CTRModel, train: TensorSplit, valid: TensorSplit, cfg: TrainConfig) -> TrainResult:
+    """Train `model` in place and leave it holding the best-validation weights."""
+    seed_everything(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    loss_fn = nn.BCEWithLogitsLoss()
+    tables = model.embedding_tables()
+    table_ids = {id(t) for t in tables}
+    net_weights = [p for n, p in model.named_parameters() if id(p) not in table_ids and n.endswith("weight")]
+
+    best_score, best_epoch, best_state, best_valid = -np.inf, 0, None, {}
+    bad_epochs, history, train_seconds, samples = 0, [], 0.0, 0
+    for epoch in range(1, cfg.epochs + 1):
+        cpu = CpuTimes.now()
+        model.train()
+        t0 = time.perf_counter()
+        total_loss, n_batches = 0.0, 0
+        n_steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size
+        bar = tqdm(
+            train.batches(cfg.batch_size, generator),
+            total=n_steps,
+            desc=f"epoch {epoch}",
+            leave=False,
+            disable=not cfg.progress,
+            mininterval=1.0,
+        )
+        for inputs, labels in bar:
+            loss = loss_fn(model(inputs), labels)
+            if cfg.embedding_l2 > 0:
+                loss = loss + cfg.embedding_l2 / 2 * sum(t.pow(2).sum() for t in tables)
+            if cfg.net_l2 > 0:
+                loss = loss + cfg.net_l2 / 2 * sum(w.pow(2).sum() for w in net_weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            optimizer.step()
+            total_loss += loss.item()
+            n_batches += 1
+        epoch_train = time.perf_counter() - t0
+        train_seconds += epoch_train
+        samples += len(train)
+
+        t1 = time.perf_counter()
+        valid_metrics = evaluate(model, valid, cfg.eval_batch_size)
+        eval_seconds = time.perf_counter() - t1
+        lr = optimizer.param_groups[0]["lr"]
+        steal = cpu.steal_pct_since()
+        mean_loss = total_loss / max(n_batches, 1)
+        history.append(EpochLog(epoch, mean_loss, epoch_train, eval_seconds, lr, steal, valid_metrics))
+        if cfg.progress:
+            shown = " ".join(f"{k}={v:.6f}" for k, v in valid_metrics.items())
+            tqdm.write(f"epoch {epoch}: loss={history[-1].train_loss:.5f} valid {shown} ({epoch_train:.1f}s train)")
+
+        score = valid_metrics[cfg.monitor]
+        if score > best_score + 1e-6:
+            best_score, best_epoch, best_valid, bad_epochs = score, epoch, valid_metrics, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad_epochs += 1
+            for group in optimizer.param_groups:
+                group["lr"] = max(group["lr"] * cfg.lr_decay, cfg.min_lr)
+            if bad_epochs >= cfg.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return TrainResult(best_epoch, best_valid, len(history), train_seconds, samples, history)
