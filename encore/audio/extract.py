@@ -29,8 +29,10 @@ CONTENT_FILE = "content.npz"
 MANIFEST_FILE = "manifest.json"
 
 
-def encoder_fingerprint(info: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
+def encoder_fingerprint(info: dict[str, Any], max_seconds: float | None = None) -> str:
+    """Names the work dir: vectors are reused only for the same encoder settings and decode length."""
+    key = json.dumps({"encoder": info, "max_seconds": max_seconds}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def extract_catalog(
@@ -44,11 +46,13 @@ def extract_catalog(
 ) -> Path:
     """Encode every track in `items` (track id -> audio file); returns the path of content.npz.
 
-    A track that fails to decode is listed in the manifest under "skipped" with its AudioError code.
+    A track that fails to decode is listed in the manifest under "skipped" with its AudioError code (or
+    "unreadable") and is tried again on the next run. Finished vectors stay in out_dir/work/ for resuming;
+    delete that folder once the run is final. resume=False discards them and starts over.
     """
     out_dir = Path(out_dir)
     info = encoder.describe()
-    work_dir = out_dir / "work" / encoder_fingerprint(info)
+    work_dir = out_dir / "work" / encoder_fingerprint(info, max_seconds)
     if not resume and work_dir.exists():
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)

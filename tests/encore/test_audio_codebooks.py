@@ -40,7 +40,7 @@ def test_fit_recovers_clusters_and_tokenizes_unseen_tracks():
     for field in range(2):
         assert _same_partition(tokens[:, field], labels)
     # New tracks near the same centres get the centres' tokens; a single (L, D) track works too.
-    test, test_labels = _clustered(3, seed=0)  # same centres (same seed), fresh noise is not needed
+    test, test_labels = _clustered(3, seed=0)  # same seed: same centres; other sizes: other noise
     assert _same_partition(books.tokenize(test)[:, 0], test_labels)
     np.testing.assert_array_equal(books.tokenize(train[5]), tokens[5:6])
 

@@ -115,6 +115,10 @@ def test_a_different_encoder_does_not_reuse_vectors(catalog, tmp_path):
     assert other.calls == 3
     _, layers, manifest = load_catalog(tmp_path / "out")
     assert layers.shape == (3, 1, other.dim) and manifest["encoder"]["params"]["n_mels"] == 32
+    # Nor does another decode length: those vectors describe a different part of each track.
+    shorter = CountingMfcc(n_mels=32)
+    extract_catalog(catalog, shorter, tmp_path / "out", max_seconds=1.0, progress=False)
+    assert shorter.calls == 3 and load_catalog(tmp_path / "out")[2]["max_seconds"] == 1.0
 
 
 def test_tampered_arrays_are_refused(catalog, tmp_path):
