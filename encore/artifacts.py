@@ -1,0 +1,190 @@
+"""Artifact bundles: everything serving needs from one training run, in one verified folder.
+
+`artifacts/<bundle-id>/manifest.json` lists every file with its sha256 plus the feature-spec hash;
+`artifacts/CURRENT` names the bundle services load. Bundles are built in a hidden temp folder and renamed
+into place, so a reader never sees half a bundle. Services hold the loaded state in a `BundleHolder`, which
+swaps it atomically on reload and keeps the old state when a new bundle is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from encore.errors import EncoreError
+from encore.io import sha256_file, write_json_atomic, write_text_atomic
+
+MANIFEST = "manifest.json"
+CURRENT = "CURRENT"
+BUNDLE_KIND = "encore-bundle"
+SAFE_SUFFIXES = {".onnx", ".npy", ".npz", ".json", ".parquet", ".safetensors"}
+_BUNDLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class BundleError(EncoreError):
+    """A bundle is missing, incomplete, tampered with, or made for another feature spec."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle on disk: its folder and manifest."""
+
+    path: Path
+    manifest: dict
+
+    @property
+    def id(self) -> str:
+        return self.manifest["bundle_id"]
+
+    @property
+    def components(self) -> dict:
+        return self.manifest.get("components", {})
+
+    def file(self, relative: str) -> Path:
+        if relative not in self.manifest["files"]:
+            raise BundleError(f"bundle {self.id} has no file {relative!r}")
+        return self.path / relative
+
+
+class BundleBuilder:
+    """Write files under `.path`, fill `.manifest`, and the bundle appears only when the block succeeds.
+
+    with BundleBuilder(root, "demo-001") as b:
+        (b.path / "ranker").mkdir(); ...
+        b.manifest["components"] = {...}
+    """
+
+    def __init__(self, root: str | Path, bundle_id: str, make_current: bool = True):
+        if not _BUNDLE_ID.match(bundle_id):
+            raise BundleError(f"bad bundle id {bundle_id!r}: letters, digits, '.', '_' and '-' only")
+        self.root, self.bundle_id, self.make_current = Path(root), bundle_id, make_current
+        self.manifest: dict = {}
+        self.path = Path()
+
+    def __enter__(self) -> BundleBuilder:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{self.bundle_id}."))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        try:
+            files = {}
+            for p in sorted(self.path.rglob("*")):
+                if p.is_file():
+                    if p.suffix not in SAFE_SUFFIXES:
+                        raise BundleError(f"{p.name}: only {sorted(SAFE_SUFFIXES)} files may go in a bundle")
+                    files[p.relative_to(self.path).as_posix()] = sha256_file(p)
+            doc = {
+                **self.manifest,
+                "kind": BUNDLE_KIND,
+                "bundle_id": self.bundle_id,
+                "created": datetime.now(UTC).isoformat(),
+                "files": files,
+            }
+            write_json_atomic(self.path / MANIFEST, doc)
+            final = self.root / self.bundle_id
+            if final.exists():
+                shutil.rmtree(final)
+            self.path.rename(final)
+            self.path = final
+        except BaseException:
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise
+        if self.make_current:
+            set_current(self.root, self.bundle_id)
+
+
+def load_bundle(path: str | Path, expect_spec_hash: str | None = None) -> Bundle:
+    """Read and verify a bundle: manifest kind, every listed file present with its checksum, spec hash."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"no bundle at {path} (missing {MANIFEST})")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
+    if manifest.get("kind") != BUNDLE_KIND or not isinstance(manifest.get("files"), dict):
+        raise BundleError(f"{manifest_path}: not an Encore bundle manifest")
+    for relative, digest in manifest["files"].items():
+        file = path / relative
+        if not file.is_file():
+            raise BundleError(f"bundle {manifest.get('bundle_id')}: file {relative} is missing")
+        if sha256_file(file) != digest:
+            raise BundleError(f"bundle {manifest.get('bundle_id')}: checksum mismatch for {relative}")
+    if expect_spec_hash is not None and manifest.get("feature_spec_hash") != expect_spec_hash:
+        raise BundleError(
+            f"bundle {manifest.get('bundle_id')} was built for feature spec {manifest.get('feature_spec_hash')}, "
+            f"expected {expect_spec_hash}"
+        )
+    return Bundle(path, manifest)
+
+
+def set_current(root: str | Path, bundle_id: str) -> None:
+    write_text_atomic(Path(root) / CURRENT, bundle_id + "\n")
+
+
+def current_bundle_path(root: str | Path) -> Path:
+    """The folder `root/CURRENT` points at; the bundle id never becomes a path outside `root`."""
+    pointer = Path(root) / CURRENT
+    if not pointer.is_file():
+        raise BundleError(f"no current bundle: {pointer} does not exist (run the bootstrap first)")
+    bundle_id = pointer.read_text().strip()
+    if not _BUNDLE_ID.match(bundle_id):
+        raise BundleError(f"{pointer} holds a bad bundle id {bundle_id!r}")
+    return Path(root) / bundle_id
+
+
+T = TypeVar("T")
+
+
+class BundleHolder(Generic[T]):
+    """The state a service built from its bundle; `reload` builds the new state fully, then swaps it in.
+
+    Readers take `holder.state` once per request and use that object throughout, so a swap in the middle
+    of a request never mixes two bundles.
+    """
+
+    def __init__(self, build: Callable[[Bundle], T], expect_spec_hash: str | None = None):
+        self._build = build
+        self._expect = expect_spec_hash
+        self._loaded: tuple[Bundle, T] | None = None  # replaced as one reference, never mutated
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> T:
+        if self._loaded is None:
+            raise BundleError("no bundle loaded")
+        return self._loaded[1]
+
+    @property
+    def bundle(self) -> Bundle | None:
+        return self._loaded[0] if self._loaded else None
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded is not None
+
+    def reload(self, path: str | Path) -> Bundle:
+        """Load and verify `path`; on any error raise BundleError and keep serving the old state."""
+        with self._lock:
+            try:
+                bundle = load_bundle(path, self._expect)
+                state = self._build(bundle)
+            except BundleError:
+                raise
+            except Exception as exc:  # a broken file inside a verified bundle is still a refused bundle
+                raise BundleError(f"bundle at {path} could not be loaded: {type(exc).__name__}: {exc}") from exc
+            self._loaded = (bundle, state)
+            return bundle
