@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -140,9 +141,11 @@ def fit(model: CTRModel, train: TensorSplit, valid: TensorSplit, cfg: TrainConfi
         steal = cpu.steal_pct_since()
         mean_loss = total_loss / max(n_batches, 1)
         history.append(EpochLog(epoch, mean_loss, epoch_train, eval_seconds, lr, steal, valid_metrics))
-        if cfg.progress:
-            shown = " ".join(f"{k}={v:.6f}" for k, v in valid_metrics.items())
-            tqdm.write(f"epoch {epoch}: loss={history[-1].train_loss:.5f} valid {shown} ({epoch_train:.1f}s train)")
+        # One line per epoch even without the bar: long runs should show where they are in their logs.
+        shown = " ".join(f"{k}={v:.6f}" for k, v in valid_metrics.items())
+        tqdm.write(
+            f"epoch {epoch}: loss={mean_loss:.5f} valid {shown} ({epoch_train:.1f}s train, lr {lr:g})", file=sys.stderr
+        )
 
         score = valid_metrics[cfg.monitor]
         if score > best_score + 1e-6:

@@ -106,3 +106,16 @@ def test_unknown_model_name_is_a_clear_error():
 
     with pytest.raises(EncoreError, match="unknown model 'DeepFFM'; known models: LR, FM"):
         get_ctr_model("DeepFFM")
+
+
+def test_dropout_keeps_the_expected_value_and_rate_and_is_identity_in_eval():
+    from training.models.layers import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.3)
+    x = torch.ones(2000, 500)
+    y = drop(x)
+    assert abs((y == 0).float().mean().item() - 0.3) < 0.01
+    assert abs(y.mean().item() - 1.0) < 0.01
+    drop.eval()
+    assert torch.equal(drop(x), x)

@@ -8,7 +8,7 @@ from torch import nn
 
 from encore.schema import FeatureSpec
 from training.models.base import CTRModel
-from training.models.layers import MLP, FeatureEmbedding
+from training.models.layers import MLP, Dropout, FeatureEmbedding
 
 
 class MaskBlock(nn.Module):
@@ -23,7 +23,7 @@ class MaskBlock(nn.Module):
             layers.append(nn.LayerNorm(out_dim))
         layers.append(nn.ReLU())
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+            layers.append(Dropout(dropout))
         self.hidden = nn.Sequential(*layers)
 
     def forward(self, v_emb: torch.Tensor, v_hidden: torch.Tensor) -> torch.Tensor:

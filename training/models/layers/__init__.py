@@ -2,6 +2,6 @@
 
 from training.models.layers.embedding import FeatureEmbedding, LinearTerm
 from training.models.layers.interaction import fm_interaction
-from training.models.layers.mlp import MLP
+from training.models.layers.mlp import MLP, Dropout
 
-__all__ = ["MLP", "FeatureEmbedding", "LinearTerm", "fm_interaction"]
+__all__ = ["MLP", "Dropout", "FeatureEmbedding", "LinearTerm", "fm_interaction"]

@@ -2,9 +2,25 @@
 
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "prelu": nn.PReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+class Dropout(nn.Module):
+    """Inverted dropout with a uniform-RNG mask: the same distribution as nn.Dropout, but on CPU
+    `rand_like(x) >= p` costs about half of the `bernoulli_` nn.Dropout draws (measured in the profile
+    of a DeepFM epoch on Frappe, where dropout masks took ~20% of the step)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return x * (torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p))
 
 
 class MLP(nn.Sequential):
@@ -30,7 +46,7 @@ class MLP(nn.Sequential):
                 layers.append(nn.LayerNorm(units))
             layers.append(ACTIVATIONS[activation.lower()]())
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
             width = units
         if out_dim is not None:
             layers.append(nn.Linear(width, out_dim))
