@@ -1,0 +1,44 @@
+"""Embedder settings: every value from an ENCORE_* environment variable.
+
+ENCORE_ARTIFACTS_DIR, ENCORE_API_KEY, ENCORE_LOG_LEVEL (ServiceSettings), ENCORE_PORT, ENCORE_MAX_UPLOAD_MB,
+ENCORE_MAX_AUDIO_SECONDS, ENCORE_ENCODER, ENCORE_WEIGHTS_DIR, ENCORE_RETRIEVER_URL, ENCORE_RETRIEVER_TIMEOUT_S,
+ENCORE_CONCURRENCY; the store reads ENCORE_FEAST_DATA_DIR, ENCORE_FEAST_PROJECT, ENCORE_FEAST_ONLINE and
+ENCORE_REDIS_URL (encore.store.StoreSettings).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+
+from services.common.settings import PROJECT_ROOT, ServiceSettings
+
+# Room for the multipart framing and the small form fields around the file: the whole request body may
+# exceed the file limit by this much before it is cut off while streaming.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+class EmbedderSettings(ServiceSettings):
+    port: int = 8002
+    max_upload_mb: float = Field(50.0, gt=0)  # the audio file itself, in MiB
+    max_audio_seconds: float = Field(600.0, gt=0)  # only the first N seconds are decoded and encoded
+    encoder: str = "mfcc"  # backend name (encore.audio.ENCODERS); the bundle's codebooks must match it
+    weights_dir: Path = PROJECT_ROOT / "weights"  # local model folders for weighted backends; never a hub
+    retriever_url: str = "http://127.0.0.1:8001"  # empty: do not notify a retriever
+    retriever_timeout_s: float = Field(1.0, gt=0)
+    concurrency: int = Field(2, ge=1)  # decodes/encodes running at once (each holds a CPU core)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> EmbedderSettings:
+    return EmbedderSettings()

@@ -1,0 +1,89 @@
+"""What route handlers need, as Annotated aliases: a signature reads as the list of its inputs."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import anyio
+from fastapi import Depends, Header, Request
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from encore.artifacts import BundleHolder
+from encore.audio import AudioEncoder
+from encore.store import Store
+from services.common.auth import API_KEY_HEADER, api_key_dependency
+from services.embedder.config import EmbedderSettings
+from services.embedder.encode import EmbedderState, EmbedError
+from services.embedder.retriever import RetrieverNotifier
+
+
+@dataclass
+class EmbedderMetrics:
+    uploads: Counter  # by outcome: "ok" or the error code
+    stage_seconds: Histogram  # by stage: read, decode, encode, store, notify
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> EmbedderMetrics:
+        uploads = Counter("encore_embedder_uploads", "POST /embed outcomes", ["outcome"], registry=registry)
+        buckets = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+        stages = Histogram(
+            "encore_embedder_stage_seconds", "Time per upload stage", ["stage"], buckets=buckets, registry=registry
+        )
+        return cls(uploads, stages)
+
+
+@dataclass
+class Runtime:
+    """Per-process state built by the lifespan (app.state.runtime)."""
+
+    settings: EmbedderSettings
+    store: Store
+    holder: BundleHolder[EmbedderState]
+    encoder: AudioEncoder | None  # None when the configured backend cannot be built here
+    encoder_error: str | None
+    notifier: RetrieverNotifier
+    cpu_limiter: anyio.CapacityLimiter  # bounds concurrent decode + encode work
+    metrics: EmbedderMetrics
+    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # check-then-write, one at a time
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_state(runtime: RuntimeDep) -> EmbedderState:
+    """The loaded bundle's state, taken once per request so a reload mid-request never mixes bundles."""
+    if not runtime.holder.loaded:
+        reason = runtime.encoder_error or "no bundle loaded; see /readyz, then POST /admin/reload"
+        raise EmbedError("not_ready", reason)
+    return runtime.holder.state
+
+
+StateDep = Annotated[EmbedderState, Depends(get_state)]
+
+
+def get_settings(runtime: RuntimeDep) -> EmbedderSettings:
+    return runtime.settings
+
+
+SettingsDep = Annotated[EmbedderSettings, Depends(get_settings)]
+
+
+def get_store(runtime: RuntimeDep) -> Store:
+    return runtime.store
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+
+
+def require_api_key(request: Request, x_api_key: Annotated[str | None, Header(alias=API_KEY_HEADER)] = None) -> None:
+    """The shared X-API-Key check against this app's configured key."""
+    api_key_dependency(lambda: request.app.state.runtime.settings.api_key)(x_api_key)
+
+
+ApiKey = Depends(require_api_key)

@@ -1,0 +1,269 @@
+"""The embedder's logic without HTTP: bundle -> state, audio bytes -> embedding + tokens, and the store write.
+
+Error codes and the HTTP status each becomes (ERROR_STATUS; every error body is {"detail": {"code", "message"}}):
+    400 no_file, empty_file, corrupt            the request or the file is malformed or cut short
+    401 unauthorized                            missing or wrong X-API-Key
+    403 forbidden                               writes are disabled (no ENCORE_API_KEY configured)
+    404 not_found                               GET /tracks/{id} of an unknown track
+    409 track_exists                            the track_id is taken and overwrite=true was not given
+    413 too_large                               the file (or the request body) is over the upload limit
+    415 not_audio, unsupported_codec            not an audio file, or no decoder for its codec
+    422 zero_length, silent, non_finite,        decodable but unusable audio,
+        too_many_channels, bad_sample_rate,
+        invalid_request, invalid_track,         bad form fields (track_id pattern, metadata ranges),
+        bundle_refused                          and a bundle /admin/reload would not load (old one serves on)
+    503 not_ready, store_unavailable            no bundle loaded yet; the feature store failed (logged)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from encore import feature_names as fn
+from encore.artifacts import Bundle, BundleError, current_bundle_path
+from encore.audio import AudioEncoder, Codebooks, decode_audio
+from encore.audio.codebooks import META_FILE, TENSORS_FILE
+from encore.errors import EncoreError
+from encore.store import InvalidTrackError, Store
+
+log = logging.getLogger(__name__)
+
+ERROR_STATUS: dict[str, int] = {
+    "no_file": 400,
+    "empty_file": 400,
+    "corrupt": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "track_exists": 409,
+    "too_large": 413,
+    "not_audio": 415,
+    "unsupported_codec": 415,
+    "zero_length": 422,
+    "silent": 422,
+    "non_finite": 422,
+    "too_many_channels": 422,
+    "bad_sample_rate": 422,
+    "invalid_request": 422,
+    "invalid_track": 422,
+    "bundle_refused": 422,
+    "not_ready": 503,
+    "store_unavailable": 503,
+}
+
+# Only ever a store key, never a path; the same alphabet as bundle ids plus ':' for namespaced ids.
+TRACK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+_TRACK_ID_RE = re.compile(TRACK_ID_PATTERN)
+BUNDLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # encore.artifacts' rule for bundle folder names
+_BUNDLE_ID_RE = re.compile(BUNDLE_ID_PATTERN)
+
+# Bundle contract (what training writes, what build_state reads):
+#   manifest["components"]["codebooks"] = {"dir": "codebooks", "encoder": <encoder.describe()>}
+#   manifest["components"]["content"] = {"encoder": "mfcc", "dense_layer": "last", "standardize": true}
+# with <dir>/codebooks.safetensors and <dir>/codebooks.json listed (checksummed) in manifest["files"].
+CODEBOOKS_COMPONENT = "codebooks"
+CONTENT_COMPONENT = "content"
+
+# track_meta of an upload whose metadata is not given: the store's "unknown" values; popularity is
+# computed by training over its play window, so a new track starts at 0 (the Feast field's description).
+NEW_TRACK_META: dict[str, Any] = {
+    "artist_id": "",
+    "genre": "",
+    "key": -1,
+    "mode": -1,
+    "language": "",
+    "release_year": -1,
+    "popularity": 0.0,
+}
+assert tuple(NEW_TRACK_META) == fn.TRACK_META_FIELDS  # the store refuses anything else
+
+
+T = TypeVar("T")
+
+
+class EmbedError(EncoreError):
+    """A refused request that is not about the audio itself; `code` is a key of ERROR_STATUS."""
+
+    def __init__(self, code: str, message: str) -> None:
+        assert code in ERROR_STATUS, code
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class EmbedderState:
+    """What one bundle gives the embedder; swapped as a whole by BundleHolder."""
+
+    bundle_id: str
+    encoder: AudioEncoder
+    codebooks: Codebooks
+    dense_layer: str | int  # "last", "mean" or a layer index (Codebooks.embedding)
+    standardize: bool
+    content_revision: str  # encoder revision + codebook version: what the stored vector's revision says
+
+
+@dataclass(frozen=True)
+class Embedding:
+    embedding: np.ndarray  # (D,) float32
+    tokens: np.ndarray  # (L * groups,) int64, ids in [0, K)
+    seconds_used: float
+    duration_seconds: float
+    truncated: bool
+    decode_ms: float
+    encode_ms: float
+
+
+def build_state(bundle: Bundle, encoder: AudioEncoder) -> EmbedderState:
+    """Read the content components of a verified bundle; raise BundleError when they do not fit `encoder`.
+
+    Codebooks fit on another encoder (name, revision, sample rate, window, shape or parameters) are refused
+    here, at load time, so vectors from two encoders never meet in one codebook.
+    """
+    books_spec = bundle.components.get(CODEBOOKS_COMPONENT)
+    content_spec = bundle.components.get(CONTENT_COMPONENT)
+    if not isinstance(books_spec, dict) or not isinstance(content_spec, dict):
+        raise BundleError(
+            f"bundle {bundle.id} has no components.{CODEBOOKS_COMPONENT} / components.{CONTENT_COMPONENT}"
+        )
+    if content_spec.get("encoder") != encoder.name:
+        raise BundleError(
+            f"bundle {bundle.id} holds content for encoder {content_spec.get('encoder')!r}, "
+            f"this embedder runs {encoder.name!r}"
+        )
+    folder = str(books_spec.get("dir", ""))
+    if not folder or Path(folder).is_absolute() or ".." in Path(folder).parts:
+        raise BundleError(f"bundle {bundle.id}: codebooks dir {folder!r} must be a folder inside the bundle")
+    tensors, meta = f"{folder}/{TENSORS_FILE}", f"{folder}/{META_FILE}"
+    for relative in (tensors, meta):
+        bundle.file(relative)  # raises unless listed in the manifest, hence checksummed by load_bundle
+    codebooks = Codebooks.load(bundle.path / folder, encoder_info=encoder.describe())
+    codebooks.check_encoder(books_spec.get("encoder") or {})  # the manifest must say the same
+    dense_layer = content_spec.get("dense_layer", "last")
+    if dense_layer not in ("last", "mean") and not (
+        isinstance(dense_layer, int) and 0 <= dense_layer < codebooks.n_layers
+    ):
+        raise BundleError(f"bundle {bundle.id}: dense_layer {dense_layer!r} is not 'last', 'mean' or a layer index")
+    return EmbedderState(
+        bundle_id=bundle.id,
+        encoder=encoder,
+        codebooks=codebooks,
+        dense_layer=dense_layer,
+        standardize=bool(content_spec.get("standardize", True)),
+        content_revision=content_revision(encoder.revision, bundle.manifest["files"][tensors]),
+    )
+
+
+def content_revision(encoder_revision: str, codebooks_sha256: str) -> str:
+    """The stored `encoder_revision`: the model revision plus the codebook version (its checksum prefix).
+
+    Training must write the same string for catalog tracks encoded with the same bundle.
+    """
+    return f"{encoder_revision}+cb.{codebooks_sha256[:12]}"
+
+
+def embed_audio(data: bytes, state: EmbedderState, *, max_seconds: float) -> Embedding:
+    """Decode, downmix, resample, window, encode, tokenize. CPU-bound: run it in a worker thread.
+
+    Raises AudioError (its code says why) for anything that is not usable audio.
+    """
+    start = time.perf_counter()
+    decoded = decode_audio(data, max_seconds=max_seconds)
+    decoded_at = time.perf_counter()
+    layers = state.encoder.encode_decoded(decoded)  # (L, D)
+    embedding = state.codebooks.embedding(layers, layer=state.dense_layer, standardize=state.standardize)[0]
+    tokens = state.codebooks.tokenize(layers)[0]
+    done = time.perf_counter()
+    return Embedding(
+        embedding=embedding.astype(np.float32),
+        tokens=tokens,
+        seconds_used=decoded.seconds_used,
+        duration_seconds=decoded.duration_seconds,
+        truncated=decoded.truncated,
+        decode_ms=(decoded_at - start) * 1000,
+        encode_ms=(done - decoded_at) * 1000,
+    )
+
+
+def new_track_id() -> str:
+    return uuid.uuid4().hex
+
+
+def check_track_id(track_id: str) -> str:
+    if not _TRACK_ID_RE.match(track_id):
+        raise EmbedError("invalid_request", f"track_id {track_id[:40]!r} does not match {TRACK_ID_PATTERN}")
+    return track_id
+
+
+def track_meta(given: dict[str, Any]) -> dict[str, Any]:
+    """A full track_meta row: the given fields over NEW_TRACK_META (None means not given)."""
+    return NEW_TRACK_META | {name: value for name, value in given.items() if value is not None}
+
+
+def write_track(
+    store: Store,
+    track_id: str,
+    meta: dict[str, Any],
+    result: Embedding,
+    state: EmbedderState,
+    *,
+    overwrite: bool,
+) -> bool:
+    """Push the track online and to the offline source; returns whether it replaced an existing track.
+
+    Blocking (Feast + parquet). The caller serializes writes so check-then-write is not raced in-process.
+    """
+    exists = _store_call("read", store.track_exists, track_id)
+    if exists and not overwrite:
+        raise EmbedError("track_exists", f"track {track_id!r} already exists; send overwrite=true to replace it")
+    content = {
+        "embedding": result.embedding,
+        "tokens": result.tokens,
+        "encoder": state.encoder.name,
+        "encoder_revision": state.content_revision,
+    }
+    try:
+        _store_call("write", store.push_track, track_id, meta, content, codebook_size=state.codebooks.k)
+    except InvalidTrackError as exc:
+        raise EmbedError("invalid_track", str(exc)) from exc
+    return exists
+
+
+def read_track(store: Store, track_id: str) -> dict[str, Any]:
+    """The stored features of one track (content and meta); EmbedError not_found when unknown."""
+    rows = _store_call("read", store.get_tracks, [track_id])
+    if track_id not in rows:
+        raise EmbedError("not_found", f"no track {track_id!r} in the store")
+    return rows[track_id]
+
+
+def _store_call(what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a store call; a failure that is not about the track itself becomes a 503 (details in the log)."""
+    try:
+        return call(*args, **kwargs)
+    except InvalidTrackError:
+        raise
+    except Exception as exc:  # Feast, SQLite and Redis errors have no common base class
+        log.exception("feature store %s failed", what)
+        message = f"the feature store failed during the {what} ({type(exc).__name__})"
+        if what == "write":  # the online push may have landed for one view and not the other
+            message += "; the track may be partly stored: retry with overwrite=true"
+        raise EmbedError("store_unavailable", message) from exc
+
+
+def bundle_dir(artifacts_dir: Path, bundle_id: str | None) -> Path:
+    """The folder of `bundle_id` under artifacts_dir, or the CURRENT one; never a path outside it."""
+    if bundle_id is None:
+        return current_bundle_path(artifacts_dir)
+    if not _BUNDLE_ID_RE.match(bundle_id):
+        raise EmbedError("invalid_request", f"bad bundle_id {bundle_id[:40]!r}")
+    return artifacts_dir / bundle_id

@@ -1,0 +1,141 @@
+"""The embedder service (:8002): audio upload -> embedding + tokens -> feature store, live at once.
+
+Run: uvicorn services.embedder.main:create_app --factory --port 8002
+Nothing happens at import time; create_app() wires the app and its lifespan loads the encoder, the
+bundle's codebooks and the store. Error codes and their HTTP statuses: services/embedder/encode.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from encore.artifacts import BundleError, BundleHolder, current_bundle_path
+from encore.audio import AudioError, EncoderUnavailable, get_encoder
+from encore.store import Store, StoreSettings
+from services.common.observability import add_observability
+from services.embedder.config import EmbedderSettings
+from services.embedder.deps import EmbedderMetrics, Runtime
+from services.embedder.encode import ERROR_STATUS, EmbedderState, EmbedError, build_state
+from services.embedder.retriever import RetrieverNotifier
+from services.embedder.routes import router
+from services.embedder.upload import UploadLimitMiddleware
+
+log = logging.getLogger("encore.embedder")
+SERVICE = "embedder"
+_HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+
+
+def create_app(settings: EmbedderSettings | None = None, *, store: Store | None = None) -> FastAPI:
+    """The embedder app; `store` defaults to the one ENCORE_FEAST_* configures (tests pass their own)."""
+    settings = settings or EmbedderSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await _start(settings, store or Store(StoreSettings.from_env()), metrics)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.notifier.aclose()
+
+    app = FastAPI(
+        title="Encore embedder",
+        version="1",
+        summary="Audio upload -> content embedding + audio tokens in the feature store",
+        lifespan=lifespan,
+    )
+    # Added before the observability middleware, so it sits inside it and its 413s are counted.
+    app.add_middleware(
+        UploadLimitMiddleware,
+        path="/embed",
+        max_body_bytes=settings.max_body_bytes,
+        file_limit_bytes=settings.max_upload_bytes,
+    )
+    registry = add_observability(app, SERVICE, lambda: _readiness(app))
+    metrics = EmbedderMetrics.register(registry)
+    app.include_router(router)
+    _add_error_handlers(app)
+    return app
+
+
+async def _start(settings: EmbedderSettings, store: Store, metrics: EmbedderMetrics) -> Runtime:
+    encoder, encoder_error = None, None
+    try:
+        encoder = get_encoder(settings.encoder, settings.weights_dir)
+    except EncoderUnavailable as exc:
+        encoder_error = str(exc)
+        log.error("encoder unavailable: %s", exc)
+    holder: BundleHolder[EmbedderState] = BundleHolder(lambda bundle: build_state(bundle, encoder))
+    if encoder is not None:
+        try:
+            await run_in_threadpool(holder.reload, current_bundle_path(settings.artifacts_dir))
+        except BundleError as exc:  # serve unready; POST /admin/reload once a good bundle is there
+            log.error("no bundle loaded: %s", exc)
+    await run_in_threadpool(lambda: store.feast)  # import feast and open the store now, not on the first upload
+    return Runtime(
+        settings=settings,
+        store=store,
+        holder=holder,
+        encoder=encoder,
+        encoder_error=encoder_error,
+        notifier=RetrieverNotifier(settings.retriever_url, settings.api_key, settings.retriever_timeout_s),
+        cpu_limiter=anyio.CapacityLimiter(settings.concurrency),
+        metrics=metrics,
+    )
+
+
+def _readiness(app: FastAPI) -> tuple[bool, dict]:
+    runtime: Runtime | None = getattr(app.state, "runtime", None)
+    if runtime is None:
+        return False, {"reason": "starting"}
+    bundle = runtime.holder.bundle
+    state = runtime.holder.state if bundle else None
+    store_ok = runtime.store.ping()
+    details = {
+        "bundle_id": bundle.id if bundle else None,
+        "encoder": runtime.encoder.name if runtime.encoder else None,
+        "encoder_error": runtime.encoder_error,
+        "encoder_revision": state.content_revision if state else None,
+        "codebooks": {"n_fields": state.codebooks.n_fields, "k": state.codebooks.k} if state else None,
+        "store": store_ok,
+        "retriever_url": runtime.notifier.base_url or None,
+    }
+    return bool(state and runtime.encoder and store_ok), details
+
+
+def _error(request: Request, code: str, message: str, status: int | None = None, **extra: object) -> JSONResponse:
+    if request.url.path == "/embed" and request.method == "POST":
+        request.app.state.runtime.metrics.uploads.labels(code).inc()
+    status = status or ERROR_STATUS[code]
+    return JSONResponse({"detail": {"code": code, "message": message, **extra}}, status_code=status)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error body is {"detail": {"code", "message"}}, whichever layer raised it."""
+
+    @app.exception_handler(AudioError)
+    @app.exception_handler(EmbedError)
+    async def coded_error(request: Request, exc: AudioError | EmbedError) -> JSONResponse:
+        return _error(request, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body", "file") for e in errors):
+            return _error(request, "no_file", "no audio file in the request: send it as the multipart field 'file'")
+        parts = [f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body')}: {e.get('msg')}" for e in errors]
+        return _error(request, "invalid_request", "; ".join(parts))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "bad_request" if exc.status_code == 400 else "http_error")
+        return _error(request, code, str(exc.detail), exc.status_code)

@@ -1,0 +1,166 @@
+"""HTTP routes of the embedder: upload and embed, read a stored track, reload the bundle."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Annotated, TypeVar
+
+import anyio
+from fastapi import APIRouter, Body, Form, Path
+from starlette.concurrency import run_in_threadpool
+
+from encore.artifacts import BundleError
+from encore.store import Store
+from services.embedder.config import EmbedderSettings
+from services.embedder.deps import ApiKey, Runtime, RuntimeDep, SettingsDep, StateDep, StoreDep
+from services.embedder.encode import (
+    TRACK_ID_PATTERN,
+    EmbedderState,
+    Embedding,
+    EmbedError,
+    bundle_dir,
+    embed_audio,
+    new_track_id,
+    read_track,
+    track_meta,
+    write_track,
+)
+from services.embedder.schemas import (
+    EmbedForm,
+    EmbedResponse,
+    ReloadRequest,
+    ReloadResponse,
+    TrackResponse,
+    error_responses,
+)
+from services.embedder.upload import read_upload
+
+router = APIRouter()
+T = TypeVar("T")
+
+
+@router.post(
+    "/embed",
+    summary="Upload audio; store its embedding, tokens and metadata; make the track live",
+    dependencies=[ApiKey],
+    responses=error_responses(400, 401, 403, 409, 413, 415, 422, 503),
+)
+async def embed(
+    form: Annotated[EmbedForm, Form(media_type="multipart/form-data")],
+    runtime: RuntimeDep,
+    state: StateDep,
+    settings: SettingsDep,
+    store: StoreDep,
+) -> EmbedResponse:
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    data = await _timed(timings, "read", read_upload(form.file, settings.max_upload_bytes))
+    work = partial(embed_audio, data, state, max_seconds=settings.max_audio_seconds)
+    result = await anyio.to_thread.run_sync(work, limiter=runtime.cpu_limiter)
+    timings |= {"decode": result.decode_ms, "encode": result.encode_ms}
+    track_id = form.track_id or new_track_id()
+    overwritten = await _timed(timings, "store", _write(runtime, store, track_id, form, result, state))
+    embedding = result.embedding.tolist()
+    notice = runtime.notifier.notify(track_id, embedding, state.encoder.name, state.content_revision)
+    notified = await _timed(timings, "notify", notice)
+    runtime.metrics.uploads.labels("ok").inc()
+    for stage, ms in timings.items():
+        runtime.metrics.stage_seconds.labels(stage).observe(ms / 1000)
+    return _embed_response(track_id, state, result, embedding, overwritten, notified, started, timings, settings)
+
+
+@router.get(
+    "/tracks/{track_id}",
+    summary="Stored content features and metadata of one track",
+    responses=error_responses(404, 422, 503),
+)
+async def get_track(
+    track_id: Annotated[str, Path(pattern=TRACK_ID_PATTERN, examples=["upload:8f3a9c"])], store: StoreDep
+) -> TrackResponse:
+    row = await run_in_threadpool(read_track, store, track_id)
+    content = {name: row.get(name) for name in ("embedding", "tokens", "encoder", "encoder_revision")}
+    meta = {name: value for name, value in row.items() if name not in content}
+    return TrackResponse(track_id=track_id, meta=meta, **content)
+
+
+@router.post(
+    "/admin/reload",
+    summary="Load artifacts/CURRENT (or the given bundle) and swap it in; a refused bundle leaves the old one",
+    dependencies=[ApiKey],
+    responses=error_responses(401, 403, 422, 503),
+    tags=["admin"],
+)
+async def reload_bundle(runtime: RuntimeDep, body: Annotated[ReloadRequest | None, Body()] = None) -> ReloadResponse:
+    if runtime.encoder is None:
+        raise EmbedError("not_ready", runtime.encoder_error or "no encoder")
+    previous = runtime.holder.bundle.id if runtime.holder.bundle else None
+    try:
+        path = bundle_dir(runtime.settings.artifacts_dir, body.bundle_id if body else None)
+        bundle = await run_in_threadpool(runtime.holder.reload, path)
+    except BundleError as exc:
+        raise EmbedError("bundle_refused", str(exc)) from exc
+    state = runtime.holder.state
+    return ReloadResponse(
+        bundle_id=bundle.id,
+        previous_bundle_id=previous,
+        encoder=state.encoder.name,
+        encoder_revision=state.content_revision,
+    )
+
+
+async def _timed(timings: dict[str, float], stage: str, step: Awaitable[T]) -> T:
+    start = time.perf_counter()
+    result = await step
+    timings[stage] = (time.perf_counter() - start) * 1000
+    return result
+
+
+async def _write(
+    runtime: Runtime, store: Store, track_id: str, form: EmbedForm, result: Embedding, state: EmbedderState
+) -> bool:
+    """Check-then-write under the process's write lock, the blocking store calls in a worker thread."""
+    write: Callable[[], bool] = partial(
+        write_track, store, track_id, track_meta(form.meta()), result, state, overwrite=form.overwrite
+    )
+    async with runtime.write_lock:
+        return await run_in_threadpool(write)
+
+
+def _embed_response(
+    track_id: str,
+    state: EmbedderState,
+    result: Embedding,
+    embedding: list[float],
+    overwritten: bool,
+    notified: bool,
+    started: float,
+    timings: dict[str, float],
+    settings: EmbedderSettings,
+) -> EmbedResponse:
+    note = None
+    if result.truncated:
+        note = (
+            f"only the first {result.seconds_used:.1f} s of {result.duration_seconds:.1f} s were encoded "
+            f"(ENCORE_MAX_AUDIO_SECONDS={settings.max_audio_seconds:g})"
+        )
+    return EmbedResponse(
+        track_id=track_id,
+        bundle_id=state.bundle_id,
+        encoder=state.encoder.name,
+        encoder_revision=state.content_revision,
+        n_layers=state.codebooks.n_layers,
+        dim=len(embedding),
+        n_tokens=len(result.tokens),
+        embedding=embedding,
+        tokens=result.tokens.tolist(),
+        seconds_used=round(result.seconds_used, 3),
+        duration_seconds=round(result.duration_seconds, 3),
+        truncated=result.truncated,
+        note=note,
+        overwritten=overwritten,
+        retriever_notified=notified,
+        processing_ms=round((time.perf_counter() - started) * 1000, 2),
+        timings_ms={stage: round(ms, 2) for stage, ms in timings.items()},
+    )

@@ -1,0 +1,48 @@
+"""The embedder's plain logic without HTTP: bundle checks at load time, and audio -> embedding + tokens."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from encore.artifacts import BundleError, load_bundle
+from encore.audio import AudioError, CodebookMismatch, MfccEncoder
+from services.embedder.encode import EmbedError, build_state, check_track_id, embed_audio
+from tests.services.embedder.helpers import GOOD_BUNDLE, OTHER_REVISION_BUNDLE, K, tone, wav_bytes
+
+
+def test_embed_audio_gives_the_standardized_layer_and_tokens(artifacts_dir: Path) -> None:
+    state = build_state(load_bundle(artifacts_dir / GOOD_BUNDLE), MfccEncoder())
+    data = wav_bytes(tone(440, 2.0))
+    result = embed_audio(data, state, max_seconds=600)
+    layers = MfccEncoder().encode(sf.read(io.BytesIO(data), dtype="float32")[0])  # mono, already 22.05 kHz
+    expected = (layers[-1] - state.codebooks.mean[-1]) / state.codebooks.std[-1]
+    np.testing.assert_allclose(result.embedding, expected, rtol=1e-5, atol=1e-5)
+    assert result.tokens.tolist() == state.codebooks.tokenize(layers)[0].tolist()
+    assert result.embedding.shape == (264,) and result.tokens.shape == (1,) and 0 <= result.tokens[0] < K
+    assert result.seconds_used == pytest.approx(2.0) and not result.truncated
+    with pytest.raises(AudioError) as refused:
+        embed_audio(wav_bytes(np.zeros(1000, np.float32)), state, max_seconds=600)
+    assert refused.value.code == "silent"
+
+
+def test_bundle_for_another_encoder_revision_or_backend_is_refused(artifacts_dir: Path) -> None:
+    with pytest.raises(CodebookMismatch, match="revision"):
+        build_state(load_bundle(artifacts_dir / OTHER_REVISION_BUNDLE), MfccEncoder())
+    with pytest.raises(CodebookMismatch, match="n_mels"):
+        build_state(load_bundle(artifacts_dir / GOOD_BUNDLE), MfccEncoder(n_mels=40))
+    bundle = load_bundle(artifacts_dir / GOOD_BUNDLE)
+    bundle.manifest["components"]["content"] = {"encoder": "clap"}
+    with pytest.raises(BundleError, match="clap"):
+        build_state(bundle, MfccEncoder())
+
+
+def test_track_ids_are_store_keys_only() -> None:
+    assert check_track_id("upload:8f3a-9c_1.v2") == "upload:8f3a-9c_1.v2"
+    for bad in ("", "../x", "/abs", "a b", ".hidden", "x" * 129, "a\nb"):
+        with pytest.raises(EmbedError):
+            check_track_id(bad)
