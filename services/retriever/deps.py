@@ -1,0 +1,61 @@
+"""Annotated dependencies: a route's signature reads as the list of what it needs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Query, Request, status
+
+from services.common.auth import API_KEY_HEADER, api_key_dependency
+from services.retriever.config import RetrieverSettings
+from services.retriever.metrics import RetrieverMetrics
+from services.retriever.search import Retriever
+
+
+def _settings(request: Request) -> RetrieverSettings:
+    return request.app.state.settings
+
+
+def _retriever(request: Request) -> Retriever:
+    return request.app.state.retriever
+
+
+def _loaded_retriever(request: Request) -> Retriever:
+    retriever: Retriever = request.app.state.retriever
+    if not retriever.loaded:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no bundle loaded yet; see /readyz")
+    return retriever
+
+
+def _metrics(request: Request) -> RetrieverMetrics:
+    return request.app.state.metrics
+
+
+def _k(
+    settings: Annotated[RetrieverSettings, Depends(_settings)],
+    k: Annotated[
+        int | None,
+        Query(
+            description="How many candidates (1..ENCORE_RETRIEVER_MAX_K); default ENCORE_RETRIEVER_DEFAULT_K",
+            examples=[100],
+        ),
+    ] = None,
+) -> int:
+    k = settings.retriever_default_k if k is None else k
+    if not 1 <= k <= settings.retriever_max_k:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"k must be between 1 and {settings.retriever_max_k}"
+        )
+    return k
+
+
+def _require_api_key(request: Request, x_api_key: Annotated[str | None, Header(alias=API_KEY_HEADER)] = None) -> None:
+    api_key_dependency(lambda: request.app.state.settings.api_key)(x_api_key)
+
+
+SettingsDep = Annotated[RetrieverSettings, Depends(_settings)]
+RetrieverDep = Annotated[Retriever, Depends(_retriever)]
+LoadedRetrieverDep = Annotated[Retriever, Depends(_loaded_retriever)]
+MetricsDep = Annotated[RetrieverMetrics, Depends(_metrics)]
+KDep = Annotated[int, Depends(_k)]
+ApiKey = Depends(_require_api_key)

@@ -1,0 +1,111 @@
+"""Retriever app factory: `uvicorn services.retriever.main:create_app --factory --port 8001`.
+
+Start-up loads artifacts/CURRENT (a missing or bad bundle leaves the service up but not ready) and starts
+the pick-up of tracks pushed to the store since the bundle was built; nothing runs at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from threadpoolctl import threadpool_limits
+
+from encore.artifacts import BundleError, current_bundle_path
+from encore.store import Store, get_store
+from services.common.observability import add_observability
+from services.retriever.config import RetrieverSettings, get_settings
+from services.retriever.metrics import RetrieverMetrics
+from services.retriever.routes import router
+from services.retriever.search import Retriever
+
+log = logging.getLogger(__name__)
+SERVICE = "retriever"
+
+
+async def _load_current(app: FastAPI) -> None:
+    settings: RetrieverSettings = app.state.settings
+    try:
+        bundle = await asyncio.to_thread(app.state.retriever.reload, current_bundle_path(settings.artifacts_dir))
+        app.state.metrics.reloads.labels("loaded").inc()
+        log.info("retriever serving bundle %s", bundle.id)
+    except BundleError as error:
+        app.state.metrics.reloads.labels("refused").inc()
+        log.error("retriever started without a bundle (not ready until POST /admin/reload succeeds): %s", error)
+
+
+async def _pick_up_loop(app: FastAPI) -> None:
+    """Make tracks pushed to the store since the bundle was built retrievable: now, then every interval."""
+    retriever: Retriever = app.state.retriever
+    interval = app.state.settings.retriever_refresh_s
+    while True:
+        if retriever.loaded:
+            try:
+                added = await asyncio.to_thread(retriever.pick_up, app.state.store)
+                if added:
+                    log.info("picked up %d new tracks from the store", added)
+                    app.state.metrics.items.labels("picked_up").inc(added)
+            except Exception:  # the store may be down for a while; keep serving and try again later
+                log.exception("pick-up of new tracks from the store failed")
+        if interval <= 0:
+            return
+        await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    blas = threadpool_limits(limits=app.state.settings.retriever_blas_threads, user_api="blas")
+    await _load_current(app)
+    gc.freeze()  # long-lived arrays and dicts leave the GC's generations: no p99 spikes from full collections
+    task = asyncio.create_task(_pick_up_loop(app))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        blas.restore_original_limits()
+
+
+def _readiness(app: FastAPI) -> tuple[bool, dict]:
+    retriever: Retriever = app.state.retriever
+    store_ok = app.state.store.ping()
+    details: dict = {"bundle_id": None, "store": store_ok}
+    if retriever.loaded:
+        index = retriever.index
+        details.update(bundle_id=index.bundle_id, n_users=len(index.user_index), n_items=len(index.item_ids))
+        details["cold_items"] = len(index.cold)
+    return retriever.loaded and store_ok, details
+
+
+def create_app(settings: RetrieverSettings | None = None, store: Store | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Encore retriever",
+        version="0.1.0",
+        summary="Candidate tracks per user: BPR vectors, exact top-k, cold tracks through their content vector",
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store or get_store()
+    app.state.retriever = Retriever()
+    registry = add_observability(app, SERVICE, lambda: _readiness(app))
+    app.state.metrics = RetrieverMetrics.register(registry, app.state.retriever)
+    app.include_router(router)
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host="0.0.0.0", port=settings.retriever_port, log_level=settings.log_level)
+
+
+if __name__ == "__main__":
+    main()

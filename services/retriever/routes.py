@@ -1,0 +1,94 @@
+"""Retriever routes: candidates for a user, new tracks from the embedder, bundle reload."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Body, HTTPException, Query, status
+from fastapi.responses import JSONResponse
+
+from encore.artifacts import BundleError, current_bundle_path
+from services.retriever.deps import ApiKey, KDep, LoadedRetrieverDep, MetricsDep, RetrieverDep, SettingsDep
+from services.retriever.schemas import (
+    CandidatesResponse,
+    ErrorResponse,
+    ItemIn,
+    ItemOut,
+    ReloadRequest,
+    ReloadResponse,
+)
+from services.retriever.search import ColdItemRefused
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["retriever"])
+
+_AUTH_ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}}
+UserIdQuery = Annotated[
+    str, Query(min_length=1, max_length=256, description="User id as in the feature store", examples=["u0007"])
+]
+
+
+@router.get(
+    "/candidates",
+    summary="Candidate tracks for a user, best first",
+    responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+)
+def get_candidates(
+    user_id: UserIdQuery, k: KDep, retriever: LoadedRetrieverDep, metrics: MetricsDep
+) -> CandidatesResponse:
+    found = retriever.candidates(user_id, k)
+    metrics.candidates.labels(found.source).inc()
+    return CandidatesResponse.model_validate(found, from_attributes=True)
+
+
+@router.post(
+    "/items",
+    summary="Make a new track retrievable now, through its content vector",
+    dependencies=[ApiKey],
+    responses={**_AUTH_ERRORS, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+)
+def add_item(item: ItemIn, retriever: LoadedRetrieverDep, metrics: MetricsDep) -> ItemOut:
+    try:
+        added = retriever.add_item(item.track_id, item.embedding, item.encoder, item.encoder_revision)
+    except ColdItemRefused as refused:
+        metrics.items.labels("refused").inc()
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(refused)) from refused
+    metrics.items.labels(added).inc()
+    index = retriever.index
+    return ItemOut(track_id=item.track_id, status=added, bundle_id=index.bundle_id, cold_items=len(index.cold))
+
+
+@router.post(
+    "/admin/reload",
+    summary="Load a bundle (default: artifacts/CURRENT); a bad one is refused and the old one keeps serving",
+    dependencies=[ApiKey],
+    responses={**_AUTH_ERRORS, 422: {"model": ErrorResponse}},
+)
+def reload_bundle(
+    retriever: RetrieverDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    request: Annotated[ReloadRequest | None, Body()] = None,
+) -> ReloadResponse:
+    previous = retriever.holder.bundle.id if retriever.holder.bundle else None
+    bundle_id = request.bundle_id if request else None
+    try:
+        path = Path(settings.artifacts_dir) / bundle_id if bundle_id else current_bundle_path(settings.artifacts_dir)
+        bundle = retriever.reload(path)
+    except BundleError as error:
+        log.error("bundle reload refused, still serving %s: %s", previous, error)
+        metrics.reloads.labels("refused").inc()
+        body = ErrorResponse(detail=str(error), serving_bundle_id=previous)
+        return JSONResponse(body.model_dump(), status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)  # type: ignore[return-value]
+    metrics.reloads.labels("loaded").inc()
+    index = retriever.index
+    log.info("bundle %s loaded (was %s)", bundle.id, previous)
+    return ReloadResponse(
+        bundle_id=bundle.id,
+        previous_bundle_id=previous,
+        n_users=len(index.user_index),
+        n_items=len(index.item_ids),
+        cold_items=len(index.cold),
+    )

@@ -1,0 +1,331 @@
+"""The retriever's logic, callable without HTTP: BPR vectors from a bundle, exact top-k, cold tracks.
+
+- `RecallIndex.from_bundle` reads and checks `<bundle>/retriever/` (written by training/train_recall.py).
+- `RecallIndex.candidates`: known user -> dot product with every item (trained and cold), played items
+  masked, top-k by `argpartition`; unknown user -> the bundle's most played items.
+- Cold tracks (uploads, or tracks pushed to the store after the bundle was built) get an item vector from
+  their content vector through the bundle's ridge projection (see train_recall's docstring for why), so
+  they compete with trained items by the same score.
+- `Retriever` keeps the index (in a BundleHolder) and the cold catalogue in step: readers never lock and
+  never see a half-built state; writers build a new immutable `ColdItems` and swap one reference.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from encore import feature_names as fn
+from encore.artifacts import Bundle, BundleError, BundleHolder
+from encore.errors import EncoreError
+from encore.store import Store
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "retriever"
+FORMAT_VERSION = 1
+STORE_READ_CHUNK = 500
+
+
+class ColdItemRefused(EncoreError):
+    """A new track's content cannot be projected with this bundle (wrong encoder or length, no projection)."""
+
+
+# --- Bundle contents ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Projection:
+    """item vector = ((content - mean) / std) @ weight + bias, the formula training fit (same arrays)."""
+
+    weight: np.ndarray  # (C, D)
+    bias: np.ndarray  # (D,)
+    mean: np.ndarray  # (C,)
+    std: np.ndarray  # (C,)
+    encoder: dict[str, str]  # {"encoder", "encoder_revision"} the content must come from
+
+    @property
+    def content_dim(self) -> int:
+        return len(self.mean)
+
+    def apply(self, content: np.ndarray) -> np.ndarray:
+        return (((content - self.mean) / self.std) @ self.weight + self.bias).astype(np.float32)
+
+    def check(self, embedding: np.ndarray, encoder: str, encoder_revision: str) -> None:
+        """Raise ColdItemRefused unless the vector comes from this projection's encoder and has its length."""
+        got = {"encoder": encoder, "encoder_revision": encoder_revision}
+        if got != self.encoder:
+            raise ColdItemRefused(f"content from encoder {got} cannot be mixed with this bundle's {self.encoder}")
+        if embedding.ndim != 1 or len(embedding) != self.content_dim:
+            raise ColdItemRefused(f"embedding has length {embedding.size}, bundle's encoder gives {self.content_dim}")
+        if not np.isfinite(embedding).all():
+            raise ColdItemRefused("embedding contains NaN or inf (or overflows float32)")
+
+
+@dataclass(frozen=True)
+class ColdItems:
+    """Tracks added after the bundle was built, with their projected vectors; replaced whole, never mutated."""
+
+    ids: tuple[str, ...]
+    index: dict[str, int]
+    vectors: np.ndarray  # (n, D) float32
+
+    @classmethod
+    def empty(cls, dim: int) -> ColdItems:
+        return cls((), {}, np.zeros((0, dim), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def with_item(self, track_id: str, vector: np.ndarray) -> ColdItems:
+        """A copy with the track's vector added or replaced."""
+        if track_id in self.index:
+            vectors = self.vectors.copy()
+            vectors[self.index[track_id]] = vector
+            return ColdItems(self.ids, self.index, vectors)
+        return ColdItems(
+            (*self.ids, track_id), {**self.index, track_id: len(self.ids)}, np.vstack([self.vectors, vector[None]])
+        )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    track_id: str
+    score: float
+    cold: bool
+
+
+@dataclass(frozen=True)
+class CandidateList:
+    user_id: str
+    known_user: bool
+    source: Literal["bpr", "popularity"]
+    bundle_id: str
+    candidates: list[Candidate]
+
+
+def _load_npy(bundle: Bundle, name: str) -> np.ndarray:
+    return np.load(bundle.file(f"{COMPONENT}/{name}"), allow_pickle=False)
+
+
+def _require(condition: bool, bundle: Bundle, message: str) -> None:
+    if not condition:
+        raise BundleError(f"bundle {bundle.id}: retriever files are inconsistent: {message}")
+
+
+class RecallIndex:
+    """One bundle's vectors, seen sets and popularity, plus the cold items projected with its projection.
+
+    Everything but `cold` is fixed at load; `cold` is one reference to an immutable ColdItems, swapped by
+    Retriever. A search reads `cold` once, so it uses one consistent set.
+    """
+
+    def __init__(
+        self,
+        bundle_id: str,
+        user_ids: Sequence[str],
+        user_vectors: np.ndarray,
+        item_ids: Sequence[str],
+        item_vectors: np.ndarray,
+        seen_indptr: np.ndarray,
+        seen_indices: np.ndarray,
+        popularity: np.ndarray,
+        projection: Projection | None,
+    ) -> None:
+        self.bundle_id = bundle_id
+        self.user_index = {u: i for i, u in enumerate(user_ids)}
+        self.user_vectors = user_vectors
+        self.item_ids = list(item_ids)
+        self.item_index = {t: i for i, t in enumerate(self.item_ids)}
+        self.item_vectors = item_vectors
+        self.seen_indptr = seen_indptr
+        self.seen_indices = seen_indices
+        self.popularity = popularity
+        self.popular = np.argsort(-popularity, kind="stable")  # most played first; ties keep item order
+        self.projection = projection
+        self.cold = ColdItems.empty(item_vectors.shape[1])
+
+    @property
+    def dim(self) -> int:
+        return int(self.item_vectors.shape[1])
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle) -> RecallIndex:
+        """Read `<bundle>/retriever/` (already checksum-verified by load_bundle) and check its shapes."""
+        if COMPONENT not in bundle.components:
+            raise BundleError(f"bundle {bundle.id} has no retriever component (components: {list(bundle.components)})")
+        meta = json.loads(bundle.file(f"{COMPONENT}/retriever.json").read_text())
+        _require(meta.get("format_version") == FORMAT_VERSION, bundle, f"format {meta.get('format_version')}")
+        user_ids, item_ids = _load_npy(bundle, "user_ids.npy"), _load_npy(bundle, "item_ids.npy")
+        users, items = _load_npy(bundle, "user_vectors.npy"), _load_npy(bundle, "item_vectors.npy")
+        popularity = _load_npy(bundle, "popularity.npy")
+        with np.load(bundle.file(f"{COMPONENT}/seen.npz"), allow_pickle=False) as seen:
+            indptr, indices = seen["indptr"], seen["indices"]
+        n_users, n_items = len(user_ids), len(item_ids)
+        _require(users.shape == (n_users, meta["dim"]), bundle, f"user_vectors {users.shape}")
+        _require(items.shape == (n_items, meta["dim"]), bundle, f"item_vectors {items.shape}")
+        _require(users.dtype == items.dtype == np.float32, bundle, "vectors must be float32")
+        _require(bool(np.isfinite(users).all() and np.isfinite(items).all()), bundle, "vectors hold NaN or inf")
+        _require(len(set(user_ids)) == n_users and len(set(item_ids)) == n_items, bundle, "duplicate ids")
+        _require(popularity.shape == (n_items,), bundle, f"popularity {popularity.shape}")
+        _require(indptr.shape == (n_users + 1,) and indptr[0] == 0 and indptr[-1] == len(indices), bundle, "seen")
+        _require(bool((np.diff(indptr) >= 0).all()), bundle, "seen.indptr is not monotone")
+        _require(len(indices) == 0 or 0 <= indices.min() <= indices.max() < n_items, bundle, "seen item out of range")
+        projection = None
+        if meta.get("projection"):
+            with np.load(bundle.file(f"{COMPONENT}/projection.npz"), allow_pickle=False) as p:
+                projection = Projection(p["weight"], p["bias"], p["mean"], p["std"], dict(meta["encoder"]))
+            c = projection.content_dim
+            _require(projection.weight.shape == (c, meta["dim"]), bundle, f"projection {projection.weight.shape}")
+            _require(projection.bias.shape == (meta["dim"],) and projection.std.shape == (c,), bundle, "projection")
+            _require(bool((projection.std > 0).all()), bundle, "projection.std must be positive")
+        return cls(
+            bundle.id, user_ids.tolist(), users, item_ids.tolist(), items, indptr, indices, popularity, projection
+        )
+
+    def seen(self, user_row: int) -> np.ndarray:
+        return self.seen_indices[self.seen_indptr[user_row] : self.seen_indptr[user_row + 1]]
+
+    def candidates(self, user_id: str, k: int) -> CandidateList:
+        """Top-k for a known user (played items excluded, cold items included), else the k most played."""
+        row = self.user_index.get(user_id)
+        if row is None:
+            top = self.popular[:k]
+            found = [Candidate(self.item_ids[i], float(self.popularity[i]), False) for i in top]
+            return CandidateList(user_id, False, "popularity", self.bundle_id, found)
+        cold = self.cold  # read once: this request uses one snapshot
+        user = self.user_vectors[row]
+        scores = self.item_vectors @ user  # a fresh (I,) array, safe to mask
+        seen = self.seen(row)
+        scores[seen] = -np.inf
+        if len(cold):
+            scores = np.concatenate([scores, cold.vectors @ user])
+        k = min(k, len(scores) - len(seen))
+        if k <= 0:
+            return CandidateList(user_id, True, "bpr", self.bundle_id, [])
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        n_items = len(self.item_ids)
+        found = [
+            Candidate(self.item_ids[i], float(scores[i]), False)
+            if i < n_items
+            else Candidate(cold.ids[i - n_items], float(scores[i]), True)
+            for i in top.tolist()
+        ]
+        return CandidateList(user_id, True, "bpr", self.bundle_id, found)
+
+
+# --- The service state --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContentRecord:
+    embedding: np.ndarray  # (C,) float32
+    encoder: str
+    encoder_revision: str
+
+
+AddStatus = Literal["added", "replaced", "in_bundle"]
+
+
+class Retriever:
+    """The loaded index plus every cold track's content; the cold vectors always follow the current bundle.
+
+    Cold content is kept apart from the index, so a reload re-projects it with the new bundle's projection
+    (tracks the new bundle has trained vectors for, or whose encoder it does not match, drop out).
+    """
+
+    def __init__(self) -> None:
+        self.holder: BundleHolder[RecallIndex] = BundleHolder(self._build)
+        self._records: dict[str, ContentRecord] = {}
+        self._lock = threading.Lock()  # writers only: records and cold swaps
+
+    @property
+    def loaded(self) -> bool:
+        return self.holder.loaded
+
+    @property
+    def index(self) -> RecallIndex:
+        return self.holder.state
+
+    def candidates(self, user_id: str, k: int) -> CandidateList:
+        return self.holder.state.candidates(user_id, k)
+
+    def reload(self, path: Any) -> Bundle:
+        """Verify and swap in the bundle at `path`; BundleError keeps the old one serving."""
+        bundle = self.holder.reload(path)
+        with self._lock:  # a track added between the build and the swap went to the old index only
+            self._sync(self.holder.state)
+        return bundle
+
+    def _build(self, bundle: Bundle) -> RecallIndex:
+        """The new index with its cold tracks already projected, so a swap never hides them."""
+        index = RecallIndex.from_bundle(bundle)
+        with self._lock:
+            self._sync(index)
+        return index
+
+    def add_item(self, track_id: str, embedding: Sequence[float], encoder: str, encoder_revision: str) -> AddStatus:
+        """Make a new track retrievable now; ColdItemRefused when its content does not fit this bundle."""
+        index = self.holder.state
+        with np.errstate(over="ignore"):
+            vector = np.asarray(embedding, dtype=np.float32)
+        if index.projection is None:
+            raise ColdItemRefused(f"bundle {index.bundle_id} has no content projection: new tracks cannot be added")
+        index.projection.check(vector, encoder, encoder_revision)
+        if track_id in index.item_index:
+            return "in_bundle"  # its trained vector is better than a projected one
+        with self._lock:
+            status: AddStatus = "replaced" if track_id in self._records else "added"
+            self._records[track_id] = ContentRecord(vector, encoder, encoder_revision)
+            current = self.holder.state  # a reload may have swapped it since the checks
+            if current is index:
+                index.cold = index.cold.with_item(track_id, index.projection.apply(vector[None])[0])
+            else:
+                self._sync(current)
+        return status
+
+    def pick_up(self, store: Store) -> int:
+        """Read content of tracks in the store's offline sources that neither the bundle nor the catalogue
+        holds (pushed since the bundle was built); returns how many became retrievable."""
+        index = self.holder.state
+        new = [t for t in store.offline_track_ids() if t not in index.item_index and t not in self._records]
+        if not new:
+            return 0
+        rows: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(new), STORE_READ_CHUNK):
+            rows.update(store.get_tracks(new[start : start + STORE_READ_CHUNK], views=[fn.TRACK_CONTENT]))
+        with self._lock:
+            for track_id, row in rows.items():
+                if row.get("embedding") is not None and track_id not in self._records:
+                    vector = np.asarray(row["embedding"], dtype=np.float32)
+                    self._records[track_id] = ContentRecord(vector, row["encoder"], row["encoder_revision"])
+            before = len(self.holder.state.cold)
+            self._sync(self.holder.state)
+            return len(self.holder.state.cold) - before
+
+    def _sync(self, index: RecallIndex) -> None:
+        """Rebuild `index.cold` from every record it can use (caller holds the lock)."""
+        usable: list[tuple[str, np.ndarray]] = []
+        for track_id, record in self._records.items():
+            if track_id in index.item_index or index.projection is None:
+                continue
+            try:
+                index.projection.check(record.embedding, record.encoder, record.encoder_revision)
+            except ColdItemRefused as refused:
+                log.warning("cold track %s left out of bundle %s: %s", track_id, index.bundle_id, refused)
+                continue
+            usable.append((track_id, record.embedding))
+        if not usable:
+            index.cold = ColdItems.empty(index.dim)
+            return
+        ids = tuple(t for t, _ in usable)
+        assert index.projection is not None
+        vectors = index.projection.apply(np.stack([v for _, v in usable]))
+        index.cold = ColdItems(ids, {t: i for i, t in enumerate(ids)}, vectors)
