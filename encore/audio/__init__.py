@@ -1,6 +1,6 @@
 """Audio content: decode uploads, resample, window, encode to pooled layer vectors, tokenize."""
 
-from encore.audio.codebooks import CodebookMismatch, Codebooks
+from encore.audio.codebooks import CodebookMismatch, Codebooks, content_revision
 from encore.audio.decode import AudioError, DecodedAudio, decode_audio
 from encore.audio.encoder import AudioEncoder, EncoderUnavailable, get_encoder
 from encore.audio.extract import extract_catalog, load_catalog
@@ -19,6 +19,7 @@ __all__ = [
     "Windows",
     "decode_audio",
     "extract_catalog",
+    "content_revision",
     "get_encoder",
     "load_catalog",
     "resample",

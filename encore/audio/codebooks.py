@@ -207,3 +207,12 @@ def _check_info_shape(encoder_info: dict[str, Any], n_layers: int, dim: int) -> 
             f"encoder info declares ({encoder_info.get('n_layers')}, {encoder_info.get('dim')}) "
             f"but the vectors are ({n_layers}, {dim})"
         )
+
+
+def content_revision(encoder_revision: str, codebooks_sha256: str) -> str:
+    """The `encoder_revision` stored with a track's content: model revision plus codebook version.
+
+    The embedder (uploads) and the bootstrap (catalog) both write it, and the retriever refuses content whose
+    string differs from its projection's, so the two must come from this one function.
+    """
+    return f"{encoder_revision}+cb.{codebooks_sha256[:12]}"

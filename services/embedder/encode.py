@@ -30,7 +30,7 @@ import numpy as np
 
 from encore import feature_names as fn
 from encore.artifacts import Bundle, BundleError, current_bundle_path
-from encore.audio import AudioEncoder, Codebooks, decode_audio
+from encore.audio import AudioEncoder, Codebooks, content_revision, decode_audio
 from encore.audio.codebooks import META_FILE, TENSORS_FILE
 from encore.errors import EncoreError
 from encore.store import InvalidTrackError, Store
@@ -161,14 +161,6 @@ def build_state(bundle: Bundle, encoder: AudioEncoder) -> EmbedderState:
         standardize=bool(content_spec.get("standardize", True)),
         content_revision=content_revision(encoder.revision, bundle.manifest["files"][tensors]),
     )
-
-
-def content_revision(encoder_revision: str, codebooks_sha256: str) -> str:
-    """The stored `encoder_revision`: the model revision plus the codebook version (its checksum prefix).
-
-    Training must write the same string for catalog tracks encoded with the same bundle.
-    """
-    return f"{encoder_revision}+cb.{codebooks_sha256[:12]}"
 
 
 def embed_audio(data: bytes, state: EmbedderState, *, max_seconds: float) -> Embedding:
