@@ -1,0 +1,293 @@
+"""The recommend path as steps: user features >> retrieve >> item features >> score >> order.
+
+Each step takes its config in `__init__`, opens heavy resources in `load()`, and does the work in
+`__call__`. `Ranker.recommend` wires them; the model state comes from one bundle per request.
+Blocking store reads (a user cache miss, tracks the in-process table does not hold) run in a worker thread
+so the event loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from encore.artifacts import BundleHolder
+from encore.store import Store, TrackTable
+from services.ranker.bundle import RankerModel
+from services.ranker.features import CandidateFeatures, build_frame
+
+log = logging.getLogger("encore.ranker")
+
+POPULARITY_SOURCE = "popularity"
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """What retrieval gave: ids in retrieval order, which are cold, where they came from, and why degraded."""
+
+    track_ids: list[str]
+    cold: dict[str, bool]
+    source: str
+    degraded_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    track_id: str
+    score: float
+    rank: int
+    artist_id: str | None
+    genre: str | None
+    release_year: int | None
+    cold: bool
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    user_id: str
+    bundle_id: str
+    model: str
+    candidate_source: str
+    items: list[RankedItem]
+    degraded_reasons: list[str] = field(default_factory=list)
+
+
+# --- steps ---------------------------------------------------------------------------------------------
+
+
+class UserFeatures:
+    """user_id -> user_profile row (None when unknown), behind a small TTL cache in front of the store."""
+
+    def __init__(self, store: Store, ttl_s: float = 60.0, max_entries: int = 100_000):
+        self.store, self.ttl_s, self.max_entries = store, ttl_s, max_entries
+        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}  # id -> (expires, row)
+
+    def load(self) -> None:
+        self._cache.clear()
+
+    async def __call__(self, user_id: str) -> dict[str, Any] | None:
+        now = time.monotonic()
+        hit = self._cache.get(user_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        rows = await asyncio.to_thread(self.store.get_users, [user_id])
+        row = rows.get(user_id)
+        if len(self._cache) >= self.max_entries:  # drop the oldest insertion (dicts keep insertion order)
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[user_id] = (now + self.ttl_s, row)  # unknown users are cached too
+        return row
+
+
+class Retrieve:
+    """Candidates from the retriever over one pooled aiohttp session; popularity when it fails."""
+
+    def __init__(self, retriever_url: str, timeout_s: float):
+        self.url = retriever_url.rstrip("/") + "/candidates"
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.session: aiohttp.ClientSession | None = None
+
+    def load(self) -> None:
+        """Open the session; call from inside the running event loop (the app's lifespan)."""
+        connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=30)
+        self.session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def __call__(self, user_id: str, n: int, popularity: Sequence[str]) -> Candidates:
+        try:
+            return await self._from_retriever(user_id, n)
+        except Exception as error:  # any failure (down, slow, bad body) degrades instead of failing the request
+            reason = f"retriever unavailable: {type(error).__name__}: {error}".rstrip(": ")
+            log.warning("%s; serving popularity candidates for user %s", reason, user_id)
+            ids = list(popularity[:n])
+            return Candidates(ids, dict.fromkeys(ids, False), POPULARITY_SOURCE, reason)
+
+    async def _from_retriever(self, user_id: str, n: int) -> Candidates:
+        if self.session is None:
+            raise RuntimeError("Retrieve.load() was not called")
+        async with self.session.get(self.url, params={"user_id": user_id, "k": str(n)}) as response:
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status} from {self.url}")
+            body = await response.json()
+        rows = body["candidates"]
+        ids = list(dict.fromkeys(str(row["track_id"]) for row in rows))  # first occurrence wins
+        if not ids:
+            raise RuntimeError("it returned no candidates")
+        cold = {str(row["track_id"]): bool(row.get("cold", False)) for row in rows}
+        return Candidates(ids, cold, str(body.get("source", "retriever")))
+
+
+class ItemFeatures:
+    """track ids -> CandidateFeatures from the in-process TrackTable (unknown ids read from the store)."""
+
+    def __init__(self, store: Store, max_age_s: float = 300.0, miss_ttl_s: float = 1.0):
+        self.store, self.max_age_s, self.miss_ttl_s = store, max_age_s, miss_ttl_s
+        self.table: TrackTable | None = None
+
+    def load(self) -> None:
+        self.table = TrackTable(self.store, max_age_s=self.max_age_s, miss_ttl_s=self.miss_ttl_s)
+        try:
+            n = self.table.load()
+            log.info("track table loaded: %d tracks", n)
+        except Exception:  # serve anyway: tracks are then read from the store on their first request
+            log.exception("track table could not be loaded at start; tracks will be read on demand")
+
+    async def __call__(self, track_ids: Sequence[str]) -> tuple[CandidateFeatures, str | None]:
+        """Features in request order, and a degraded reason when the store could not be read."""
+        table = self.table
+        if table is None:
+            raise RuntimeError("ItemFeatures.load() was not called")
+        if any(t not in table for t in track_ids):
+            try:  # off the event loop: this is a store read
+                await asyncio.to_thread(table.refresh, track_ids)
+            except Exception as error:
+                reason = f"track store unavailable: {type(error).__name__}: {error}"
+                log.warning("%s; unknown candidates scored without features", reason)
+                known = [t for t in track_ids if t in table]
+                found = np.fromiter((t in table for t in track_ids), dtype=bool, count=len(track_ids))
+                return CandidateFeatures.align(track_ids, found, table.lookup(known)), reason
+        batch = table.lookup(track_ids)  # refresh above remembered the store's misses, so no store read here
+        missing = set(batch.missing)
+        found = np.fromiter((t not in missing for t in track_ids), dtype=bool, count=len(track_ids))
+        return CandidateFeatures.align(track_ids, found, batch), None
+
+
+class Score:
+    """(user, candidates) -> click probabilities, encoded with the bundle's feature spec."""
+
+    def encode(
+        self, model: RankerModel, user_id: str, user: dict[str, Any] | None, items: CandidateFeatures
+    ) -> dict[str, np.ndarray]:
+        return model.spec.encode_packed(build_frame(model.spec, user_id, user, items))
+
+    def __call__(
+        self, model: RankerModel, user_id: str, user: dict[str, Any] | None, items: CandidateFeatures
+    ) -> np.ndarray:
+        if len(items) == 0:
+            return np.zeros(0, dtype=np.float32)
+        return model.scorer.score(self.encode(model, user_id, user, items))
+
+
+class Order:
+    """Top-k by score; ties keep retrieval order (stable sort), so answers are deterministic."""
+
+    def __call__(
+        self, candidates: Candidates, items: CandidateFeatures, scores: np.ndarray, k: int
+    ) -> list[RankedItem]:
+        top = np.argsort(-scores, kind="stable")[:k]
+        return [
+            RankedItem(
+                track_id=items.track_ids[i],
+                score=float(scores[i]),
+                rank=rank,
+                artist_id=items.value("artist_id", i),
+                genre=items.value("genre", i),
+                release_year=items.value("release_year", i),
+                cold=candidates.cold.get(items.track_ids[i], False),
+            )
+            for rank, i in enumerate(top.tolist(), start=1)
+        ]
+
+
+# --- the pipeline --------------------------------------------------------------------------------------
+
+
+class RankerMetrics:
+    """Per-stage latency and degraded answers, registered in the app's own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.stage_seconds = Histogram(
+            "encore_ranker_stage_seconds",
+            "Time per recommend step",
+            ["stage"],
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=registry,
+        )
+        self.degraded = Counter(
+            "encore_ranker_degraded", "Recommendations served degraded", ["reason"], registry=registry
+        )
+
+
+class Ranker:
+    """user features >> retrieve >> item features >> score >> order, over the bundle in `holder`."""
+
+    def __init__(
+        self,
+        holder: BundleHolder[RankerModel],
+        user_features: UserFeatures,
+        retrieve: Retrieve,
+        item_features: ItemFeatures,
+        n_candidates: int,
+        metrics: RankerMetrics | None = None,
+    ):
+        self.holder = holder
+        self.user_features, self.retrieve, self.item_features = user_features, retrieve, item_features
+        self.score, self.order = Score(), Order()
+        self.n_candidates = n_candidates
+        self.metrics = metrics or RankerMetrics(CollectorRegistry())
+
+    def load(self) -> None:
+        """Open every step's resources (bundle loading is the holder's job)."""
+        self.user_features.load()
+        self.retrieve.load()
+        self.item_features.load()
+
+    async def close(self) -> None:
+        await self.retrieve.close()
+
+    async def recommend(self, user_id: str, k: int) -> Recommendation:
+        model = self.holder.state  # one bundle for the whole request, even if a reload swaps it meanwhile
+        reasons: list[str] = []
+        clock = _StageClock(self.metrics.stage_seconds)
+
+        try:
+            user = await self.user_features(user_id)
+        except Exception as error:  # an unknown user and a store hiccup are scored the same way
+            reasons.append(f"user store unavailable: {type(error).__name__}: {error}")
+            log.warning("%s; user %s scored without profile", reasons[-1], user_id)
+            user = None
+        clock.lap("user_features")
+
+        candidates = await self.retrieve(user_id, max(self.n_candidates, k), model.popularity)
+        if candidates.degraded_reason:
+            reasons.append(candidates.degraded_reason)
+        clock.lap("retrieve")
+
+        items, item_reason = await self.item_features(candidates.track_ids)
+        if item_reason:
+            reasons.append(item_reason)
+        clock.lap("item_features")
+
+        scores = self.score(model, user_id, user, items)
+        clock.lap("score")
+
+        ranked = self.order(candidates, items, scores, k)
+        clock.lap("order")
+
+        for reason in reasons:
+            self.metrics.degraded.labels(reason.split(":", 1)[0]).inc()
+        return Recommendation(user_id, model.bundle_id, model.model_name, candidates.source, ranked, reasons)
+
+
+class _StageClock:
+    """Observes the time since the previous lap under a stage name."""
+
+    def __init__(self, histogram: Histogram):
+        self.histogram = histogram
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.histogram.labels(stage).observe(now - self.last)
+        self.last = now

@@ -1,0 +1,91 @@
+"""Request and response models of the ranker's HTTP API, with the examples OpenAPI shows."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+BUNDLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # the rule encore.artifacts applies to bundle ids
+
+
+class RecommendedTrack(BaseModel):
+    track_id: str = Field(description="Track id")
+    score: float = Field(description="Click probability from the CTR model")
+    rank: int = Field(ge=1, description="1 = best")
+    artist_id: str | None = Field(description="From track_meta; null when the store has no meta for the track")
+    genre: str | None = Field(description="From track_meta; null when unknown")
+    release_year: int | None = Field(description="From track_meta; null when unknown")
+    cold: bool = Field(description="The retriever found the track through its content vector (no interactions)")
+
+
+class RecommendResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "u42",
+                    "bundle_id": "synthetic-20260101",
+                    "model": "DCNv2",
+                    "degraded": False,
+                    "degraded_reason": None,
+                    "candidate_source": "bpr",
+                    "items": [
+                        {
+                            "track_id": "t1007",
+                            "score": 0.8731,
+                            "rank": 1,
+                            "artist_id": "a17",
+                            "genre": "jazz",
+                            "release_year": 1965,
+                            "cold": False,
+                        },
+                        {
+                            "track_id": "t2210",
+                            "score": 0.8102,
+                            "rank": 2,
+                            "artist_id": None,
+                            "genre": None,
+                            "release_year": None,
+                            "cold": True,
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
+    user_id: str
+    bundle_id: str = Field(description="The artifact bundle whose model scored this answer")
+    model: str = Field(description="CTR model name, e.g. DCNv2")
+    degraded: bool = Field(description="True when a fallback served part of the answer (see degraded_reason)")
+    degraded_reason: str | None = Field(description="Why, e.g. 'retriever unavailable: ...'; null when not degraded")
+    candidate_source: str = Field(description="The retriever's source (e.g. 'bpr'), or 'popularity' as fallback")
+    items: list[RecommendedTrack] = Field(description="At most k tracks, best first")
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"bundle_id": "synthetic-20260102"}, {}]})
+
+    bundle_id: str | None = Field(
+        default=None,
+        pattern=BUNDLE_ID_PATTERN,
+        description="A folder under ENCORE_ARTIFACTS_DIR; omitted: the bundle artifacts/CURRENT names",
+    )
+
+
+class ReloadResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"bundle_id": "synthetic-20260102", "previous_bundle_id": "synthetic-20260101"}]
+        }
+    )
+
+    bundle_id: str = Field(description="The bundle now serving")
+    previous_bundle_id: str | None = Field(description="The bundle served before; null when none was loaded")
+
+
+class ErrorResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"detail": "bundle refused: checksum mismatch for ranker/model.onnx"}]}
+    )
+
+    detail: str

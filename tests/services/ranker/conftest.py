@@ -1,0 +1,276 @@
+"""Ranker fixtures: a tiny real bundle (DCNv2 trained and exported here), a real SQLite store, and a real
+HTTP server standing in for the retriever (the one external service the ranker calls)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from encore import feature_names as fn
+from encore.artifacts import BundleBuilder
+from encore.schema import FeatureSpec, FieldConfig
+from encore.store import Store, StoreSettings
+from training.data import TensorSplit
+from training.export import export_onnx
+from training.models.ctr.dcnv2 import DCNv2
+from training.trainer import TrainConfig, fit
+
+EMBEDDING_DIM = 8
+N_LAYERS = 4
+N_USERS, N_TRACKS, N_TRAIN_TRACKS = 40, 80, 70  # tracks t70..t79 have features but no training rows
+BUNDLE_ID = "ranker-test-001"
+CONTENT_ONLY = "t_content_only"  # in track_content but not in track_meta (an upload without meta)
+NOT_IN_STORE = "t_not_in_store"
+
+SPEC_FIELDS = [
+    FieldConfig("user_id", "id", owner="user"),
+    FieldConfig("country", "categorical", owner="user"),
+    FieldConfig("age", "numeric", owner="user", numeric_mode="quantile", n_buckets=4),
+    FieldConfig("gender", "categorical", owner="user"),
+    FieldConfig("n_plays", "numeric", owner="user", numeric_mode="log", n_buckets=4),
+    FieldConfig("track_id", "id", owner="item"),
+    FieldConfig("artist_id", "categorical", owner="item"),
+    FieldConfig("genre", "categorical", owner="item"),
+    FieldConfig("key", "categorical", owner="item"),
+    FieldConfig("release_year", "numeric", owner="item", numeric_mode="equal_width", n_buckets=5),
+    FieldConfig("popularity", "numeric", owner="item", numeric_mode="scale"),
+    FieldConfig("audio_emb", "dense", owner="item", dim=EMBEDDING_DIM),
+    FieldConfig("audio_tok_0", "categorical", owner="item"),
+    FieldConfig("audio_tok_1", "categorical", owner="item"),
+    FieldConfig("audio_missing", "categorical", owner="item"),
+]
+
+
+@dataclass(frozen=True)
+class SourceFrames:
+    """The store's view frames (what Feast holds) and the interactions training learns from."""
+
+    users: pd.DataFrame
+    meta: pd.DataFrame
+    content: pd.DataFrame
+    interactions: pd.DataFrame  # user_id, track_id, label
+
+
+def make_source_frames(seed: int = 3) -> SourceFrames:
+    rng = np.random.default_rng(seed)
+    users = pd.DataFrame(
+        {
+            fn.USER_ID: [f"u{i}" for i in range(N_USERS)],
+            "country": rng.choice(["SE", "BR", "US", ""], N_USERS),
+            "age": rng.integers(16, 70, N_USERS),
+            "gender": rng.choice(["f", "m", ""], N_USERS),
+            "n_plays": rng.integers(1, 500, N_USERS),
+            "n_tracks": rng.integers(1, 100, N_USERS),
+        }
+    )
+    track_ids = [f"t{i}" for i in range(N_TRACKS)]
+    meta = pd.DataFrame(
+        {
+            fn.TRACK_ID: track_ids,
+            "artist_id": [f"a{i % 20}" for i in range(N_TRACKS)],
+            "genre": rng.choice(["rock", "jazz", "pop", "folk"], N_TRACKS),
+            "key": rng.integers(-1, 12, N_TRACKS),
+            "mode": rng.integers(0, 2, N_TRACKS),
+            "language": rng.choice(["en", "pt", "sv", ""], N_TRACKS),
+            "release_year": rng.integers(1960, 2025, N_TRACKS),
+            "popularity": rng.random(N_TRACKS).astype(np.float32),
+        }
+    )
+    content_ids = [*track_ids, CONTENT_ONLY]
+    content = pd.DataFrame(
+        {
+            fn.TRACK_ID: content_ids,
+            "embedding": list(rng.standard_normal((len(content_ids), EMBEDDING_DIM)).astype(np.float32)),
+            "tokens": list(rng.integers(0, 32, (len(content_ids), N_LAYERS))),
+            "encoder": "mfcc",
+            "encoder_revision": "mfcc-test",
+        }
+    )
+    n = 3000
+    pairs = pd.DataFrame(
+        {
+            fn.USER_ID: rng.choice(users[fn.USER_ID], n),
+            fn.TRACK_ID: rng.choice(track_ids[:N_TRAIN_TRACKS], n),
+        }
+    )
+    frame = training_frame(users, meta, content, pairs)
+    emb = np.stack(frame["audio_emb"].to_numpy())
+    logit = 1.5 * (frame["genre"] == "jazz") + 1.2 * emb[:, 0] - 0.8 * (frame["country"] == "BR")
+    pairs["label"] = (rng.random(n) < 1 / (1 + np.exp(-logit.to_numpy()))).astype(int)
+    return SourceFrames(users, meta, content, pairs)
+
+
+def training_frame(users: pd.DataFrame, meta: pd.DataFrame, content: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+    """How training joins (user, track) rows to the store's views: left joins, store column names,
+    `audio_emb` <- embedding (zeros when a track has no content), `audio_tok_i` <- tokens[i], and
+    `audio_missing` = 1 for tracks without content."""
+    frame = pairs.merge(users, on=fn.USER_ID, how="left").merge(meta, on=fn.TRACK_ID, how="left")
+    cont = content.set_index(fn.TRACK_ID)
+    zeros = np.zeros(EMBEDDING_DIM, dtype=np.float32)
+    has = frame[fn.TRACK_ID].isin(cont.index).to_numpy()
+    frame["audio_emb"] = [cont.at[t, "embedding"] if h else zeros for t, h in zip(frame[fn.TRACK_ID], has, strict=True)]
+    for layer in range(N_LAYERS):
+        tokens = [cont.at[t, "tokens"][layer] if h else np.nan for t, h in zip(frame[fn.TRACK_ID], has, strict=True)]
+        frame[f"audio_tok_{layer}"] = pd.Series(tokens, dtype=np.int64 if has.all() else np.float64)
+    frame["audio_missing"] = (~has).astype(np.int64)
+    return frame
+
+
+@dataclass
+class TrainedBundle:
+    artifacts_dir: Path
+    bundle_id: str
+    spec: FeatureSpec
+    frames: SourceFrames
+    onnx_path: Path
+
+    def frame_for(self, user_id: str, track_ids: list[str]) -> pd.DataFrame:
+        """The training-side frame of (user_id, track) rows, built from the source frames."""
+        pairs = pd.DataFrame({fn.USER_ID: user_id, fn.TRACK_ID: track_ids})
+        return training_frame(self.frames.users, self.frames.meta, self.frames.content, pairs)
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> TrainedBundle:
+    """DCNv2 trained for two epochs on the generated rows, exported to ONNX and written as a bundle."""
+    frames = make_source_frames()
+    rows = training_frame(frames.users, frames.meta, frames.content, frames.interactions)
+    rows["label"] = frames.interactions["label"].to_numpy()
+    train, valid = rows.iloc[:2400], rows.iloc[2400:]
+    spec = FeatureSpec.fit(train, SPEC_FIELDS)
+    torch.manual_seed(0)
+    model = DCNv2(spec, embedding_dim=4, num_cross_layers=2, hidden_units=(16,))
+    result = fit(
+        model,
+        TensorSplit.from_frame("train", spec, train),
+        TensorSplit.from_frame("valid", spec, valid),
+        TrainConfig(lr=5e-3, batch_size=256, epochs=2, progress=False),
+    )
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    popularity = frames.meta.sort_values("popularity", ascending=False)[fn.TRACK_ID].tolist()
+    with BundleBuilder(artifacts, BUNDLE_ID) as builder:
+        (builder.path / "ranker").mkdir()
+        export_onnx(model, builder.path / "ranker" / "model.onnx")
+        spec.save(builder.path / "ranker" / "spec.json")
+        (builder.path / "popularity.json").write_text(json.dumps({"track_ids": popularity}))
+        builder.manifest.update(
+            feature_spec_hash=spec.hash,
+            components={
+                "ranker": {
+                    "model": "DCNv2",
+                    "onnx": "ranker/model.onnx",
+                    "spec": "ranker/spec.json",
+                    "popularity": "popularity.json",
+                    "metrics": result.best_valid,
+                }
+            },
+        )
+    return TrainedBundle(artifacts, BUNDLE_ID, spec, frames, artifacts / BUNDLE_ID / "ranker" / "model.onnx")
+
+
+def copy_bundle(source: Path, root: Path, bundle_id: str, corrupt_onnx: bool = False) -> Path:
+    """A new bundle with the same files (and valid checksums); `corrupt_onnx` writes garbage as the model."""
+    with BundleBuilder(root, bundle_id, make_current=False) as builder:
+        for path in sorted(p for p in source.rglob("*") if p.is_file() and p.name != "manifest.json"):
+            target = builder.path / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        if corrupt_onnx:
+            (builder.path / "ranker" / "model.onnx").write_bytes(b"not an onnx graph")
+        manifest = json.loads((source / "manifest.json").read_text())
+        builder.manifest.update({k: manifest[k] for k in ("feature_spec_hash", "components")})
+    return root / bundle_id
+
+
+@pytest.fixture(scope="session")
+def store_settings(trained_bundle: TrainedBundle, tmp_path_factory: pytest.TempPathFactory) -> StoreSettings:
+    """A real SQLite store holding the generated users, track meta and content (no redis needed)."""
+    settings = StoreSettings(tmp_path_factory.mktemp("feast"), f"ranker_test_{uuid.uuid4().hex[:10]}", "sqlite")
+    store = Store(settings)
+    store.apply()
+    frames = trained_bundle.frames
+    store.materialize_frames(frames.users, frames.meta, frames.content)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def store(store_settings: StoreSettings) -> Store:
+    return Store(store_settings)
+
+
+# --- the retriever, as a real HTTP server -------------------------------------------------------------
+
+
+@dataclass
+class FakeRetriever:
+    """Answers GET /candidates like the retriever does, with whatever `candidates` holds."""
+
+    url: str = ""
+    candidates: list[dict] = field(default_factory=list)
+    status: int = 200
+    requests: list[dict] = field(default_factory=list)
+
+    def answer(self, query: dict[str, list[str]]) -> tuple[int, dict]:
+        user_id, k = query["user_id"][0], int(query["k"][0])
+        self.requests.append({"user_id": user_id, "k": k})
+        body = {
+            "user_id": user_id,
+            "known_user": True,
+            "source": "bpr",
+            "bundle_id": "retriever-test",
+            "candidates": self.candidates[:k],
+        }
+        return self.status, body
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def retriever() -> Iterator[FakeRetriever]:
+    fake = FakeRetriever()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            url = urlparse(self.path)
+            if url.path == "/candidates":
+                status, body = fake.answer(parse_qs(url.query))
+            else:
+                status, body = 404, {"detail": "not found"}
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:  # keep test output quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    fake.url = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+def candidate_rows(track_ids: list[str], cold: set[str] = frozenset()) -> list[dict]:
+    return [{"track_id": t, "score": 1.0 - i / 1000, "cold": t in cold} for i, t in enumerate(track_ids)]
