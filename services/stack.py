@@ -1,0 +1,156 @@
+"""Run the three services as local processes (the same stack docker-compose runs), until Ctrl-C.
+
+    .venv/bin/python -m services.stack            # after `python -m training.bootstrap`
+
+Each service is `uvicorn services.<name>.main:create_app --factory` on 127.0.0.1; the environment
+(ENCORE_*) is passed through, so the processes share the bundle folder and the feature store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    port: int
+
+
+# Start order matters: the embedder and ranker call the retriever.
+SERVICES = (ServiceSpec("retriever", 8001), ServiceSpec("embedder", 8002), ServiceSpec("ranker", 8000))
+
+
+class Stack:
+    """The three service processes; `start()` waits until every /readyz answers 200."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
+        ports: Mapping[str, int] | None = None,
+        log_dir: Path | None = None,
+        workers: int = 1,
+    ):
+        self.env = dict(os.environ if env is None else env)
+        self.host = host
+        self.ports = {s.name: (ports or {}).get(s.name, s.port) for s in SERVICES}
+        self.log_dir = log_dir
+        self.workers = workers
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def url(self, name: str) -> str:
+        return f"http://{self.host}:{self.ports[name]}"
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        env = {**self.env, "ENCORE_RETRIEVER_URL": self.env.get("ENCORE_RETRIEVER_URL") or self.url("retriever")}
+        for spec in SERVICES:
+            cmd = [
+                sys.executable, "-m", "uvicorn", f"services.{spec.name}.main:create_app", "--factory",
+                "--host", self.host, "--port", str(self.ports[spec.name]), "--workers", str(self.workers),
+                "--log-level", "warning",
+            ]  # fmt: skip
+            out = open(self.log_dir / f"{spec.name}.log", "ab") if self.log_dir else subprocess.DEVNULL  # noqa: SIM115
+            self.procs[spec.name] = subprocess.Popen(
+                cmd, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout_s
+        for spec in SERVICES:
+            self._wait_ready(spec.name, deadline)
+
+    def _wait_ready(self, name: str, deadline: float) -> None:
+        last = "no answer"
+        while time.monotonic() < deadline:
+            proc = self.procs[name]
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode} before it was ready ({last})")
+            try:
+                with urllib.request.urlopen(f"{self.url(name)}/readyz", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except urllib.error.HTTPError as exc:
+                last = f"/readyz {exc.code}: {exc.read()[:300].decode(errors='replace')}"
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.3)
+        raise RuntimeError(f"{name} was not ready in time: {last}")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def curl_examples(stack: Stack, api_key: str, audio: str, user_id: str) -> str:
+    return "\n".join(
+        [
+            "Encore is up. Try:",
+            f"  curl -s '{stack.url('ranker')}/recommend?user_id={user_id}&k=10'",
+            f"  curl -s '{stack.url('ranker')}/recommend?user_id=somebody-new&k=10'",
+            f"  curl -s '{stack.url('retriever')}/candidates?user_id={user_id}&k=20'",
+            f"  curl -s -H 'X-API-Key: {api_key}' -F 'file=@{audio}' -F track_id=my-upload "
+            f"{stack.url('embedder')}/embed",
+            f"  curl -s '{stack.url('embedder')}/tracks/my-upload'",
+            f"  curl -s {stack.url('ranker')}/readyz   # also /healthz, /metrics, /docs on every service",
+            "Ctrl-C stops everything.",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the ranker, retriever and embedder as local processes.")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers per service")
+    parser.add_argument("--example-user", default="u0", help="user id shown in the example commands")
+    parser.add_argument(
+        "--example-audio", default=str(PROJECT_ROOT.parent / "shared/data/audio/gtzan_country.00000.wav")
+    )
+    args = parser.parse_args(argv)
+    stack = Stack(workers=args.workers)
+    try:
+        stack.start()
+    except RuntimeError as exc:
+        stack.stop()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(curl_examples(stack, stack.env.get("ENCORE_API_KEY", ""), args.example_audio, args.example_user), flush=True)
+    try:
+        while all(p.poll() is None for p in stack.procs.values()):
+            time.sleep(0.5)
+        dead = [n for n, p in stack.procs.items() if p.poll() is not None]
+        print(f"error: {', '.join(dead)} stopped; shutting the stack down", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping...", file=sys.stderr)
+        return 0
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
