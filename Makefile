@@ -25,7 +25,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[serving,training,dev]"
 	touch $(STAMP)
 
+# The demo stack on the embedded default (SQLite online store): build world + bundle once, then serve.
+export ENCORE_API_KEY ?= encore-dev-key
 run: $(STAMP)
+	$(PY) -m training.bootstrap
+	$(PY) -m services.stack
+
+# The BARS Frappe reproduction of the foundation issue (about 15-30 min on 2 cores).
+frappe: $(STAMP)
 	$(PY) training/run_benchmark.py --dataset frappe --models LR,FM,DeepFM,DCNv2,MaskNet --seeds 2021 --out results/frappe
 
 test: $(STAMP)

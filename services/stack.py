@@ -123,6 +123,10 @@ def curl_examples(stack: Stack, api_key: str, audio: str, user_id: str) -> str:
     )
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the ranker, retriever and embedder as local processes.")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers per service")
@@ -131,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         "--example-audio", default=str(PROJECT_ROOT.parent / "shared/data/audio/gtzan_country.00000.wav")
     )
     args = parser.parse_args(argv)
+    # SIGTERM (docker stop, kill) takes the same clean path as Ctrl-C: the services run in their own
+    # sessions, so nothing else would stop them.
+    signal.signal(signal.SIGTERM, _interrupt)
     stack = Stack(workers=args.workers)
     try:
         stack.start()

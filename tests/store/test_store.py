@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,52 +17,13 @@ import pytest
 
 from encore import feature_names as fn
 from encore.store import InvalidTrackError, Store, StoreError, StoreSettings, TrackTable
+from tests.conftest import free_port
 
 EMBEDDING_DIM = 8
 N_LAYERS = 12
 
 
 # --- fixtures -----------------------------------------------------------------------------------------
-
-
-def _redis_answers(port: int) -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis(port=port, socket_connect_timeout=0.3, socket_timeout=0.3).ping())
-    except redis.RedisError:
-        return False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """The shared Redis at 6379, or a throwaway redis-server when that one is not up."""
-    if _redis_answers(6379):
-        yield "redis://127.0.0.1:6379/0"
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("no Redis at 6379 and no redis-server binary to start one")
-    port = _free_port()
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not _redis_answers(port):
-            if time.monotonic() > deadline or server.poll() is not None:
-                pytest.fail(f"redis-server on port {port} did not come up")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def _frames() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -342,7 +301,7 @@ def test_importing_store_does_not_import_feast() -> None:
 def test_ping(store: Store, tmp_path: Path) -> None:
     assert store.ping()
     assert not Store(StoreSettings(tmp_path / "never-applied", "p", "sqlite")).ping()
-    closed_port = _free_port()
+    closed_port = free_port()
     assert not Store(StoreSettings(tmp_path, "p", "redis", f"redis://127.0.0.1:{closed_port}/0")).ping()
 
 

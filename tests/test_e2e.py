@@ -1,0 +1,128 @@
+"""The whole system as it runs: bootstrap a small world into Redis, start the three services as real
+processes, upload a real recording through /embed, and ask /recommend and /candidates over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from services.stack import SERVICES, Stack
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+AUDIO = ROOT.parent / "shared" / "data" / "audio"
+API_KEY = "e2e-key"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory, redis_url):
+    if not AUDIO.is_dir():
+        pytest.skip(f"real audio clips not found at {AUDIO}")
+    base = tmp_path_factory.mktemp("e2e")
+    project = f"e2e_{uuid.uuid4().hex[:10]}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ENCORE_")},
+        "ENCORE_ARTIFACTS_DIR": str(base / "artifacts"),
+        "ENCORE_DATA_DIR": str(base / "data"),
+        "ENCORE_FEAST_DATA_DIR": str(base / "feast"),
+        "ENCORE_FEAST_PROJECT": project,
+        "ENCORE_FEAST_ONLINE": "redis",
+        "ENCORE_REDIS_URL": redis_url,
+        "ENCORE_API_KEY": API_KEY,
+    }
+    cmd = [sys.executable, "-m", "training.bootstrap", "--size", "quick", "--epochs", "2", "--quiet"]
+    boot = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert boot.returncode == 0, boot.stderr[-3000:]
+    info = json.loads(boot.stdout.strip().splitlines()[-1])
+    stack = Stack(env=env, ports={s.name: free_port() for s in SERVICES}, log_dir=base)
+    try:
+        stack.start(timeout_s=180)
+    except RuntimeError:
+        stack.stop()
+        logs = "\n".join((base / f"{s.name}.log").read_text()[-2000:] for s in SERVICES)
+        raise AssertionError(f"stack did not start:\n{logs}") from None
+    client = httpx.Client(timeout=60)
+    yield stack, client, info, base
+    client.close()
+    stack.stop()
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    for key in r.scan_iter(match=f"*{project}*".encode()):
+        r.delete(key)
+
+
+def test_recommend_for_known_and_unknown_users(system):
+    stack, client, info, _ = system
+    known = client.get(f"{stack.url('ranker')}/recommend", params={"user_id": info["example_user"], "k": 10}).json()
+    assert known["bundle_id"] == info["bundle_id"] and not known["degraded"]
+    assert known["candidate_source"] == "bpr" and len(known["items"]) == 10
+    scores = [item["score"] for item in known["items"]]
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
+    new = client.get(f"{stack.url('ranker')}/recommend", params={"user_id": "never-seen-user", "k": 5}).json()
+    assert new["candidate_source"] == "popularity" and len(new["items"]) == 5 and not new["degraded"]
+
+
+def test_uploaded_track_is_stored_and_retrieved_for_a_listener_of_similar_sound(system):
+    stack, client, info, base = system
+    clip = AUDIO / "gtzan_country.00000.wav"
+    with clip.open("rb") as fh:
+        resp = client.post(
+            f"{stack.url('embedder')}/embed",
+            headers={"X-API-Key": API_KEY},
+            files={"file": (clip.name, fh, "audio/wav")},
+            data={"track_id": "e2e-upload", "genre": "country"},
+        )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["encoder"] == "mfcc" and body["dim"] == 264 and body["retriever_notified"] is True
+    stored = client.get(f"{stack.url('embedder')}/tracks/e2e-upload").json()
+    np.testing.assert_allclose(stored["embedding"], body["embedding"], rtol=1e-6)
+
+    # The listener whose plays sit closest in sound to the upload, and the one farthest from it.
+    tables = base / "data" / "bootstrap" / info["bundle_id"]
+    catalog = pd.read_parquet(tables / "track_content.parquet")
+    vectors = np.stack(catalog["embedding"].to_numpy())
+    upload = np.asarray(body["embedding"])
+    similarity = vectors @ upload / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(upload))
+    order = np.argsort(-similarity)
+    near, far = set(catalog.track_id.iloc[order[:10]]), set(catalog.track_id.iloc[order[-10:]])
+    plays = pd.read_parquet(next((base / "data" / "synthetic").glob("*/plays.parquet")))
+    plays = plays.astype({"user_id": str, "track_id": str})
+    affinity = plays.track_id.isin(near).astype(int) - plays.track_id.isin(far).astype(int)
+    per_user = affinity.groupby(plays.user_id).sum()
+    matched, unmatched = per_user.idxmax(), per_user.idxmin()
+
+    def rank_for(user: str) -> int:
+        url = f"{stack.url('retriever')}/candidates"
+        candidates = client.get(url, params={"user_id": user, "k": 1000}).json()["candidates"]
+        ids = [c["track_id"] for c in candidates]
+        assert "e2e-upload" in ids, f"upload not among {len(ids)} candidates of user {user}"
+        assert next(c for c in candidates if c["track_id"] == "e2e-upload")["cold"] is True
+        return ids.index("e2e-upload")
+
+    matched_rank, unmatched_rank = rank_for(matched), rank_for(unmatched)
+    assert matched_rank < 10, f"upload ranked {matched_rank} for the listener of similar tracks"
+    assert matched_rank < unmatched_rank
+
+
+def test_every_service_reports_ready_with_metrics_and_schema(system):
+    stack, client, info, _ = system
+    for spec in SERVICES:
+        ready = client.get(f"{stack.url(spec.name)}/readyz")
+        assert ready.status_code == 200 and ready.json()["ready"] is True
+        assert "encore_http_requests" in client.get(f"{stack.url(spec.name)}/metrics").text
+        assert client.get(f"{stack.url(spec.name)}/openapi.json").json()["paths"]
+    ranker_ready = client.get(f"{stack.url('ranker')}/readyz").json()
+    assert "CPUExecutionProvider" in ranker_ready["onnx_providers"]
