@@ -26,9 +26,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FEATURES = [
-    "user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city",
-]
+FEATURES = "user item daytime weekday isweekend homework cost weather country city".split()
 FUXICTR_VERSION = "2.3.10"
 
 # BARS Frappe_x1 training protocol (ranking/ctr/*/*_frappe_x1 logs in reczoo/BARS), shared by every model.
@@ -82,7 +80,7 @@ MODELS: dict[str, dict[str, Any]] = {
 
 # Executed with the FuxiCTR interpreter (never imported here): builds FuxiCTR's feature map, loaders and
 # model-zoo model exactly as its run_expid.py does, and times train_epoch minus the validation inside it.
-_DRIVER = r'''
+_DRIVER = r"""
 import importlib.util, json, logging, os, sys, time
 cfg = json.load(open(sys.argv[1]))
 import torch
@@ -164,7 +162,7 @@ result = {"fuxictr_version": fuxictr.__version__, "torch_version": torch.__versi
           "best_epoch": aucs.index(max(aucs)) + 1, "valid": valid, "test": test,
           "num_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 json.dump(result, open(cfg["result_path"], "w"))
-'''
+"""
 
 
 class BenchmarkError(Exception):
@@ -211,7 +209,6 @@ class RunSampler:
         self.samples: list[tuple[float, int, int, int]] = []
         self.root: int | None = None
         self._own: dict[int, int] = {}  # pid -> last seen ticks (a process that exits keeps its count)
-        self._own_at_start = 0
         self._interval = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -350,7 +347,9 @@ def check_encore_hparams(model: str, dataset: str = "frappe") -> list[str]:
     """Raises on a value that differs; returns the MODELS keys Encore's config leaves to code defaults."""
     path = REPO_ROOT / "training" / "configs" / f"{dataset}.json"
     config = json.loads(path.read_text()) if path.exists() else {"train": {}, "models": {}}
-    entry = config.get("models", {}).get(model, {})
+    entry = config.get("models", {}).get(model)
+    if entry is None:  # Encore would silently fall back to its model defaults (e.g. embedding_dim 40)
+        raise BenchmarkError(f"Encore's {path.relative_to(REPO_ROOT)} has no entry for {model}")
     effective = {"train": {**config.get("train", {}), **entry.get("train", {})}, "model": entry.get("model", {})}
     unverified, mismatched = [], []
     for key, value in MODELS[model]["hparams"].items():
@@ -366,8 +365,9 @@ def check_encore_hparams(model: str, dataset: str = "frappe") -> list[str]:
         if not same:
             mismatched.append(f"{key}={expected!r} but {section}.{name}={got!r}")
     if mismatched:
-        raise BenchmarkError(f"Encore's {path.relative_to(REPO_ROOT)} differs from MODELS[{model!r}]: "
-                             + "; ".join(mismatched))
+        raise BenchmarkError(
+            f"Encore's {path.relative_to(REPO_ROOT)} differs from MODELS[{model!r}]: " + "; ".join(mismatched)
+        )
     return unverified
 
 
@@ -378,9 +378,23 @@ def run_encore(model: str, args: argparse.Namespace, work: Path) -> dict[str, An
         return {"error": f"{script.relative_to(REPO_ROOT)} does not exist yet"}
     unverified = check_encore_hparams(model)
     out_dir = work / f"encore_{model}"
-    cmd = [*args.nice, str(args.encore_python), str(script), "--dataset", "frappe", "--models", model,
-           "--seeds", str(args.seed), "--out", str(out_dir), "--threads", str(args.threads),
-           "--data-root", str(args.data_dir.parents[1])]
+    cmd = [
+        *args.nice,
+        str(args.encore_python),
+        str(script),
+        "--dataset",
+        "frappe",
+        "--models",
+        model,
+        "--seeds",
+        str(args.seed),
+        "--out",
+        str(out_dir),
+        "--threads",
+        str(args.threads),
+        "--data-root",
+        str(args.data_dir.parents[1]),
+    ]
     helptext = _encore_help(args)
     if args.max_epochs is not None:
         cmd += ["--epochs", str(args.max_epochs)]
@@ -389,8 +403,14 @@ def run_encore(model: str, args: argparse.Namespace, work: Path) -> dict[str, An
     print(f"[bench] Encore {model}: {' '.join(cmd)}", flush=True)
     tail: collections.deque[str] = collections.deque(maxlen=15)
     with RunSampler() as sampler:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=_thread_env(args.threads), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            env=_thread_env(args.threads),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         sampler.root = proc.pid
         assert proc.stdout is not None
         for line in proc.stdout:  # echo live, keep the tail for the error report
@@ -423,8 +443,9 @@ def run_encore(model: str, args: argparse.Namespace, work: Path) -> dict[str, An
 
 
 def _encore_help(args: argparse.Namespace) -> str:
-    return subprocess.run([str(args.encore_python), "training/run_benchmark.py", "--help"], cwd=REPO_ROOT,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        [str(args.encore_python), "training/run_benchmark.py", "--help"], cwd=REPO_ROOT, capture_output=True, text=True
+    ).stdout
 
 
 def _encore_epoch_speed(run_dir: str | None) -> float | None:
@@ -439,15 +460,28 @@ def _encore_epoch_speed(run_dir: str | None) -> float | None:
 
 
 def _read_encore_rows(path: Path, model: str, seed: int) -> dict[str, dict[str, str]]:
-    required = {"dataset", "model", "seed", "split", "auc", "logloss", "best_epoch", "epochs",
-                "train_seconds", "train_samples_per_s"}
+    required = {
+        "dataset",
+        "model",
+        "seed",
+        "split",
+        "auc",
+        "logloss",
+        "best_epoch",
+        "epochs",
+        "train_seconds",
+        "train_samples_per_s",
+    }
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         missing = required - set(reader.fieldnames or [])
         if missing:
             raise BenchmarkError(f"{path} lacks columns {sorted(missing)}")
-        return {r["split"]: r for r in reader
-                if r["model"] == model and r["dataset"] == "frappe" and int(float(r["seed"])) == seed}
+        return {
+            r["split"]: r
+            for r in reader
+            if r["model"] == model and r["dataset"] == "frappe" and int(float(r["seed"])) == seed
+        }
 
 
 def _hparams(model: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -465,6 +499,8 @@ def _row(model: str, fx: dict[str, Any], en: dict[str, Any], args: argparse.Name
         "seed": args.seed,
         "threads": args.threads,
         "max_epochs": args.max_epochs if args.max_epochs is not None else MODELS[model]["hparams"]["epochs"],
+        "fuxictr_version": fx["fuxictr_version"],
+        "fuxictr_src_commit": _git_describe(args.fuxictr_src),
         "fuxictr_test_auc": round(fx["test"]["AUC"], 6),
         "fuxictr_test_logloss": round(fx["test"]["logloss"], 6),
         "fuxictr_valid_auc": round(fx["valid"]["AUC"], 6),
@@ -498,13 +534,19 @@ def _row(model: str, fx: dict[str, Any], en: dict[str, Any], args: argparse.Name
     )
     if en["epoch_samples_per_s"] is not None:
         row["encore_epoch_samples_per_s_median"] = round(en["epoch_samples_per_s"], 1)
-        row["epoch_throughput_ratio"] = round(
-            en["epoch_samples_per_s"] / row["fuxictr_epoch_samples_per_s_median"], 3
-        )
+        row["epoch_throughput_ratio"] = round(en["epoch_samples_per_s"] / row["fuxictr_epoch_samples_per_s_median"], 3)
     row["encore_hparams_unverified"] = " ".join(en["unverified"])
     row["auc_ok"] = abs(row["auc_diff"]) <= 0.001
     row["speed_ok"] = row["throughput_ratio"] >= 2.0
     return row
+
+
+def _git_describe(src: Path) -> str:
+    """Which model_zoo the numbers came from (tag, else commit)."""
+    proc = subprocess.run(
+        ["git", "-C", str(src), "describe", "--tags", "--always", "--dirty"], capture_output=True, text=True
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -528,6 +570,7 @@ def write_results(rows: list[dict[str, Any]], out: Path, args: argparse.Namespac
     lines = [
         "# Encore vs FuxiCTR 2.3.10 on Frappe x1",
         "",
+        f"FuxiCTR {rows[0]['fuxictr_version']} (model_zoo at {rows[0]['fuxictr_src_commit']}). "
         f"Seed {args.seed}, {args.threads} threads each, identical BARS hyper-parameters (`MODELS` in "
         "benchmarks/ctr_vs_fuxictr.py). Throughput = training samples / seconds in the training loop "
         "(validation excluded). Steal = median CPU steal % per epoch from /proc/stat. "
@@ -556,7 +599,8 @@ def write_results(rows: list[dict[str, Any]], out: Path, args: argparse.Namespac
     ]
     notes += [
         f"- {r['model']}: not set in Encore's config (its code defaults apply): {r['encore_hparams_unverified']}"
-        for r in rows if r.get("encore_hparams_unverified")
+        for r in rows
+        if r.get("encore_hparams_unverified")
     ]
     lines += ["", *notes]
     _atomic_write(out / "results.md", "\n".join(lines) + "\n")
@@ -578,18 +622,34 @@ def _smoke_note(args: argparse.Namespace) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="DeepFM,DCNv2", help=f"comma list of {', '.join(MODELS)}")
-    p.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "frappe" / "x1",
-                   help="folder with Frappe x1 train/valid/test.csv")
-    p.add_argument("--fuxictr-src", type=Path, default=os.environ.get("FUXICTR_SRC") or None,
-                   help="checkout of reczoo/FuxiCTR v2.3.10 (for model_zoo/); env FUXICTR_SRC")
-    p.add_argument("--fuxictr-python", type=Path, default=os.environ.get("FUXICTR_PYTHON") or None,
-                   help="python of a venv with fuxictr==2.3.10; env FUXICTR_PYTHON")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=REPO_ROOT.parent / "shared" / "data" / "frappe" / "x1",
+        help="folder with Frappe x1 train/valid/test.csv",
+    )
+    p.add_argument(
+        "--fuxictr-src",
+        type=Path,
+        default=os.environ.get("FUXICTR_SRC") or None,
+        help="checkout of reczoo/FuxiCTR v2.3.10 (for model_zoo/); env FUXICTR_SRC",
+    )
+    p.add_argument(
+        "--fuxictr-python",
+        type=Path,
+        default=os.environ.get("FUXICTR_PYTHON") or None,
+        help="python of a venv with fuxictr==2.3.10; env FUXICTR_PYTHON",
+    )
     p.add_argument("--encore-python", type=Path, default=Path(sys.executable))
     p.add_argument("--threads", type=int, default=2, help="torch/OMP/MKL threads for both sides")
     p.add_argument("--seed", type=int, default=2021)
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "ctr_vs_fuxictr")
-    p.add_argument("--cache-dir", type=Path, default=None,
-                   help="FuxiCTR parquet cache and checkpoints (default: OUT/fuxictr_cache)")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="FuxiCTR's csv->parquet cache, reused across runs (default: OUT/fuxictr_cache)",
+    )
     p.add_argument("--max-epochs", type=int, default=None, help="cap epochs on both sides (smoke test only)")
     p.add_argument("--skip-encore", action="store_true", help="run the FuxiCTR side only")
     p.add_argument("--nice", type=int, default=None, help="run BOTH sides under nice -n N")
@@ -607,16 +667,20 @@ def validate(args: argparse.Namespace) -> None:
     if missing:
         raise BenchmarkError(f"data folder {args.data_dir} lacks {', '.join(s + '.csv' for s in missing)}")
     if args.fuxictr_src is None or not (args.fuxictr_src / "model_zoo").is_dir():
-        raise BenchmarkError(f"no FuxiCTR checkout with model_zoo/ at {args.fuxictr_src} "
-                             "(git clone https://github.com/reczoo/FuxiCTR && git checkout v2.3.10)")
+        raise BenchmarkError(
+            f"no FuxiCTR checkout with model_zoo/ at {args.fuxictr_src} "
+            "(git clone https://github.com/reczoo/FuxiCTR && git checkout v2.3.10)"
+        )
     for m in args.models:
         zoo = args.fuxictr_src / "model_zoo" / MODELS[m]["fuxictr_zoo"] / "src" / "__init__.py"
         if not zoo.is_file():
             raise BenchmarkError(f"FuxiCTR checkout lacks {zoo}")
     if args.fuxictr_python is None or not os.access(args.fuxictr_python, os.X_OK):
-        raise BenchmarkError(f"FuxiCTR python {args.fuxictr_python} is not an executable "
-                             f'(python3.11 -m venv ENV && ENV/bin/pip install torch==2.13.0 '
-                             f'fuxictr=={FUXICTR_VERSION} "polars<2")')
+        raise BenchmarkError(
+            f"FuxiCTR python {args.fuxictr_python} is not an executable "
+            f"(python3.11 -m venv ENV && ENV/bin/pip install torch==2.13.0 "
+            f'fuxictr=={FUXICTR_VERSION} "polars<2")'
+        )
     if args.threads < 1:
         raise BenchmarkError("--threads must be >= 1")
     if args.data_dir.resolve().parts[-2:] != ("frappe", "x1"):
@@ -626,6 +690,9 @@ def validate(args: argparse.Namespace) -> None:
     args.data_dir = args.data_dir.resolve()
     args.out = args.out.resolve()
     args.cache_dir = (args.cache_dir or args.out / "fuxictr_cache").resolve()
+    if not args.skip_encore and (REPO_ROOT / "training" / "run_benchmark.py").exists():
+        for m in args.models:  # fail before hours of FuxiCTR training, not after
+            check_encore_hparams(m)
 
 
 def main(argv: list[str] | None = None) -> int:
