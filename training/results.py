@@ -1,24 +1,28 @@
 """The benchmark's result table: one row per (cell, seed, split); finished cells are skipped on re-run.
 
 Files are rewritten atomically after every finished run, so an interrupted benchmark leaves only
-complete rows behind.
+complete rows behind. results.md leads with TASTE's layout (rows: models grouped by feature setting,
+columns: content setting, cells: mean ± std over seeds) and keeps the per-run detail below it;
+results.png draws the same grid.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from encore.io import write_text_atomic
+from encore.io import write_bytes_atomic, write_text_atomic
 
-KEY = ["dataset", "model", "features", "content", "seed"]
+KEY = ["dataset", "variant", "model", "features", "content", "seed"]
 COLUMNS = [
     *KEY,
     "split",
     "auc",
     "logloss",
     "gauc",
+    "oracle_auc",
     "best_epoch",
     "epochs",
     "train_seconds",
@@ -26,19 +30,27 @@ COLUMNS = [
     "steal_pct",
     "run_dir",
 ]
+CONTENT_ORDER = ["none", "dense", "tokens"]
+GRID_SPLITS = ["test", "cold", "mixed"]  # valid picks the epoch; it is not a result
 
 
 class ResultsTable:
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
         self.csv_path = out_dir / "results.csv"
-        self.rows = pd.read_csv(self.csv_path) if self.csv_path.exists() else pd.DataFrame(columns=COLUMNS)
+        rows = pd.read_csv(self.csv_path) if self.csv_path.exists() else pd.DataFrame(columns=COLUMNS)
+        for column in COLUMNS:  # tables written before a column existed
+            if column not in rows.columns:
+                rows[column] = "" if column == "variant" else np.nan
+        rows["variant"] = rows["variant"].fillna("").astype(str)
+        self.rows = rows[COLUMNS]
 
-    def done(self, dataset: str, model: str, features: str, content: str, seed: int) -> bool:
+    def done(self, dataset: str, model: str, features: str, content: str, seed: int, variant: str = "") -> bool:
         r = self.rows
         if r.empty:
             return False
-        same = (r.dataset == dataset) & (r.model == model) & (r.features == features) & (r.content == content)
+        same = (r.dataset == dataset) & (r.variant == variant) & (r.model == model)
+        same &= (r.features == features) & (r.content == content)
         return bool((same & (r.seed == seed)).any())
 
     def add(self, rows: list[dict]) -> None:
@@ -49,32 +61,75 @@ class ResultsTable:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.csv_path, self.rows.to_csv(index=False))
         write_text_atomic(self.out_dir / "results.md", markdown_summary(self.rows, reference_auc))
+        if not self.rows.empty:
+            write_bytes_atomic(self.out_dir / "results.png", chart_png(self.rows))
 
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds per (dataset, features, content, model, split)."""
-    group = ["dataset", "features", "content", "model", "split"]
+    """Mean and std over seeds per (dataset, variant, features, content, model, split)."""
+    rows = rows.assign(variant=rows["variant"].fillna("").astype(str) if "variant" in rows else "")
+    group = ["dataset", "variant", "features", "content", "model", "split"]
     agg = rows.groupby(group, sort=False).agg(
         seeds=("seed", "nunique"),
         auc_mean=("auc", "mean"),
         auc_std=("auc", "std"),
         logloss_mean=("logloss", "mean"),
         logloss_std=("logloss", "std"),
+        oracle_auc=("oracle_auc", "mean") if "oracle_auc" in rows else ("auc", lambda s: np.nan),
         best_epoch=("best_epoch", "mean"),
         samples_per_s=("train_samples_per_s", "mean"),
     )
     return agg.fillna({"auc_std": 0.0, "logloss_std": 0.0}).reset_index()
 
 
+def _content_columns(part: pd.DataFrame) -> list[str]:
+    seen = list(dict.fromkeys(part.content))
+    return [c for c in CONTENT_ORDER if c in seen] + [c for c in seen if c not in CONTENT_ORDER]
+
+
+def grid_tables(summary: pd.DataFrame) -> list[str]:
+    """TASTE's layout per (dataset, variant, split): rows model within feature setting, columns content."""
+    lines: list[str] = []
+    for (dataset, variant, split), part in summary.groupby(["dataset", "variant", "split"], sort=False):
+        if split not in GRID_SPLITS:
+            continue
+        contents = _content_columns(part)
+        title = f"{dataset} ({variant})" if variant else dataset
+        oracle = part.oracle_auc.dropna()
+        metrics = [("auc", "AUC")] + ([("logloss", "logloss")] if split in ("cold", "mixed") else [])
+        for metric, label in metrics:
+            note = f"; oracle AUC {oracle.iloc[0]:.4f}" if metric == "auc" and len(oracle) else ""
+            lines.append(f"### {title} — {split} {label} (mean ± std over seeds{note})\n")
+            lines.append("| features | model | " + " | ".join(contents) + " |")
+            lines.append("|---|---|" + "---:|" * len(contents))
+            for (features, model), cell in part.groupby(["features", "model"], sort=False):
+                by_content = cell.set_index("content")
+                values = [
+                    f"{by_content.at[c, metric + '_mean']:.4f} ± {by_content.at[c, metric + '_std']:.4f}"
+                    if c in by_content.index
+                    else "–"
+                    for c in contents
+                ]
+                lines.append(f"| {features} | {model} | " + " | ".join(values) + " |")
+            lines.append("")
+    return lines
+
+
 def markdown_summary(rows: pd.DataFrame, reference_auc: dict[str, float] | None = None) -> str:
     if rows.empty:
         return "No results yet.\n"
-    lines = []
     summary = summarize(rows)
-    for (dataset, split), part in summary.groupby(["dataset", "split"], sort=False):
-        lines.append(f"### {dataset} — {split}\n")
+    lines = grid_tables(summary)
+    if lines:
+        lines += ["## Detail per split\n"]
+    for (dataset, variant, split), part in summary.groupby(["dataset", "variant", "split"], sort=False):
+        lines.append(f"### {dataset}{f' ({variant})' if variant else ''} — {split}\n")
         header = "| features | content | model | seeds | AUC | logloss | best epoch | train samples/s |"
         sep = "|---|---|---|---:|---:|---:|---:|---:|"
+        has_oracle = part.oracle_auc.notna().any()
+        if has_oracle:
+            header += " oracle AUC |"
+            sep += "---:|"
         if reference_auc and split == "test":
             header += " published AUC | diff |"
             sep += "---:|---:|"
@@ -84,9 +139,49 @@ def markdown_summary(rows: pd.DataFrame, reference_auc: dict[str, float] | None 
                 f"| {r.features} | {r.content} | {r.model} | {r.seeds} | {r.auc_mean:.4f} ± {r.auc_std:.4f} "
                 f"| {r.logloss_mean:.4f} ± {r.logloss_std:.4f} | {r.best_epoch:.1f} | {r.samples_per_s:,.0f} |"
             )
+            if has_oracle:
+                line += f" {r.oracle_auc:.4f} |"
             if reference_auc and split == "test":
                 ref = reference_auc.get(r.model)
                 line += f" {ref:.4f} | {r.auc_mean - ref:+.4f} |" if ref is not None else " – | – |"
             lines.append(line)
         lines.append("")
     return "\n".join(lines)
+
+
+def chart_png(rows: pd.DataFrame) -> bytes:
+    """Grouped bars of AUC (mean ± std over seeds): one panel per (dataset, variant, split), oracle dashed."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here; must come before pyplot
+    import matplotlib.pyplot as plt
+
+    summary = summarize(rows)
+    panels = [(key, part) for key, part in summary.groupby(["dataset", "variant", "split"], sort=False)]
+    panels = [(k, p) for k, p in panels if k[2] in GRID_SPLITS] or panels
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
+    for ax, ((dataset, variant, split), part) in zip(axes[:, 0], panels, strict=True):
+        contents = _content_columns(part)
+        groups = list(dict.fromkeys(zip(part.features, part.model, strict=True)))
+        width = 0.8 / len(contents)
+        for j, content in enumerate(contents):
+            cells = part[part.content == content].set_index(["features", "model"])
+            means = [cells.auc_mean.get(g, np.nan) for g in groups]
+            stds = [cells.auc_std.get(g, 0.0) for g in groups]
+            ax.bar(np.arange(len(groups)) + j * width, means, width, yerr=stds, label=content, capsize=2)
+        oracle = part.oracle_auc.dropna()
+        if len(oracle):
+            ax.axhline(oracle.iloc[0], ls="--", c="k", lw=1, label="oracle")
+        low = float(np.nanmin(part.auc_mean)) if part.auc_mean.notna().any() else 0.5
+        ax.set_ylim(max(0.0, low - 0.05), 1.0)
+        ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, [f"{f}\n{m}" for f, m in groups], fontsize=7)
+        ax.set_ylabel("AUC")
+        ax.set_title(f"{dataset} {variant} — {split}".replace("  ", " "), fontsize=9)
+        ax.legend(fontsize=7, ncol=len(contents) + 1)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()

@@ -2,6 +2,12 @@
 
     .venv/bin/python training/run_benchmark.py --dataset frappe --models LR,FM,DeepFM,DCNv2,MaskNet \
         --seeds 2021 --out results/frappe
+    .venv/bin/python training/run_benchmark.py --dataset synthetic --features id,id+cat,id+cat+num \
+        --content none,dense,tokens --models DeepFM,DCNv2,MaskNet --seeds 1,2,3 --out results/synthetic --cold
+
+--features and --content are comma lists: every (features, content, model, seed) cell is one run.
+--cold withholds 20% of the items from training and adds the pure-cold and mixed test sets; --quick
+trains a tiny world for two epochs (tests and smoke runs).
 
 Each finished run also leaves `<out>/runs/<run-id>/` with the feature spec, the ONNX model, the weights
 (safetensors) and a manifest (config, data hashes, metrics, timings, library versions).
@@ -30,14 +36,59 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dataset", required=True, help="dataset name, e.g. frappe")
     p.add_argument("--models", required=True, help="comma-separated model names, e.g. DeepFM,DCNv2")
     p.add_argument("--seeds", default="2021", help="comma-separated integer seeds")
-    p.add_argument("--features", default="all", help="feature setting (dataset-specific)")
-    p.add_argument("--content", default="none", help="content setting (dataset-specific)")
+    p.add_argument("--features", default=None, help="comma list of feature settings (frappe: all; synthetic: id,...)")
+    p.add_argument("--content", default="none", help="comma list of content settings: none,dense,tokens")
     p.add_argument("--out", required=True, type=Path, help="output folder for results.csv/results.md/runs")
     p.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default ../shared/data)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch intra-op threads")
     p.add_argument("--epochs", type=int, default=None, help="override the maximum number of epochs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("generated and implicit-feedback datasets (synthetic)")
+    g.add_argument("--cold", action="store_true", help="withhold 20%% of items; report pure-cold and mixed sets")
+    g.add_argument("--quick", action="store_true", help="tiny world, at most 2 epochs: a fast end-to-end check")
+    g.add_argument("--size", default=None, help="world size: quick, small, default, large")
+    g.add_argument("--world-seed", type=int, default=None, help="seed of the generated world")
+    g.add_argument("--split", default=None, choices=["random", "temporal"], help="per-user split order")
+    g.add_argument("--label-threshold", type=int, default=None, help="label = num_repeat >= this (default 2)")
+    g.add_argument("--negatives", type=int, default=None, help="negatives per observed row (default 1)")
+    g.add_argument("--kcore", type=int, default=None, help="k-core filter (default 5)")
+    g.add_argument("--missing-content", default=None, choices=["error", "zeros"], help="items without content")
+    g.add_argument("--encoder", default=None, help="audio encoder for content (default mfcc)")
     return p.parse_args(argv)
+
+
+def split_list(text: str, flag: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise EncoreError(f"{flag} is empty")
+    return items
+
+
+def dataset_options(args: argparse.Namespace) -> dict:
+    """Loader options from the flags that were given (a dataset refuses options it does not take)."""
+    options: dict = {}
+    protocol = {
+        "split": args.split,
+        "label_threshold": args.label_threshold,
+        "negatives": args.negatives,
+        "kcore": args.kcore,
+        "cold_share": 0.2 if args.cold else None,
+    }
+    protocol = {k: v for k, v in protocol.items() if v is not None}
+    if protocol:
+        from training.datasets.protocol import ProtocolConfig
+
+        options["protocol"] = ProtocolConfig(**protocol)
+    size = args.size or ("quick" if args.quick else None)
+    for key, value in (
+        ("size", size),
+        ("world_seed", args.world_seed),
+        ("missing", args.missing_content),
+        ("encoder", args.encoder),
+    ):
+        if value is not None:
+            options[key] = value
+    return options
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -57,125 +108,178 @@ def load_config(dataset: str) -> dict:
 
 def run(args: argparse.Namespace) -> Path:
     # Validate everything cheap before touching data or importing torch.
-    model_names = [m.strip() for m in args.models.split(",") if m.strip()]
+    model_names = split_list(args.models, "--models")
     seeds = parse_seeds(args.seeds)
+    from training.datasets.registry import (
+        LOADER_OPTIONS,
+        check_settings,
+        dataset_variant,
+        default_data_root,
+        load_dataset,
+    )
+
+    options = dataset_options(args)
+    if args.no_progress and "progress" in LOADER_OPTIONS.get(args.dataset, ()):
+        options["progress"] = False
+    variant = dataset_variant(args.dataset, **options)
+    default_features = "id+cat+num" if args.dataset == "synthetic" else "all"
+    feature_list = split_list(args.features or default_features, "--features")
+    content_list = split_list(args.content, "--content")
+    check_settings(args.dataset, feature_list, content_list)
     if args.threads < 1:
         raise EncoreError("--threads must be >= 1")
 
     import torch
-    from safetensors.torch import save_file
 
-    from encore.io import write_json_atomic
     from encore.schema import FeatureSpec
     from training.data import TensorSplit
-    from training.datasets.base import DEFAULT_DATA_ROOT
-    from training.datasets.registry import load_dataset
-    from training.export import export_onnx
     from training.models.registry import get_ctr_model
     from training.results import ResultsTable
-    from training.sysinfo import library_versions
-    from training.trainer import TrainConfig, evaluate, fit
 
     model_classes = {name: get_ctr_model(name) for name in model_names}
     if not model_classes:
         raise EncoreError("--models is empty")
     torch.set_num_threads(args.threads)
-    data_root = args.data_root or Path(os.environ.get("ENCORE_DATA_ROOT", DEFAULT_DATA_ROOT))
+    data_root = args.data_root or default_data_root(args.dataset)
     config = load_config(args.dataset)
-
-    data = load_dataset(args.dataset, data_root, args.features, args.content)
-    spec = FeatureSpec.fit(data.train, data.fields, label=data.label)
-    train = TensorSplit.from_frame("train", spec, data.train, data.group_column)
-    evals = {
-        name: TensorSplit.from_frame(name, spec, frame, data.group_column) for name, frame in data.eval_splits().items()
-    }
-
     results = ResultsTable(args.out)
     runs_dir = args.out / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
     reference = {m: c["bars_test_auc"] for m, c in config["models"].items() if "bars_test_auc" in c}
-    for name, cls in model_classes.items():
-        model_cfg = config["models"].get(name, {})
-        for seed in seeds:
-            if results.done(data.name, name, data.features, data.content, seed):
-                print(f"skip {name} seed {seed}: already in {results.csv_path}", file=sys.stderr)
-                continue
-            train_cfg = TrainConfig(**{**config["train"], **model_cfg.get("train", {}), "seed": seed})
-            if args.epochs is not None:
-                train_cfg.epochs = args.epochs
-            train_cfg.progress = not args.no_progress
-            torch.manual_seed(seed)
-            model = cls(spec, **model_cfg.get("model", {}))
-            print(f"== {data.name} {name} seed {seed}", file=sys.stderr)
-            started = time.time()
-            result = fit(model, train, evals["valid"], train_cfg)
-            metrics = {split: evaluate(model, tensors) for split, tensors in evals.items()}
+    epochs = args.epochs if args.epochs is not None else (2 if args.quick else None)
 
-            run_id = f"{data.name}_{data.features}_{data.content}_{name}_s{seed}"
-            tmp_dir = Path(tempfile.mkdtemp(dir=runs_dir, prefix=f".{run_id}."))
-            try:
-                spec.save(tmp_dir / "spec.json")
-                weights = {k: v.contiguous() for k, v in model.state_dict().items()}
-                save_file(weights, str(tmp_dir / "weights.safetensors"))
-                export_onnx(model, tmp_dir / "model.onnx")
-                write_json_atomic(
-                    tmp_dir / "manifest.json",
-                    {
-                        "kind": "ctr_run",
-                        "run_id": run_id,
-                        "dataset": data.name,
-                        "model": name,
-                        "model_config": model_cfg.get("model", {}),
-                        "train_config": train_cfg.to_dict(),
-                        "features": data.features,
-                        "content": data.content,
-                        "feature_spec_hash": spec.hash,
-                        "data_files": data.files,
-                        "metrics": metrics,
-                        "best_epoch": result.best_epoch,
-                        "epochs_run": result.epochs_run,
-                        "train_seconds": result.train_seconds,
-                        "train_samples_per_s": result.samples_per_s,
-                        "wall_seconds": time.time() - started,
-                        "threads": args.threads,
-                        "history": [vars(e) for e in result.history],
-                        "versions": library_versions(),
-                        "created": datetime.now(UTC).isoformat(),
-                    },
-                )
-                final_dir = runs_dir / run_id
-                if final_dir.exists():
-                    shutil.rmtree(final_dir)
-                tmp_dir.rename(final_dir)
-            except BaseException:
-                shutil.rmtree(tmp_dir, ignore_errors=True)
-                raise
-            results.add(
-                [
-                    {
-                        "dataset": data.name,
-                        "model": name,
-                        "features": data.features,
-                        "content": data.content,
-                        "seed": seed,
-                        "split": split,
-                        "auc": m["auc"],
-                        "logloss": m["logloss"],
-                        "gauc": m.get("gauc"),
-                        "best_epoch": result.best_epoch,
-                        "epochs": result.epochs_run,
-                        "train_seconds": round(result.train_seconds, 3),
-                        "train_samples_per_s": round(result.samples_per_s, 1),
-                        "steal_pct": round(result.median_steal_pct, 2),
-                        "run_dir": str(final_dir),
-                    }
-                    for split, m in metrics.items()
-                ]
-            )
-            results.write(reference or None)
-            shown = ", ".join(f"{s} auc={m['auc']:.4f}" for s, m in metrics.items())
-            print(f"{name} seed {seed}: {shown}; {result.samples_per_s:,.0f} samples/s", file=sys.stderr)
+    for features in feature_list:
+        for content in content_list:
+            todo = [
+                (name, seed)
+                for name in model_classes
+                for seed in seeds
+                if not results.done(args.dataset, name, features, content, seed, variant)
+            ]
+            for name in model_classes:
+                for seed in seeds:
+                    if (name, seed) not in todo:
+                        print(f"skip {features}/{content} {name} seed {seed}: already in {results.csv_path}",
+                              file=sys.stderr)  # fmt: skip
+            if not todo:
+                continue  # nothing to train: do not even load the data
+            data = load_dataset(args.dataset, data_root, features, content, **options)
+            spec = FeatureSpec.fit(data.train, data.fields, label=data.label)
+            train = TensorSplit.from_frame("train", spec, data.train, data.group_column)
+            evals = {
+                name: TensorSplit.from_frame(name, spec, frame, data.group_column)
+                for name, frame in data.eval_splits().items()
+            }
+            runs_dir.mkdir(parents=True, exist_ok=True)
+            for name, seed in todo:
+                _run_cell(args, data, spec, train, evals, name, model_classes[name], seed, config, epochs,
+                          results, runs_dir, reference)  # fmt: skip
     return args.out
+
+
+def _run_cell(args, data, spec, train, evals, name, cls, seed, config, epochs, results, runs_dir, reference) -> None:
+    """Train one (features, content, model, seed) cell, save its run folder and add its result rows."""
+    import torch
+    from safetensors.torch import save_file
+
+    from encore.io import write_json_atomic
+    from training.data import TensorSplit
+    from training.export import export_onnx
+    from training.sysinfo import library_versions
+    from training.trainer import TrainConfig, evaluate, fit
+
+    model_cfg = config["models"].get(name, {})
+    train_cfg = TrainConfig(**{**config["train"], **model_cfg.get("train", {}), "seed": seed})
+    if epochs is not None:
+        train_cfg.epochs = epochs
+    train_cfg.progress = not args.no_progress
+    resample = None
+    if data.train_sampler is not None:
+        sampler = data.train_sampler
+
+        def resample(epoch: int) -> TensorSplit:
+            return TensorSplit.from_frame("train", spec, sampler(epoch, seed), data.group_column)
+
+    torch.manual_seed(seed)
+    model = cls(spec, **model_cfg.get("model", {}))
+    print(f"== {data.name} {name} seed {seed}", file=sys.stderr)
+    started = time.time()
+    result = fit(model, train, evals["valid"], train_cfg, resample)
+    metrics = {split: evaluate(model, tensors) for split, tensors in evals.items()}
+
+    variant = data.variant.replace("/", "_").replace("+", "-")
+    run_id = f"{data.name}_{variant + '_' if variant else ''}{data.features}_{data.content}_{name}_s{seed}"
+    tmp_dir = Path(tempfile.mkdtemp(dir=runs_dir, prefix=f".{run_id}."))
+    try:
+        spec.save(tmp_dir / "spec.json")
+        weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(weights, str(tmp_dir / "weights.safetensors"))
+        export_onnx(model, tmp_dir / "model.onnx")
+        for file_name, source in data.run_files.items():  # e.g. the codebooks the tokens came from
+            if Path(source).is_dir():
+                shutil.copytree(source, tmp_dir / file_name)
+            else:
+                shutil.copy2(source, tmp_dir / file_name)
+        write_json_atomic(
+            tmp_dir / "manifest.json",
+            {
+                "kind": "ctr_run",
+                "run_id": run_id,
+                "dataset": data.name,
+                "model": name,
+                "model_config": model_cfg.get("model", {}),
+                "train_config": train_cfg.to_dict(),
+                "features": data.features,
+                "content": data.content,
+                "variant": data.variant,
+                "oracle_auc": data.oracle_auc,
+                "feature_spec_hash": spec.hash,
+                "data_files": data.files,
+                "metrics": metrics,
+                "best_epoch": result.best_epoch,
+                "epochs_run": result.epochs_run,
+                "train_seconds": result.train_seconds,
+                "train_samples_per_s": result.samples_per_s,
+                "wall_seconds": time.time() - started,
+                "threads": args.threads,
+                "history": [vars(e) for e in result.history],
+                "versions": library_versions(),
+                "created": datetime.now(UTC).isoformat(),
+            },
+        )
+        final_dir = runs_dir / run_id
+        if final_dir.exists():
+            shutil.rmtree(final_dir)
+        tmp_dir.rename(final_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    results.add(
+        [
+            {
+                "dataset": data.name,
+                "variant": data.variant,
+                "model": name,
+                "features": data.features,
+                "content": data.content,
+                "seed": seed,
+                "split": split,
+                "auc": m["auc"],
+                "logloss": m["logloss"],
+                "gauc": m.get("gauc"),
+                "oracle_auc": data.oracle_auc.get(split),
+                "best_epoch": result.best_epoch,
+                "epochs": result.epochs_run,
+                "train_seconds": round(result.train_seconds, 3),
+                "train_samples_per_s": round(result.samples_per_s, 1),
+                "steal_pct": round(result.median_steal_pct, 2),
+                "run_dir": str(final_dir),
+            }
+            for split, m in metrics.items()
+        ]
+    )
+    results.write(reference or None)
+    shown = ", ".join(f"{s} auc={m['auc']:.4f}" for s, m in metrics.items())
+    print(f"{name} seed {seed}: {shown}; {result.samples_per_s:,.0f} samples/s", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import copy
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -39,6 +40,9 @@ class TrainConfig:
     eval_batch_size: int = 16384
     seed: int = 2021
     progress: bool = True
+    # "bf16": CPU autocast of the forward pass (matmuls in bfloat16; weights, optimizer, loss and evaluation
+    # stay fp32). 1.5x the samples/s of fp32 for DeepFM on this AVX512-BF16 machine; opt-in, recorded.
+    precision: str = "fp32"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,8 +96,20 @@ def evaluate(model: nn.Module, split: TensorSplit, batch_size: int = 16384) -> d
     return binary_metrics(split.labels.numpy(), scores, split.groups)
 
 
-def fit(model: CTRModel, train: TensorSplit, valid: TensorSplit, cfg: TrainConfig) -> TrainResult:
-    """Train `model` in place and leave it holding the best-validation weights."""
+def fit(
+    model: CTRModel,
+    train: TensorSplit,
+    valid: TensorSplit,
+    cfg: TrainConfig,
+    resample: Callable[[int], TensorSplit] | None = None,
+) -> TrainResult:
+    """Train `model` in place and leave it holding the best-validation weights.
+
+    `resample(epoch)`, when given, supplies the training rows of every epoch after the first (fresh
+    negatives each epoch); `train` is epoch 1. Without it every epoch reuses `train` (fixed negatives).
+    """
+    if cfg.precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, got {cfg.precision!r}")
     seed_everything(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -105,6 +121,8 @@ def fit(model: CTRModel, train: TensorSplit, valid: TensorSplit, cfg: TrainConfi
     best_score, best_epoch, best_state, best_valid = -np.inf, 0, None, {}
     bad_epochs, history, train_seconds, samples = 0, [], 0.0, 0
     for epoch in range(1, cfg.epochs + 1):
+        if resample is not None and epoch > 1:
+            train = resample(epoch)
         cpu = CpuTimes.now()
         model.train()
         t0 = time.perf_counter()
@@ -119,7 +137,9 @@ def fit(model: CTRModel, train: TensorSplit, valid: TensorSplit, cfg: TrainConfi
             mininterval=1.0,
         )
         for inputs, labels in bar:
-            loss = loss_fn(model(inputs), labels)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                logits = model(inputs)
+            loss = loss_fn(logits.float(), labels)
             if cfg.embedding_l2 > 0:
                 loss = loss + cfg.embedding_l2 / 2 * sum(t.pow(2).sum() for t in tables)
             if cfg.net_l2 > 0:

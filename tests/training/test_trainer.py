@@ -70,3 +70,18 @@ def test_gauc_equals_per_user_sklearn_auc_weighted_by_impressions():
     assert gauc(labels, scores, groups) == pytest.approx(expected_num / expected_den, abs=1e-12)
     metrics = binary_metrics(labels, scores.clip(0, 1), groups)
     assert set(metrics) == {"auc", "logloss", "gauc"}
+
+
+def test_resample_supplies_fresh_training_rows_after_the_first_epoch(mixed_data):
+    spec, train, valid = mixed_data
+    tr, va = TensorSplit.from_frame("train", spec, train), TensorSplit.from_frame("valid", spec, valid)
+    calls = []
+
+    def resample(epoch):
+        calls.append(epoch)
+        return TensorSplit.from_frame("train", spec, train.sample(frac=1.0, random_state=epoch))
+
+    model = get_ctr_model("FM")(spec, embedding_dim=4)
+    cfg = TrainConfig(lr=1e-2, batch_size=512, epochs=3, patience=5, progress=False)
+    result = fit(model, tr, va, cfg, resample)
+    assert calls == [2, 3] and result.epochs_run == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,11 @@ class DatasetSplits:
     content: str = "none"
     files: dict[str, str] = field(default_factory=dict)  # path -> sha256 of every input file
     extra_eval: dict[str, pd.DataFrame] = field(default_factory=dict)  # e.g. cold / mixed test sets
+    variant: str = ""  # world size / protocol tag, so different settings never share a result cell
+    oracle_auc: dict[str, float] = field(default_factory=dict)  # eval split -> AUC of the true probabilities
+    # (epoch, model seed) -> fresh training rows (new negatives); None when negatives are fixed (Frappe).
+    train_sampler: Callable[[int, int], pd.DataFrame] | None = None
+    run_files: dict[str, Path] = field(default_factory=dict)  # name -> file/folder saved with every run
 
     def eval_splits(self) -> dict[str, pd.DataFrame]:
         return {"valid": self.valid, "test": self.test, **self.extra_eval}

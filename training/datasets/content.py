@@ -1,0 +1,132 @@
+"""Audio content as item fields: one dense vector field, or per-layer codebook tokens as categorical fields.
+
+Content arrays are checked before use (shape, duplicate keys, items without content); standardization
+statistics and codebooks are fit on training items only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from encore.audio.codebooks import Codebooks
+from encore.audio.extract import load_catalog
+from encore.errors import EncoreError
+from encore.schema import FieldConfig
+
+ContentMode = Literal["none", "dense", "tokens"]
+MissingPolicy = Literal["error", "zeros"]
+CONTENT_MODES = ("none", "dense", "tokens")
+DENSE_FIELD = "audio_emb"
+TOKEN_PREFIX = "audio_tok_"
+MASK_FIELD = "audio_missing"
+ITEM = "track_id"
+
+
+@dataclass
+class ContentArrays:
+    """Pooled encoder layers per item, as extract_catalog writes them."""
+
+    item_ids: list[str]
+    layers: np.ndarray  # (N, L, D) float32
+    encoder: dict[str, Any]
+    sha256: str = ""
+
+    @classmethod
+    def from_catalog(cls, folder: Path) -> ContentArrays:
+        ids, layers, manifest = load_catalog(folder)
+        return cls(ids, layers, manifest["encoder"], manifest["files"]["content.npz"]["sha256"])
+
+
+@dataclass
+class ItemContent:
+    table: pd.DataFrame  # track_id + one column per content field
+    fields: list[FieldConfig]
+    codebooks: Codebooks | None = None
+
+
+def validate_content(
+    arrays: ContentArrays, items: np.ndarray, missing: MissingPolicy = "error"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row of each item in `arrays.layers` (-1 when absent) and the mask of absent items; raises on bad input."""
+    layers = arrays.layers
+    expected = (arrays.encoder.get("n_layers"), arrays.encoder.get("dim"))
+    if layers.ndim != 3 or layers.shape[1:] != expected:
+        raise EncoreError(
+            f"content arrays have shape {layers.shape}, but encoder {arrays.encoder.get('backend')!r} declares "
+            f"(N, {expected[0]}, {expected[1]})"
+        )
+    if len(arrays.item_ids) != layers.shape[0]:
+        raise EncoreError(f"content has {len(arrays.item_ids)} keys for {layers.shape[0]} vectors")
+    if not np.isfinite(layers).all():
+        raise EncoreError("content arrays hold non-finite values")
+    keys = pd.Index([str(k) for k in arrays.item_ids])
+    if keys.has_duplicates:
+        dups = keys[keys.duplicated()].unique().tolist()
+        raise EncoreError(f"duplicate content keys: {dups[:5]} ({len(dups)} in all)")
+    rows = keys.get_indexer([str(i) for i in items])
+    absent = rows < 0
+    if absent.any() and missing != "zeros":
+        if missing != "error":
+            raise EncoreError(f"unknown missing-item policy {missing!r}; known: error, zeros")
+        example = [str(i) for i in np.asarray(items)[absent][:5]]
+        raise EncoreError(
+            f"content missing for {int(absent.sum())} of {len(items)} items (e.g. {example}); extract them, "
+            "or configure missing='zeros' to use zero vectors plus a mask field"
+        )
+    return rows, absent
+
+
+def build_item_content(
+    arrays: ContentArrays,
+    mode: ContentMode,
+    items: np.ndarray,
+    train_items: np.ndarray,
+    *,
+    missing: MissingPolicy = "error",
+    k: int = 32,
+    groups: int | None = None,
+    seed: int = 0,
+    out_dir: Path | None = None,
+) -> ItemContent:
+    """Content columns for every item in `items`; statistics and codebooks come from `train_items` only."""
+    if mode not in CONTENT_MODES:
+        raise EncoreError(f"unknown content setting {mode!r}; known: {', '.join(CONTENT_MODES)}")
+    rows, absent = validate_content(arrays, items, missing)
+    train_rows = rows[np.isin(items, train_items) & ~absent]
+    if len(train_rows) == 0:
+        raise EncoreError("no training item has content")
+    table = pd.DataFrame({ITEM: items})
+    fields: list[FieldConfig] = []
+    books = None
+    n_layers, dim = arrays.layers.shape[1:]
+    if mode == "dense":
+        # The last layer, standardized with training-item statistics (loudness would dominate otherwise).
+        vectors = arrays.layers[:, -1, :]
+        mean, std = vectors[train_rows].mean(0), vectors[train_rows].std(0)
+        z = np.clip((vectors - mean) / np.where(std < 1e-8, 1.0, std), -6, 6).astype(np.float32)
+        z = np.where(absent[:, None], 0.0, z[np.maximum(rows, 0)]).astype(np.float32)
+        table[DENSE_FIELD] = list(z)
+        fields.append(FieldConfig(DENSE_FIELD, "dense", owner="item", dim=int(dim)))
+    elif mode == "tokens":
+        # One codebook per layer; a single-layer encoder (MFCC) is cut into groups so that it still gives
+        # several token fields, each summarizing a different block of its features.
+        groups = groups or max(1, math.ceil(4 / n_layers))
+        books = Codebooks.fit(arrays.layers[train_rows], encoder_info=arrays.encoder, k=k, groups=groups, seed=seed)
+        tokens = books.tokenize(arrays.layers[np.maximum(rows, 0)]).astype(np.float64)
+        tokens[absent] = np.nan  # encoded as OOV
+        for f in range(books.n_fields):
+            name = f"{TOKEN_PREFIX}{f}"
+            table[name] = pd.array(tokens[:, f], dtype="Int64")
+            fields.append(FieldConfig(name, "categorical", owner="item"))
+        if out_dir is not None:
+            books.save(out_dir)
+    if mode != "none" and missing == "zeros":
+        table[MASK_FIELD] = absent.astype(np.int64)
+        fields.append(FieldConfig(MASK_FIELD, "categorical", owner="item"))
+    return ItemContent(table, fields, books)

@@ -1,0 +1,232 @@
+"""The evaluation protocol for implicit play data (TASTE's, with its leaks fixed).
+
+Label = num_repeat >= threshold; k-core; per-user random 80/10/10 (or temporal) split; optional cold items
+withheld from training; one uniform never-interacted item per observed row as a negative. Training
+negatives are redrawn every epoch by a sampler; eval negatives are drawn once, each set with its own RNG,
+and saved as parquet whose sha256 goes into the run manifest. Any dataset with (user, item, num_repeat)
+rows plugs in through `apply_protocol`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from encore.errors import EncoreError
+from encore.io import sha256_file
+
+USER, ITEM, LABEL = "user_id", "track_id", "label"
+# (users, items) -> (P(label = 1 | played), P(played)): the ground truth of a generated dataset.
+TruthFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+EVAL_SETS = ("valid", "test", "cold")
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    label_threshold: int = 2
+    negatives: int = 1  # uniform never-interacted items per observed row
+    kcore: int = 5  # users and items with fewer observed rows are dropped, repeatedly
+    split: Literal["random", "temporal"] = "random"
+    valid_share: float = 0.1
+    test_share: float = 0.1
+    cold_share: float = 0.0  # share of items withheld from training (TASTE's cold variant: 0.2)
+    seed: int = 2020  # TASTE's split seed; model seeds are separate
+
+    def tag(self) -> str:
+        """Short, readable name of the setting for result tables; the hash covers every field."""
+        parts = [self.split]
+        if self.cold_share > 0:
+            parts.append(f"cold{round(self.cold_share * 100)}")
+        defaults = ProtocolConfig()
+        for name, short in (("label_threshold", "t"), ("negatives", "neg"), ("kcore", "k"), ("seed", "s")):
+            if getattr(self, name) != getattr(defaults, name):
+                parts.append(f"{short}{getattr(self, name)}")
+        return "+".join(parts)
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class ProtocolSplits:
+    """Bare (user, item, label[, oracle]) rows; the dataset joins its features onto them."""
+
+    train_positives: pd.DataFrame  # every observed training row (label 0 or 1), no negatives
+    evals: dict[str, pd.DataFrame]  # valid, test (+ cold, mixed): observed rows + frozen negatives
+    sampler: NegativeSampler
+    train_items: np.ndarray  # items with at least one observed training row
+    cold_items: np.ndarray
+    oracle_auc: dict[str, float]
+    files: dict[str, str]  # frozen eval files -> sha256
+
+
+def kcore(rows: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Drop users and items with fewer than k rows until none is left (the usual iterative k-core)."""
+    if k <= 1:
+        return rows
+    while True:
+        user_n = rows.groupby(USER)[ITEM].transform("size")
+        item_n = rows.groupby(ITEM)[USER].transform("size")
+        keep = (user_n >= k) & (item_n >= k)
+        if keep.all():
+            return rows.reset_index(drop=True)
+        rows = rows[keep]
+        if rows.empty:
+            raise EncoreError(f"the {k}-core of the data is empty; use a smaller --kcore")
+
+
+def split_rows(rows: pd.DataFrame, cfg: ProtocolConfig, rng: np.random.Generator) -> pd.Series:
+    """'train' / 'valid' / 'test' per row: per user, in random or timestamp order (RecBole's ratio split)."""
+    if cfg.split == "random":
+        order_key = rng.random(len(rows))
+    elif cfg.split == "temporal":
+        if "timestamp" not in rows.columns:
+            raise EncoreError(f"the temporal split needs a timestamp column; columns are {list(rows.columns)}")
+        order_key = rows["timestamp"].to_numpy(dtype=np.float64)
+    else:
+        raise EncoreError(f"unknown split {cfg.split!r}; known: random, temporal")
+    frame = pd.DataFrame({"u": rows[USER].to_numpy(), "key": order_key, "pos": np.arange(len(rows))})
+    frame = frame.sort_values(["u", "key"], kind="stable")
+    rank = frame.groupby("u").cumcount().to_numpy()
+    size = frame.groupby("u")["u"].transform("size").to_numpy()
+    n_valid = np.floor(size * cfg.valid_share).astype(int)
+    n_test = np.floor(size * cfg.test_share).astype(int)
+    # The last rows in the order go to test, the ones before them to valid (latest last when temporal).
+    labels = np.where(rank >= size - n_test, "test", np.where(rank >= size - n_test - n_valid, "valid", "train"))
+    out = np.empty(len(rows), dtype=object)
+    out[frame["pos"].to_numpy()] = labels
+    return pd.Series(out, index=rows.index)
+
+
+class NegativeSampler:
+    """Uniform negatives from `pool` that the user never interacted with, vectorized with rejection."""
+
+    def __init__(self, positives: pd.DataFrame, pool: np.ndarray, interacted: pd.DataFrame, n_neg: int, seed: int):
+        self.positives = positives[[USER, ITEM, LABEL]].reset_index(drop=True)
+        self.pool = np.sort(np.asarray(pool, dtype=np.int64))
+        self.n_neg = n_neg
+        self.seed = seed
+        self._stride = int(max(interacted[ITEM].max(), self.pool.max(), 0)) + 1
+        self._seen = np.unique(interacted[USER].to_numpy(np.int64) * self._stride + interacted[ITEM].to_numpy(np.int64))
+
+    def draw(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One never-interacted pool item per entry of `users`."""
+        items = self.pool[rng.integers(0, len(self.pool), len(users))]
+        bad = self._is_seen(users, items)
+        for _ in range(1000):
+            if not bad.any():
+                return items
+            items[bad] = self.pool[rng.integers(0, len(self.pool), int(bad.sum()))]
+            bad[bad] = self._is_seen(users[bad], items[bad])
+        raise EncoreError("negative sampling failed: some users have interacted with (nearly) every pool item")
+
+    def _is_seen(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        keys = users.astype(np.int64) * self._stride + items
+        idx = np.minimum(np.searchsorted(self._seen, keys), len(self._seen) - 1)
+        return self._seen[idx] == keys
+
+    def rows(self, rng: np.random.Generator) -> pd.DataFrame:
+        """The positives plus n_neg fresh negatives per row (label 0), positives first."""
+        users = np.repeat(self.positives[USER].to_numpy(np.int64), self.n_neg)
+        negatives = pd.DataFrame({USER: users, ITEM: self.draw(users, rng), LABEL: 0})
+        return pd.concat([self.positives, negatives], ignore_index=True)
+
+    def __call__(self, epoch: int, seed: int = 0) -> pd.DataFrame:
+        """Training rows for `epoch` of the run with model seed `seed`: same (epoch, seed), same rows."""
+        return self.rows(np.random.default_rng([self.seed, seed, epoch]))
+
+
+def apply_protocol(
+    plays: pd.DataFrame,
+    cfg: ProtocolConfig,
+    out_dir: Path | None = None,
+    truth: TruthFn | None = None,
+) -> ProtocolSplits:
+    """Label, filter, split, withhold cold items and freeze eval negatives (saved under out_dir)."""
+    missing = [c for c in (USER, ITEM, "num_repeat") if c not in plays.columns]
+    if missing:
+        raise EncoreError(f"plays: missing column(s) {missing}; known columns are {list(plays.columns)}")
+    if not 0 <= cfg.cold_share < 1 or cfg.negatives < 1 or cfg.label_threshold < 1:
+        raise EncoreError(f"bad protocol settings: {cfg}")
+    rows = kcore(plays.drop_duplicates([USER, ITEM]).reset_index(drop=True), cfg.kcore)
+    rows[LABEL] = (rows["num_repeat"] >= cfg.label_threshold).astype(np.int64)
+    rng = np.random.default_rng([cfg.seed, 0])
+
+    items = np.sort(rows[ITEM].unique())
+    n_cold = int(round(cfg.cold_share * len(items)))
+    cold_items = np.sort(rng.choice(items, n_cold, replace=False)) if n_cold else np.array([], dtype=np.int64)
+    is_cold = rows[ITEM].isin(cold_items).to_numpy()
+    warm = rows[~is_cold].reset_index(drop=True)
+    warm_part = split_rows(warm, cfg, rng)
+    parts = {name: warm[warm_part == name].reset_index(drop=True) for name in ("train", "valid", "test")}
+    if n_cold:
+        parts["cold"] = rows[is_cold].reset_index(drop=True)
+    train_items = np.sort(parts["train"][ITEM].unique())
+    warm_items = np.setdiff1d(items, cold_items)
+
+    # "Never interacted" means in all the data (TASTE), so an eval negative is never a held-out positive.
+    interacted = plays[[USER, ITEM]]
+    n_user_rows = rows.groupby(USER).size()
+    evals, oracle, files = {}, {}, {}
+    for index, name in enumerate(EVAL_SETS):
+        if name not in parts:
+            continue
+        pool = cold_items if name == "cold" else warm_items
+        sampler = NegativeSampler(parts[name], pool, interacted, cfg.negatives, 0)
+        frame = sampler.rows(np.random.default_rng([cfg.seed, 100 + index]))  # its own RNG per eval set
+        if truth is not None:
+            frame["oracle"] = _oracle_scores(frame, truth, pool, interacted, n_user_rows, cfg.negatives)
+        evals[name] = frame
+    if n_cold:
+        evals["mixed"] = pd.concat([evals["test"], evals["cold"]], ignore_index=True)  # TASTE's warm+cold set
+    for name, frame in evals.items():
+        if "oracle" in frame.columns:
+            oracle[name] = float(roc_auc_score(frame[LABEL], frame["oracle"]))
+        if out_dir is not None:
+            files[str(out_dir / f"{name}.parquet")] = _save_frozen(frame, out_dir / f"{name}.parquet")
+
+    sampler = NegativeSampler(parts["train"], train_items, interacted, cfg.negatives, cfg.seed)
+    return ProtocolSplits(parts["train"], evals, sampler, train_items, cold_items, oracle, files)
+
+
+def _oracle_scores(
+    frame: pd.DataFrame,
+    truth: TruthFn,
+    pool: np.ndarray,
+    interacted: pd.DataFrame,
+    n_user_rows: pd.Series,
+    n_neg: int,
+) -> np.ndarray:
+    """Bayes score of a row: P(row is an observed play | user, item, in this set) * P(label | played).
+
+    An item reaches a user's eval rows as a play with probability ~ P(played) * share, or as a negative with
+    probability ~ n_neg * share * n_user / |pool - user's items|; the shares cancel, leaving odds
+    r = P(played) * |pool - user's items| / (n_neg * n_user).
+    """
+    users, items = frame[USER].to_numpy(np.int64), frame[ITEM].to_numpy(np.int64)
+    p_label, p_played = truth(users, items)
+    seen = interacted[interacted[ITEM].isin(pool)].groupby(USER).size()
+    free = len(pool) - seen.reindex(users, fill_value=0).to_numpy()
+    odds = p_played * np.maximum(free, 1) / (n_neg * n_user_rows.reindex(users).to_numpy())
+    return odds / (1 + odds) * p_label
+
+
+def _save_frozen(frame: pd.DataFrame, path: Path) -> str:
+    """Write the frozen rows (parquet) unless an identical file is already there; returns its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    frame.to_parquet(tmp, index=False)
+    digest = sha256_file(tmp)
+    if path.exists() and sha256_file(path) == digest:
+        tmp.unlink()
+    else:
+        tmp.replace(path)
+    return digest
