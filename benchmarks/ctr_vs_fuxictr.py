@@ -392,6 +392,8 @@ def run_encore(model: str, args: argparse.Namespace, work: Path) -> dict[str, An
         str(out_dir),
         "--threads",
         str(args.threads),
+        "--precision",
+        args.encore_precision,
         "--data-root",
         str(args.data_dir.parents[1]),
     ]
@@ -642,6 +644,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--encore-python", type=Path, default=Path(sys.executable))
     p.add_argument("--threads", type=int, default=2, help="torch/OMP/MKL threads for both sides")
+    p.add_argument(
+        "--encore-precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="Encore's forward precision (bf16 = CPU autocast, fp32 weights); FuxiCTR always runs fp32",
+    )
     p.add_argument("--seed", type=int, default=2021)
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "ctr_vs_fuxictr")
     p.add_argument(

@@ -9,6 +9,7 @@ swaps it atomically on reload and keeps the old state when a new bundle is refus
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -96,6 +97,7 @@ class BundleBuilder:
             final = self.root / self.bundle_id
             if final.exists():
                 shutil.rmtree(final)
+            os.chmod(self.path, 0o755)  # mkdtemp makes 0700; services may run as another user
             self.path.rename(final)
             self.path = final
         except BaseException:

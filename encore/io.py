@@ -24,6 +24,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results and bundles are read by other users/containers
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -65,6 +65,7 @@ def export_onnx(model: CTRModel, path: str | Path) -> Path:
                 opset_version=OPSET,
                 dynamo=False,
             )
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; services may run as another user
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -41,6 +41,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, type=Path, help="output folder for results.csv/results.md/runs")
     p.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default ../shared/data)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch intra-op threads")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16: CPU autocast of the forward pass (weights, optimizer, loss, evaluation stay fp32)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="override the maximum number of epochs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     g = p.add_argument_group("generated and implicit-feedback datasets (synthetic)")
@@ -192,6 +198,7 @@ def _run_cell(args, data, spec, train, evals, name, cls, seed, config, epochs, r
     if epochs is not None:
         train_cfg.epochs = epochs
     train_cfg.progress = not args.no_progress
+    train_cfg.precision = args.precision
     resample = None
     if data.train_sampler is not None:
         sampler = data.train_sampler
