@@ -573,7 +573,8 @@ def write_results(rows: list[dict[str, Any]], out: Path, args: argparse.Namespac
         "# Encore vs FuxiCTR 2.3.10 on Frappe x1",
         "",
         f"FuxiCTR {rows[0]['fuxictr_version']} (model_zoo at {rows[0]['fuxictr_src_commit']}). "
-        f"Seed {args.seed}, {args.threads} threads each, identical BARS hyper-parameters (`MODELS` in "
+        f"Seed {args.seed}, {args.threads} threads each, Encore precision {args.encore_precision} (FuxiCTR fp32), "
+        "identical BARS hyper-parameters (`MODELS` in "
         "benchmarks/ctr_vs_fuxictr.py). Throughput = training samples / seconds in the training loop "
         "(validation excluded). Steal = median CPU steal % per epoch from /proc/stat. "
         "Others = % of all CPU time used by processes outside the run (contention on a shared box). "

@@ -5,10 +5,15 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _redis_answers(port: int) -> bool:
@@ -49,3 +54,43 @@ def redis_url() -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@contextmanager
+def service_process(service: str, env: dict[str, str], timeout_s: float = 120.0) -> Iterator[str]:
+    """`uvicorn services.<service>.main:create_app --factory` (the documented command) in its own process on a
+    free port; yields its base URL once /readyz answers 200, and stops it afterwards.
+
+    The timeout is generous: importing feast alone takes 6-9 s on two busy cores.
+    """
+    import httpx
+
+    port = free_port()
+    command = [
+        sys.executable, "-m", "uvicorn", f"services.{service}.main:create_app", "--factory",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+                pytest.fail(f"{service} exited with {process.returncode}:\n{output[-3000:]}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{service} did not become ready in {timeout_s:.0f} s")
+            time.sleep(0.25)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

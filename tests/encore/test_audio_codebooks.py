@@ -22,9 +22,7 @@ def _clustered(n_per: int, n_layers: int = 2, dim: int = 6, seed: int = 0) -> tu
     rng = np.random.default_rng(seed)
     centers = rng.normal(0, 5, size=(4, n_layers, dim))
     labels = np.repeat(np.arange(4), n_per)
-    return (centers[labels] + rng.normal(0, 0.1, size=(len(labels), n_layers, dim))).astype(
-        np.float32
-    ), labels
+    return (centers[labels] + rng.normal(0, 0.1, size=(len(labels), n_layers, dim))).astype(np.float32), labels
 
 
 def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:

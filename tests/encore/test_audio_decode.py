@@ -145,9 +145,7 @@ def test_mp3_without_xing_header_decodes_every_frame(signals):
     frames = signals.sine(440, 12.0, RATE)
     frames[: 6 * RATE] *= 1e-3  # a quiet first half makes the bitrate vary
     frames[6 * RATE :] += np.random.default_rng(0).normal(0, 0.2, (6 * RATE, 1)).astype(np.float32)
-    data = signals.av_bytes(
-        frames, RATE, container="mp3", codec="libmp3lame", options={"write_xing": "0"}, qscale=4
-    )
+    data = signals.av_bytes(frames, RATE, container="mp3", codec="libmp3lame", options={"write_xing": "0"}, qscale=4)
     assert b"Xing" not in data[:4096] and b"Info" not in data[:4096]
     assert decode_audio(data, max_seconds=None).duration_seconds == pytest.approx(12.0, abs=0.1)
 
@@ -187,18 +185,14 @@ def test_channel_limit(signals):
 
 def test_silent_and_non_finite_samples(signals):
     assert _error_code(signals.sf_bytes(np.zeros((RATE, 2), np.float32), RATE, "FLAC")) == "silent"
-    assert (
-        _error_code(signals.sf_bytes(np.full((RATE, 1), 1e-7, np.float32), RATE, "WAV", "FLOAT")) == "silent"
-    )
+    assert _error_code(signals.sf_bytes(np.full((RATE, 1), 1e-7, np.float32), RATE, "WAV", "FLOAT")) == "silent"
     frames = signals.sine(440, 1.0, RATE)
     frames[1000] = np.nan
     assert _error_code(signals.sf_bytes(frames, RATE, "WAV", "FLOAT")) == "non_finite"
     frames[1000] = np.inf
     assert _error_code(signals.sf_bytes(frames, RATE, "WAV", "DOUBLE")) == "non_finite"
     # A quiet but real signal (-60 dBFS) is accepted.
-    assert decode_audio(
-        signals.sf_bytes(signals.sine(440, 1.0, RATE, amp=1e-3), RATE, "WAV"), max_seconds=None
-    )
+    assert decode_audio(signals.sf_bytes(signals.sine(440, 1.0, RATE, amp=1e-3), RATE, "WAV"), max_seconds=None)
 
 
 def test_invalid_max_seconds(signals):

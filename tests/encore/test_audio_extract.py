@@ -39,9 +39,7 @@ def catalog(tmp_path: Path, signals) -> dict[str, Path]:
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(signals.sf_bytes(signals.sine(freq, 2.0, 44_100, 2), 44_100, "FLAC"))
         items[f"track/{i}"] = path  # ids with a slash: must not become sub-folders
-    (tmp_path / "audio" / "silence.wav").write_bytes(
-        signals.sf_bytes(np.zeros((8000, 1), np.float32), 8000, "WAV")
-    )
+    (tmp_path / "audio" / "silence.wav").write_bytes(signals.sf_bytes(np.zeros((8000, 1), np.float32), 8000, "WAV"))
     items["silent"] = tmp_path / "audio" / "silence.wav"
     items["missing"] = tmp_path / "audio" / "nope.mp3"
     return items

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +10,8 @@ import httpx
 import pytest
 
 from encore.store import Store
-from tests.services.embedder.helpers import API_KEY, GOOD_BUNDLE, Recorder, free_port
+from tests.conftest import service_process
+from tests.services.embedder.helpers import API_KEY, GOOD_BUNDLE, Recorder
 
 pytestmark = pytest.mark.slow  # starting a second process imports feast again (10-40 s here)
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -22,7 +20,6 @@ STARTUP_TIMEOUT_S = 120  # importing feast alone takes 6-9 s on two busy cores
 
 @pytest.fixture(scope="module")
 def server(artifacts_dir: Path, store: Store, retriever: Recorder) -> Iterator[str]:
-    port = free_port()
     env = os.environ | {
         "ENCORE_ARTIFACTS_DIR": str(artifacts_dir),
         "ENCORE_API_KEY": API_KEY,
@@ -31,26 +28,8 @@ def server(artifacts_dir: Path, store: Store, retriever: Recorder) -> Iterator[s
         "ENCORE_RETRIEVER_URL": retriever.url,
         "ENCORE_MAX_UPLOAD_MB": "2",
     }
-    command = [sys.executable, "-m", "uvicorn", "services.embedder.main:create_app", "--factory"]
-    process = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], cwd=REPO_ROOT, env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            assert process.poll() is None, f"uvicorn exited with {process.returncode}"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the embedder did not become ready"
-            time.sleep(0.3)
+    with service_process("embedder", env, STARTUP_TIMEOUT_S) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def test_upload_over_tcp_is_stored_and_announced(
