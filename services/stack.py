@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (docker stop, kill) takes the same clean path as Ctrl-C: the services run in their own
     # sessions, so nothing else would stop them.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started in the background, where SIGINT is ignored
     stack = Stack(workers=args.workers)
     try:
         stack.start()
