@@ -25,7 +25,7 @@ import pandas as pd
 from encore import feature_names as fn
 from encore.errors import SpecError
 from encore.schema import FeatureSpec, FieldSpec
-from encore.store import TrackBatch
+from encore.track_table import TrackBatch
 
 log = logging.getLogger(__name__)
 

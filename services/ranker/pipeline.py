@@ -20,7 +20,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from encore.artifacts import BundleHolder
-from encore.store import Store, TrackTable
+from encore.store import Store
+from encore.track_table import TrackTable
 from services.ranker.bundle import RankerModel
 from services.ranker.features import CandidateFeatures, build_frame
 

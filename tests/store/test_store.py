@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from encore import feature_names as fn
-from encore.store import InvalidTrackError, Store, StoreError, StoreSettings, TrackTable
+from encore.store import InvalidTrackError, Store, StoreError, StoreSettings
+from encore.track_table import TrackTable
 from tests.conftest import free_port
 
 EMBEDDING_DIM = 8

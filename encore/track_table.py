@@ -1,0 +1,238 @@
+"""TrackTable: an in-process copy of the track features for the ranker's hot path.
+
+A per-request Feast SDK read of 200 tracks costs 56-66 ms p50 here; a lookup in this table ~0.2 ms.
+Services call `gc.freeze()` once after the first load (Python GC otherwise drives the p99).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from encore import feature_names as fn
+from encore.store import Store, unique_ids
+
+log = logging.getLogger(__name__)
+
+_SCALAR_FILL = {"String": "", "Int64": -1, "Float32": np.nan}  # for a view a track lacks; see `present`
+
+
+@dataclass(frozen=True)
+class TrackBatch:
+    """Features of the found tracks, in request order; `missing` lists ids the store does not know."""
+
+    track_ids: list[str]
+    missing: list[str]
+    columns: dict[str, np.ndarray]  # field -> (n,) array, or (n, d) for embedding / (n, t) for tokens
+    present: dict[str, np.ndarray]  # view -> (n,) bool: False where the track has no row in that view
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    index: dict[str, int]
+    columns: dict[str, np.ndarray]
+    present: dict[str, np.ndarray]
+    loaded_at: float = field(default_factory=time.monotonic)
+
+
+class TrackTable:
+    """In-process copy of track_meta + track_content for the ranker's hot path.
+
+    Consistency model:
+    - `load()` reads every known track (offline ids, or the ids given) from the online store, so the
+      table serves exactly what get_online_features served at load time.
+    - `lookup()` reads only ids the table does not hold, in one batched store read (a just-pushed track
+      is visible on its first lookup). Ids the store does not know either are remembered as missing for
+      `miss_ttl_s`, so a stream of unknown ids cannot turn every request into a store read.
+    - Tracks already held are not re-read until the table is older than `max_age_s`; then the next
+      lookup starts one background reload and keeps serving the old snapshot until the new one swaps in.
+      So an overwrite of an existing track (re-push, new training snapshot) shows within ~max_age_s.
+    - Readers never lock: each lookup uses one immutable snapshot; writers build a new one and swap it.
+    Embeddings (and token lists) must all have one length; a row that does not fit is served as missing
+    content (present[track_content] False) and logged. After the first load, call `gc.freeze()` once:
+    it moves the table out of the GC's generations and removes the p99 spikes full collections cause.
+    """
+
+    def __init__(self, store: Store, *, max_age_s: float = 300.0, miss_ttl_s: float = 1.0) -> None:
+        self.store = store
+        self.max_age_s = max_age_s
+        self.miss_ttl_s = miss_ttl_s
+        defs = store.definitions  # imports feast: a table is built at start-up, right before load()
+        views = (defs.track_meta_fv, defs.track_content_fv)
+        self._dtypes = {f.name: str(f.dtype) for view in views for f in view.features}
+        self._snapshot = self._build([], {}, widths=None)
+        self._misses: dict[str, float] = {}  # id -> monotonic time until which it counts as missing
+        self._write_lock = threading.Lock()
+        self._reloading = False
+
+    def __len__(self) -> int:
+        return len(self._snapshot.index)
+
+    def __contains__(self, track_id: object) -> bool:
+        return track_id in self._snapshot.index
+
+    @property
+    def age_s(self) -> float:
+        return time.monotonic() - self._snapshot.loaded_at
+
+    def load(self, track_ids: Iterable[str] | None = None) -> int:
+        """(Re)load the whole table: the given ids, or every id in the offline sources and the table."""
+        ids = (
+            unique_ids(track_ids)
+            if track_ids is not None
+            else sorted(set(self.store.offline_track_ids()) | set(self._snapshot.index))
+        )
+        rows = self.store.get_tracks(ids)
+        with self._write_lock:
+            self._snapshot = self._build(list(rows), rows, widths=None)
+            self._misses = {}
+        return len(self._snapshot.index)
+
+    def refresh(self, track_ids: Iterable[str]) -> list[str]:
+        """Read ids the table does not hold from the store; returns those it now holds."""
+        snapshot = self._snapshot
+        now = time.monotonic()
+        unknown = [t for t in unique_ids(track_ids) if t not in snapshot.index]
+        wanted = [t for t in unknown if self._misses.get(t, 0.0) <= now]
+        if not wanted:
+            return []
+        rows = self.store.get_tracks(wanted)
+        with self._write_lock:
+            current = self._snapshot
+            fresh = {t: r for t, r in rows.items() if t not in current.index}
+            if fresh:
+                addition = self._build(list(fresh), fresh, widths=_content_widths(current))
+                self._snapshot = _merge(current, addition)
+            until = time.monotonic() + self.miss_ttl_s
+            for t in wanted:
+                if t not in rows:
+                    self._misses[t] = until
+        return list(fresh)
+
+    def lookup(self, track_ids: Sequence[str], fields: Sequence[str] | None = None) -> TrackBatch:
+        """Features of `track_ids` in request order (duplicates kept); unknown ids are read from the store."""
+        if self.age_s > self.max_age_s:
+            self._reload_in_background()
+        snapshot = self._snapshot
+        if any(t not in snapshot.index for t in track_ids):
+            self.refresh(track_ids)
+            snapshot = self._snapshot
+        index = snapshot.index
+        found = [t for t in track_ids if t in index]
+        rows = np.fromiter((index[t] for t in found), dtype=np.int64, count=len(found))
+        names = fields if fields is not None else list(snapshot.columns)
+        return TrackBatch(
+            track_ids=found,
+            missing=[t for t in track_ids if t not in index],
+            columns={name: snapshot.columns[name][rows] for name in names},
+            present={view: mask[rows] for view, mask in snapshot.present.items()},
+        )
+
+    def get(self, track_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Same shape and values as Store.get_tracks (python values), served from the table."""
+        batch = self.lookup(unique_ids(track_ids))
+        result: dict[str, dict[str, Any]] = {}
+        for i, track_id in enumerate(batch.track_ids):
+            row: dict[str, Any] = {}
+            for view in fn.TRACK_VIEWS:
+                for name in fn.VIEW_FIELDS[view]:
+                    row[name] = _py(batch.columns[name][i]) if batch.present[view][i] else None
+            result[track_id] = row
+        return result
+
+    def _reload_in_background(self) -> None:
+        with self._write_lock:
+            if self._reloading:
+                return
+            self._reloading = True
+
+        def reload() -> None:
+            try:
+                self.load()
+            except Exception:  # keep serving the old snapshot, and retry after another max_age_s
+                log.exception("track table reload failed")
+                with self._write_lock:
+                    self._snapshot = replace(self._snapshot, loaded_at=time.monotonic())
+            finally:
+                self._reloading = False
+
+        threading.Thread(target=reload, name="track-table-reload", daemon=True).start()
+
+    def _build(
+        self,
+        ids: list[str],
+        rows: Mapping[str, Mapping[str, Any]],
+        widths: dict[str, int] | None,
+    ) -> _Snapshot:
+        """Arrays for `ids` (all present in `rows`), typed by the Feast schema.
+
+        `widths` fixes the embedding/tokens lengths (those of the table being extended); None lets the most
+        common length among these rows decide.
+        """
+        n = len(ids)
+        present = {
+            view: np.array([rows[t][fn.VIEW_FIELDS[view][0]] is not None for t in ids], dtype=bool)
+            for view in fn.TRACK_VIEWS
+        }
+        columns: dict[str, np.ndarray] = {}
+        for name in fn.TRACK_META_FIELDS + ("encoder", "encoder_revision"):
+            dtype = self._dtypes[name]
+            values = [rows[t][name] if rows[t][name] is not None else _SCALAR_FILL[dtype] for t in ids]
+            kind = {"String": object, "Int64": np.int64, "Float32": np.float32}[dtype]
+            columns[name] = np.array(values, dtype=kind) if n else np.empty(0, dtype=kind)
+        for name, kind in (("embedding", np.float32), ("tokens", np.int64)):
+            width = widths[name] if widths else None
+            if width is None:
+                has_content = present[fn.TRACK_CONTENT]
+                lengths = [len(rows[t][name]) for t, ok in zip(ids, has_content, strict=True) if ok]
+                width = max(set(lengths), key=lengths.count) if lengths else 0
+            matrix = np.zeros((n, width), dtype=kind)
+            for i, t in enumerate(ids):
+                value = rows[t][name]
+                if value is None:
+                    continue
+                if len(value) != width:
+                    log.warning(
+                        "track %s: %s has length %d, table holds %d; served as missing content",
+                        t,
+                        name,
+                        len(value),
+                        width,
+                    )
+                    present[fn.TRACK_CONTENT][i] = False
+                    continue
+                matrix[i] = value
+            columns[name] = matrix
+        return _Snapshot(index={t: i for i, t in enumerate(ids)}, columns=columns, present=present)
+
+
+def _content_widths(snapshot: _Snapshot) -> dict[str, int] | None:
+    """Embedding/tokens lengths of a snapshot, or None while it holds no content row to fix them."""
+    if not snapshot.index or not snapshot.present[fn.TRACK_CONTENT].any():
+        return None
+    return {name: int(snapshot.columns[name].shape[1]) for name in ("embedding", "tokens")}
+
+
+def _py(value: Any) -> Any:
+    """A numpy scalar or array as the python value Feast's to_dict() gives."""
+    return value.tolist() if isinstance(value, np.ndarray | np.generic) else value
+
+
+def _merge(old: _Snapshot, new: _Snapshot) -> _Snapshot:
+    """`old` followed by `new` (disjoint ids); the old snapshot's age is kept (nothing old was re-read)."""
+    offset = len(old.index)
+    old_columns = dict(old.columns)
+    for name in ("embedding", "tokens"):  # an old table without content rows has width 0: widen it
+        if old_columns[name].shape[1] != new.columns[name].shape[1]:
+            old_columns[name] = np.zeros((offset, new.columns[name].shape[1]), old_columns[name].dtype)
+    index = dict(old.index)
+    index.update({t: i + offset for t, i in new.index.items()})
+    columns = {name: np.concatenate([old_columns[name], new.columns[name]]) for name in old_columns}
+    present = {view: np.concatenate([old.present[view], new.present[view]]) for view in old.present}
+    return _Snapshot(index=index, columns=columns, present=present, loaded_at=old.loaded_at)
