@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> Path:
     if args.no_progress and "progress" in LOADER_OPTIONS.get(args.dataset, ()):
         options["progress"] = False
     variant = dataset_variant(args.dataset, **options)
-    default_features = "id+cat+num" if args.dataset == "synthetic" else "all"
+    default_features = "all" if args.dataset == "frappe" else "id+cat+num"  # the music datasets' richest setting
     feature_list = split_list(args.features or default_features, "--features")
     content_list = split_list(args.content, "--content")
     check_settings(args.dataset, feature_list, content_list)

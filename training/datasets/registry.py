@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from encore.errors import EncoreError
+from training.datasets import hetrec
 from training.datasets.base import DEFAULT_DATA_ROOT, DatasetSplits
 from training.datasets.content import CONTENT_MODES
 from training.datasets.frappe import load_frappe
@@ -17,13 +18,19 @@ from training.datasets.synthetic import default_root as synthetic_root
 LOADERS: dict[str, Callable[..., DatasetSplits]] = {
     "frappe": load_frappe,
     "synthetic": load_synthetic,
+    hetrec.NAME: hetrec.load_hetrec,
 }
 # Options each loader takes beyond (data_root, features, content); anything else is refused by name.
-LOADER_OPTIONS: dict[str, tuple[str, ...]] = {"frappe": (), "synthetic": SYNTHETIC_OPTIONS}
+LOADER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "frappe": (),
+    "synthetic": SYNTHETIC_OPTIONS,
+    hetrec.NAME: hetrec.OPTIONS,
+}
 # (feature settings, content settings) each dataset knows; a grid is checked against them before any run.
 SETTINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "frappe": (("all",), ("none",)),
     "synthetic": (FEATURE_SETTINGS, CONTENT_MODES),
+    hetrec.NAME: (hetrec.FEATURE_SETTINGS, hetrec.CONTENT_SETTINGS),
 }
 
 
@@ -62,4 +69,6 @@ def check_settings(name: str, features: list[str], content: list[str]) -> None:
 def dataset_variant(name: str, **options: object) -> str:
     """The setting name that keys result cells beside (model, features, content, seed)."""
     _check(name, options)
+    if name == hetrec.NAME:
+        return hetrec.variant_of(**options)
     return variant_of(**options) if name == "synthetic" else ""
