@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,3 +42,27 @@ def require_file(path: Path) -> Path:
     if not path.is_file():
         raise EncoreError(f"dataset file not found: {path}")
     return path
+
+
+FEATURE_SETTINGS = ("id", "id+cat", "id+cat+num")  # TASTE's three feature settings
+
+
+def taste_fields(
+    dataset: str,
+    features: str,
+    user_cat: Sequence[str],
+    item_cat: Sequence[str],
+    user_num: Sequence[str],
+    item_num: Sequence[str],
+) -> list[FieldConfig]:
+    """FieldConfigs of a TASTE feature setting: ids, then categoricals, then quantile-bucketized numerics."""
+    if features not in FEATURE_SETTINGS:
+        raise EncoreError(f"unknown feature setting {features!r} for {dataset}; known: {', '.join(FEATURE_SETTINGS)}")
+    fields = [FieldConfig("user_id", "id", owner="user"), FieldConfig("track_id", "id", owner="item")]
+    if "cat" in features:
+        fields += [FieldConfig(c, "categorical", owner="user") for c in user_cat]
+        fields += [FieldConfig(c, "categorical", owner="item") for c in item_cat]
+    if "num" in features:
+        fields += [FieldConfig(c, "numeric", owner="user", numeric_mode="quantile") for c in user_num]
+        fields += [FieldConfig(c, "numeric", owner="item", numeric_mode="quantile") for c in item_num]
+    return fields

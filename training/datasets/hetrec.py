@@ -43,7 +43,7 @@ import pandas as pd
 from encore.errors import EncoreError
 from encore.io import sha256_file
 from encore.schema import FieldConfig
-from training.datasets.base import PROJECT_ROOT, DatasetSplits, require_file
+from training.datasets.base import PROJECT_ROOT, DatasetSplits, require_file, taste_fields
 from training.datasets.content import ContentArrays, MissingPolicy, build_item_content
 from training.datasets.protocol import ITEM, USER, ProtocolConfig, ProtocolSplits, apply_protocol
 
@@ -51,7 +51,6 @@ NAME = "hetrec-lastfm-2k"
 HETREC_DIR = "hetrec2011-lastfm-2k"
 SPOTIFY_DIR = "spotify-artist-features"
 LABEL_THRESHOLD = 250  # play count; see the module docstring
-FEATURE_SETTINGS = ("id", "id+cat", "id+cat+num")
 CONTENT_SETTINGS = ("none", "dense", "tokens", "text-dense", "text-tokens")
 SPOTIFY_AUDIO = (
     "acousticness", "danceability", "energy", "instrumentalness", "liveness", "loudness",
@@ -229,16 +228,8 @@ def content_arrays(
 
 
 def feature_fields(features: str) -> list[FieldConfig]:
-    if features not in FEATURE_SETTINGS:
-        raise EncoreError(f"unknown feature setting {features!r} for {NAME}; known: {', '.join(FEATURE_SETTINGS)}")
-    fields = [FieldConfig(USER, "id", owner="user"), FieldConfig(ITEM, "id", owner="item")]
-    if "cat" in features:
-        fields += [FieldConfig(c, "categorical", owner="user") for c in USER_CAT]
-        fields += [FieldConfig(c, "categorical", owner="item") for c in ITEM_CAT]
-    if "num" in features:
-        fields += [FieldConfig(c, "numeric", owner="user", numeric_mode="quantile") for c in USER_NUM]
-        fields += [FieldConfig(c, "numeric", owner="item", numeric_mode="quantile") for c in ITEM_NUM]
-    return fields
+    """FieldConfigs of a TASTE feature setting: id, id+cat or id+cat+num."""
+    return taste_fields(NAME, features, USER_CAT, ITEM_CAT, USER_NUM, ITEM_NUM)
 
 
 def load_hetrec(

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from encore.errors import EncoreError
 from training.datasets import hetrec
-from training.datasets.base import DEFAULT_DATA_ROOT, DatasetSplits
+from training.datasets.base import DEFAULT_DATA_ROOT, FEATURE_SETTINGS, DatasetSplits
 from training.datasets.content import CONTENT_MODES
 from training.datasets.frappe import load_frappe
-from training.datasets.synthetic import FEATURE_SETTINGS, load_synthetic, variant_of
 from training.datasets.synthetic import OPTIONS as SYNTHETIC_OPTIONS
 from training.datasets.synthetic import default_root as synthetic_root
+from training.datasets.synthetic import load_synthetic, variant_of
 
 LOADERS: dict[str, Callable[..., DatasetSplits]] = {
     "frappe": load_frappe,
@@ -30,7 +30,7 @@ LOADER_OPTIONS: dict[str, tuple[str, ...]] = {
 SETTINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "frappe": (("all",), ("none",)),
     "synthetic": (FEATURE_SETTINGS, CONTENT_MODES),
-    hetrec.NAME: (hetrec.FEATURE_SETTINGS, hetrec.CONTENT_SETTINGS),
+    hetrec.NAME: (FEATURE_SETTINGS, hetrec.CONTENT_SETTINGS),
 }
 
 

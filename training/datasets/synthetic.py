@@ -26,7 +26,7 @@ from tqdm import tqdm
 from encore.errors import EncoreError
 from encore.io import sha256_file, write_json_atomic
 from encore.schema import FieldConfig
-from training.datasets.base import PROJECT_ROOT, DatasetSplits
+from training.datasets.base import PROJECT_ROOT, DatasetSplits, taste_fields
 from training.datasets.content import CONTENT_MODES, ContentArrays, MissingPolicy, build_item_content
 from training.datasets.protocol import USER, ProtocolConfig, ProtocolSplits, apply_protocol
 
@@ -443,7 +443,6 @@ def _wavetable(f0: float, tilt: float, odd_only: bool, max_harmonics: int = 24) 
 
 
 # ---- the loader: world + protocol + features + content -> DatasetSplits ------------------------------
-FEATURE_SETTINGS = ("id", "id+cat", "id+cat+num")
 USER_CAT, TRACK_CAT = ("country", "gender"), ("artist_id", "genre", "key", "mode", "language")
 USER_NUM, TRACK_NUM = ("age", "n_plays", "n_tracks"), ("release_year", "popularity")
 OPTIONS = ("size", "world_seed", "protocol", "missing", "encoder", "k", "progress")
@@ -459,17 +458,8 @@ def variant_of(
 
 
 def feature_fields(features: str) -> list[FieldConfig]:
-    """FieldConfigs of a TASTE feature setting: id, id+cat or id+cat+num (numerics bucketized by quantile)."""
-    if features not in FEATURE_SETTINGS:
-        raise EncoreError(f"unknown feature setting {features!r} for synthetic; known: {', '.join(FEATURE_SETTINGS)}")
-    fields = [FieldConfig("user_id", "id", owner="user"), FieldConfig("track_id", "id", owner="item")]
-    if "cat" in features:
-        fields += [FieldConfig(c, "categorical", owner="user") for c in USER_CAT]
-        fields += [FieldConfig(c, "categorical", owner="item") for c in TRACK_CAT]
-    if "num" in features:
-        fields += [FieldConfig(c, "numeric", owner="user", numeric_mode="quantile") for c in USER_NUM]
-        fields += [FieldConfig(c, "numeric", owner="item", numeric_mode="quantile") for c in TRACK_NUM]
-    return fields
+    """FieldConfigs of a TASTE feature setting: id, id+cat or id+cat+num."""
+    return taste_fields("synthetic", features, USER_CAT, TRACK_CAT, USER_NUM, TRACK_NUM)
 
 
 def load_synthetic(
