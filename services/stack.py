@@ -142,18 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(workers=args.workers)
     try:
         stack.start()
-    except RuntimeError as exc:
-        stack.stop()
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(curl_examples(stack, stack.env.get("ENCORE_API_KEY", ""), args.example_audio, args.example_user), flush=True)
-    try:
+        api_key = stack.env.get("ENCORE_API_KEY", "")
+        print(curl_examples(stack, api_key, args.example_audio, args.example_user), flush=True)
         while all(p.poll() is None for p in stack.procs.values()):
             time.sleep(0.5)
         dead = [n for n, p in stack.procs.items() if p.poll() is not None]
         print(f"error: {', '.join(dead)} stopped; shutting the stack down", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # also during start-up: nothing may be left running
         print("\nstopping...", file=sys.stderr)
         return 0
     finally:
