@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--size", default=None, help="world size: quick, small, default, large")
     g.add_argument("--world-seed", type=int, default=None, help="seed of the generated world")
     g.add_argument("--split", default=None, choices=["random", "temporal"], help="per-user split order")
-    g.add_argument("--label-threshold", type=int, default=None, help="label = num_repeat >= this (default 2)")
+    g.add_argument("--label-threshold", type=int, default=None, help="label = num_repeat >= N (default 2; hetrec 250)")
     g.add_argument("--negatives", type=int, default=None, help="negatives per observed row (default 1)")
     g.add_argument("--kcore", type=int, default=None, help="k-core filter (default 5)")
     g.add_argument("--missing-content", default=None, choices=["error", "zeros"], help="items without content")
@@ -82,9 +82,11 @@ def dataset_options(args: argparse.Namespace) -> dict:
     }
     protocol = {k: v for k, v in protocol.items() if v is not None}
     if protocol:
-        from training.datasets.protocol import ProtocolConfig
+        from dataclasses import replace
 
-        options["protocol"] = ProtocolConfig(**protocol)
+        from training.datasets.registry import default_protocol
+
+        options["protocol"] = replace(default_protocol(args.dataset), **protocol)
     size = args.size or ("quick" if args.quick else None)
     for key, value in (
         ("size", size),

@@ -6,8 +6,7 @@ the HetRec artist id (an integer, as the protocol's negative sampler requires in
 
 Label. With raw play counts TASTE's `num_repeat >= 2` labels 99.4% of the 5-core rows positive, so this
 dataset's default is `num_repeat >= 250` (about the median play count of the 92,834 rows: 260), a fixed
-constant, so no statistic of the test rows is used. A protocol whose threshold is the generic default (2)
-is read as "not set" and gets 250; pass any other value to override it (`--label-threshold 100`).
+constant, so no statistic of the test rows is used (`DEFAULT_PROTOCOL`; `--label-threshold N` overrides it).
 
 Split. There are no listening timestamps: only the per-user random split; `split="temporal"` is refused.
 
@@ -51,6 +50,7 @@ NAME = "hetrec-lastfm-2k"
 HETREC_DIR = "hetrec2011-lastfm-2k"
 SPOTIFY_DIR = "spotify-artist-features"
 LABEL_THRESHOLD = 250  # play count; see the module docstring
+DEFAULT_PROTOCOL = ProtocolConfig(label_threshold=LABEL_THRESHOLD)
 CONTENT_SETTINGS = ("none", "dense", "tokens", "text-dense", "text-tokens")
 SPOTIFY_AUDIO = (
     "acousticness", "danceability", "energy", "instrumentalness", "liveness", "loudness",
@@ -71,10 +71,8 @@ def cache_root() -> Path:
 
 
 def resolve_protocol(protocol: ProtocolConfig | None = None) -> ProtocolConfig:
-    """The protocol with this dataset's label threshold when none was set; temporal splits are refused."""
-    cfg = protocol or ProtocolConfig()
-    if cfg.label_threshold == ProtocolConfig().label_threshold:
-        cfg = ProtocolConfig(**{**cfg.__dict__, "label_threshold": LABEL_THRESHOLD})
+    """The protocol to use (this dataset's default when none is given); temporal splits are refused."""
+    cfg = protocol or DEFAULT_PROTOCOL
     if cfg.split != "random":
         raise EncoreError(
             f"{NAME} has no listening timestamps: only the random split is supported (got split={cfg.split!r})"

@@ -11,6 +11,7 @@ from training.datasets import hetrec
 from training.datasets.base import DEFAULT_DATA_ROOT, FEATURE_SETTINGS, DatasetSplits
 from training.datasets.content import CONTENT_MODES
 from training.datasets.frappe import load_frappe
+from training.datasets.protocol import ProtocolConfig
 from training.datasets.synthetic import OPTIONS as SYNTHETIC_OPTIONS
 from training.datasets.synthetic import default_root as synthetic_root
 from training.datasets.synthetic import load_synthetic, variant_of
@@ -64,6 +65,11 @@ def check_settings(name: str, features: list[str], content: list[str]) -> None:
         for value in given:
             if value not in known:
                 raise EncoreError(f"unknown {kind} setting {value!r} for {name}; known: {', '.join(known)}")
+
+
+def default_protocol(name: str) -> ProtocolConfig:
+    """The protocol a dataset uses when no protocol flag is given; flags override its fields."""
+    return hetrec.DEFAULT_PROTOCOL if name == hetrec.NAME else ProtocolConfig()
 
 
 def dataset_variant(name: str, **options: object) -> str:

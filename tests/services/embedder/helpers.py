@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,12 +55,6 @@ class Recorder:
 
     url: str
     calls: list[tuple[str, dict[str, str], dict]] = field(default_factory=list)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def offline_parts(store: Store) -> list[Path]:

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from encore.store import Store, StoreSettings
 from services.embedder.config import EmbedderSettings
 from services.embedder.main import create_app
-from tests.services.embedder.helpers import API_KEY, AUTH, free_port, offline_parts, post_embed, tone, wav_bytes
+from tests.conftest import free_port
+from tests.services.embedder.helpers import API_KEY, AUTH, offline_parts, post_embed, tone, wav_bytes
 
 LIMIT_MB = 0.25  # 262,144 bytes
 LIMIT_BYTES = int(LIMIT_MB * 2**20)

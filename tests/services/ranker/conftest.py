@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from encore import feature_names as fn
 from encore.artifacts import BundleBuilder
 from encore.schema import FeatureSpec, FieldConfig
 from encore.store import Store, StoreSettings
+from tests.conftest import free_port
 from training.data import TensorSplit
 from training.export import export_onnx
 from training.models.ctr.dcnv2 import DCNv2
@@ -234,12 +234,6 @@ class FakeRetriever:
             "candidates": self.candidates[:k],
         }
         return self.status, body
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
