@@ -60,6 +60,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--kcore", type=int, default=None, help="k-core filter (default 5)")
     g.add_argument("--missing-content", default=None, choices=["error", "zeros"], help="items without content")
     g.add_argument("--encoder", default=None, help="audio encoder for content (default mfcc)")
+    t = p.add_argument_group("TASTE / RecBole atomic files (--dataset taste; --data-root is the dataset folder)")
+    t.add_argument("--inter-fields", default=None, help="user,item,count columns of the .inter file")
+    t.add_argument("--columns", default=None, help="comma list of the .user/.item feature columns to use (default all)")
+    t.add_argument("--content-file", default=None, help="content file in <folder>/content/ (needed if several)")
     return p.parse_args(argv)
 
 
@@ -93,6 +97,9 @@ def dataset_options(args: argparse.Namespace) -> dict:
         ("world_seed", args.world_seed),
         ("missing", args.missing_content),
         ("encoder", args.encoder),
+        ("inter_fields", split_list(args.inter_fields, "--inter-fields") if args.inter_fields else None),
+        ("columns", args.columns),
+        ("content_file", args.content_file),
     ):
         if value is not None:
             options[key] = value

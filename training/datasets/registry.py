@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from encore.errors import EncoreError
-from training.datasets import hetrec
+from training.datasets import hetrec, taste
 from training.datasets.base import DEFAULT_DATA_ROOT, FEATURE_SETTINGS, DatasetSplits
 from training.datasets.content import CONTENT_MODES
 from training.datasets.frappe import load_frappe
@@ -20,18 +20,21 @@ LOADERS: dict[str, Callable[..., DatasetSplits]] = {
     "frappe": load_frappe,
     "synthetic": load_synthetic,
     hetrec.NAME: hetrec.load_hetrec,
+    taste.NAME: taste.load_taste,
 }
 # Options each loader takes beyond (data_root, features, content); anything else is refused by name.
 LOADER_OPTIONS: dict[str, tuple[str, ...]] = {
     "frappe": (),
     "synthetic": SYNTHETIC_OPTIONS,
     hetrec.NAME: hetrec.OPTIONS,
+    taste.NAME: taste.OPTIONS,
 }
 # (feature settings, content settings) each dataset knows; a grid is checked against them before any run.
 SETTINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "frappe": (("all",), ("none",)),
     "synthetic": (FEATURE_SETTINGS, CONTENT_MODES),
     hetrec.NAME: (FEATURE_SETTINGS, hetrec.CONTENT_SETTINGS),
+    taste.NAME: (FEATURE_SETTINGS, taste.CONTENT_SETTINGS),
 }
 
 
@@ -77,4 +80,6 @@ def dataset_variant(name: str, **options: object) -> str:
     _check(name, options)
     if name == hetrec.NAME:
         return hetrec.variant_of(**options)
+    if name == taste.NAME:
+        return taste.variant_of(**options)
     return variant_of(**options) if name == "synthetic" else ""
