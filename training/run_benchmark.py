@@ -250,6 +250,7 @@ def _run_cell(args, data, spec, train, evals, name, cls, seed, config, epochs, r
                 "oracle_auc": data.oracle_auc,
                 "feature_spec_hash": spec.hash,
                 "data_files": data.files,
+                "data_steps": data.steps,
                 "metrics": metrics,
                 "best_epoch": result.best_epoch,
                 "epochs_run": result.epochs_run,

@@ -89,6 +89,13 @@ def test_loads_features_by_header_type_and_dense_content(tmp_path):
     test = data.test
     first = test.groupby("track_id")["audio_emb"].first()
     assert len(first) > 10 and all(np.asarray(v).shape == (DIM,) for v in first)
+    # Every build step leaves counts and a checksum for the manifest.
+    steps = {s["step"]: s for s in data.steps}
+    assert steps["input"]["rows"] == N_USERS * 25 and steps["input"]["users"] == N_USERS
+    assert steps["eval:test+negatives"]["rows"] == len(data.test)
+    assert steps["split:train"]["rows"] + steps["split:valid"]["rows"] + steps["split:test"]["rows"] == (
+        steps["dedup+5-core"]["rows"]
+    )
     only_ids = load_dataset("taste", folder, "id", "none")
     assert [f.name for f in only_ids.fields] == ["user_id", "track_id"]
 
@@ -227,6 +234,8 @@ def test_benchmark_cli_runs_on_taste_files(tmp_path):
     results = pd.read_csv(tmp_path / "out" / "results.csv")
     assert set(results["content"]) == {"none", "tokens"} and {"test", "cold", "mixed"} <= set(results["split"])
     assert results["auc"].between(0, 1).all()
+    manifest = json.loads(next((tmp_path / "out" / "runs").glob("*/manifest.json")).read_text())
+    assert [s["step"] for s in manifest["data_steps"]][:2] == ["input", "dedup+5-core"]
 
     bad = subprocess.run(
         [*cmd, *args, "--columns", "genre,mood", "--out", str(tmp_path / "bad")],

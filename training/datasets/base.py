@@ -33,6 +33,7 @@ class DatasetSplits:
     # (epoch, model seed) -> fresh training rows (new negatives); None when negatives are fixed (Frappe).
     train_sampler: Callable[[int, int], pd.DataFrame] | None = None
     run_files: dict[str, Path] = field(default_factory=dict)  # name -> file/folder saved with every run
+    steps: list[dict] = field(default_factory=list)  # rows/users/items/checksum after every build step
 
     def eval_splits(self) -> dict[str, pd.DataFrame]:
         return {"valid": self.valid, "test": self.test, **self.extra_eval}

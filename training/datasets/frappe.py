@@ -11,6 +11,7 @@ from encore.errors import EncoreError
 from encore.io import sha256_file
 from encore.schema import FieldConfig
 from training.datasets.base import DatasetSplits, require_file
+from training.datasets.protocol import step_record
 
 LABEL = "label"
 FIELDS = ["user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city"]
@@ -30,8 +31,17 @@ def load_frappe(root: Path, features: str = "all", content: str = "none") -> Dat
         splits[name] = _read_split(path, name)
         files[str(path)] = sha256_file(path)
     fields = [FieldConfig(name=c, kind="categorical", owner=OWNERS.get(c, "context"), min_count=1) for c in FIELDS]
+    steps = [step_record(f"read:{name}", frame, "user", "item") for name, frame in splits.items()]
     return DatasetSplits(
-        "frappe", splits["train"], splits["valid"], splits["test"], fields, LABEL, group_column="user", files=files
+        "frappe",
+        splits["train"],
+        splits["valid"],
+        splits["test"],
+        fields,
+        LABEL,
+        group_column="user",
+        files=files,
+        steps=steps,
     )
 
 

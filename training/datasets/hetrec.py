@@ -304,4 +304,5 @@ def load_hetrec(
         variant=cfg.tag(),
         train_sampler=lambda epoch, seed: decorate(splits.sampler(epoch, seed)),
         run_files=run_files,
+        steps=splits.steps,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -66,6 +66,19 @@ class ProtocolSplits:
     cold_items: np.ndarray
     oracle_auc: dict[str, float]
     files: dict[str, str]  # frozen eval files -> sha256
+    steps: list[dict] = field(default_factory=list)  # counts and checksum after every step, for the manifest
+
+
+def step_record(step: str, frame: pd.DataFrame, user: str = USER, item: str = ITEM) -> dict:
+    """Rows, users, items and a content checksum of `frame` after a named step of a dataset build."""
+    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
+    return {
+        "step": step,
+        "rows": len(frame),
+        "users": int(frame[user].nunique()),
+        "items": int(frame[item].nunique()),
+        "sha256": digest[:16],
+    }
 
 
 def kcore(rows: pd.DataFrame, k: int) -> pd.DataFrame:
@@ -156,7 +169,9 @@ def apply_protocol(
         raise EncoreError(f"plays: missing column(s) {missing}; known columns are {list(plays.columns)}")
     if not 0 <= cfg.cold_share < 1 or cfg.negatives < 1 or cfg.label_threshold < 1:
         raise EncoreError(f"bad protocol settings: {cfg}")
+    steps = [step_record("input", plays)]
     rows = kcore(plays.drop_duplicates([USER, ITEM]).reset_index(drop=True), cfg.kcore)
+    steps.append(step_record(f"dedup+{cfg.kcore}-core", rows))
     rows[LABEL] = (rows["num_repeat"] >= cfg.label_threshold).astype(np.int64)
     rng = np.random.default_rng([cfg.seed, 0])
 
@@ -169,6 +184,7 @@ def apply_protocol(
     parts = {name: warm[warm_part == name].reset_index(drop=True) for name in ("train", "valid", "test")}
     if n_cold:
         parts["cold"] = rows[is_cold].reset_index(drop=True)
+    steps += [step_record(f"split:{name}", part) for name, part in parts.items()]
     train_items = np.sort(parts["train"][ITEM].unique())
     warm_items = np.setdiff1d(items, cold_items)
 
@@ -188,13 +204,14 @@ def apply_protocol(
     if n_cold:
         evals["mixed"] = pd.concat([evals["test"], evals["cold"]], ignore_index=True)  # TASTE's warm+cold set
     for name, frame in evals.items():
+        steps.append(step_record(f"eval:{name}+negatives", frame))
         if "oracle" in frame.columns:
             oracle[name] = float(roc_auc_score(frame[LABEL], frame["oracle"]))
         if out_dir is not None:
             files[str(out_dir / f"{name}.parquet")] = _save_frozen(frame, out_dir / f"{name}.parquet")
 
     sampler = NegativeSampler(parts["train"], train_items, interacted, cfg.negatives, cfg.seed)
-    return ProtocolSplits(parts["train"], evals, sampler, train_items, cold_items, oracle, files)
+    return ProtocolSplits(parts["train"], evals, sampler, train_items, cold_items, oracle, files, steps)
 
 
 def _oracle_scores(

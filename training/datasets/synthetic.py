@@ -532,6 +532,7 @@ def load_synthetic(
         oracle_auc=dict(splits.oracle_auc),
         train_sampler=lambda epoch, seed: decorate(splits.sampler(epoch, seed)),
         run_files={"codebooks": split_dir / f"codebooks_{encoder}_k{k}"} if content == "tokens" else {},
+        steps=splits.steps,
     )
 
 

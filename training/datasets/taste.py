@@ -288,4 +288,5 @@ def load_taste(
         variant=variant_of(cfg, content_file, ",".join(columns) if columns else None),
         train_sampler=lambda epoch, seed: decorate(splits.sampler(epoch, seed)),
         run_files=run_files,
+        steps=splits.steps,
     )
