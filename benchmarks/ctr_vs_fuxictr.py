@@ -50,6 +50,8 @@ _COMMON: dict[str, Any] = {
     "net_regularizer": 0,
     "batch_norm": True,
 }
+# The training protocol alone, for models whose BARS runs had no batch norm or another regularizer.
+_PROTOCOL: dict[str, Any] = {k: v for k, v in _COMMON.items() if k not in ("embedding_regularizer", "batch_norm")}
 
 # The one place hyper-parameters live; both sides get exactly these. Adding a model = one entry
 # ("fuxictr_zoo": its folder under the checkout's model_zoo/, "hparams": BARS's tuned Frappe_x1 values).
@@ -74,6 +76,82 @@ MODELS: dict[str, dict[str, Any]] = {
             "stacked_dnn_hidden_units": [],
             "dnn_activations": "relu",
             "net_dropout": 0.4,
+        },
+    },
+    "xDeepFM": {
+        "fuxictr_zoo": "xDeepFM",
+        "hparams": {
+            **_COMMON,
+            "embedding_regularizer": 0.1,
+            "cin_hidden_units": [64],
+            "dnn_hidden_units": [400, 400, 400],
+            "dnn_activations": "relu",
+            "net_dropout": 0.2,
+        },
+    },
+    "FiGNN": {
+        "fuxictr_zoo": "FiGNN",
+        "hparams": {
+            **_PROTOCOL,
+            "embedding_regularizer": 0.001,
+            "gnn_layers": 17,
+            "use_residual": True,
+            "use_gru": False,
+            "reuse_graph_layer": False,
+        },
+    },
+    "FinalMLP": {
+        "fuxictr_zoo": "FinalMLP",
+        "hparams": {
+            **_PROTOCOL,
+            "embedding_regularizer": 0.05,
+            "mlp1_hidden_units": [400],
+            "mlp1_hidden_activations": "relu",
+            "mlp1_dropout": 0.4,
+            "mlp1_batch_norm": True,
+            "mlp2_hidden_units": [100],
+            "mlp2_hidden_activations": "relu",
+            "mlp2_dropout": 0.4,
+            "mlp2_batch_norm": True,
+            "use_fs": True,
+            "fs_hidden_units": [400],
+            "fs1_context": ["user"],
+            "fs2_context": ["item"],
+            "num_heads": 5,
+        },
+    },
+    # No BARS entry: the EulerNet authors' FuxiCTR Frappe_x1 log (github.com/Ethan-TZ/EulerNet, #Code4FuxiCTR#).
+    "EulerNet": {
+        "fuxictr_zoo": "EulerNet",
+        "hparams": {
+            **_PROTOCOL,
+            "embedding_regularizer": 0.05,
+            "net_regularizer": 1e-5,
+            "shape": [52],
+            "net_ex_dropout": 0.0,
+            "net_im_dropout": 0.0,
+            "layer_norm": True,
+        },
+    },
+    # No published Frappe result: FuxiCTR's model_zoo/WuKong/config WuKong_default (batch 10000, dim 64).
+    "WuKong": {
+        "fuxictr_zoo": "WuKong",
+        "hparams": {
+            **_PROTOCOL,
+            "batch_size": 10000,
+            "embedding_dim": 64,
+            "embedding_regularizer": 0,
+            "num_wukong_layers": 3,
+            "lcb_features": 40,
+            "fmb_features": 40,
+            "fmb_mlp_units": [512, 256],
+            "fmb_mlp_activations": "relu",
+            "fmp_rank_k": 8,
+            "mlp_hidden_units": [512, 256],
+            "mlp_hidden_activations": "relu",
+            "mlp_batch_norm": True,
+            "layer_norm": True,
+            "net_dropout": 0,
         },
     },
 }
@@ -340,6 +418,43 @@ _ENCORE_KEYS: dict[str, tuple[str, str, Any]] = {
     "batch_norm": ("model", "batch_norm", None),
     "model_structure": ("model", "structure", None),
     "num_cross_layers": ("model", "num_cross_layers", None),
+    # xDeepFM
+    "cin_hidden_units": ("model", "cin_hidden_units", None),
+    "dnn_hidden_units": ("model", "hidden_units", None),
+    # FiGNN
+    "gnn_layers": ("model", "gnn_layers", None),
+    "use_residual": ("model", "use_residual", None),
+    "use_gru": ("model", "use_gru", None),
+    "reuse_graph_layer": ("model", "reuse_graph_layer", None),
+    # FinalMLP
+    "mlp1_hidden_units": ("model", "mlp1_hidden_units", None),
+    "mlp1_hidden_activations": ("model", "mlp1_activation", None),
+    "mlp1_dropout": ("model", "mlp1_dropout", None),
+    "mlp1_batch_norm": ("model", "mlp1_batch_norm", None),
+    "mlp2_hidden_units": ("model", "mlp2_hidden_units", None),
+    "mlp2_hidden_activations": ("model", "mlp2_activation", None),
+    "mlp2_dropout": ("model", "mlp2_dropout", None),
+    "mlp2_batch_norm": ("model", "mlp2_batch_norm", None),
+    "use_fs": ("model", "use_fs", None),
+    "fs_hidden_units": ("model", "fs_hidden_units", None),
+    "fs1_context": ("model", "fs1_context", None),
+    "fs2_context": ("model", "fs2_context", None),
+    "num_heads": ("model", "num_heads", None),
+    # EulerNet
+    "shape": ("model", "shape", None),
+    "net_ex_dropout": ("model", "net_ex_dropout", None),
+    "net_im_dropout": ("model", "net_im_dropout", None),
+    "layer_norm": ("model", "layer_norm", None),
+    # WuKong
+    "num_wukong_layers": ("model", "num_layers", None),
+    "lcb_features": ("model", "lcb_features", None),
+    "fmb_features": ("model", "fmb_features", None),
+    "fmb_mlp_units": ("model", "fmb_hidden_units", None),
+    "fmb_mlp_activations": ("model", "fmb_activation", None),
+    "fmp_rank_k": ("model", "fmb_rank", None),
+    "mlp_hidden_units": ("model", "hidden_units", None),
+    "mlp_hidden_activations": ("model", "activation", None),
+    "mlp_batch_norm": ("model", "batch_norm", None),
 }
 
 
@@ -377,7 +492,7 @@ def run_encore(model: str, args: argparse.Namespace, work: Path) -> dict[str, An
     if not script.exists():
         return {"error": f"{script.relative_to(REPO_ROOT)} does not exist yet"}
     unverified = check_encore_hparams(model)
-    out_dir = work / f"encore_{model}"
+    out_dir = args.encore_results or work / f"encore_{model}"
     cmd = [
         *args.nice,
         str(args.encore_python),
@@ -402,6 +517,10 @@ def run_encore(model: str, args: argparse.Namespace, work: Path) -> dict[str, An
         cmd += ["--epochs", str(args.max_epochs)]
     if "--no-progress" in helptext:  # tqdm's carriage returns make unreadable piped logs
         cmd.append("--no-progress")
+    reused = _reusable_encore_run(out_dir, model, args) if args.encore_results else None
+    if reused is not None:
+        print(f"[bench] Encore {model}: reusing {reused} (same seed, threads, precision); not retrained", flush=True)
+        return _encore_result(out_dir, model, args, unverified, None, reused=True)
     print(f"[bench] Encore {model}: {' '.join(cmd)}", flush=True)
     tail: collections.deque[str] = collections.deque(maxlen=15)
     with RunSampler() as sampler:
@@ -421,6 +540,47 @@ def run_encore(model: str, args: argparse.Namespace, work: Path) -> dict[str, An
         rc = proc.wait()
     if rc != 0:
         return {"error": f"exit code {rc}: " + " | ".join(tail)}
+    return _encore_result(out_dir, model, args, unverified, sampler, reused=False)
+
+
+def _reusable_encore_run(out_dir: Path, model: str, args: argparse.Namespace) -> Path | None:
+    """The run folder of an Encore cell already in --encore-results, if it matches this comparison.
+
+    A cell trained with other threads, precision or epoch cap is refused rather than silently reused.
+    """
+    csv_path = out_dir / "results.csv"
+    if not csv_path.is_file():
+        return None
+    test = _read_encore_rows(csv_path, model, args.seed).get("test")
+    if test is None or not test.get("run_dir"):
+        return None
+    run_dir = Path(test["run_dir"])
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    want = {
+        "threads": args.threads,
+        "precision": args.encore_precision,
+        "epochs": args.max_epochs if args.max_epochs is not None else MODELS[model]["hparams"]["epochs"],
+    }
+    got = {
+        "threads": manifest.get("threads"),
+        "precision": manifest["train_config"].get("precision", "fp32"),
+        "epochs": manifest["train_config"]["epochs"],
+    }
+    if got != want:
+        raise BenchmarkError(
+            f"{run_dir} was trained with {got}, this comparison needs {want}; use another --encore-results"
+        )
+    return run_dir
+
+
+def _encore_result(
+    out_dir: Path,
+    model: str,
+    args: argparse.Namespace,
+    unverified: list[str],
+    sampler: RunSampler | None,
+    reused: bool,
+) -> dict[str, Any]:
     rows = _read_encore_rows(out_dir / "results.csv", model, args.seed)
     test = rows.get("test")
     if test is None:
@@ -437,10 +597,13 @@ def run_encore(model: str, args: argparse.Namespace, work: Path) -> dict[str, An
         "epoch_samples_per_s": _encore_epoch_speed(test.get("run_dir")),
         # Encore's own per-epoch median if it reports one, else the median over `epochs` equal
         # windows of its whole run (sampled here).
-        "steal_pct": float(steal) if steal else sampler.median_steal_over_windows(epochs),
+        "steal_pct": float(steal)
+        if steal
+        else (sampler.median_steal_over_windows(epochs) if sampler is not None else float("nan")),
         "steal_source": "encore" if steal else "windows",
-        "others_cpu_pct": sampler.others_cpu_pct(),
+        "others_cpu_pct": sampler.others_cpu_pct() if sampler is not None else float("nan"),
         "unverified": unverified,
+        "reused": reused,
     }
 
 
@@ -538,6 +701,7 @@ def _row(model: str, fx: dict[str, Any], en: dict[str, Any], args: argparse.Name
         row["encore_epoch_samples_per_s_median"] = round(en["epoch_samples_per_s"], 1)
         row["epoch_throughput_ratio"] = round(en["epoch_samples_per_s"] / row["fuxictr_epoch_samples_per_s_median"], 3)
     row["encore_hparams_unverified"] = " ".join(en["unverified"])
+    row["encore_reused"] = en["reused"]
     row["auc_ok"] = abs(row["auc_diff"]) <= 0.001
     row["speed_ok"] = row["throughput_ratio"] >= 2.0
     return row
@@ -601,6 +765,12 @@ def write_results(rows: list[dict[str, Any]], out: Path, args: argparse.Namespac
         for r in rows
     ]
     notes += [
+        f"- {r['model']}: Encore's run was reused from --encore-results (same seed, threads, precision), not "
+        "retrained here: its samples/s were measured in that earlier run"
+        for r in rows
+        if r.get("encore_reused")
+    ]
+    notes += [
         f"- {r['model']}: not set in Encore's config (its code defaults apply): {r['encore_hparams_unverified']}"
         for r in rows
         if r.get("encore_hparams_unverified")
@@ -661,6 +831,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--max-epochs", type=int, default=None, help="cap epochs on both sides (smoke test only)")
     p.add_argument("--skip-encore", action="store_true", help="run the FuxiCTR side only")
+    p.add_argument(
+        "--encore-results",
+        type=Path,
+        default=None,
+        help="keep Encore's runs in this run_benchmark.py --out folder and reuse a cell already there "
+        "(refused unless its threads, precision and epochs match); default: a temporary folder, always retrained",
+    )
     p.add_argument("--nice", type=int, default=None, help="run BOTH sides under nice -n N")
     args = p.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -699,6 +876,7 @@ def validate(args: argparse.Namespace) -> None:
     args.data_dir = args.data_dir.resolve()
     args.out = args.out.resolve()
     args.cache_dir = (args.cache_dir or args.out / "fuxictr_cache").resolve()
+    args.encore_results = args.encore_results.resolve() if args.encore_results else None
     if not args.skip_encore and (REPO_ROOT / "training" / "run_benchmark.py").exists():
         for m in args.models:  # fail before hours of FuxiCTR training, not after
             check_encore_hparams(m)

@@ -6,6 +6,8 @@ The ranker's hot path, an in-process copy of track features, is `encore.track_ta
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import importlib.util
 import logging
 import math
@@ -14,8 +16,10 @@ import re
 import sqlite3
 import string
 import threading
+import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -490,6 +494,50 @@ class Store:
             if any(folder.glob("*.parquet")):
                 ids.update(pq.read_table(folder, columns=[fn.TRACK_ID]).column(0).to_pylist())
         return sorted(ids)
+
+    # --- cross-process locks ---
+
+    @contextmanager
+    def write_lock(self, name: str, timeout_s: float = 30.0) -> Iterator[None]:
+        """A lock every process using this store shares, for check-then-write (say, "is this track id free?").
+
+        Redis: a redis-py Lock on the store's server, which expires after `timeout_s` if its holder dies.
+        SQLite: an flock on a file beside the database, released by the OS if its holder dies. The file name
+        is a hash of `name`: no caller input becomes a path. Raises StoreError when not acquired in time.
+        """
+        digest = hashlib.sha256(name.encode()).hexdigest()[:32]
+        if self.settings.online == "redis":
+            import redis
+
+            client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+            lock = client.lock(f"{self.settings.project}:lock:{digest}", timeout=timeout_s, blocking_timeout=timeout_s)
+            if not lock.acquire():
+                raise StoreError(f"lock {name!r} still held by another process after {timeout_s:.0f} s")
+            try:
+                yield
+            finally:
+                try:
+                    lock.release()
+                except redis.exceptions.LockError:  # expired meanwhile: another holder may own it now
+                    log.warning("lock %r expired before it was released", name)
+            return
+        folder = self.settings.data_dir / ".locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{digest}.lock", "a+b") as handle:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        message = f"lock {name!r} still held by another process after {timeout_s:.0f} s"
+                        raise StoreError(message) from None
+                    time.sleep(0.005)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # --- health ---
 

@@ -6,6 +6,7 @@ Services call `gc.freeze()` once after the first load (Python GC otherwise drive
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -31,6 +32,11 @@ class TrackBatch:
     missing: list[str]
     columns: dict[str, np.ndarray]  # field -> (n,) array, or (n, d) for embedding / (n, t) for tokens
     present: dict[str, np.ndarray]  # view -> (n,) bool: False where the track has no row in that view
+    rows: np.ndarray | None = None  # (n,) rows of the found tracks in the table's snapshot `generation`
+    generation: int = -1  # rows keep their position within one generation (a full load starts a new one)
+
+
+_generations = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class _Snapshot:
     columns: dict[str, np.ndarray]
     present: dict[str, np.ndarray]
     loaded_at: float = field(default_factory=time.monotonic)
+    generation: int = field(default_factory=lambda: next(_generations))
 
 
 class TrackTable:
@@ -132,6 +139,26 @@ class TrackTable:
             missing=[t for t in track_ids if t not in index],
             columns={name: snapshot.columns[name][rows] for name in names},
             present={view: mask[rows] for view, mask in snapshot.present.items()},
+            rows=rows,
+            generation=snapshot.generation,
+        )
+
+    @property
+    def generation(self) -> int:
+        return self._snapshot.generation
+
+    def slice(self, start: int, stop: int) -> TrackBatch:
+        """Rows [start, stop) of the current snapshot, in table order (for work done once per row)."""
+        snapshot = self._snapshot
+        stop = min(stop, len(snapshot.index))
+        rows = np.arange(start, max(start, stop), dtype=np.int64)
+        return TrackBatch(
+            track_ids=list(itertools.islice(snapshot.index, start, max(start, stop))),
+            missing=[],
+            columns={name: values[start:stop] for name, values in snapshot.columns.items()},
+            present={view: mask[start:stop] for view, mask in snapshot.present.items()},
+            rows=rows,
+            generation=snapshot.generation,
         )
 
     def get(self, track_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -157,7 +184,7 @@ class TrackTable:
                 self.load()
             except Exception:  # keep serving the old snapshot, and retry after another max_age_s
                 log.exception("track table reload failed")
-                with self._write_lock:
+                with self._write_lock:  # same rows: keep the generation
                     self._snapshot = replace(self._snapshot, loaded_at=time.monotonic())
             finally:
                 self._reloading = False
@@ -228,11 +255,14 @@ def _merge(old: _Snapshot, new: _Snapshot) -> _Snapshot:
     """`old` followed by `new` (disjoint ids); the old snapshot's age is kept (nothing old was re-read)."""
     offset = len(old.index)
     old_columns = dict(old.columns)
+    generation = old.generation
     for name in ("embedding", "tokens"):  # an old table without content rows has width 0: widen it
         if old_columns[name].shape[1] != new.columns[name].shape[1]:
             old_columns[name] = np.zeros((offset, new.columns[name].shape[1]), old_columns[name].dtype)
+            generation = next(_generations)  # old rows changed shape: work done per row must be redone
     index = dict(old.index)
     index.update({t: i + offset for t, i in new.index.items()})
     columns = {name: np.concatenate([old_columns[name], new.columns[name]]) for name in old_columns}
     present = {view: np.concatenate([old.present[view], new.present[view]]) for view in old.present}
-    return _Snapshot(index=index, columns=columns, present=present, loaded_at=old.loaded_at)
+    # rows of `old` keep their positions (and values), so the merged table keeps its generation
+    return _Snapshot(index=index, columns=columns, present=present, loaded_at=old.loaded_at, generation=generation)

@@ -144,7 +144,7 @@ def build(args: argparse.Namespace) -> str:
     from training.datasets.synthetic import load_world, world_params
     from training.export import export_onnx
     from training.models.registry import get_ctr_model
-    from training.train_recall import train_bpr, write_retriever_files
+    from training.train_recall import train_recall, write_retriever_files
     from training.trainer import TrainConfig, evaluate, fit
 
     started = time.time()
@@ -192,12 +192,15 @@ def build(args: argparse.Namespace) -> str:
         spec.save(bundle.path / "ranker" / "spec.json")
         export_onnx(model, bundle.path / "ranker" / "model.onnx")
 
-        # Retriever: BPR on every training play, with the content projection for tracks uploaded later.
+        # Retriever (BPR unless --recall-model) on every training play, with the content-to-item map for
+        # tracks uploaded later.
         content_matrix = np.stack(tables.track_content["embedding"].to_numpy())
-        recall = train_bpr(
+        recall = train_recall(
             train_rows[[fn.USER_ID, fn.TRACK_ID]].astype(str),
             (ids, content_matrix),
             encoder={"encoder": encoder.name, "encoder_revision": revision},
+            model=args.recall_model,
+            epochs=args.recall_epochs,
             seed=args.seed,
             test_fraction=0.0,
             cold_item_fraction=0.0,
@@ -277,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
     parser.add_argument("--bundle-id", default=None, help="default: demo-<size>-<timestamp>")
+    parser.add_argument(
+        "--recall-model", default="BPR", choices=["BPR", "VBPR", "FREEDOM", "LGMRec"], help="the retriever's model"
+    )
+    parser.add_argument("--recall-epochs", type=int, default=30, help="retriever training epochs")
     parser.add_argument("--force", action="store_true", help="rebuild even when a matching bundle exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)

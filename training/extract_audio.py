@@ -1,9 +1,12 @@
-"""Extract audio content for a dataset's catalog: one encoder over every track, resumable, with a manifest.
+"""Extract audio content for a catalog: one encoder over every track, resumable, with a manifest.
 
     .venv/bin/python -m training.extract_audio --dataset synthetic [--size default] [--encoder mfcc] [--out DIR]
+    .venv/bin/python -m training.extract_audio --audio-dir DIR --out OUT --encoder muq --weights-dir weights
 
-Writes DIR/content.npz (track_ids, layers (N, L, D)) and DIR/manifest.json (encoder, counts, checksum);
-DIR defaults to <world>/content/<encoder>/, where the benchmark's content settings look for it.
+Writes OUT/content.npz (track_ids, layers (N, L, D)) and OUT/manifest.json (encoder, revision, sample rate,
+windows, pooling, layers, runtime, counts, checksum). For a dataset OUT defaults to <world>/content/<encoder>/,
+where the benchmark's content settings look for it; with --audio-dir every audio file under DIR is a track
+whose id is its path relative to DIR without the suffix.
 """
 
 from __future__ import annotations
@@ -15,12 +18,20 @@ from pathlib import Path
 from encore.errors import EncoreError
 
 DATASETS = ("synthetic",)
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", required=True, help=f"dataset with audio: {', '.join(DATASETS)}")
-    p.add_argument("--encoder", default="mfcc", help="audio encoder backend (default mfcc)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", help=f"dataset with audio: {', '.join(DATASETS)}")
+    source.add_argument("--audio-dir", type=Path, help="a folder of audio files (needs --out)")
+    p.add_argument("--encoder", default="mfcc", help="audio encoder: mfcc, muq, muq-mulan, clap (default mfcc)")
+    p.add_argument("--weights-dir", type=Path, default=Path("weights"), help="local encoder folders (default weights/)")
+    p.add_argument(
+        "--runtime", default="auto", help="auto (ONNX fp32 when exported, else torch), torch, onnx, onnx-int8"
+    )
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default <world>/content/<encoder>)")
     p.add_argument("--data-root", type=Path, default=None, help="dataset cache root (default data/, ENCORE_DATA_DIR)")
     p.add_argument("--size", default="default", help="synthetic world size: quick, small, default, large")
@@ -31,16 +42,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> Path:
-    if args.dataset not in DATASETS:
-        raise EncoreError(f"no audio catalog for dataset {args.dataset!r}; known: {', '.join(DATASETS)}")
     from encore.audio import extract_catalog, get_encoder
-    from training.datasets.synthetic import content_dir, default_root, load_world, world_params
 
-    encoder = get_encoder(args.encoder)  # fails on an unknown backend before any world is built
-    world = load_world(world_params(args.size, args.world_seed), args.data_root or default_root(), not args.no_progress)
-    out = args.out or content_dir(world, args.encoder)
-    extract_catalog(world.audio_paths(), encoder, out, resume=not args.restart, progress=not args.no_progress)
+    if args.audio_dir is not None and args.out is None:
+        raise EncoreError("--audio-dir needs --out")
+    if args.dataset is not None and args.dataset not in DATASETS:
+        raise EncoreError(f"no audio catalog for dataset {args.dataset!r}; known: {', '.join(DATASETS)}")
+    # Fails on an unknown or uninstalled encoder before any world is built or file listed.
+    encoder = get_encoder(args.encoder, args.weights_dir, runtime=args.runtime, threads=args.threads)
+    if args.audio_dir is not None:
+        items, out = audio_files(args.audio_dir), args.out
+    else:
+        from training.datasets.synthetic import content_dir, default_root, load_world, world_params
+
+        progress = not args.no_progress
+        world = load_world(world_params(args.size, args.world_seed), args.data_root or default_root(), progress)
+        items, out = world.audio_paths(), args.out or content_dir(world, args.encoder)
+    extract_catalog(items, encoder, out, resume=not args.restart, progress=not args.no_progress)
     return out
+
+
+def audio_files(folder: Path) -> dict[str, Path]:
+    """Track id (path under `folder` without suffix, '/'-separated) -> file, for every audio file, sorted."""
+    if not folder.is_dir():
+        raise EncoreError(f"--audio-dir {folder} is not a folder")
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    if not paths:
+        raise EncoreError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {folder}")
+    items = {p.relative_to(folder).with_suffix("").as_posix(): p for p in paths}
+    if len(items) < len(paths):
+        raise EncoreError(f"two files under {folder} differ only by suffix; their track ids would collide")
+    return items
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,10 @@
 --cold withholds 20% of the items from training and adds the pure-cold and mixed test sets; --quick
 trains a tiny world for two epochs (tests and smoke runs).
 
+--task recall trains recall models instead (training/recall_benchmark.py):
+    .venv/bin/python training/run_benchmark.py --task recall --dataset synthetic \
+        --models BPR,VBPR,FREEDOM,LGMRec --seeds 1,2,3 --threads 1 --out results/recall-synthetic
+
 Each finished run also leaves `<out>/runs/<run-id>/` with the feature spec, the ONNX model, the weights
 (safetensors) and a manifest (config, data hashes, metrics, timings, library versions).
 """
@@ -33,11 +37,22 @@ CONFIG_DIR = PROJECT_ROOT / "training" / "configs"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--task",
+        choices=["ctr", "recall"],
+        default="ctr",
+        help="ctr: click models (AUC); recall: BPR/VBPR/FREEDOM/LGMRec, full ranking (training/recall_benchmark.py)",
+    )
     p.add_argument("--dataset", required=True, help="dataset name, e.g. frappe")
     p.add_argument("--models", required=True, help="comma-separated model names, e.g. DeepFM,DCNv2")
     p.add_argument("--seeds", default="2021", help="comma-separated integer seeds")
     p.add_argument("--features", default=None, help="comma list of feature settings (frappe: all; synthetic: id,...)")
-    p.add_argument("--content", default="none", help="comma list of content settings: none,dense,tokens")
+    p.add_argument(
+        "--content",
+        default=None,
+        help="comma list of content settings: none,dense,tokens (ctr default none; recall: the modalities, "
+        "default dense on synthetic, text-dense,dense on hetrec-lastfm-2k)",
+    )
     p.add_argument("--out", required=True, type=Path, help="output folder for results.csv/results.md/runs")
     p.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default ../shared/data)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch intra-op threads")
@@ -60,6 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--kcore", type=int, default=None, help="k-core filter (default 5)")
     g.add_argument("--missing-content", default=None, choices=["error", "zeros"], help="items without content")
     g.add_argument("--encoder", default=None, help="audio encoder for content (default mfcc)")
+    r = p.add_argument_group("recall task (--task recall)")
+    r.add_argument("--cold-share", type=float, default=0.2, help="share of items withheld as cold items (default 0.2)")
+    r.add_argument("--patience", type=int, default=10, help="epochs without valid recall@20 gain before stopping")
     t = p.add_argument_group("TASTE / RecBole atomic files (--dataset taste; --data-root is the dataset folder)")
     t.add_argument("--inter-fields", default=None, help="user,item,count columns of the .inter file")
     t.add_argument("--columns", default=None, help="comma list of the .user/.item feature columns to use (default all)")
@@ -139,7 +157,7 @@ def run(args: argparse.Namespace) -> Path:
     variant = dataset_variant(args.dataset, **options)
     default_features = "all" if args.dataset == "frappe" else "id+cat+num"  # the music datasets' richest setting
     feature_list = split_list(args.features or default_features, "--features")
-    content_list = split_list(args.content, "--content")
+    content_list = split_list(args.content or "none", "--content")
     check_settings(args.dataset, feature_list, content_list)
     if args.threads < 1:
         raise EncoreError("--threads must be >= 1")
@@ -302,7 +320,12 @@ def _run_cell(args, data, spec, train, evals, name, cls, seed, config, epochs, r
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        out = run(args)
+        if args.task == "recall":
+            from training.recall_benchmark import run_recall
+
+            out = run_recall(args)
+        else:
+            out = run(args)
     except EncoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

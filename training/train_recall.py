@@ -1,22 +1,25 @@
-"""Train the retriever's BPR vectors and content projection, evaluate them, and write their bundle files.
+"""Train a recall model (BPR, VBPR, FREEDOM, LGMRec), fit its content-to-item mapping, evaluate, write bundle files.
 
-`train_bpr(interactions, content, encoder=...)` splits the plays, trains BPR-MF in memory, fits the
-content-to-item projection, and evaluates both; `write_retriever_files(artifacts, bundle_path)` writes
-`<bundle>/retriever/` (npy/npz without pickle, json) and returns the manifest's `components["retriever"]`.
+- `fit_recall(data, config)`: the core. `data` is a `RecallData` (index rows of train / valid / test plays and
+  of cold items, plus content); trains with early stopping on valid Recall@20 when there is a validation set
+  (MMRec's protocol), exports user and item vectors, fits the content mapping on training items only, and
+  evaluates warm (full ranking over trained items, training items masked; test also masks valid) and cold
+  items (items with no training play, ranked among the cold items through their content).
+- `train_recall(interactions, content, ...)` / `train_bpr(...)`: split a raw play log first (the bootstrap
+  and the retriever tests use this). `write_retriever_files(artifacts, bundle)` writes `<bundle>/retriever/`.
 
-Cold tracks (uploads the model never saw) get an item vector from their audio embedding through a ridge
-regression fit from standardized content vectors to the BPR item vectors of training items only. We chose
-this over VBPR (content inside the model) and content nearest neighbours because it keeps BPR's warm
-ranking untouched, needs one (C, D) matrix at serving time, gives a cold track a vector in the same space
-as warm ones (so cold and warm tracks compete by one score), and is checked on items held out of training:
-`metrics["cold_recall@20"]` ranks them by projected vector against `cold_random_recall@20`.
+Content-to-item mapping (every model has one, so a track uploaded later gets an item vector without retraining):
+BPR, FREEDOM and LGMRec use a ridge regression from standardized content to the trained item vectors, fit on
+training items only (one (C, D) matrix at serving time, cold and warm tracks in one space, alpha by 3-fold
+CV). VBPR's item vector is [id part || content part]: the content part is the model's own linear layer, the
+id part a ridge estimate, and both are one linear map of the standardized content, served by the same formula.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,11 +27,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from encore import feature_names as fn
 from encore.errors import EncoreError
 from encore.io import write_json_atomic
-from training.models.recall import BPR, bpr_loss
+from training.models.recall import BPR, CONTENT_MODELS, FREEDOM, RECALL_MODELS, VBPR, LGMRec, RecallModel, bpr_loss
+from training.recall_metrics import KS, grouped, rank_metrics
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +41,28 @@ FORMAT_VERSION = 1
 RETRIEVER_DIR = "retriever"  # the component's folder inside a bundle
 META_FILE = "retriever.json"
 _MIN_STD = 1e-8  # a constant content dimension is left unscaled instead of divided by ~0
+DEFAULT_LR = {"BPR": 0.01}  # beat 0.005 on the planted set; the others use MMRec's 0.001
+STOP_METRIC = "recall@20"  # early stopping on the validation set, as MMRec
 
 
 @dataclass(frozen=True)
 class RecallConfig:
-    dim: int = 64  # BPR factors; exported vectors have dim + 1 columns (the item bias folded in)
-    epochs: int = 30
+    model: str = "BPR"  # a key of training.models.recall.RECALL_MODELS
+    dim: int = 64  # embedding size (BPR exports dim + 1 columns with the bias; VBPR 2 * dim)
+    epochs: int = 30  # the most; with a validation set training stops after `patience` epochs without gain
+    patience: int = 5
     batch_size: int = 2048  # MMRec's default
-    lr: float = 0.01  # beat 0.005 at equal epochs on the planted test set (recall@20 .39 vs .27 after 20)
-    l2: float = 1e-4  # on the batch's user/item rows, per example
+    lr: float | None = None  # None: DEFAULT_LR or 0.001
+    l2: float = 1e-4  # BPR and VBPR: on the batch's user/item rows, per example
+    model_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"dropout": 0.8} for FREEDOM
     seed: int = 2020
-    test_fraction: float = 0.2  # per user, of warm plays, for Recall/NDCG@k
-    cold_item_fraction: float = 0.1  # items (with content) withheld from training to test the projection
+    test_fraction: float = 0.2  # train_recall's own split: per user, of warm plays
+    valid_fraction: float = 0.0  # train_recall's own split: per user, for early stopping
+    cold_item_fraction: float = 0.1  # train_recall's own split: items (with content) withheld from training
     ridge_alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)  # picked by 3-fold CV on train items
-    top_k: int = 20
+    ks: tuple[int, ...] = KS  # cut-offs of the reported metrics (recall@k, ndcg@k, hit@k, mrr@k, precision@k)
     threads: int | None = 1  # torch threads while training: small embedding ops lose more to sync than they gain
+    progress: bool = False  # a tqdm bar over epochs
 
 
 @dataclass(frozen=True)
@@ -63,11 +75,81 @@ class ContentProjection:
     std: np.ndarray  # (C,) float32
     alpha: float
     encoder: dict[str, str]  # {"encoder": name, "encoder_revision": rev}: vectors from anything else are refused
-    cv_r2: float  # cross-validated R^2 at the chosen alpha, over training items
+    cv_r2: float  # cross-validated R^2 at the chosen alpha, over training items (VBPR: of the id part)
+    method: str = "ridge"  # "ridge", or "vbpr" (model's content layer + ridge for the id part)
 
     def apply(self, content: np.ndarray) -> np.ndarray:
         """(n, C) -> (n, D) float32. The retriever service applies the same formula to the saved arrays."""
         return (((content - self.mean) / self.std) @ self.weight + self.bias).astype(np.float32)
+
+
+@dataclass
+class RecallData:
+    """Index rows of one split of a play log, ready to train on. Users and items are those with a training
+    play; cold items have none (their plays are in `cold`). `content` rows: item_ids, then cold_item_ids."""
+
+    user_ids: np.ndarray  # (U,) str
+    item_ids: np.ndarray  # (I,) str
+    train: tuple[np.ndarray, np.ndarray]  # (user rows, item rows)
+    valid: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    cold_item_ids: np.ndarray  # (n_cold,) str
+    cold: tuple[np.ndarray, np.ndarray]  # (user rows, cold item rows)
+    content: np.ndarray | None = None  # (I + n_cold, C) float32, modalities side by side
+    modalities: list[tuple[str, slice, np.ndarray]] = field(
+        default_factory=list
+    )  # name, columns, present (I + n_cold,)
+    encoder: dict[str, str] | None = None
+
+    @classmethod
+    def from_frames(
+        cls,
+        train: pd.DataFrame,
+        valid: pd.DataFrame | None = None,
+        test: pd.DataFrame | None = None,
+        cold: pd.DataFrame | None = None,
+        content: tuple[Sequence[str], np.ndarray] | None = None,
+        modalities: Sequence[tuple[str, slice, np.ndarray]] | None = None,
+        encoder: Mapping[str, str] | None = None,
+    ) -> RecallData:
+        """Frames of (user_id, track_id) plays. Held-out rows of unknown users or items are dropped (the model
+        cannot rank them); cold plays need content. `modalities` masks are over content's ids; default: one
+        modality covering every column, present for every row."""
+        empty = pd.DataFrame({fn.USER_ID: [], fn.TRACK_ID: []})
+        frames = {n: (f if f is not None else empty)[[fn.USER_ID, fn.TRACK_ID]].astype(str).drop_duplicates()
+                  for n, f in (("train", train), ("valid", valid), ("test", test), ("cold", cold))}  # fmt: skip
+        if frames["train"].empty:
+            raise EncoreError("interactions: no training rows")
+        user_ids = np.array(sorted(frames["train"][fn.USER_ID].unique()))
+        item_ids = np.array(sorted(frames["train"][fn.TRACK_ID].unique()))
+        user_row = pd.Series(np.arange(len(user_ids)), index=user_ids)
+        item_row = pd.Series(np.arange(len(item_ids)), index=item_ids)
+
+        def rows(frame: pd.DataFrame, items: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+            u, i = frame[fn.USER_ID].map(user_row), frame[fn.TRACK_ID].map(items)
+            keep = (u.notna() & i.notna()).to_numpy()
+            return u.to_numpy()[keep].astype(np.int64), i.to_numpy()[keep].astype(np.int64)
+
+        content_ids: dict[str, int] = {}
+        matrix = None
+        if content is not None:
+            content_ids, matrix = _content_matrix(content)
+        cold_items = frames["cold"][fn.TRACK_ID].unique()
+        cold_ids = np.array(sorted(t for t in cold_items if t in content_ids and t not in item_row.index))
+        cold_row = pd.Series(np.arange(len(cold_ids)), index=cold_ids)
+        data = cls(
+            user_ids, item_ids, rows(frames["train"], item_row), rows(frames["valid"], item_row),
+            rows(frames["test"], item_row), cold_ids, rows(frames["cold"], cold_row),
+            encoder=dict(encoder) if encoder else None,
+        )  # fmt: skip
+        if matrix is not None:
+            order = [content_ids.get(t, -1) for t in (*item_ids, *cold_ids)]
+            has = np.array(order) >= 0
+            data.content = np.where(has[:, None], matrix[np.maximum(order, 0)], 0.0).astype(np.float32)
+            given = modalities or [("content", slice(0, matrix.shape[1]), np.ones(len(matrix), bool))]
+            data.modalities = [(name, cols, np.asarray(present, bool)[np.maximum(order, 0)] & has)
+                               for name, cols, present in given]  # fmt: skip
+        return data
 
 
 @dataclass
@@ -79,12 +161,17 @@ class RecallArtifacts:
     item_ids: np.ndarray  # (I,) str
     item_vectors: np.ndarray  # (I, D) float32
     seen_indptr: np.ndarray  # (U + 1,) int64: user u played item_ids[seen_indices[indptr[u]:indptr[u+1]]]
-    seen_indices: np.ndarray  # (nnz,) int32, sorted within each user
+    seen_indices: np.ndarray  # (nnz,) int32, sorted within each user: training and validation plays
     popularity: np.ndarray  # (I,) int64: distinct training users per item
     projection: ContentProjection | None
     metrics: dict[str, float]
     config: RecallConfig
     data: dict[str, int] = field(default_factory=dict)  # sizes of the splits, for the manifest
+    history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, valid recall@20
+
+    @property
+    def model(self) -> str:
+        return self.config.model
 
 
 Content = Mapping[str, Any] | tuple[Any, np.ndarray]
@@ -104,18 +191,13 @@ def content_from_frame(frame: pd.DataFrame) -> tuple[tuple[list[str], np.ndarray
     return (frame[fn.TRACK_ID].astype(str).tolist(), matrix), encoder
 
 
-# --- Splits -------------------------------------------------------------------------------------------
-
-
-def _content_matrix(content: Content | None) -> tuple[dict[str, int], np.ndarray]:
+def _content_matrix(content: Content) -> tuple[dict[str, int], np.ndarray]:
     """{track_id: row} and (n, C) float32 from a dict of vectors or an (ids, matrix) pair."""
-    if content is None:
-        return {}, np.zeros((0, 0), np.float32)
     if isinstance(content, tuple):
-        ids, matrix = list(content[0]), np.asarray(content[1], dtype=np.float32)
+        ids, matrix = [str(t) for t in content[0]], np.asarray(content[1], dtype=np.float32)
     else:
-        ids = list(content)
-        matrix = np.stack([np.asarray(content[t], dtype=np.float32) for t in ids]) if ids else np.zeros((0, 0))
+        ids = [str(t) for t in content]
+        matrix = np.stack([np.asarray(content[t], dtype=np.float32) for t in content]) if ids else np.zeros((0, 0))
     if matrix.ndim != 2 or matrix.shape[0] != len(ids):
         raise EncoreError(f"content: expected {len(ids)} vectors of one length, got an array of shape {matrix.shape}")
     if not np.isfinite(matrix).all():
@@ -123,28 +205,27 @@ def _content_matrix(content: Content | None) -> tuple[dict[str, int], np.ndarray
     return {t: i for i, t in enumerate(ids)}, matrix.astype(np.float32)
 
 
+# --- train_recall's own split of a play log ---------------------------------------------------------------
+
+
 def _split(
     plays: pd.DataFrame, content_ids: Mapping[str, int], cfg: RecallConfig, rng: np.random.Generator
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(train, warm test, cold test). Cold items are drawn from items with content; every user keeps a
-    training play; test rows whose item has no training play are dropped (the model cannot rank them)."""
+) -> dict[str, pd.DataFrame]:
+    """train / valid / test / cold. Cold items are drawn from items with content; every user keeps a training
+    play; per user, shuffled plays go train first, then valid, then test."""
     items = plays[fn.TRACK_ID].unique()
     with_content = np.array([t for t in items if t in content_ids])
     n_cold = int(round(cfg.cold_item_fraction * len(with_content)))
     cold_items = set(rng.choice(with_content, n_cold, replace=False)) if n_cold else set()
     is_cold = plays[fn.TRACK_ID].isin(cold_items).to_numpy()
     cold, warm = plays[is_cold], plays[~is_cold]
-
-    # Per user: shuffle, then the first ceil(n * (1 - f)) rows (at least one) train.
-    order = rng.permutation(len(warm))
-    warm = warm.iloc[order]
+    warm = warm.iloc[rng.permutation(len(warm))]
     rank = warm.groupby(fn.USER_ID).cumcount().to_numpy()
     size = warm.groupby(fn.USER_ID)[fn.TRACK_ID].transform("size").to_numpy()
-    n_train = np.maximum(1, np.ceil(size * (1 - cfg.test_fraction)))
-    train, test = warm[rank < n_train], warm[rank >= n_train]
-    test = test[test[fn.TRACK_ID].isin(set(train[fn.TRACK_ID]))]
-    cold = cold[cold[fn.USER_ID].isin(set(train[fn.USER_ID]))]  # an unknown user is served by popularity
-    return train, test, cold
+    n_train = np.maximum(1, np.ceil(size * (1 - cfg.test_fraction - cfg.valid_fraction)))
+    n_valid = np.floor(size * cfg.valid_fraction)
+    part = np.where(rank < n_train, "train", np.where(rank < n_train + n_valid, "valid", "test"))
+    return {"train": warm[part == "train"], "valid": warm[part == "valid"], "test": warm[part == "test"], "cold": cold}
 
 
 def _csr(user_rows: np.ndarray, item_rows: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +236,7 @@ def _csr(user_rows: np.ndarray, item_rows: np.ndarray, n_users: int) -> tuple[np
     return np.cumsum(indptr), pairs[:, 1].astype(np.int32)
 
 
-# --- BPR training -------------------------------------------------------------------------------------
+# --- Training -------------------------------------------------------------------------------------------
 
 
 def _sample_negatives(
@@ -172,34 +253,87 @@ def _sample_negatives(
     return negatives
 
 
-def _fit_bpr(
-    users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, cfg: RecallConfig
-) -> tuple[np.ndarray, np.ndarray, list[float]]:
-    """Train on (user row, item row) pairs; returns exported user/item vectors and the loss per epoch."""
+def standardizer(content: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and std (floored) of training items' content: the content models' and the projection's."""
+    return content.mean(0).astype(np.float32), np.maximum(content.std(0), _MIN_STD).astype(np.float32)
+
+
+def build_model(data: RecallData, cfg: RecallConfig) -> RecallModel:
+    """The configured model for `data`'s users, items, training graph and (standardized) content."""
+    if cfg.model not in RECALL_MODELS:
+        raise EncoreError(f"unknown recall model {cfg.model!r}; known: {', '.join(RECALL_MODELS)}")
+    n_users, n_items = len(data.user_ids), len(data.item_ids)
+    options = dict(cfg.model_options)
+    if cfg.model == "BPR":
+        return BPR(n_users, n_items, cfg.dim, l2=cfg.l2, **options)
+    if data.content is None or not data.modalities:
+        raise EncoreError(f"{cfg.model} needs content vectors; none were given")
+    mean, std = standardizer(data.content[:n_items])
+    z = torch.from_numpy((data.content[:n_items] - mean) / std)
+    if cfg.model == "VBPR":
+        return VBPR(n_users, n_items, z, cfg.dim, l2=cfg.l2, **options)
+    blocks = [z[:, cols] for _, cols, _ in data.modalities]
+    present = [p[:n_items] for _, _, p in data.modalities]
+    users, items = data.train
+    if cfg.model == "FREEDOM":
+        return FREEDOM(n_users, n_items, users, items, blocks, present, cfg.dim, **options)
+    return LGMRec(n_users, n_items, users, items, blocks, cfg.dim, **options)
+
+
+def _train(
+    model: RecallModel, data: RecallData, cfg: RecallConfig
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]], int]:
+    """Adam on BPR over (user, played item, uniform unplayed item) triples; with validation plays, keep the
+    epoch with the best valid Recall@20 and stop after `patience` epochs without gain. Returns the exported
+    user/item vectors, the history and the best epoch (1-based)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = BPR(n_users, n_items, cfg.dim)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    positive_keys = np.unique(users.astype(np.int64) * n_items + items)
-    user_t, item_t = torch.from_numpy(users.astype(np.int64)), torch.from_numpy(items.astype(np.int64))
-    losses = []
-    for _ in range(cfg.epochs):
-        negatives = torch.from_numpy(_sample_negatives(users.astype(np.int64), n_items, positive_keys, rng))
+    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR.get(cfg.model, 0.001)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    users, items = data.train
+    n_items = len(data.item_ids)
+    positive_keys = np.unique(users * n_items + items)
+    user_t, item_t = torch.from_numpy(users), torch.from_numpy(items)
+    valid_users, valid_truth = grouped(*data.valid)
+    indptr, indices = _csr(users, items, len(data.user_ids))
+    valid_exclude = [indices[indptr[u] : indptr[u + 1]] for u in valid_users]
+    history: list[dict[str, float]] = []
+    best: tuple[float, int, np.ndarray, np.ndarray] | None = None
+    bar = tqdm(range(cfg.epochs), desc=cfg.model, unit="epoch", disable=not cfg.progress, leave=False)
+    for epoch in bar:
+        model.train()
+        model.new_epoch(rng)
+        negatives = torch.from_numpy(_sample_negatives(users, n_items, positive_keys, rng))
         order = torch.from_numpy(rng.permutation(len(users)))
         total = 0.0
         for start in range(0, len(users), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
             u, i, j = user_t[idx], item_t[idx], negatives[idx]
-            loss = bpr_loss(model(u, i), model(u, j))
-            rows = (model.user(u), model.item(i), model.item(j), model.item_bias(i), model.item_bias(j))
-            loss = loss + cfg.l2 * sum(r.pow(2).sum() for r in rows) / (2 * len(idx))
+            user_emb, item_emb = model.embed()
+            ua = user_emb[u]
+            loss = bpr_loss((ua * item_emb[i]).sum(-1), (ua * item_emb[j]).sum(-1))
+            loss = loss + model.extra_loss(u, i, j, user_emb, item_emb)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(idx)
-        losses.append(total / len(users))
-    user_vectors, item_vectors = model.export()
-    return user_vectors.numpy(), item_vectors.numpy(), losses
+        record = {"epoch": epoch + 1, "loss": total / len(users)}
+        if not np.isfinite(record["loss"]):
+            raise EncoreError(f"{cfg.model}: the training loss became {record['loss']} in epoch {epoch + 1}")
+        if len(valid_users):
+            user_vectors, item_vectors = model.export()
+            score = rank_metrics(user_vectors[valid_users], item_vectors, valid_truth, valid_exclude, (20,))
+            record[f"valid_{STOP_METRIC}"] = score[STOP_METRIC]
+            if best is None or score[STOP_METRIC] > best[0]:
+                best = (score[STOP_METRIC], epoch + 1, user_vectors, item_vectors)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", valid=f"{score[STOP_METRIC]:.4f}")
+        history.append(record)
+        if best is not None and epoch + 1 - best[1] >= cfg.patience:
+            break
+    if best is None:
+        user_vectors, item_vectors = model.export()
+        return user_vectors, item_vectors, history, len(history)
+    return best[2], best[3], history, best[1]
 
 
 # --- Content projection -------------------------------------------------------------------------------
@@ -216,8 +350,7 @@ def fit_projection(
     content: np.ndarray, item_vectors: np.ndarray, encoder: Mapping[str, str], alphas: tuple[float, ...], seed: int
 ) -> ContentProjection:
     """Ridge from standardized content (n, C) to item vectors (n, D), alpha by 3-fold CV on squared error."""
-    mean = content.mean(0)
-    std = np.maximum(content.std(0), _MIN_STD)
+    mean, std = standardizer(content)
     x = ((content - mean) / std).astype(np.float64)  # centred by construction
     y = item_vectors.astype(np.float64)
     folds = np.random.default_rng(seed).integers(0, 3, len(x))
@@ -235,57 +368,126 @@ def fit_projection(
     return ContentProjection(
         weight=weight.astype(np.float32),
         bias=y.mean(0).astype(np.float32),
-        mean=mean.astype(np.float32),
-        std=std.astype(np.float32),
+        mean=mean,
+        std=std,
         alpha=float(alphas[best]),
         encoder=dict(encoder),
         cv_r2=float(1 - errors[best] / total) if total > 0 else 0.0,
     )
 
 
-# --- Evaluation ---------------------------------------------------------------------------------------
+def content_mapping(
+    model: RecallModel, data: RecallData, item_vectors: np.ndarray, cfg: RecallConfig
+) -> ContentProjection | None:
+    """The model's content -> item vector map, fit on training items only (None without content)."""
+    if data.content is None or len(data.item_ids) < 3:
+        return None
+    train_content = data.content[: len(data.item_ids)]
+    encoder = data.encoder or {"encoder": "unknown", "encoder_revision": "unknown"}
+    if not isinstance(model, VBPR):
+        return fit_projection(train_content, item_vectors, encoder, cfg.ridge_alphas, cfg.seed)
+    # VBPR: the content half is the model's own layer on the same standardized content; ridge for the id half.
+    id_part = fit_projection(train_content, item_vectors[:, : model.dim], encoder, cfg.ridge_alphas, cfg.seed)
+    layer = model.content_linear
+    weight = np.hstack([id_part.weight, layer.weight.detach().numpy().T]).astype(np.float32)
+    bias = np.concatenate([id_part.bias, layer.bias.detach().numpy()]).astype(np.float32)
+    return replace(id_part, weight=weight, bias=bias, method="vbpr")
 
 
-def _rank_metrics(
-    user_vectors: np.ndarray,
-    item_vectors: np.ndarray,
-    truth: list[np.ndarray],
-    exclude: list[np.ndarray] | None,
-    k: int,
-) -> tuple[float, float, float]:
-    """Mean Recall@k, NDCG@k over users (full ranking of item_vectors, `exclude` masked) and the mean
-    Recall@k a uniformly random ranking of the same candidates would get."""
-    recalls, ndcgs, randoms = [], [], []
-    discount = 1 / np.log2(np.arange(2, k + 2))
-    for start in range(0, len(truth), 1024):
-        scores = user_vectors[start : start + 1024] @ item_vectors.T
-        for row, relevant in enumerate(truth[start : start + 1024]):
-            s = scores[row]
-            n_candidates = len(s)
-            if exclude is not None:
-                s[exclude[start + row]] = -np.inf
-                n_candidates -= len(exclude[start + row])
-            top = np.argpartition(-s, min(k, len(s) - 1))[:k]
-            top = top[np.argsort(-s[top])]
-            hits = np.isin(top, relevant)
-            recalls.append(hits.sum() / len(relevant))
-            ndcgs.append((hits * discount[: len(top)]).sum() / discount[: min(len(relevant), k)].sum())
-            randoms.append(min(1.0, k / max(n_candidates, 1)))
-    return float(np.mean(recalls)), float(np.mean(ndcgs)), float(np.mean(randoms))
+# --- Entry points -----------------------------------------------------------------------------------------
 
 
-def _grouped_rows(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Distinct users and, for each, the array of its item rows."""
-    order = np.argsort(users, kind="stable")
-    users, items = users[order], items[order]
-    distinct, starts = np.unique(users, return_index=True)
-    return distinct, np.split(items, starts[1:])
+def fit_recall(data: RecallData, config: RecallConfig | None = None, **overrides: Any) -> RecallArtifacts:
+    """Train `config.model` on `data`, map content to item vectors, evaluate valid / test / cold (see module doc)."""
+    cfg = replace(config or RecallConfig(), **overrides)
+    if cfg.model in CONTENT_MODELS and data.content is None:
+        raise EncoreError(f"{cfg.model} needs content vectors; none were given")
+    if data.content is not None and not (
+        data.encoder and data.encoder.get("encoder") and data.encoder.get("encoder_revision")
+    ):
+        raise EncoreError("content given without encoder={'encoder': ..., 'encoder_revision': ...}")
+    n_users, n_items = len(data.user_ids), len(data.item_ids)
+    previous_threads = torch.get_num_threads()
+    started = time.perf_counter()
+    try:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        model = build_model(data, cfg)
+        user_vectors, item_vectors, history, best_epoch = _train(model, data, cfg)
+    finally:
+        torch.set_num_threads(previous_threads)
+    seconds = time.perf_counter() - started
+    log.info("%s: %d epochs on %d plays in %.1f s", cfg.model, len(history), len(data.train[0]), seconds)
+
+    train_u, train_i = data.train
+    popularity = np.bincount(train_i, minlength=n_items).astype(np.int64)
+    metrics: dict[str, float] = {
+        "final_loss": history[-1]["loss"] if history else float("nan"),
+        "best_epoch": best_epoch,
+        "epochs": len(history),
+        "train_seconds": seconds,
+    }
+    train_indptr, train_indices = _csr(train_u, train_i, n_users)
+    for split, (users, items) in (("valid", data.valid), ("test", data.test)):
+        if not len(users):
+            continue
+        eval_users, truth = grouped(users, items)
+        masked = (
+            (train_u, train_i) if split == "valid" else (np.r_[train_u, data.valid[0]], np.r_[train_i, data.valid[1]])
+        )
+        indptr, indices = _csr(*masked, n_users)
+        exclude = [indices[indptr[u] : indptr[u + 1]] for u in eval_users]
+        found = rank_metrics(user_vectors[eval_users], item_vectors, truth, exclude, cfg.ks)
+        prefix = "" if split == "test" else "valid_"
+        metrics.update({f"{prefix}{name}": v for name, v in found.items()})
+        if split == "test":
+            ones = np.ones((len(eval_users), 1), np.float32)
+            by_popularity = rank_metrics(ones, popularity.astype(np.float32)[:, None], truth, exclude, cfg.ks)
+            metrics.update(
+                {f"popularity_{name}": v for name, v in by_popularity.items() if not name.startswith("random")}
+            )
+
+    projection = content_mapping(model, data, item_vectors, cfg)
+    if projection is not None:
+        metrics["projection_cv_r2"] = projection.cv_r2
+        if len(data.cold[0]):
+            cold_vectors = projection.apply(data.content[n_items:])
+            cold_users, cold_truth = grouped(*data.cold)
+            found = rank_metrics(user_vectors[cold_users], cold_vectors, cold_truth, None, cfg.ks)
+            metrics.update({f"cold_{name}": v for name, v in found.items()})
+
+    # Serving masks what the model learned from or was tuned on; test plays stay unmasked, so the served
+    # candidates of a bundle with a test split reproduce its offline test metrics (a production bundle
+    # trains on every play, and then every play is masked).
+    seen_u, seen_i = np.r_[train_u, data.valid[0]], np.r_[train_i, data.valid[1]]
+    seen_indptr, seen_indices = _csr(seen_u, seen_i, n_users)
+    del train_indptr, train_indices
+    return RecallArtifacts(
+        user_ids=data.user_ids,
+        user_vectors=np.ascontiguousarray(user_vectors, dtype=np.float32),
+        item_ids=data.item_ids,
+        item_vectors=np.ascontiguousarray(item_vectors, dtype=np.float32),
+        seen_indptr=seen_indptr,
+        seen_indices=seen_indices,
+        popularity=popularity,
+        projection=projection,
+        metrics={name: round(float(v), 6) for name, v in metrics.items()},
+        config=cfg,
+        data={
+            "users": n_users,
+            "items": n_items,
+            "train_plays": len(train_u),
+            "valid_plays": len(data.valid[0]),
+            "test_plays": len(data.test[0]),
+            "cold_plays": len(data.cold[0]),
+            "cold_items": len(data.cold_item_ids),
+        },
+        history=history,
+    )
 
 
-# --- Entry point --------------------------------------------------------------------------------------
-
-
-def train_bpr(
+def train_recall(
     interactions: pd.DataFrame,
     content: Content | None = None,
     *,
@@ -293,7 +495,19 @@ def train_bpr(
     config: RecallConfig | None = None,
     **overrides: Any,
 ) -> RecallArtifacts:
-    """Split, train BPR, fit the content projection, evaluate; overrides replace config fields (dim=32, ...).
+    """`split_plays`, then `fit_recall`; overrides replace config fields (model="FREEDOM", dim=32, ...)."""
+    cfg = replace(config or RecallConfig(), **overrides)
+    return fit_recall(split_plays(interactions, content, encoder=encoder, config=cfg), cfg)
+
+
+def split_plays(
+    interactions: pd.DataFrame,
+    content: Content | None = None,
+    *,
+    encoder: Mapping[str, str] | None = None,
+    config: RecallConfig | None = None,
+) -> RecallData:
+    """Split a play log by RecallConfig's fractions and seed into RecallData.
 
     interactions: columns user_id, track_id (one row per play; repeats count once).
     content: track_id -> vector, or (ids, (n, C) matrix); tracks without content cannot be cold-tested and
@@ -302,94 +516,27 @@ def train_bpr(
     The returned vectors are those evaluated: held-out plays and cold items are not trained on. Cold items
     are not in the item matrix; serving picks them up from the store like any upload.
     """
-    cfg = replace(config or RecallConfig(), **overrides)
+    cfg = config or RecallConfig()
     missing = [c for c in (fn.USER_ID, fn.TRACK_ID) if c not in interactions.columns]
     if missing:
         raise EncoreError(f"interactions: missing columns {missing}")
-    content_ids, content_matrix = _content_matrix(content)
+    content_ids: dict[str, int] = {}
+    if content is not None:
+        content_ids, matrix = _content_matrix(content)
+        content = (list(content_ids), matrix)
     if content_ids and (not encoder or not encoder.get("encoder") or not encoder.get("encoder_revision")):
         raise EncoreError("content given without encoder={'encoder': ..., 'encoder_revision': ...}")
     plays = interactions[[fn.USER_ID, fn.TRACK_ID]].astype(str).drop_duplicates()
     if plays.empty:
         raise EncoreError("interactions: no rows")
-    rng = np.random.default_rng(cfg.seed)
-    train, test, cold = _split(plays, content_ids, cfg, rng)
+    parts = _split(plays, content_ids, cfg, np.random.default_rng(cfg.seed))
+    return RecallData.from_frames(parts["train"], parts["valid"], parts["test"], parts["cold"],
+                                  content if content_ids else None, encoder=encoder)  # fmt: skip
 
-    user_ids = np.array(sorted(train[fn.USER_ID].unique()))
-    item_ids = np.array(sorted(train[fn.TRACK_ID].unique()))
-    user_row = {u: i for i, u in enumerate(user_ids)}
-    item_row = {t: i for i, t in enumerate(item_ids)}
-    tr_u = train[fn.USER_ID].map(user_row).to_numpy()
-    tr_i = train[fn.TRACK_ID].map(item_row).to_numpy()
 
-    started = time.perf_counter()
-    previous_threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
-        user_vectors, item_vectors, losses = _fit_bpr(tr_u, tr_i, len(user_ids), len(item_ids), cfg)
-    finally:
-        torch.set_num_threads(previous_threads)
-    log.info("BPR: %d epochs on %d plays in %.1f s", cfg.epochs, len(train), time.perf_counter() - started)
-
-    metrics: dict[str, float] = {"final_loss": losses[-1] if losses else float("nan")}
-    train_indptr, train_indices = _csr(tr_u, tr_i, len(user_ids))
-    if len(test):
-        te_users, te_truth = _grouped_rows(
-            test[fn.USER_ID].map(user_row).to_numpy(), test[fn.TRACK_ID].map(item_row).to_numpy()
-        )
-        exclude = [train_indices[train_indptr[u] : train_indptr[u + 1]] for u in te_users]
-        recall, ndcg, rand = _rank_metrics(user_vectors[te_users], item_vectors, te_truth, exclude, cfg.top_k)
-        pop_users = np.ones((len(te_users), 1), np.float32)
-        pop_items = np.bincount(tr_i, minlength=len(item_ids)).astype(np.float32)[:, None]
-        pop_recall, _, _ = _rank_metrics(pop_users, pop_items, te_truth, exclude, cfg.top_k)
-        k = cfg.top_k
-        metrics.update(
-            {f"recall@{k}": recall, f"ndcg@{k}": ndcg, f"random_recall@{k}": rand, f"popularity_recall@{k}": pop_recall}
-        )
-
-    projection = None
-    train_items_with_content = [t for t in item_ids if t in content_ids]
-    if content_ids and len(train_items_with_content) >= 3:
-        rows = np.array([content_ids[t] for t in train_items_with_content])
-        targets = item_vectors[[item_row[t] for t in train_items_with_content]]
-        assert encoder is not None
-        projection = fit_projection(content_matrix[rows], targets, encoder, cfg.ridge_alphas, cfg.seed)
-        metrics["projection_cv_r2"] = projection.cv_r2
-        if len(cold):
-            cold_ids = np.array(sorted(cold[fn.TRACK_ID].unique()))
-            cold_vectors = projection.apply(content_matrix[[content_ids[t] for t in cold_ids]])
-            cold_row = {t: i for i, t in enumerate(cold_ids)}
-            c_users, c_truth = _grouped_rows(
-                cold[fn.USER_ID].map(user_row).to_numpy(), cold[fn.TRACK_ID].map(cold_row).to_numpy()
-            )
-            recall, ndcg, rand = _rank_metrics(user_vectors[c_users], cold_vectors, c_truth, None, cfg.top_k)
-            k = cfg.top_k
-            metrics.update({f"cold_recall@{k}": recall, f"cold_ndcg@{k}": ndcg, f"cold_random_recall@{k}": rand})
-
-    # Serving excludes every known play of a bundle item, held-out ones included.
-    known = pd.concat([train, test])
-    seen_indptr, seen_indices = _csr(
-        known[fn.USER_ID].map(user_row).to_numpy(), known[fn.TRACK_ID].map(item_row).to_numpy(), len(user_ids)
-    )
-    return RecallArtifacts(
-        user_ids=user_ids,
-        user_vectors=user_vectors,
-        item_ids=item_ids,
-        item_vectors=item_vectors,
-        seen_indptr=seen_indptr,
-        seen_indices=seen_indices,
-        popularity=np.bincount(tr_i, minlength=len(item_ids)).astype(np.int64),
-        projection=projection,
-        metrics={name: round(float(v), 6) for name, v in metrics.items()},
-        config=cfg,
-        data={
-            "train_plays": len(train),
-            "test_plays": len(test),
-            "cold_plays": len(cold),
-            "cold_items": int(cold[fn.TRACK_ID].nunique()),
-        },
-    )
+def train_bpr(interactions: pd.DataFrame, content: Content | None = None, **kwargs: Any) -> RecallArtifacts:
+    """`train_recall` with BPR (the demo bundle's retriever)."""
+    return train_recall(interactions, content, **{"model": "BPR", **kwargs})
 
 
 # --- Bundle files -------------------------------------------------------------------------------------
@@ -400,7 +547,7 @@ def write_retriever_files(artifacts: RecallArtifacts, bundle_path: str | Path) -
 
     Files: user_ids.npy, item_ids.npy (unicode arrays), user_vectors.npy, item_vectors.npy (float32),
     seen.npz (indptr, indices), popularity.npy, projection.npz (weight, bias, mean, std; only with
-    content) and retriever.json (format, encoder, metrics, config). Nothing needs pickle to load.
+    content) and retriever.json (format, model, encoder, metrics, config). Nothing needs pickle to load.
     """
     a = artifacts
     folder = Path(bundle_path) / RETRIEVER_DIR
@@ -415,9 +562,9 @@ def write_retriever_files(artifacts: RecallArtifacts, bundle_path: str | Path) -
     if a.projection is not None:
         p = a.projection
         np.savez(folder / "projection.npz", weight=p.weight, bias=p.bias, mean=p.mean, std=p.std)
-        projection = {"method": "ridge", "alpha": p.alpha, "cv_r2": round(p.cv_r2, 6), "content_dim": len(p.mean)}
+        projection = {"method": p.method, "alpha": p.alpha, "cv_r2": round(p.cv_r2, 6), "content_dim": len(p.mean)}
     entry = {
-        "model": "BPR",
+        "model": a.model,
         "path": RETRIEVER_DIR,
         "format_version": FORMAT_VERSION,
         "dim": int(a.item_vectors.shape[1]),
@@ -427,5 +574,21 @@ def write_retriever_files(artifacts: RecallArtifacts, bundle_path: str | Path) -
         "projection": projection,
         "metrics": a.metrics,
     }
-    write_json_atomic(folder / META_FILE, {**entry, "config": asdict(a.config), "data": a.data})
+    write_json_atomic(folder / META_FILE, {**entry, "config": asdict(a.config), "data": a.data, "history": a.history})
     return entry
+
+
+__all__ = [
+    "KS",
+    "ContentProjection",
+    "RecallArtifacts",
+    "RecallConfig",
+    "RecallData",
+    "content_from_frame",
+    "fit_projection",
+    "fit_recall",
+    "split_plays",
+    "train_bpr",
+    "train_recall",
+    "write_retriever_files",
+]

@@ -118,9 +118,7 @@ class Codebooks:
                 tokens[:, layer * self.groups + group] = dist.argmin(axis=1)
         return tokens
 
-    def embedding(
-        self, layers: np.ndarray, layer: str | int = "last", standardize: bool = True
-    ) -> np.ndarray:
+    def embedding(self, layers: np.ndarray, layer: str | int = "last", standardize: bool = True) -> np.ndarray:
         """(N, D) dense vector: one layer ("last" or an index) or the layer mean."""
         x = self.standardize(layers) if standardize else self._as_batch(layers)
         if layer == "mean":

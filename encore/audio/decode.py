@@ -14,13 +14,18 @@ import soundfile as sf
 
 from encore.errors import EncoreError
 
-# Limits. 8 channels covers every consumer layout up to 7.1; more is a multitrack stem or a crafted file.
-DEFAULT_MAX_CHANNELS = 8
+# Limits. 6 channels covers mono, stereo and 5.1 music mixes; 7.1 (8) and more are film or stem layouts
+# (or crafted files), refused as issue 8 asks.
+DEFAULT_MAX_CHANNELS = 6
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 384_000
 # Hard ceiling on decoded samples (all channels) whatever max_seconds says: 2**28 float32 = 1 GiB.
 # It is what stops a decompression bomb (hours of FLAC silence compress to almost nothing).
 MAX_TOTAL_SAMPLES = 2**28
+# Lossless audio never compresses below ~1 byte per 4 samples (FLAC of music: ~1 sample per byte). A header
+# that declares more samples per byte than this is a lie or a decompression bomb (FLAC silence: ~270).
+MAX_LOSSLESS_SAMPLES_PER_BYTE = 64
+BOMB_MIN_SAMPLES = 2**23  # below ~95 s of 44.1 kHz stereo a high ratio is just a short silent file
 # Below this RMS (about -100 dBFS) a clip carries nothing an encoder can use.
 SILENCE_RMS = 1e-5
 _BLOCK_FRAMES = 65_536
@@ -61,9 +66,7 @@ class DecodedAudio:
         return int(self.samples.shape[0])
 
 
-def decode_audio(
-    data: bytes, *, max_seconds: float | None, max_channels: int = DEFAULT_MAX_CHANNELS
-) -> DecodedAudio:
+def decode_audio(data: bytes, *, max_seconds: float | None, max_channels: int = DEFAULT_MAX_CHANNELS) -> DecodedAudio:
     """Decode at most `max_seconds` (None: the whole file, up to MAX_TOTAL_SAMPLES) of `data`."""
     if not data:
         raise AudioError("empty_file", "the file is empty (0 bytes)")
@@ -78,7 +81,9 @@ def decode_audio(
             # libsndfile stops an MP3 without a Xing/Info header at its (often short) length estimate and
             # loses the rest silently; FFmpeg decodes every frame.
             if sf_file.format != "MP3":
-                return _checked(_decode_soundfile(sf_file, max_seconds, max_channels))
+                if sf_file.format in ("WAV", "WAVEX"):
+                    _check_wav_data_size(data)
+                return _checked(_decode_soundfile(sf_file, max_seconds, max_channels, len(data)))
     return _checked(_decode_pyav(data, max_seconds, max_channels))
 
 
@@ -111,8 +116,17 @@ def _check_complete(declared_seconds: float, decoded_seconds: float) -> None:
         )
 
 
-def _decode_soundfile(f: sf.SoundFile, max_seconds: float | None, max_channels: int) -> DecodedAudio:
+def _decode_soundfile(f: sf.SoundFile, max_seconds: float | None, max_channels: int, n_bytes: int) -> DecodedAudio:
     _check_format(f.samplerate, f.channels, max_channels)
+    declared_samples = max(int(f.frames), 0) * f.channels
+    bomb_limit = max(MAX_LOSSLESS_SAMPLES_PER_BYTE * n_bytes, BOMB_MIN_SAMPLES)
+    if f.format not in _LOSSY_FORMATS and declared_samples > bomb_limit:
+        raise AudioError(
+            "corrupt",
+            f"the {f.format} header declares {declared_samples / f.samplerate / f.channels:.0f} s of audio in only "
+            f"{n_bytes} bytes (more than {MAX_LOSSLESS_SAMPLES_PER_BYTE} samples per byte, which no lossless "
+            "recording reaches): refused as a false header or a decompression bomb",
+        )
     limit = _frame_limit(f.samplerate, f.channels, max_seconds)
     # Read in blocks and never preallocate from the header: its frame count can be a lie.
     blocks: list[np.ndarray] = []
@@ -142,6 +156,32 @@ def _decode_soundfile(f: sf.SoundFile, max_seconds: float | None, max_channels: 
         seconds_used=n_read / f.samplerate,
         truncated=truncated,
     )
+
+
+def _check_wav_data_size(data: bytes) -> None:
+    """A RIFF/WAVE data chunk that declares more bytes than the file holds means a cut upload or a false header.
+
+    libsndfile silently clamps the claim to the file size, so it has to be read here. 0 and 0xFFFFFFFF are
+    the "length unknown" values streaming writers use, and are let through.
+    """
+    if not (data.startswith(b"RIFF") and data[8:12] == b"WAVE"):
+        return
+    offset = 12
+    while offset + 8 <= len(data):
+        chunk, size = data[offset : offset + 4], int.from_bytes(data[offset + 4 : offset + 8], "little")
+        if chunk == b"data":
+            present = len(data) - (offset + 8)
+            if size not in (0, 0xFFFFFFFF) and size - present > max(0.01 * size, 4096):
+                raise AudioError(
+                    "corrupt",
+                    f"the WAV header declares {size} bytes of audio but the file holds {present}: "
+                    "the upload is cut short or its header is false",
+                )
+            return
+        offset += 8 + size + (size & 1)
+
+
+_LOSSY_FORMATS = ("OGG", "MP3", "MPEG")  # Opus at low bitrates legitimately packs >100 samples per byte
 
 
 def _has_more(f: sf.SoundFile) -> bool:

@@ -16,6 +16,9 @@ from encore.audio.decode import DecodedAudio
 from encore.audio.resample import to_encoder_input
 from encore.errors import EncoreError
 
+# How a weighted encoder runs: auto (the ONNX fp32 export when current, else torch), or one of the others.
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+
 
 class EncoderUnavailable(EncoreError):
     """The named backend cannot be built here; the message names what is missing."""
@@ -57,34 +60,38 @@ class AudioEncoder(ABC):
         }
 
 
-def _build_mfcc(weights_dir: Path | None) -> AudioEncoder:
+def _build_mfcc(weights_dir: Path | None, runtime: str = "auto", threads: int | None = None) -> AudioEncoder:
     from encore.audio.mfcc import MfccEncoder  # deferred: mfcc imports this module
 
-    return MfccEncoder()
+    return MfccEncoder()  # numpy only: no weights, one runtime
 
 
-def _needs_weights(name: str, folder: str, package: str) -> Callable[[Path | None], AudioEncoder]:
-    def build(weights_dir: Path | None) -> AudioEncoder:
-        where = f"{weights_dir}/{folder}" if weights_dir else f"<weights_dir>/{folder} (no weights_dir given)"
-        raise EncoderUnavailable(
-            f"encoder '{name}' is not available in this build: it needs {package} and a local folder {where} "
-            "holding config.json + model.safetensors"
-        )
+def _pretrained(builder: str) -> Callable[..., AudioEncoder]:
+    def build(weights_dir: Path | None, runtime: str = "auto", threads: int | None = None) -> AudioEncoder:
+        from encore.audio import pretrained  # deferred: pretrained imports this module
+
+        return getattr(pretrained, builder)(weights_dir, runtime, threads)
 
     return build
 
 
-# name -> factory. MuQ / MuQ-MuLan / CLAP backends replace these placeholders when they land.
-ENCODERS: dict[str, Callable[[Path | None], AudioEncoder]] = {
+# name -> factory(weights_dir, runtime, threads). Weighted backends raise EncoderUnavailable naming what is missing.
+ENCODERS: dict[str, Callable[..., AudioEncoder]] = {
     "mfcc": _build_mfcc,
-    "muq": _needs_weights("muq", "muq", "torch"),
-    "muq-mulan": _needs_weights("muq-mulan", "muq-mulan", "torch"),
-    "clap": _needs_weights("clap", "clap", "torch + transformers"),
+    "muq": _pretrained("build_muq"),
+    "muq-mulan": _pretrained("build_mulan"),
+    "clap": _pretrained("build_clap"),
 }
 
 
-def get_encoder(name: str, weights_dir: Path | None = None) -> AudioEncoder:
+def get_encoder(
+    name: str, weights_dir: Path | None = None, runtime: str = "auto", threads: int | None = None
+) -> AudioEncoder:
+    """Build backend `name`. runtime: "auto" (ONNX fp32 when exported, else torch), "torch", "onnx",
+    "onnx-int8"; threads: ONNX Runtime intra-op threads (None: its default)."""
     factory = ENCODERS.get(name)
     if factory is None:
         raise EncoderUnavailable(f"unknown encoder '{name}'; known: {', '.join(sorted(ENCODERS))}")
-    return factory(Path(weights_dir) if weights_dir is not None else None)
+    if runtime not in RUNTIMES:
+        raise EncoderUnavailable(f"unknown encoder runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    return factory(Path(weights_dir) if weights_dir is not None else None, runtime, threads)

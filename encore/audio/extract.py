@@ -62,9 +62,7 @@ def extract_catalog(
     vectors: list[np.ndarray] = []
     skipped: list[dict[str, str]] = []
     n_reused = 0
-    for track_id, path in tqdm(
-        items.items(), desc=f"extract {encoder.name}", unit="track", disable=not progress
-    ):
+    for track_id, path in tqdm(items.items(), desc=f"extract {encoder.name}", unit="track", disable=not progress):
         done_path = work_dir / f"{hashlib.sha256(track_id.encode()).hexdigest()[:32]}.npy"
         vector = _load_done(done_path, expected_shape) if resume else None
         if vector is not None:
@@ -89,6 +87,8 @@ def extract_catalog(
     manifest = {
         "kind": "audio_content",
         "encoder": info,
+        # torch / onnx (numpy for MFCC): how the vectors were computed; the precision is in encoder.params.
+        "runtime": getattr(encoder, "runtime", "numpy"),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "max_seconds": max_seconds,
         "counts": {

@@ -25,16 +25,22 @@ def split_windows(
     *,
     hop_seconds: float | None = None,
     min_last_fraction: float = DEFAULT_MIN_LAST_FRACTION,
+    fill: str = "zeros",
 ) -> Windows:
     """Deterministic policy: windows start at 0 and step by `hop` (default: the window, no overlap).
 
     Samples left after the last full window become one more zero-padded window (one hop on) when they
     amount to at least `min_last_fraction` of a window; shorter tails are dropped. A clip shorter than
     one window is always one zero-padded window. `lengths` says how many samples of each are real.
+    fill="repeat" fills a window's missing tail with the track again from its start (repeated as often as
+    needed) instead of zeros: MuQ-MuLan's rule for its last clip and CLAP's "repeatpad", so a pretrained
+    encoder never sees seconds of digital silence it was not trained on.
     """
     mono = np.asarray(mono, dtype=np.float32)
     if mono.ndim != 1 or mono.size == 0:
         raise ValueError(f"expected a non-empty 1-D signal, got shape {mono.shape}")
+    if fill not in ("zeros", "repeat"):
+        raise ValueError(f"fill must be 'zeros' or 'repeat', got {fill!r}")
     if not 0.0 <= min_last_fraction <= 1.0:
         raise ValueError(f"min_last_fraction must be in [0, 1], got {min_last_fraction}")
     size = int(round(window_seconds * sample_rate))
@@ -55,4 +61,7 @@ def split_windows(
         chunk = mono[start : start + size]
         frames[i, : chunk.size] = chunk
         lengths[i] = chunk.size
+        if fill == "repeat" and chunk.size < size:
+            missing = size - chunk.size
+            frames[i, chunk.size :] = np.resize(mono, missing)  # np.resize repeats the track from its start
     return Windows(frames=frames, lengths=lengths)

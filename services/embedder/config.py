@@ -1,7 +1,8 @@
 """Embedder settings: every value from an ENCORE_* environment variable.
 
 ENCORE_ARTIFACTS_DIR, ENCORE_API_KEY, ENCORE_LOG_LEVEL (ServiceSettings), ENCORE_PORT, ENCORE_MAX_UPLOAD_MB,
-ENCORE_MAX_AUDIO_SECONDS, ENCORE_ENCODER, ENCORE_WEIGHTS_DIR, ENCORE_RETRIEVER_URL, ENCORE_RETRIEVER_TIMEOUT_S,
+ENCORE_MAX_AUDIO_SECONDS, ENCORE_ENCODER, ENCORE_WEIGHTS_DIR, ENCORE_ENCODER_RUNTIME, ENCORE_ENCODER_THREADS,
+ENCORE_RETRIEVER_URL, ENCORE_RETRIEVER_TIMEOUT_S,
 ENCORE_CONCURRENCY; the store reads ENCORE_FEAST_DATA_DIR, ENCORE_FEAST_PROJECT, ENCORE_FEAST_ONLINE and
 ENCORE_REDIS_URL (encore.store.StoreSettings).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -26,6 +28,9 @@ class EmbedderSettings(ServiceSettings):
     max_audio_seconds: float = Field(600.0, gt=0)  # only the first N seconds are decoded and encoded
     encoder: str = "mfcc"  # backend name (encore.audio.ENCODERS); the bundle's codebooks must match it
     weights_dir: Path = PROJECT_ROOT / "weights"  # local model folders for weighted backends; never a hub
+    # auto: the ONNX fp32 export when there is one, else torch; or torch, onnx, onnx-int8 (encore.audio.weights).
+    encoder_runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    encoder_threads: int | None = Field(None, ge=1)  # ONNX Runtime intra-op threads per encode (None: all cores)
     retriever_url: str = "http://127.0.0.1:8001"  # empty: do not notify a retriever
     retriever_timeout_s: float = Field(1.0, gt=0)
     concurrency: int = Field(2, ge=1)  # decodes/encodes running at once (each holds a CPU core)

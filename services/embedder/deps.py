@@ -58,9 +58,10 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 def get_state(runtime: RuntimeDep) -> EmbedderState:
     """The loaded bundle's state, taken once per request so a reload mid-request never mixes bundles."""
+    if runtime.encoder is None:
+        raise EmbedError("encoder_unavailable", runtime.encoder_error or "no encoder")
     if not runtime.holder.loaded:
-        reason = runtime.encoder_error or "no bundle loaded; see /readyz, then POST /admin/reload"
-        raise EmbedError("not_ready", reason)
+        raise EmbedError("not_ready", "no bundle loaded; see /readyz, then POST /admin/reload")
     return runtime.holder.state
 
 

@@ -12,7 +12,8 @@ Error codes and the HTTP status each becomes (ERROR_STATUS; every error body is 
         too_many_channels, bad_sample_rate,
         invalid_request, invalid_track,         bad form fields (track_id pattern, metadata ranges),
         bundle_refused                          and a bundle /admin/reload would not load (old one serves on)
-    503 not_ready, store_unavailable            no bundle loaded yet; the feature store failed (logged)
+    503 not_ready, store_unavailable,           no bundle loaded yet; the feature store failed (logged);
+        encoder_unavailable                     the configured encoder is not installed (the message names what)
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ ERROR_STATUS: dict[str, int] = {
     "bundle_refused": 422,
     "not_ready": 503,
     "store_unavailable": 503,
+    "encoder_unavailable": 503,
 }
 
 # Only ever a store key, never a path; the same alphabet as bundle ids plus ':' for namespaced ids.

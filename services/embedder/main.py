@@ -59,6 +59,7 @@ def create_app(settings: EmbedderSettings | None = None, *, store: Store | None 
         path="/embed",
         max_body_bytes=settings.max_body_bytes,
         file_limit_bytes=settings.max_upload_bytes,
+        api_key=settings.api_key,  # checked before the body is read
     )
     registry = add_observability(app, SERVICE, lambda: _readiness(app))
     metrics = EmbedderMetrics.register(registry)
@@ -70,7 +71,9 @@ def create_app(settings: EmbedderSettings | None = None, *, store: Store | None 
 async def _start(settings: EmbedderSettings, store: Store, metrics: EmbedderMetrics) -> Runtime:
     encoder, encoder_error = None, None
     try:
-        encoder = get_encoder(settings.encoder, settings.weights_dir)
+        encoder = get_encoder(
+            settings.encoder, settings.weights_dir, settings.encoder_runtime, settings.encoder_threads
+        )
     except EncoderUnavailable as exc:
         encoder_error = str(exc)
         log.error("encoder unavailable: %s", exc)
@@ -103,6 +106,7 @@ def _readiness(app: FastAPI) -> tuple[bool, dict]:
     details = {
         "bundle_id": bundle.id if bundle else None,
         "encoder": runtime.encoder.name if runtime.encoder else None,
+        "encoder_runtime": getattr(runtime.encoder, "runtime", None),  # torch / onnx (None: numpy MFCC)
         "encoder_error": runtime.encoder_error,
         "encoder_revision": state.content_revision if state else None,
         "codebooks": {"n_fields": state.codebooks.n_fields, "k": state.codebooks.k} if state else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from functools import partial
 from typing import Annotated, TypeVar
 
@@ -94,7 +95,7 @@ async def get_track(
 )
 async def reload_bundle(runtime: RuntimeDep, body: Annotated[ReloadRequest | None, Body()] = None) -> ReloadResponse:
     if runtime.encoder is None:
-        raise EmbedError("not_ready", runtime.encoder_error or "no encoder")
+        raise EmbedError("encoder_unavailable", runtime.encoder_error or "no encoder")
     previous = runtime.holder.bundle.id if runtime.holder.bundle else None
     try:
         path = bundle_dir(runtime.settings.artifacts_dir, body.bundle_id if body else None)
@@ -120,12 +121,23 @@ async def _timed(timings: dict[str, float], stage: str, step: Awaitable[T]) -> T
 async def _write(
     runtime: Runtime, store: Store, track_id: str, form: EmbedForm, result: Embedding, state: EmbedderState
 ) -> bool:
-    """Check-then-write under the process's write lock, the blocking store calls in a worker thread."""
+    """Check-then-write under the process's write lock and the store's cross-process lock for this track id
+    (several embedder workers must not both find an id free and both write it); blocking calls in a thread."""
     write: Callable[[], bool] = partial(
         write_track, store, track_id, track_meta(form.meta()), result, state, overwrite=form.overwrite
     )
+
+    def locked_write() -> bool:
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(store.write_lock(f"track:{track_id}"))
+            except Exception as exc:  # Redis down, or the lock never freed: the store is not usable now
+                message = f"could not lock track {track_id!r} in the store ({type(exc).__name__})"
+                raise EmbedError("store_unavailable", message) from exc
+            return write()
+
     async with runtime.write_lock:
-        return await run_in_threadpool(write)
+        return await run_in_threadpool(locked_write)
 
 
 def _embed_response(

@@ -2,7 +2,9 @@
 
 Two layers: `UploadLimitMiddleware` caps the raw request body of POST /embed (refusing at once on a
 Content-Length above the cap, and cutting a chunked stream off as it passes the cap), and `read_upload`
-reads the parsed file part in chunks and stops at the exact file limit.
+reads the parsed file part in chunks and stops at the exact file limit. The middleware also checks the API
+key from the headers before one byte of the body is read: FastAPI parses a form before it runs a route's
+dependencies, so the route's own key check alone would let anyone make the server buffer and parse uploads.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.common.auth import API_KEY_HEADER, api_key_problem
 from services.embedder.encode import EmbedError
 
 READ_CHUNK = 1 << 20
@@ -32,17 +35,28 @@ class UploadLimitMiddleware:
     and whatever it answers is replaced by a 413.
     """
 
-    def __init__(self, app: ASGIApp, *, path: str, max_body_bytes: int, file_limit_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, path: str, max_body_bytes: int, file_limit_bytes: int, api_key: str | None = None
+    ) -> None:
         self.app = app
         self.path = path
         self.max_body_bytes = max_body_bytes
         self.file_limit_bytes = file_limit_bytes
+        self.api_key = api_key  # None: the route checks the key itself (and only after parsing the body)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
+        headers = Headers(scope=scope)
+        if self.api_key is not None:
+            problem = api_key_problem(headers.get(API_KEY_HEADER), self.api_key)
+            if problem is not None:
+                status, message = problem
+                code = "unauthorized" if status == 401 else "forbidden"
+                await JSONResponse({"detail": {"code": code, "message": message}}, status)(scope, receive, send)
+                return
+        declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await _too_large_response(self.file_limit_bytes)(scope, receive, send)
             return

@@ -45,6 +45,8 @@ class CandidateFeatures:
     track_ids: list[str]
     columns: dict[str, np.ndarray]  # store field -> (n,) array, or (n, d) for embedding / (n, t) for tokens
     valid: dict[str, np.ndarray]  # view (track_meta, track_content) -> (n,) bool: the row holds real values
+    rows: np.ndarray | None = None  # TrackTable rows when every candidate was found (lets Score gather
+    generation: int = -1  # pre-encoded item inputs instead of encoding them again)
 
     @classmethod
     def align(cls, track_ids: Sequence[str], found: np.ndarray, batch: TrackBatch) -> CandidateFeatures:
@@ -54,7 +56,7 @@ class CandidateFeatures:
         """
         n = len(track_ids)
         if found.all():  # the usual case: every candidate is in the table, nothing to scatter
-            return cls(list(track_ids), dict(batch.columns), dict(batch.present))
+            return cls(list(track_ids), dict(batch.columns), dict(batch.present), batch.rows, batch.generation)
         columns = {}
         for name, values in batch.columns.items():
             # placeholders (None / 0) for the candidates not found; `valid` marks them as missing
@@ -134,6 +136,14 @@ def build_frame(
         else:
             raise SpecError(f"no source for spec field {f.name!r} (column {f.column!r})")
     return frame
+
+
+ITEM_SOURCES = frozenset({"track_id", "item", "embedding", "token", "content_missing"})
+
+
+def is_item_field(f: FieldSpec) -> bool:
+    """True for fields whose value depends on the track only (encoded once per track, see encoded_items)."""
+    return _source(f) in ITEM_SOURCES
 
 
 def _source(f: FieldSpec) -> str | None:

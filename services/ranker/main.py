@@ -7,7 +7,6 @@ but not ready (/readyz 503) until POST /admin/reload brings a good one.
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,9 +51,9 @@ def create_app(settings: RankerSettings | None = None, store: Store | None = Non
         except BundleError:
             pass  # reload_bundle logged why; /readyz stays 503 until a reload succeeds
         app.state.store, app.state.ranker = feature_store, ranker
-        # Start-up objects (track table, sessions, Feast) leave the GC's generations: no full-collection
-        # pauses over them on the hot path (p99 spikes measured in DESIGN section 3).
-        gc.freeze()
+        # Item inputs encoded once; start-up objects (track table, sessions, Feast) then leave the GC's
+        # generations: no full-collection pauses over them on the hot path (DESIGN section 3).
+        ranker.prepare()
         try:
             yield
         finally:

@@ -9,6 +9,7 @@ so the event loop keeps serving.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from encore.artifacts import BundleHolder
 from encore.store import Store
 from encore.track_table import TrackTable
 from services.ranker.bundle import RankerModel
+from services.ranker.encoded_items import ItemInputCache
 from services.ranker.features import CandidateFeatures, build_frame
 
 log = logging.getLogger("encore.ranker")
@@ -65,7 +67,11 @@ class Recommendation:
 
 
 class UserFeatures:
-    """user_id -> user_profile row (None when unknown), behind a small TTL cache in front of the store."""
+    """user_id -> user_profile row (None when unknown), behind a small TTL cache in front of the store.
+
+    When the store fails, an expired entry is served rather than nothing; a user never cached raises (the
+    ranker then scores without a profile and flags the answer degraded).
+    """
 
     def __init__(self, store: Store, ttl_s: float = 60.0, max_entries: int = 100_000):
         self.store, self.ttl_s, self.max_entries = store, ttl_s, max_entries
@@ -79,7 +85,13 @@ class UserFeatures:
         hit = self._cache.get(user_id)
         if hit is not None and hit[0] > now:
             return hit[1]
-        rows = await asyncio.to_thread(self.store.get_users, [user_id])
+        try:
+            rows = await asyncio.to_thread(self.store.get_users, [user_id])
+        except Exception:
+            if hit is not None:  # expired but known: while the store is down a stale profile beats none
+                log.warning("user store unavailable; user %s scored with the profile cached before", user_id)
+                return hit[1]
+            raise
         row = rows.get(user_id)
         if len(self._cache) >= self.max_entries:  # drop the oldest insertion (dicts keep insertion order)
             self._cache.pop(next(iter(self._cache)))
@@ -165,7 +177,14 @@ class ItemFeatures:
 
 
 class Score:
-    """(user, candidates) -> click probabilities, encoded with the bundle's feature spec."""
+    """(user, candidates) -> click probabilities, encoded with the bundle's feature spec.
+
+    With an ItemInputCache, item inputs are gathered pre-encoded when it covers the request; otherwise (and
+    without one) every field goes through the spec encoder. Both give the model the same inputs.
+    """
+
+    def __init__(self, cache: ItemInputCache | None = None):
+        self.cache = cache
 
     def encode(
         self, model: RankerModel, user_id: str, user: dict[str, Any] | None, items: CandidateFeatures
@@ -177,7 +196,10 @@ class Score:
     ) -> np.ndarray:
         if len(items) == 0:
             return np.zeros(0, dtype=np.float32)
-        return model.scorer.score(self.encode(model, user_id, user, items))
+        packed = self.cache.packed(model.spec, user_id, user, items) if self.cache is not None else None
+        if packed is None:
+            packed = self.encode(model, user_id, user, items)
+        return model.scorer.score(packed)
 
 
 class Order:
@@ -234,7 +256,8 @@ class Ranker:
     ):
         self.holder = holder
         self.user_features, self.retrieve, self.item_features = user_features, retrieve, item_features
-        self.score, self.order = Score(), Order()
+        self.score = Score(ItemInputCache(lambda: self.item_features.table))
+        self.order = Order()
         self.n_candidates = n_candidates
         self.metrics = metrics or RankerMetrics(CollectorRegistry())
 
@@ -243,6 +266,17 @@ class Ranker:
         self.user_features.load()
         self.retrieve.load()
         self.item_features.load()
+
+    def prepare(self) -> None:
+        """Encode the item inputs of every table row for the serving bundle (start-up, after a reload).
+
+        Then moves what start-up or the reload left in memory out of the GC's generations, so full
+        collections do not walk it on the hot path (the p99 spikes in DESIGN section 3).
+        """
+        if self.holder.loaded and self.score.cache is not None:
+            self.score.cache.build(self.holder.state.spec)
+        gc.collect()
+        gc.freeze()
 
     async def close(self) -> None:
         await self.retrieve.close()

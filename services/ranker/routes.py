@@ -63,6 +63,7 @@ def build_router(settings: RankerSettings) -> APIRouter:
             bundle_id, previous = await asyncio.to_thread(reload_bundle, ranker.holder, path)
         except BundleError as error:
             raise HTTPException(status.HTTP_409_CONFLICT, f"bundle refused: {error}") from error
+        await asyncio.to_thread(ranker.prepare)  # requests meanwhile take the full encoding path
         return ReloadResponse(bundle_id=bundle_id, previous_bundle_id=previous)
 
     return router

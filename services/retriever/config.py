@@ -1,10 +1,12 @@
 """Retriever settings: ENCORE_* environment variables on top of the shared service settings."""
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 
 from services.common.settings import ServiceSettings
+from services.retriever.search import SearchOptions
 
 
 class RetrieverSettings(ServiceSettings):
@@ -16,6 +18,23 @@ class RetrieverSettings(ServiceSettings):
     # BLAS threads for the scoring matmul: one (10k x 65) matrix-vector product takes ~0.2 ms on one thread
     # but ~12 ms p50 with OpenBLAS's default threads on two busy cores (threads spin against each other).
     retriever_blas_threads: int = Field(default=1, ge=1)
+    # Top-k search over trained items: exact (numpy, every item scored), ivf (faiss IVF-flat, approximate), or
+    # auto (ivf from retriever_ivf_min_items items on). Numbers behind the defaults: docs/performance.md.
+    retriever_index: Literal["exact", "ivf", "auto"] = "auto"
+    retriever_ivf_min_items: int = Field(default=1_000_000, ge=1)
+    retriever_ivf_nlist: int = Field(default=0, ge=0)  # IVF cells; 0: 4 * sqrt(n_items)
+    retriever_ivf_nprobe: int = Field(default=32, ge=1)  # cells searched per query
+    # Refuse bundles whose retriever is another model (BPR, VBPR, FREEDOM, LGMRec); empty: serve any.
+    retriever_model: str = ""
+
+    def search_options(self) -> SearchOptions:
+        return SearchOptions(
+            index=self.retriever_index,
+            ivf_min_items=self.retriever_ivf_min_items,
+            ivf_nlist=self.retriever_ivf_nlist,
+            ivf_nprobe=self.retriever_ivf_nprobe,
+            model=self.retriever_model,
+        )
 
 
 @lru_cache(maxsize=1)

@@ -59,7 +59,12 @@ async def _pick_up_loop(app: FastAPI) -> None:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    blas = threadpool_limits(limits=app.state.settings.retriever_blas_threads, user_api="blas")
+    settings: RetrieverSettings = app.state.settings
+    blas = threadpool_limits(limits=settings.retriever_blas_threads, user_api="blas")
+    if settings.retriever_index != "exact":
+        import faiss
+
+        faiss.omp_set_num_threads(settings.retriever_blas_threads)  # one query at a time: threads only spin
     await _load_current(app)
     gc.freeze()  # long-lived arrays and dicts leave the GC's generations: no p99 spikes from full collections
     task = asyncio.create_task(_pick_up_loop(app))
@@ -79,6 +84,7 @@ def _readiness(app: FastAPI) -> tuple[bool, dict]:
     if retriever.loaded:
         index = retriever.index
         details.update(bundle_id=index.bundle_id, n_users=len(index.user_index), n_items=len(index.item_ids))
+        details.update(model=index.model, index="ivf" if index.ivf is not None else "exact")
         details["cold_items"] = len(index.cold)
     return retriever.loaded and store_ok, details
 
@@ -88,12 +94,12 @@ def create_app(settings: RetrieverSettings | None = None, store: Store | None = 
     app = FastAPI(
         title="Encore retriever",
         version="0.1.0",
-        summary="Candidate tracks per user: BPR vectors, exact top-k, cold tracks through their content vector",
+        summary="Candidate tracks per user: recall-model vectors, exact or IVF top-k, cold tracks by their content",
         lifespan=_lifespan,
     )
     app.state.settings = settings
     app.state.store = store or get_store()
-    app.state.retriever = Retriever()
+    app.state.retriever = Retriever(settings.search_options())
     registry = add_observability(app, SERVICE, lambda: _readiness(app))
     app.state.metrics = RetrieverMetrics.register(registry, app.state.retriever)
     app.include_router(router)

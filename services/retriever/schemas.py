@@ -9,7 +9,7 @@ BUNDLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # encore.artifacts' r
 
 class CandidateOut(BaseModel):
     track_id: str = Field(description="Track id as in the feature store")
-    score: float = Field(description="User-item dot product (bpr) or training play count (popularity)")
+    score: float = Field(description="User-item dot product (recall model) or training play count (popularity)")
     cold: bool = Field(description="True for a track added after the bundle was built (projected content vector)")
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"track_id": "t00042", "score": 3.71, "cold": False}]})
@@ -18,7 +18,10 @@ class CandidateOut(BaseModel):
 class CandidatesResponse(BaseModel):
     user_id: str
     known_user: bool = Field(description="False when the bundle has no vector for this user")
-    source: Literal["bpr", "popularity"] = Field(description="bpr for known users, popularity otherwise")
+    source: str = Field(
+        description="For known users the bundle's recall model in lower case (bpr, vbpr, freedom, lgmrec); "
+        "popularity otherwise"
+    )
     bundle_id: str = Field(description="The bundle that answered")
     candidates: list[CandidateOut] = Field(description="Best first; tracks the user already played are left out")
 

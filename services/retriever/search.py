@@ -1,11 +1,13 @@
-"""The retriever's logic, callable without HTTP: BPR vectors from a bundle, exact top-k, cold tracks.
+"""The retriever's logic, callable without HTTP: recall vectors from a bundle, top-k search, cold tracks.
 
-- `RecallIndex.from_bundle` reads and checks `<bundle>/retriever/` (written by training/train_recall.py).
+- `RecallIndex.from_bundle` reads and checks `<bundle>/retriever/` (written by training/train_recall.py for
+  any recall model: BPR, VBPR, FREEDOM, LGMRec; the manifest names it and it becomes the candidates' source).
 - `RecallIndex.candidates`: known user -> dot product with every item (trained and cold), played items
-  masked, top-k by `argpartition`; unknown user -> the bundle's most played items.
+  masked, top-k by `argpartition` (exact), or through a faiss IVF index for large catalogs (`SearchOptions`);
+  unknown user -> the bundle's most played items.
 - Cold tracks (uploads, or tracks pushed to the store after the bundle was built) get an item vector from
-  their content vector through the bundle's ridge projection (see train_recall's docstring for why), so
-  they compete with trained items by the same score.
+  their content vector through the bundle's content-to-item map (a linear map for every model, see
+  train_recall's docstring), so they compete with trained items by the same score (always scored exactly).
 - `Retriever` keeps the index (in a BundleHolder) and the cold catalogue in step: readers never lock and
   never see a half-built state; writers build a new immutable `ColdItems` and swap one reference.
 """
@@ -17,7 +19,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -25,6 +27,9 @@ from encore import feature_names as fn
 from encore.artifacts import Bundle, BundleError, BundleHolder
 from encore.errors import EncoreError
 from encore.store import Store
+
+if TYPE_CHECKING:
+    import faiss
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +110,41 @@ class Candidate:
 class CandidateList:
     user_id: str
     known_user: bool
-    source: Literal["bpr", "popularity"]
+    source: str  # the bundle's model in lower case ("bpr", "vbpr", "freedom", "lgmrec") or "popularity"
     bundle_id: str
     candidates: list[Candidate]
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How known users' top-k is found. exact: every item scored (numpy); ivf: faiss IVF-flat inner-product
+    index (approximate); auto: ivf from `ivf_min_items` items on. `model`: refuse bundles of another model."""
+
+    index: Literal["exact", "ivf", "auto"] = "auto"
+    ivf_min_items: int = 1_000_000
+    ivf_nlist: int = 0  # IVF cells; 0: 4 * sqrt(n_items)
+    ivf_nprobe: int = 32  # cells visited per query: the recall / speed knob (see docs/performance.md)
+    model: str = ""  # e.g. "FREEDOM"; empty: serve whichever model the bundle holds
+
+    def use_ivf(self, n_items: int) -> bool:
+        return self.index == "ivf" or (self.index == "auto" and n_items >= self.ivf_min_items)
+
+
+def build_ivf(vectors: np.ndarray, nlist: int, nprobe: int, seed: int = 0) -> faiss.Index:
+    """A faiss IVF-flat inner-product index over `vectors` (trained on a sample of at most 64 * nlist rows)."""
+    import faiss
+
+    n, dim = vectors.shape
+    nlist = max(1, min(nlist or int(4 * np.sqrt(n)), n))
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(seed)
+    sample = vectors if n <= 64 * nlist else vectors[np.sort(rng.choice(n, 64 * nlist, replace=False))]
+    index.cp.seed = seed
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    index.nprobe = min(nprobe, nlist)
+    return index
 
 
 def _load_npy(bundle: Bundle, name: str) -> np.ndarray:
@@ -137,8 +174,13 @@ class RecallIndex:
         seen_indices: np.ndarray,
         popularity: np.ndarray,
         projection: Projection | None,
+        model: str = "BPR",
+        options: SearchOptions | None = None,
     ) -> None:
         self.bundle_id = bundle_id
+        self.model = model
+        self.source = model.lower()
+        self.options = options or SearchOptions()
         self.user_index = {u: i for i, u in enumerate(user_ids)}
         self.user_vectors = user_vectors
         self.item_ids = list(item_ids)
@@ -150,18 +192,27 @@ class RecallIndex:
         self.popular = np.argsort(-popularity, kind="stable")  # most played first; ties keep item order
         self.projection = projection
         self.cold = ColdItems.empty(item_vectors.shape[1])
+        self.ivf = build_ivf(item_vectors, self.options.ivf_nlist, self.options.ivf_nprobe) if (
+            self.options.use_ivf(len(item_vectors))
+        ) else None  # fmt: skip
 
     @property
     def dim(self) -> int:
         return int(self.item_vectors.shape[1])
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle) -> RecallIndex:
+    def from_bundle(cls, bundle: Bundle, options: SearchOptions | None = None) -> RecallIndex:
         """Read `<bundle>/retriever/` (already checksum-verified by load_bundle) and check its shapes."""
+        options = options or SearchOptions()
         if COMPONENT not in bundle.components:
             raise BundleError(f"bundle {bundle.id} has no retriever component (components: {list(bundle.components)})")
         meta = json.loads(bundle.file(f"{COMPONENT}/retriever.json").read_text())
         _require(meta.get("format_version") == FORMAT_VERSION, bundle, f"format {meta.get('format_version')}")
+        model = str(meta.get("model", "BPR"))
+        if options.model and model.lower() != options.model.lower():
+            raise BundleError(
+                f"bundle {bundle.id} holds a {model} retriever, but this service is set to serve {options.model}"
+            )
         user_ids, item_ids = _load_npy(bundle, "user_ids.npy"), _load_npy(bundle, "item_ids.npy")
         users, items = _load_npy(bundle, "user_vectors.npy"), _load_npy(bundle, "item_vectors.npy")
         popularity = _load_npy(bundle, "popularity.npy")
@@ -186,8 +237,9 @@ class RecallIndex:
             _require(projection.bias.shape == (meta["dim"],) and projection.std.shape == (c,), bundle, "projection")
             _require(bool((projection.std > 0).all()), bundle, "projection.std must be positive")
         return cls(
-            bundle.id, user_ids.tolist(), users, item_ids.tolist(), items, indptr, indices, popularity, projection
-        )
+            bundle.id, user_ids.tolist(), users, item_ids.tolist(), items, indptr, indices, popularity, projection,
+            model, options,
+        )  # fmt: skip
 
     def seen(self, user_row: int) -> np.ndarray:
         return self.seen_indices[self.seen_indptr[user_row] : self.seen_indptr[user_row + 1]]
@@ -201,24 +253,46 @@ class RecallIndex:
             return CandidateList(user_id, False, "popularity", self.bundle_id, found)
         cold = self.cold  # read once: this request uses one snapshot
         user = self.user_vectors[row]
-        scores = self.item_vectors @ user  # a fresh (I,) array, safe to mask
         seen = self.seen(row)
+        if self.ivf is not None:
+            top, scores = self._ivf_top(user, seen, cold, k)
+        else:
+            top, scores = self._exact_top(user, seen, cold, k)
+        n_items = len(self.item_ids)
+        found = [
+            Candidate(self.item_ids[i], float(s), False)
+            if i < n_items
+            else Candidate(cold.ids[i - n_items], float(s), True)
+            for i, s in zip(top.tolist(), scores.tolist(), strict=True)
+        ]
+        return CandidateList(user_id, True, self.source, self.bundle_id, found)
+
+    def _exact_top(self, user: np.ndarray, seen: np.ndarray, cold: ColdItems, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, scores) of the k best unseen items, best first; rows >= n_items are cold items."""
+        scores = self.item_vectors @ user  # a fresh (I,) array, safe to mask
         scores[seen] = -np.inf
         if len(cold):
             scores = np.concatenate([scores, cold.vectors @ user])
         k = min(k, len(scores) - len(seen))
         if k <= 0:
-            return CandidateList(user_id, True, "bpr", self.bundle_id, [])
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
-        n_items = len(self.item_ids)
-        found = [
-            Candidate(self.item_ids[i], float(scores[i]), False)
-            if i < n_items
-            else Candidate(cold.ids[i - n_items], float(scores[i]), True)
-            for i in top.tolist()
-        ]
-        return CandidateList(user_id, True, "bpr", self.bundle_id, found)
+        return top, scores[top]
+
+    def _ivf_top(self, user: np.ndarray, seen: np.ndarray, cold: ColdItems, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Like _exact_top, with trained items from the IVF index (asked for k + |seen| so that k survive)."""
+        assert self.ivf is not None
+        want = min(k + len(seen), len(self.item_ids))
+        scores, rows = self.ivf.search(np.ascontiguousarray(user[None], dtype=np.float32), want)
+        scores, rows = scores[0], rows[0]
+        keep = (rows >= 0) & ~np.isin(rows, seen)
+        rows, scores = rows[keep], scores[keep]
+        if len(cold):
+            rows = np.concatenate([rows, len(self.item_ids) + np.arange(len(cold))])
+            scores = np.concatenate([scores, cold.vectors @ user])
+        order = np.argsort(-scores, kind="stable")[:k]
+        return rows[order], scores[order]
 
 
 # --- The service state --------------------------------------------------------------------------------
@@ -241,7 +315,8 @@ class Retriever:
     (tracks the new bundle has trained vectors for, or whose encoder it does not match, drop out).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, options: SearchOptions | None = None) -> None:
+        self.options = options or SearchOptions()
         self.holder: BundleHolder[RecallIndex] = BundleHolder(self._build)
         self._records: dict[str, ContentRecord] = {}
         self._lock = threading.Lock()  # writers only: records and cold swaps
@@ -266,7 +341,7 @@ class Retriever:
 
     def _build(self, bundle: Bundle) -> RecallIndex:
         """The new index with its cold tracks already projected, so a swap never hides them."""
-        index = RecallIndex.from_bundle(bundle)
+        index = RecallIndex.from_bundle(bundle, self.options)
         with self._lock:
             self._sync(index)
         return index

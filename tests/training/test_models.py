@@ -16,6 +16,33 @@ SMALL_BY_MODEL = {
     "DeepFM": {**SMALL, "batch_norm": True, "dropout": 0.1},
     "DCNv2": {**SMALL, "num_cross_layers": 2, "batch_norm": True},
     "MaskNet": {**SMALL, "num_blocks": 2, "block_dim": 8},
+    "FFM": {"embedding_dim": 4},
+    "AFM": {"embedding_dim": 8, "attention_dim": 8, "attention_dropout": (0.1, 0.1)},
+    "WideDeep": {**SMALL, "batch_norm": True, "dropout": 0.1},
+    "NFM": {**SMALL, "dropout": 0.1},
+    "DCN": {**SMALL, "num_cross_layers": 2, "batch_norm": True},
+    "xDeepFM": {**SMALL, "cin_hidden_units": (6, 4), "batch_norm": True, "dropout": 0.1},
+    "FiGNN": {"embedding_dim": 8, "gnn_layers": 2},
+    "FinalMLP": {
+        "embedding_dim": 8,
+        "mlp1_hidden_units": (32,),
+        "mlp2_hidden_units": (16,),
+        "mlp1_batch_norm": True,
+        "mlp1_dropout": 0.1,
+        "fs_hidden_units": (16,),
+        "fs1_context": ("user",),
+        "num_heads": 2,
+    },
+    "EulerNet": {"embedding_dim": 8, "shape": (5, 5), "layer_norm": True, "net_ex_dropout": 0.1, "net_im_dropout": 0.1},
+    "WuKong": {
+        "embedding_dim": 8,
+        "num_layers": 2,
+        "lcb_features": 4,
+        "fmb_features": 4,
+        "fmb_hidden_units": (16,),
+        "hidden_units": (16,),
+        "dropout": 0.1,
+    },
 }
 
 
@@ -119,3 +146,15 @@ def test_dropout_keeps_the_expected_value_and_rate_and_is_identity_in_eval():
     assert abs(y.mean().item() - 1.0) < 0.01
     drop.eval()
     assert torch.equal(drop(x), x)
+
+
+def test_finalmlp_gates_read_their_context_fields_and_refuse_unknown_ones(mixed_data):
+    from encore.errors import EncoreError
+
+    spec, train, _ = mixed_data
+    model = build("FinalMLP", spec)  # fs1_context=("user",): a table of its own, apart from the main embedding
+    inputs, labels = next(TensorSplit.from_frame("train", spec, train).batches(256))
+    torch.nn.BCEWithLogitsLoss()(model(inputs), labels).backward()
+    assert model.gate1.tables[0].weight.grad.abs().sum() > 0
+    with pytest.raises(EncoreError, match=r"context field\(s\) \['tags'\] are not sparse fields"):
+        get_ctr_model("FinalMLP")(spec, fs1_context=("tags",))

@@ -58,12 +58,18 @@ def test_cold_items_and_statistics_come_from_training_only(planted: Planted, tra
     assert (trained.popularity <= full).all() and trained.popularity.sum() == trained.data["train_plays"]
 
 
-def test_seen_holds_every_known_play_of_a_bundle_item(planted: Planted, trained: RecallArtifacts) -> None:
+def test_seen_holds_the_training_plays_and_leaves_test_plays_out(planted: Planted, trained: RecallArtifacts) -> None:
+    """Serving masks what the model learned from; test plays stay candidates so serving reproduces the metrics."""
     items = set(trained.item_ids)
     known = planted.interactions[planted.interactions.track_id.isin(items)].groupby("user_id").track_id.agg(set)
-    for row, user in enumerate(trained.user_ids[:50]):
-        got = trained.seen_indices[trained.seen_indptr[row] : trained.seen_indptr[row + 1]]
-        assert {trained.item_ids[i] for i in got} == known[user]
+    n_seen = 0
+    for row, user in enumerate(trained.user_ids):
+        got = {
+            trained.item_ids[i] for i in trained.seen_indices[trained.seen_indptr[row] : trained.seen_indptr[row + 1]]
+        }
+        assert got <= known[user]
+        n_seen += len(got)
+    assert n_seen == trained.data["train_plays"] and trained.data["test_plays"] > 0
 
 
 def test_bundle_files_are_safe_and_round_trip(tmp_path: Path, trained: RecallArtifacts) -> None:
@@ -90,7 +96,7 @@ def test_exported_vectors_give_the_model_scores() -> None:
     torch.nn.init.normal_(model.item_bias.weight)
     users, items = model.export()
     u, i = torch.tensor([0, 3, 4]), torch.tensor([6, 0, 2])
-    torch.testing.assert_close(model(u, i).detach(), (users[u] * items[i]).sum(-1))
+    np.testing.assert_allclose(model(u, i).detach().numpy(), (users[u] * items[i]).sum(-1), rtol=1e-6)
 
 
 def test_bad_inputs_fail_loudly(planted: Planted) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from encore.artifacts import BundleError
 from encore.store import Store
-from services.retriever.search import ColdItemRefused, Retriever
+from services.retriever.search import ColdItemRefused, Retriever, SearchOptions
 from tests.services.retriever.conftest import corrupt, write_bundle
 from tests.services.retriever.planted import ENCODER, Planted
 from training.train_recall import RecallArtifacts
@@ -29,13 +29,14 @@ def _single_taste_users(planted: Planted, retriever: Retriever) -> list[str]:
 
 
 def test_known_user_gets_unplayed_items_of_their_taste(planted: Planted, retriever: Retriever) -> None:
-    played = planted.interactions.groupby("user_id").track_id.agg(set)
+    index = retriever.index
     in_taste = []
-    for user in list(retriever.index.user_index)[:60]:
+    for user in list(index.user_index)[:60]:
         found = retriever.candidates(user, 20)
         assert found.known_user and found.source == "bpr" and len(found.candidates) == 20
         ids = [c.track_id for c in found.candidates]
-        assert not set(ids) & played[user]  # held-out plays too: serving excludes every known play
+        trained_on = {index.item_ids[i] for i in index.seen(index.user_index[user])}
+        assert trained_on and not set(ids) & trained_on  # plays the model learned from are never candidates
         scores = [c.score for c in found.candidates]
         assert scores == sorted(scores, reverse=True)
         clusters = planted.item_cluster[[planted.track_ids.index(t) for t in ids]]
@@ -137,3 +138,39 @@ def test_pick_up_reads_tracks_pushed_since_the_bundle(planted: Planted, retrieve
     cold = retriever.index.cold
     assert fresh in cold.index and foreign not in cold.index  # never mix encoders
     assert retriever.pick_up(store) == 0  # nothing new: no second read
+
+
+def test_ivf_index_with_every_cell_probed_returns_the_exact_candidates(
+    artifacts_root: Path, planted: Planted, trained: RecallArtifacts
+) -> None:
+    exact = Retriever(SearchOptions(index="exact"))
+    exact.reload(artifacts_root / "b1")
+    ivf = Retriever(SearchOptions(index="ivf", ivf_nlist=8, ivf_nprobe=8))  # all cells: an exhaustive search
+    ivf.reload(artifacts_root / "b1")
+    assert exact.index.ivf is None and ivf.index.ivf is not None and ivf.index.ivf.nlist == 8
+    for retriever in (exact, ivf):
+        retriever.add_item("upload-ivf", planted.centroids[2].tolist(), **ENCODER)
+    for user in trained.user_ids[:40].tolist():
+        want, got = exact.candidates(user, 60).candidates, ivf.candidates(user, 60).candidates
+        assert [c.track_id for c in got] == [c.track_id for c in want]
+        np.testing.assert_allclose([c.score for c in got], [c.score for c in want], rtol=1e-4, atol=1e-5)
+    assert any(c.cold for u in trained.user_ids[:40].tolist() for c in ivf.candidates(u, 60).candidates)
+
+
+def test_auto_index_switches_to_ivf_at_the_configured_size(artifacts_root: Path, trained: RecallArtifacts) -> None:
+    small = Retriever(SearchOptions(index="auto", ivf_min_items=len(trained.item_ids) + 1))
+    small.reload(artifacts_root / "b1")
+    large = Retriever(SearchOptions(index="auto", ivf_min_items=len(trained.item_ids), ivf_nlist=4, ivf_nprobe=2))
+    large.reload(artifacts_root / "b1")
+    assert small.index.ivf is None and large.index.ivf is not None
+    found = large.candidates(str(trained.user_ids[0]), 30).candidates
+    seen = {trained.item_ids[i] for i in trained.seen_indices[trained.seen_indptr[0] : trained.seen_indptr[1]]}
+    assert len(found) == 30 and not {c.track_id for c in found} & seen
+
+
+def test_a_service_pinned_to_a_model_refuses_bundles_of_another(artifacts_root: Path) -> None:
+    pinned = Retriever(SearchOptions(model="FREEDOM"))
+    with pytest.raises(BundleError, match="holds a BPR retriever, but this service is set to serve FREEDOM"):
+        pinned.reload(artifacts_root / "b1")
+    assert not pinned.loaded
+    assert Retriever(SearchOptions(model="bpr")).reload(artifacts_root / "b1").id == "b1"

@@ -1,0 +1,201 @@
+"""A serving world of any catalog size for the serving benchmarks: bundle (DCNv2 ranker + retriever) and store.
+
+No audio: track content is random (embedding + tokens), so a 1M-track catalog builds in minutes. The ranker is
+the bootstrap's DCNv2 (same fields, same hyper-parameters) exported untrained: latency does not depend on the
+weights. The retriever files are written with training's own writer (random BPR-shaped vectors). Feature
+tables go into the online store of `ENCORE_FEAST_*` (Redis in the benchmarks) under project `bench_<size>`.
+A world that is already built and filled is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from encore import feature_names as fn
+from encore.artifacts import BundleBuilder
+from encore.io import write_json_atomic
+from encore.schema import FeatureSpec
+from encore.store import Store, StoreSettings
+from training.bootstrap import RANKER_HPARAMS, RANKER_MODEL, TOKEN_GROUPS, FeatureTables, ranker_fields, ranker_frame
+
+EMBEDDING_DIM = 64  # about the MFCC backend's vector length
+RETRIEVER_DIM = 33  # BPR factors + the folded-in item bias
+SPEC_ROWS_MAX = 300_000  # (user, track) rows the feature spec is fit on; the id vocabulary comes from these
+
+
+@dataclass(frozen=True)
+class ServingWorld:
+    folder: Path
+    n_tracks: int
+    n_users: int
+    store_settings: StoreSettings
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.folder / "artifacts"
+
+    @property
+    def bundle_id(self) -> str:
+        return f"bench-{self.n_tracks}"
+
+    @property
+    def bundle_path(self) -> Path:
+        return self.artifacts_dir / self.bundle_id
+
+    def user_ids(self) -> list[str]:
+        return [f"u{i}" for i in range(self.n_users)]
+
+    def track_ids(self) -> list[str]:
+        return [f"t{i}" for i in range(self.n_tracks)]
+
+    def env(self) -> dict[str, str]:
+        """ENCORE_* variables that point a service at this world."""
+        s = self.store_settings
+        return {
+            "ENCORE_ARTIFACTS_DIR": str(self.artifacts_dir),
+            "ENCORE_FEAST_DATA_DIR": str(s.data_dir),
+            "ENCORE_FEAST_PROJECT": s.project,
+            "ENCORE_FEAST_ONLINE": s.online,
+            "ENCORE_REDIS_URL": s.redis_url,
+        }
+
+
+def size_label(n: int) -> str:
+    return f"{n // 1_000_000}m" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+def feature_tables(n_tracks: int, n_users: int, seed: int = 0) -> FeatureTables:
+    rng = np.random.default_rng(seed)
+    users = pd.DataFrame(
+        {
+            fn.USER_ID: [f"u{i}" for i in range(n_users)],
+            "country": rng.choice(["SE", "BR", "US", "DE", "JP", ""], n_users),
+            "age": rng.integers(14, 80, n_users),
+            "gender": rng.choice(["f", "m", "n", ""], n_users),
+            "n_plays": rng.integers(0, 3000, n_users),
+            "n_tracks": rng.integers(0, 500, n_users),
+        }
+    )
+    ids = [f"t{i}" for i in range(n_tracks)]
+    meta = pd.DataFrame(
+        {
+            fn.TRACK_ID: ids,
+            "artist_id": [f"a{i}" for i in rng.integers(0, max(1, n_tracks // 8), n_tracks)],
+            "genre": rng.choice(["rock", "jazz", "pop", "folk", "metal", "soul", "blues", "edm"], n_tracks),
+            "key": rng.integers(0, 12, n_tracks),
+            "mode": rng.integers(0, 2, n_tracks),
+            "language": rng.choice(["en", "pt", "sv", "de", "ja", ""], n_tracks),
+            "release_year": rng.integers(1950, 2026, n_tracks),
+            "popularity": rng.exponential(1.0, n_tracks).astype(np.float32),
+        }
+    )
+    embedding = rng.standard_normal((n_tracks, EMBEDDING_DIM), dtype=np.float32)
+    content = pd.DataFrame(
+        {
+            fn.TRACK_ID: ids,
+            "embedding": list(embedding),
+            "tokens": list(rng.integers(0, 32, (n_tracks, TOKEN_GROUPS))),
+            "encoder": "mfcc",
+            "encoder_revision": "bench",
+        }
+    )
+    return FeatureTables(users, meta, content)
+
+
+def build_world(root: Path, n_tracks: int, store_settings: StoreSettings, *, n_users: int = 5000) -> ServingWorld:
+    """Build (or reuse) the world of `n_tracks` under `root/<size>`; the store project is bench_<size>."""
+    label = size_label(n_tracks)
+    world = ServingWorld(root / label, n_tracks, n_users, store_settings)
+    marker = world.folder / "world.json"
+    store = Store(store_settings)
+    if marker.exists() and (world.bundle_path / "manifest.json").exists() and _filled(store, world):
+        return world
+    started = time.perf_counter()
+    tables = feature_tables(n_tracks, n_users)
+    if not (world.bundle_path / "manifest.json").exists():
+        _write_bundle(world, tables)
+        print(f"[world {label}] bundle written ({time.perf_counter() - started:.0f} s)", flush=True)
+    store.apply()
+    for start in range(0, n_tracks, 100_000):  # chunks keep Feast's per-write memory bounded
+        chunk = slice(start, start + 100_000)
+        store.materialize_frames(
+            tables.users if start == 0 else None, tables.track_meta.iloc[chunk], tables.track_content.iloc[chunk]
+        )
+        print(f"[world {label}] store: {min(start + 100_000, n_tracks)}/{n_tracks} tracks", flush=True)
+    write_json_atomic(marker, {"n_tracks": n_tracks, "n_users": n_users, "project": store_settings.project})
+    print(f"[world {label}] ready ({time.perf_counter() - started:.0f} s)", flush=True)
+    return world
+
+
+def _filled(store: Store, world: ServingWorld) -> bool:
+    try:
+        last = f"t{world.n_tracks - 1}"
+        return bool(store.get_tracks([last])) and bool(store.get_users(["u0"]))
+    except Exception:  # noqa: BLE001 - any failure means "fill it again"
+        return False
+
+
+def _write_bundle(world: ServingWorld, tables: FeatureTables) -> None:
+    import torch
+
+    from training.export import export_onnx
+    from training.models.registry import get_ctr_model
+    from training.train_recall import RecallArtifacts, RecallConfig, write_retriever_files
+
+    rng = np.random.default_rng(1)
+    n_rows = min(SPEC_ROWS_MAX, 2 * world.n_tracks)
+    rows = pd.DataFrame(
+        {
+            fn.USER_ID: [f"u{i}" for i in rng.integers(0, world.n_users, n_rows)],
+            fn.TRACK_ID: [f"t{i}" for i in rng.integers(0, world.n_tracks, n_rows)],
+            "label": rng.integers(0, 2, n_rows),
+        }
+    )
+    spec = FeatureSpec.fit(ranker_frame(rows, tables), ranker_fields(TOKEN_GROUPS, EMBEDDING_DIM))
+    torch.manual_seed(0)
+    model = get_ctr_model(RANKER_MODEL)(spec, **RANKER_HPARAMS)
+
+    n_seen = 20
+    seen = np.sort(rng.integers(0, world.n_tracks, (world.n_users, n_seen)), axis=1)
+    recall = RecallArtifacts(
+        user_ids=np.array(world.user_ids()),
+        user_vectors=rng.standard_normal((world.n_users, RETRIEVER_DIM), dtype=np.float32),
+        item_ids=np.array(world.track_ids()),
+        item_vectors=rng.standard_normal((world.n_tracks, RETRIEVER_DIM), dtype=np.float32),
+        seen_indptr=np.arange(0, world.n_users * n_seen + 1, n_seen, dtype=np.int64),
+        seen_indices=seen.reshape(-1).astype(np.int32),
+        popularity=rng.integers(0, 1000, world.n_tracks).astype(np.int64),
+        projection=None,
+        metrics={},
+        config=RecallConfig(),
+    )
+    popular = tables.track_meta.sort_values("popularity", ascending=False)[fn.TRACK_ID].head(5000).tolist()
+    with BundleBuilder(world.artifacts_dir, world.bundle_id) as bundle:
+        (bundle.path / "ranker").mkdir()
+        spec.save(bundle.path / "ranker" / "spec.json")
+        export_onnx(model, bundle.path / "ranker" / "model.onnx")
+        write_json_atomic(bundle.path / "popularity.json", {"track_ids": popular})
+        bundle.manifest.update(
+            {
+                "dataset": {"name": "bench", "n_tracks": world.n_tracks, "n_users": world.n_users},
+                "feature_spec_hash": spec.hash,
+                "components": {
+                    "ranker": {
+                        "model": RANKER_MODEL,
+                        "hparams": RANKER_HPARAMS,
+                        "onnx": "ranker/model.onnx",
+                        "spec": "ranker/spec.json",
+                        "popularity": "popularity.json",
+                        "metrics": {},
+                    },
+                    "retriever": write_retriever_files(recall, bundle.path),
+                },
+            }
+        )
+    (world.folder / "spec_rows.json").write_text(json.dumps({"rows": n_rows}))

@@ -1,0 +1,110 @@
+"""FiGNN (Li et al., 2019): fields are nodes of a fully connected graph; attention-weighted message passing
+over field embeddings, then an attentional readout."""
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from encore.schema import FeatureSpec
+from training.models.base import CTRModel
+from training.models.layers import FeatureEmbedding
+
+
+class GRUCell(nn.Module):
+    """torch.nn.GRUCell's update (gates r, z, n; same parameters and init), written out so it exports to ONNX."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight_ih = nn.Parameter(torch.empty(3 * dim, dim))
+        self.weight_hh = nn.Parameter(torch.empty(3 * dim, dim))
+        self.bias_ih = nn.Parameter(torch.empty(3 * dim))
+        self.bias_hh = nn.Parameter(torch.empty(3 * dim))
+        bound = 1.0 / math.sqrt(dim)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        xr, xz, xn = F.linear(x, self.weight_ih, self.bias_ih).chunk(3, dim=-1)
+        hr, hz, hn = F.linear(h, self.weight_hh, self.bias_hh).chunk(3, dim=-1)
+        r = torch.sigmoid(xr + hr)
+        z = torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
+        return (1 - z) * n + z * h
+
+
+class GraphLayer(nn.Module):
+    """a_i = W_in[i] (sum_j g_ij W_out[j] h_j) + b: one input and one output matrix per field (node).
+
+    Field-major tensors, h: (F, D, B) and graph: (F_i, F_j, B): the per-field matrices are then F GEMMs
+    over the batch and the aggregation is one broadcast product, instead of B*F tiny matrix products
+    (about 4x faster per layer on CPU; FiGNN stacks up to 17 of these).
+    """
+
+    def __init__(self, num_fields: int, dim: int):
+        super().__init__()
+        self.w_in = nn.Parameter(torch.empty(num_fields, dim, dim))
+        self.w_out = nn.Parameter(torch.empty(num_fields, dim, dim))
+        nn.init.xavier_normal_(self.w_in)
+        nn.init.xavier_normal_(self.w_out)
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, graph: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        h_out = torch.matmul(self.w_out, h)  # (F, D, B)
+        aggregated = (graph.unsqueeze(2) * h_out.unsqueeze(0)).sum(dim=1)  # (F_i, D, B)
+        return torch.matmul(self.w_in, aggregated) + self.bias.unsqueeze(-1)
+
+
+class FiGNN(CTRModel):
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        embedding_dim: int = 10,
+        gnn_layers: int = 3,
+        use_residual: bool = True,
+        use_gru: bool = True,
+        reuse_graph_layer: bool = False,
+    ):
+        super().__init__(spec)
+        self.embedding = FeatureEmbedding(spec, embedding_dim)
+        n_fields = self.embedding.num_fields
+        self.num_layers, self.use_residual = gnn_layers, use_residual
+        n_graph_layers = 1 if reuse_graph_layer else gnn_layers
+        self.graph_layers = nn.ModuleList(GraphLayer(n_fields, embedding_dim) for _ in range(n_graph_layers))
+        self.gru = GRUCell(embedding_dim) if use_gru else None
+        # Edge attention: leaky_relu(w . [e_i; e_j]), one w over the concatenated pair.
+        self.edge_attention = nn.Linear(2 * embedding_dim, 1, bias=False)
+        self.register_buffer("self_loops", torch.eye(n_fields, dtype=torch.bool), persistent=False)
+        # Attentional readout: per-node score, weighted by a sigmoid gate computed from all nodes.
+        self.node_score = nn.Linear(embedding_dim, 1, bias=False)
+        self.node_gate = nn.Linear(n_fields * embedding_dim, n_fields, bias=False)
+        self.init_weights()
+
+    def edge_weights(self, emb: torch.Tensor) -> torch.Tensor:
+        """(B, F, D) -> (B, F, F): softmax over j of the attention of edge i <- j, no self-loops."""
+        w = self.edge_attention.weight.view(2, -1)
+        w_src, w_dst = w[0], w[1]
+        # w . [e_i; e_j] = w_src . e_i + w_dst . e_j: F*F pair scores from 2*F dot products.
+        alpha = F.leaky_relu((emb @ w_src).unsqueeze(2) + (emb @ w_dst).unsqueeze(1), negative_slope=0.01)
+        return torch.softmax(alpha.masked_fill(self.self_loops, float("-inf")), dim=-1)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        emb = self.embedding(inputs)  # (B, F, D)
+        graph = self.edge_weights(emb).permute(1, 2, 0)  # (F_i, F_j, B)
+        emb_fm = emb.permute(1, 2, 0)  # field-major (F, D, B), see GraphLayer
+        h = emb_fm
+        for i in range(self.num_layers):
+            a = self.graph_layers[0 if len(self.graph_layers) == 1 else i](graph, h)
+            if self.gru is not None:
+                rows = a.shape[1]  # the GRU updates every (field, row) state: (F*B, D)
+                new = self.gru(a.transpose(1, 2).reshape(-1, rows), h.transpose(1, 2).reshape(-1, rows))
+                h = new.view(h.shape[0], h.shape[2], rows).transpose(1, 2)
+            else:
+                h = a + h
+            if self.use_residual:
+                h = h + emb_fm
+        h = h.permute(2, 0, 1)  # (B, F, D)
+        score = self.node_score(h).squeeze(-1)  # (B, F)
+        gate = torch.sigmoid(self.node_gate(h.flatten(1)))  # (B, F)
+        return (gate * score).sum(dim=1)

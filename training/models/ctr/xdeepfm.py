@@ -1,0 +1,72 @@
+"""xDeepFM (Lian et al., 2018): linear term + compressed interaction network (CIN) + MLP, logits summed."""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from encore.schema import FeatureSpec
+from training.models.base import CTRModel
+from training.models.layers import MLP, FeatureEmbedding, LinearTerm
+
+
+class CompressedInteractionNet(nn.Module):
+    """Vector-wise explicit interactions: (B, F, D) -> (B, 1).
+
+    Layer k: Z = outer products of the F base rows with the H_{k-1} rows of X_{k-1} (per embedding
+    coordinate), compressed to H_k rows by a 1x1 convolution, i.e. a Linear over the F*H_{k-1} channels.
+    Each layer's rows are sum-pooled over D; the pooled vectors of all layers feed one Linear.
+    """
+
+    def __init__(self, num_fields: int, layer_units: Sequence[int]):
+        super().__init__()
+        widths = [num_fields, *layer_units]
+        self.compress = nn.ModuleList(nn.Linear(num_fields * widths[i], widths[i + 1]) for i in range(len(layer_units)))
+        self.fc = nn.Linear(sum(layer_units), 1)
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        batch, _, dim = x0.shape
+        x, pooled = x0, []
+        for compress in self.compress:
+            z = (x0.unsqueeze(2) * x.unsqueeze(1)).reshape(batch, -1, dim)  # (B, F*H, D)
+            x = compress(z.transpose(1, 2)).transpose(1, 2)  # (B, H_next, D)
+            pooled.append(x.sum(dim=2))
+        return self.fc(torch.cat(pooled, dim=1))
+
+
+class xDeepFM(CTRModel):
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        embedding_dim: int = 10,
+        cin_hidden_units: Sequence[int] = (16, 16, 16),
+        hidden_units: Sequence[int] = (64, 64, 64),  # empty: linear + CIN only
+        activation: str = "relu",
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+    ):
+        super().__init__(spec)
+        self.embedding = FeatureEmbedding(spec, embedding_dim)
+        self.linear = LinearTerm(spec, use_bias=False)  # FuxiCTR's xDeepFM: the CIN's fc carries the bias
+        n_fields = self.embedding.num_fields
+        self.cin = CompressedInteractionNet(n_fields, cin_hidden_units)
+        self.mlp = (
+            MLP(
+                n_fields * embedding_dim,
+                hidden_units,
+                out_dim=1,
+                activation=activation,
+                dropout=dropout,
+                batch_norm=batch_norm,
+            )
+            if hidden_units
+            else None
+        )
+        self.init_weights()
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        emb = self.embedding(inputs)  # (B, F, D)
+        logit = self.linear(inputs) + self.cin(emb)
+        if self.mlp is not None:
+            logit = logit + self.mlp(emb.flatten(1))
+        return logit.squeeze(1)

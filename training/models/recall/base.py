@@ -1,0 +1,47 @@
+"""What every recall model offers the trainer: final user and item embeddings scored by a dot product.
+
+A model only computes embeddings and its own extra loss terms (L2, auxiliary content losses); the BPR loss
+on sampled triples, the sampling and the optimizer live in training/train_recall.py. `export()` gives the
+vectors serving uses: one dot product per (user, item), nothing else.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RecallModel(nn.Module):
+    def embed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final (U, D) user and (I, D) item embeddings; score(u, i) = users[u] @ items[i]."""
+        raise NotImplementedError
+
+    def extra_loss(
+        self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, user_emb: torch.Tensor, item_emb: torch.Tensor
+    ) -> torch.Tensor:
+        """Model-specific terms added to the batch's BPR loss; (B,) index tensors and embed()'s outputs."""
+        return user_emb.new_zeros(())
+
+    def new_epoch(self, rng: np.random.Generator) -> None:
+        """Called before every training epoch (FREEDOM redraws its pruned graph here)."""
+
+    def export(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 (U, D) and (I, D) from the full graph, in eval mode (no dropout, no sampling)."""
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            users, items = self.embed()
+        self.train(was_training)
+        return users.detach().float().numpy().copy(), items.detach().float().numpy().copy()
+
+
+def bpr_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """Mean of -log sigmoid(s(u, i) - s(u, j)) over (B,) score pairs."""
+    return -F.logsigmoid(positive - negative).mean()
+
+
+def l2_rows(*rows: torch.Tensor) -> torch.Tensor:
+    """Sum of squares of the given (B, ...) rows over 2B: the usual per-example L2 on the batch's embeddings."""
+    return sum(r.pow(2).sum() for r in rows) / (2 * len(rows[0]))
