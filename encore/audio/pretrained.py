@@ -173,9 +173,17 @@ def _load_weights(module: Any, state: dict[str, Any], folder: WeightsFolder) -> 
 
 
 def _tower(folder: WeightsFolder, runtime: str, precision: str, threads: int | None) -> Tower:
-    if runtime == "onnx":
-        return OnnxTower(folder.onnx_path(precision), threads)
-    return TorchTower(load_torch_module(folder))
+    try:
+        if runtime == "onnx":
+            return OnnxTower(folder.onnx_path(precision), threads)
+        return TorchTower(load_torch_module(folder))
+    except EncoderUnavailable:
+        raise
+    except Exception as exc:  # a truncated or corrupt file: safetensors, ONNX Runtime and torch errors differ
+        raise EncoderUnavailable(
+            f"encoder '{folder.encoder}' could not be loaded from {folder.path} on {runtime} "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
 
 
 def build_muq(weights_dir: Path | None, runtime: str = "auto", threads: int | None = None) -> PretrainedEncoder:

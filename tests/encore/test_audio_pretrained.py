@@ -144,6 +144,9 @@ def test_missing_or_mismatched_weights_name_what_is_wrong(weights: Path, tmp_pat
     (wrong / "muq" / "config.json").write_text(json.dumps({**config, "encoder_depth": 4}))
     with pytest.raises(EncoderUnavailable, match=r"does not fit .*config.json.*missing \['conformer.layers.3"):
         get_encoder("muq", wrong, runtime="torch")
+    (wrong / "muq" / "model.safetensors").write_bytes(b"\x00" * 64)  # a cut download
+    with pytest.raises(EncoderUnavailable, match="could not be loaded from .* on torch"):
+        get_encoder("muq", wrong, runtime="torch")
 
 
 def test_revision_comes_from_encore_json_when_present(tmp_path: Path) -> None:
@@ -174,3 +177,38 @@ def test_onnx_exports_match_torch_and_stale_exports_are_refused(
     with pytest.raises(EncoderUnavailable, match="exported from weights revision"):
         get_encoder(name, tmp_path, runtime="onnx")
     assert get_encoder(name, tmp_path).runtime == "torch"  # auto falls back instead of using a stale file
+
+
+def test_conformer_matches_transformers_wav2vec2_conformer_encoder(weights: Path) -> None:
+    """Our layer loop (which keeps every hidden state) gives transformers' encoder output on the same weights;
+    the published checkpoint's extra conv position embedding is the only weight we do not load."""
+    import torch
+    from transformers.models.wav2vec2_conformer.modeling_wav2vec2_conformer import Wav2Vec2ConformerEncoder
+
+    module = load_torch_module(open_folder(weights, "muq"))
+    reference = Wav2Vec2ConformerEncoder(module.config.conformer_config()).eval()
+    result = reference.load_state_dict(module.conformer.state_dict(), strict=False)
+    assert not result.unexpected_keys and all(k.startswith("pos_conv_embed.") for k in result.missing_keys)
+    x = torch.randn(2, 250, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(module.conformer(x)[-1], reference(x).last_hidden_state, atol=1e-5, rtol=1e-5)
+
+
+def test_the_onnx_runtime_needs_neither_torch_nor_transformers(tmp_path: Path) -> None:
+    """What a serving image without the training extra runs: numpy front end + ONNX Runtime session."""
+    import subprocess
+    import sys
+
+    write_random_weights(tmp_path, "clap", size="tiny")
+    export_encoder("clap", tmp_path, int8=False)
+    script = (
+        "import sys, numpy as np\n"
+        "from encore.audio import get_encoder\n"
+        f"encoder = get_encoder('clap', {str(tmp_path)!r})\n"
+        "out = encoder.encode(np.sin(np.arange(480000) / 7).astype(np.float32))\n"
+        "assert encoder.runtime == 'onnx' and out.shape == (1, 8), (encoder.runtime, out.shape)\n"
+        "loaded = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
