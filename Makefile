@@ -31,9 +31,11 @@ run: $(STAMP)
 	$(PY) -m training.bootstrap
 	$(PY) -m services.stack
 
-# The BARS Frappe reproduction of the foundation issue (about 15-30 min on 2 cores).
+# The BARS Frappe reproduction of the foundation issue (about 15-30 min on 2 cores); the second five models
+# take longer (estimate 45-60 min, mostly AFM's attention over 45 field pairs in fp32).
 frappe: $(STAMP)
 	$(PY) training/run_benchmark.py --dataset frappe --models LR,FM,DeepFM,DCNv2,MaskNet --seeds 2021 --out results/frappe
+	$(PY) training/run_benchmark.py --dataset frappe --models FFM,AFM,WideDeep,NFM,DCN --seeds 2021 --out results/frappe_5a
 
 test: $(STAMP)
 	$(PY) -m ruff check .
