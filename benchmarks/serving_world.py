@@ -122,11 +122,10 @@ def build_world(root: Path, n_tracks: int, store_settings: StoreSettings, *, n_u
         _write_bundle(world, tables)
         print(f"[world {label}] bundle written ({time.perf_counter() - started:.0f} s)", flush=True)
     store.apply()
-    for start in range(0, n_tracks, 100_000):  # chunks keep Feast's per-write memory bounded
+    for start in range(0, n_tracks, 100_000):  # chunks bound Feast's memory; `append` keeps one offline snapshot
         chunk = slice(start, start + 100_000)
-        store.materialize_frames(
-            tables.users if start == 0 else None, tables.track_meta.iloc[chunk], tables.track_content.iloc[chunk]
-        )
+        meta, content = tables.track_meta.iloc[chunk], tables.track_content.iloc[chunk]
+        store.materialize_frames(tables.users if start == 0 else None, meta, content, append=start > 0)
         print(f"[world {label}] store: {min(start + 100_000, n_tracks)}/{n_tracks} tracks", flush=True)
     write_json_atomic(marker, {"n_tracks": n_tracks, "n_users": n_users, "project": store_settings.project})
     print(f"[world {label}] ready ({time.perf_counter() - started:.0f} s)", flush=True)

@@ -354,8 +354,13 @@ class Store:
         users: pd.DataFrame | None,
         tracks_meta: pd.DataFrame | None,
         tracks_content: pd.DataFrame | None,
+        *,
+        append: bool = False,
     ) -> dict[str, int]:
         """Write training outputs to the offline parquet sources and the online store; returns rows per view.
+
+        `append=True` adds the frames to the current training snapshot instead of replacing it (for writing
+        one large snapshot in chunks).
 
         Each frame has the entity key and every field of its view (event_timestamp/created default to
         now). All frames are checked before anything is written. The online store gets the same frame via
@@ -377,7 +382,7 @@ class Store:
                 self.feast.write_to_online_store(name, table.to_pandas())
                 folder = self.settings.offline_dir / name
                 folder.mkdir(parents=True, exist_ok=True)
-                previous = sorted(folder.glob("base-*.parquet"))
+                previous = [] if append else sorted(folder.glob("base-*.parquet"))
                 os.replace(tmp_path, folder / _part_name("base"))
             finally:
                 tmp_path.unlink(missing_ok=True)

@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,13 +71,17 @@ def service_process(service: str, env: dict[str, str], timeout_s: float = 120.0)
         sys.executable, "-m", "uvicorn", f"services.{service}.main:create_app", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # Output goes to a temp file, not a pipe: nobody drains a pipe while the test runs, and a service that logs
+    # more than the pipe buffer (64 KiB) would block on its next log line.
+    log_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s
         while True:
             if process.poll() is not None:
-                output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+                log_file.seek(0)
+                output = log_file.read().decode(errors="replace")
                 pytest.fail(f"{service} exited with {process.returncode}:\n{output[-3000:]}")
             try:
                 if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
@@ -94,3 +99,4 @@ def service_process(service: str, env: dict[str, str], timeout_s: float = 120.0)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        log_file.close()

@@ -5,11 +5,44 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12)
+
+
+class RequestMetrics:
+    """Counts requests and observes latency per route template and status, as plain ASGI middleware.
+
+    (Starlette's `@app.middleware("http")` wraps every request in extra tasks and streams; this costs less.)
+    """
+
+    def __init__(self, app: ASGIApp, *, service: str, requests: Counter, latency: Histogram) -> None:
+        self.app, self.service, self.requests, self.latency = app, service, requests, latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # what the server answers if the app raises before starting a response
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")  # the template, so ids do not explode label cardinality
+            method = scope["method"]
+            self.latency.labels(self.service, path, method).observe(time.perf_counter() - start)
+            self.requests.labels(self.service, path, method, str(status)).inc()
 
 
 def add_observability(app: FastAPI, service: str, readiness: Callable[[], tuple[bool, dict]]) -> CollectorRegistry:
@@ -29,15 +62,7 @@ def add_observability(app: FastAPI, service: str, readiness: Callable[[], tuple[
         registry=registry,
     )
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")  # the template, so ids do not explode label cardinality
-        latency.labels(service, path, request.method).observe(time.perf_counter() - start)
-        requests.labels(service, path, request.method, str(response.status_code)).inc()
-        return response
+    app.add_middleware(RequestMetrics, service=service, requests=requests, latency=latency)
 
     router = APIRouter(tags=["ops"])
 

@@ -18,7 +18,7 @@ from encore.store import Store, StoreSettings
 from services.common.observability import add_observability
 from services.ranker.bundle import RankerModel, load_ranker_model, reload_bundle, resolve_bundle_path
 from services.ranker.config import RankerSettings
-from services.ranker.pipeline import ItemFeatures, Ranker, RankerMetrics, Retrieve, UserFeatures
+from services.ranker.pipeline import ItemFeatures, Ranker, RankerMetrics, Retrieve, StoreGuard, UserFeatures
 from services.ranker.routes import build_router
 
 SERVICE = "ranker"
@@ -37,11 +37,12 @@ def create_app(settings: RankerSettings | None = None, store: Store | None = Non
             lambda bundle: load_ranker_model(bundle, settings.onnx_threads),
             expect_spec_hash=settings.expected_spec_hash or None,
         )
+        guard = StoreGuard(feature_store)  # one view of "is the store down" for user and track reads
         ranker = Ranker(
             holder,
-            UserFeatures(feature_store, settings.user_cache_ttl_s, settings.user_cache_size),
+            UserFeatures(feature_store, settings.user_cache_ttl_s, settings.user_cache_size, guard),
             Retrieve(settings.retriever_url, settings.retriever_timeout_s),
-            ItemFeatures(feature_store, settings.track_table_max_age_s, settings.track_miss_ttl_s),
+            ItemFeatures(feature_store, settings.track_table_max_age_s, settings.track_miss_ttl_s, guard),
             n_candidates=settings.candidates,
             metrics=RankerMetrics(app.state.registry),
         )

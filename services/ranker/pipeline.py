@@ -12,9 +12,9 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import numpy as np
@@ -30,6 +30,7 @@ from services.ranker.features import CandidateFeatures, build_frame
 log = logging.getLogger("encore.ranker")
 
 POPULARITY_SOURCE = "popularity"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,64 @@ class Recommendation:
     degraded_reasons: list[str] = field(default_factory=list)
 
 
+# --- logging ---------------------------------------------------------------------------------------------
+
+WARN_EVERY_S = 5.0
+_last_warning: dict[str, tuple[float, int]] = {}  # kind -> (time of the last line, lines suppressed since)
+
+
+def warn_throttled(kind: str, message: str, *args: Any) -> None:
+    """One warning line per `kind` every WARN_EVERY_S: an outage at hundreds of requests/s must not flood the log
+    (or block on a slow log sink). The line says how many were suppressed since the previous one."""
+    now = time.monotonic()
+    last, suppressed = _last_warning.get(kind, (-WARN_EVERY_S, 0))
+    if now - last < WARN_EVERY_S:
+        _last_warning[kind] = (last, suppressed + 1)
+        return
+    _last_warning[kind] = (now, 0)
+    log.warning(message + (f" (and {suppressed} more like it)" if suppressed else ""), *args)
+
+
+# --- store access ----------------------------------------------------------------------------------------
+
+
+class StoreUnavailable(RuntimeError):
+    """The online store failed recently and has not answered a ping since: the read was not attempted."""
+
+
+class StoreGuard:
+    """Runs blocking store reads in a worker thread, and fails fast while the store is down.
+
+    A read against a stopped Redis takes ~5 s to fail (redis-py retries with backoff); without this guard every
+    request would wait that long and the worker threads would fill up. After a failure, reads are refused at
+    once; at most every `probe_interval_s` one request pings the store (milliseconds), and when the ping
+    answers reads resume. State changes happen on the event loop thread only, so no lock is needed.
+    """
+
+    def __init__(self, store: Store, probe_interval_s: float = 0.5):
+        self.store, self.probe_interval_s = store, probe_interval_s
+        self.down_since: float | None = None
+        self._next_probe = 0.0
+
+    async def read(self, call: Callable[..., T], *args: Any) -> T:
+        if self.down_since is not None:
+            now = time.monotonic()
+            if now < self._next_probe:
+                raise StoreUnavailable(f"online store down for {now - self.down_since:.1f} s; read not attempted")
+            self._next_probe = now + self.probe_interval_s
+            if not await asyncio.to_thread(self.store.ping):
+                raise StoreUnavailable(f"online store down for {now - self.down_since:.1f} s; ping failed")
+            log.info("online store answers again after %.1f s", time.monotonic() - self.down_since)
+            self.down_since = None
+        try:
+            return await asyncio.to_thread(call, *args)
+        except Exception:
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+                self._next_probe = self.down_since + self.probe_interval_s
+            raise
+
+
 # --- steps ---------------------------------------------------------------------------------------------
 
 
@@ -73,8 +132,9 @@ class UserFeatures:
     ranker then scores without a profile and flags the answer degraded).
     """
 
-    def __init__(self, store: Store, ttl_s: float = 60.0, max_entries: int = 100_000):
+    def __init__(self, store: Store, ttl_s: float = 60.0, max_entries: int = 100_000, guard: StoreGuard | None = None):
         self.store, self.ttl_s, self.max_entries = store, ttl_s, max_entries
+        self.guard = guard or StoreGuard(store)
         self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}  # id -> (expires, row)
 
     def load(self) -> None:
@@ -86,10 +146,10 @@ class UserFeatures:
         if hit is not None and hit[0] > now:
             return hit[1]
         try:
-            rows = await asyncio.to_thread(self.store.get_users, [user_id])
+            rows = await self.guard.read(self.store.get_users, [user_id])
         except Exception:
             if hit is not None:  # expired but known: while the store is down a stale profile beats none
-                log.warning("user store unavailable; user %s scored with the profile cached before", user_id)
+                warn_throttled("stale_user", "user store unavailable; user %s scored with a cached profile", user_id)
                 return hit[1]
             raise
         row = rows.get(user_id)
@@ -122,7 +182,7 @@ class Retrieve:
             return await self._from_retriever(user_id, n)
         except Exception as error:  # any failure (down, slow, bad body) degrades instead of failing the request
             reason = f"retriever unavailable: {type(error).__name__}: {error}".rstrip(": ")
-            log.warning("%s; serving popularity candidates for user %s", reason, user_id)
+            warn_throttled("retriever", "%s; serving popularity candidates for user %s", reason, user_id)
             ids = list(popularity[:n])
             return Candidates(ids, dict.fromkeys(ids, False), POPULARITY_SOURCE, reason)
 
@@ -144,8 +204,11 @@ class Retrieve:
 class ItemFeatures:
     """track ids -> CandidateFeatures from the in-process TrackTable (unknown ids read from the store)."""
 
-    def __init__(self, store: Store, max_age_s: float = 300.0, miss_ttl_s: float = 1.0):
+    def __init__(
+        self, store: Store, max_age_s: float = 300.0, miss_ttl_s: float = 1.0, guard: StoreGuard | None = None
+    ):
         self.store, self.max_age_s, self.miss_ttl_s = store, max_age_s, miss_ttl_s
+        self.guard = guard or StoreGuard(store)
         self.table: TrackTable | None = None
 
     def load(self) -> None:
@@ -163,10 +226,10 @@ class ItemFeatures:
             raise RuntimeError("ItemFeatures.load() was not called")
         if any(t not in table for t in track_ids):
             try:  # off the event loop: this is a store read
-                await asyncio.to_thread(table.refresh, track_ids)
+                await self.guard.read(table.refresh, track_ids)
             except Exception as error:
                 reason = f"track store unavailable: {type(error).__name__}: {error}"
-                log.warning("%s; unknown candidates scored without features", reason)
+                warn_throttled("tracks", "%s; unknown candidates scored without features", reason)
                 known = [t for t in track_ids if t in table]
                 found = np.fromiter((t in table for t in track_ids), dtype=bool, count=len(track_ids))
                 return CandidateFeatures.align(track_ids, found, table.lookup(known)), reason
@@ -290,7 +353,7 @@ class Ranker:
             user = await self.user_features(user_id)
         except Exception as error:  # an unknown user and a store hiccup are scored the same way
             reasons.append(f"user store unavailable: {type(error).__name__}: {error}")
-            log.warning("%s; user %s scored without profile", reasons[-1], user_id)
+            warn_throttled("user", "%s; user %s scored without profile", reasons[-1], user_id)
             user = None
         clock.lap("user_features")
 

@@ -99,12 +99,6 @@ def test_the_corpus_has_at_least_twenty_kinds() -> None:
     assert len(CORPUS) >= 20
 
 
-@pytest.fixture(scope="module")
-def client(make_client) -> TestClient:
-    with make_client() as c:
-        yield c
-
-
 @pytest.mark.parametrize("case", list(CORPUS))
 def test_bad_upload_gets_a_clear_4xx_and_nothing_is_written(client: TestClient, store: Store, case: str) -> None:
     data, filename, status, code = CORPUS[case]
