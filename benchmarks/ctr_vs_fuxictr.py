@@ -3,8 +3,11 @@
 Run:  .venv/bin/python benchmarks/ctr_vs_fuxictr.py --models DeepFM,DCNv2 --fuxictr-src ../fuxictr-src \
         --fuxictr-python ../fuxictr-env/bin/python
 FuxiCTR lives outside this repo (never vendored): git clone https://github.com/reczoo/FuxiCTR ../fuxictr-src \
-&& git -C ../fuxictr-src checkout v2.3.10; python3.11 -m venv ../fuxictr-env \
+&& git -C ../fuxictr-src checkout 0245987; python3.11 -m venv ../fuxictr-env \
 && ../fuxictr-env/bin/pip install torch==2.13.0 fuxictr==2.3.10 "polars<2"
+The repository has no v2.3.10 tag: 5c42ceb bumps fuxictr/version.py to 2.3.10 and 0245987 (main) is the newest
+commit at that version; the model_zoo code of every model here is the same in both (later commits only add
+docstrings, line endings and a new model). Models: --models DeepFM,DCNv2,xDeepFM,FiGNN,FinalMLP,EulerNet,WuKong.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """FiGNN (Li et al., 2019): fields are nodes of a fully connected graph; attention-weighted message passing
 over field embeddings, then an attentional readout."""
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -10,28 +8,6 @@ from torch.nn import functional as F
 from encore.schema import FeatureSpec
 from training.models.base import CTRModel
 from training.models.layers import FeatureEmbedding
-
-
-class GRUCell(nn.Module):
-    """torch.nn.GRUCell's update (gates r, z, n; same parameters and init), written out so it exports to ONNX."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.weight_ih = nn.Parameter(torch.empty(3 * dim, dim))
-        self.weight_hh = nn.Parameter(torch.empty(3 * dim, dim))
-        self.bias_ih = nn.Parameter(torch.empty(3 * dim))
-        self.bias_hh = nn.Parameter(torch.empty(3 * dim))
-        bound = 1.0 / math.sqrt(dim)
-        for p in self.parameters():
-            nn.init.uniform_(p, -bound, bound)
-
-    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        xr, xz, xn = F.linear(x, self.weight_ih, self.bias_ih).chunk(3, dim=-1)
-        hr, hz, hn = F.linear(h, self.weight_hh, self.bias_hh).chunk(3, dim=-1)
-        r = torch.sigmoid(xr + hr)
-        z = torch.sigmoid(xz + hz)
-        n = torch.tanh(xn + r * hn)
-        return (1 - z) * n + z * h
 
 
 class GraphLayer(nn.Module):
@@ -72,7 +48,7 @@ class FiGNN(CTRModel):
         self.num_layers, self.use_residual = gnn_layers, use_residual
         n_graph_layers = 1 if reuse_graph_layer else gnn_layers
         self.graph_layers = nn.ModuleList(GraphLayer(n_fields, embedding_dim) for _ in range(n_graph_layers))
-        self.gru = GRUCell(embedding_dim) if use_gru else None
+        self.gru = nn.GRUCell(embedding_dim, embedding_dim) if use_gru else None  # torch's init, as FuxiCTR
         # Edge attention: leaky_relu(w . [e_i; e_j]), one w over the concatenated pair.
         self.edge_attention = nn.Linear(2 * embedding_dim, 1, bias=False)
         self.register_buffer("self_loops", torch.eye(n_fields, dtype=torch.bool), persistent=False)
