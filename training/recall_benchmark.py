@@ -21,6 +21,7 @@ import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,9 @@ import pandas as pd
 from encore.errors import EncoreError
 from encore.io import write_bytes_atomic, write_text_atomic
 from training.recall_metrics import KS, METRICS
+
+if TYPE_CHECKING:
+    from training.train_recall import RecallArtifacts, RecallData
 
 DEFAULT_CONTENT = {"synthetic": "dense", "hetrec-lastfm-2k": "text-dense,dense"}
 MODALITY_NAMES = {"dense": "audio", "text-dense": "text"}
@@ -58,28 +62,43 @@ def _dense(arrays, items: np.ndarray, train_items: np.ndarray, missing: str) -> 
     return vectors, present
 
 
-def load_recall_data(args: argparse.Namespace, content: list[str]):
-    """(RecallData, variant name) for the dataset named in args."""
-    from training.datasets.protocol import ProtocolConfig, apply_protocol
-    from training.datasets.registry import default_data_root, default_protocol
+def recall_options(args: argparse.Namespace) -> dict:
+    """The dataset loader options from the flags, the protocol carrying --cold-share."""
+    from training.datasets.registry import default_protocol
     from training.run_benchmark import dataset_options
-    from training.train_recall import RecallData
 
     options = dataset_options(args)
-    cfg: ProtocolConfig = options.get("protocol", default_protocol(args.dataset))
-    cfg = replace(cfg, cold_share=args.cold_share)
+    options["protocol"] = replace(options.get("protocol", default_protocol(args.dataset)), cold_share=args.cold_share)
+    return options
+
+
+def recall_variant(args: argparse.Namespace) -> str:
+    """The result-table name of the setting, e.g. 'default/random+cold20/recall'."""
+    from training.datasets.registry import dataset_variant
+
+    options = {k: v for k, v in recall_options(args).items() if k in ("size", "world_seed", "protocol")}
+    return f"{dataset_variant(args.dataset, **options)}/recall"
+
+
+def load_recall_data(args: argparse.Namespace, content: list[str]) -> RecallData:
+    """RecallData for the dataset named in args, with the content modalities asked for."""
+    from training.datasets.protocol import ProtocolConfig, apply_protocol
+    from training.datasets.registry import default_data_root
+    from training.train_recall import RecallData
+
+    options = recall_options(args)
+    cfg: ProtocolConfig = options["protocol"]
     root = args.data_root or default_data_root(args.dataset)
     progress = not args.no_progress
     modalities = []  # (name, vectors over `items`, present, encoder info)
     if args.dataset == "synthetic":
         from training.datasets.content import ContentArrays
-        from training.datasets.synthetic import content_dir, extract_world_audio, load_world, variant_of, world_params
+        from training.datasets.synthetic import content_dir, extract_world_audio, load_world, world_params
 
         size = options.get("size", "default")
         world = load_world(world_params(size, options.get("world_seed")), root, progress=progress)
         plays = world.plays
         splits = apply_protocol(plays, cfg, None)
-        variant = variant_of(size, options.get("world_seed"), cfg)
         items = world.tracks.track_id.to_numpy()
         for setting in content:
             if setting != "dense":
@@ -97,7 +116,6 @@ def load_recall_data(args: argparse.Namespace, content: list[str]):
         cfg = hetrec.resolve_protocol(cfg)
         plays = hetrec.load_plays(root)
         splits = apply_protocol(plays, cfg, None)
-        variant = cfg.tag()
         tags = hetrec.allowed_tags(hetrec.load_tag_assignments(root), hetrec.held_out_pairs(splits, plays))
         spotify = hetrec.load_spotify(root)
         frames = [splits.train_positives, *splits.evals.values()]
@@ -110,7 +128,7 @@ def load_recall_data(args: argparse.Namespace, content: list[str]):
             vectors, present = _dense(arrays, items, splits.train_items, options.get("missing", "zeros"))
             modalities.append((MODALITY_NAMES[setting], vectors, present, arrays.encoder, arrays.sha256))
     else:
-        raise EncoreError(f"--task recall knows the datasets synthetic and hetrec-lastfm-2k, not {args.dataset!r}")
+        raise EncoreError(f"--task recall knows the datasets {', '.join(DEFAULT_CONTENT)}, not {args.dataset!r}")
 
     observed = {name: _observed(frame, plays) for name, frame in splits.evals.items() if name in SPLITS}
     content_arg = None
@@ -129,7 +147,7 @@ def load_recall_data(args: argparse.Namespace, content: list[str]):
         splits.train_positives, observed.get("valid"), observed.get("test"), observed.get("cold"),
         content_arg, blocks or None, encoder if modalities else None,
     )  # fmt: skip
-    return data, f"{variant}/recall"
+    return data
 
 
 # --- the grid ----------------------------------------------------------------------------------------------
@@ -139,6 +157,8 @@ def run_recall(args: argparse.Namespace) -> Path:
     from training.models.recall import CONTENT_MODELS, RECALL_MODELS
     from training.run_benchmark import parse_seeds, split_list
 
+    if args.dataset not in DEFAULT_CONTENT:
+        raise EncoreError(f"--task recall knows the datasets {', '.join(DEFAULT_CONTENT)}, not {args.dataset!r}")
     models = split_list(args.models, "--models")
     unknown = [m for m in models if m not in RECALL_MODELS]
     if unknown:
@@ -157,7 +177,8 @@ def run_recall(args: argparse.Namespace) -> Path:
     csv_path = args.out / "results.csv"
     rows = pd.read_csv(csv_path) if csv_path.exists() else pd.DataFrame(columns=COLUMNS)
     content_name = "+".join(content) or "none"
-    todo = [(m, s) for m in models for s in seeds if not _done(rows, args.dataset, content_name, m, s)]
+    variant = recall_variant(args)
+    todo = [(m, s) for m in models for s in seeds if not _done(rows, args.dataset, variant, content_name, m, s)]
     for m, s in sorted(set((m, s) for m in models for s in seeds) - set(todo)):
         print(f"skip {m} seed {s}: already in {csv_path}", file=sys.stderr)
     if not todo:
@@ -167,7 +188,7 @@ def run_recall(args: argparse.Namespace) -> Path:
     from training.train_recall import RecallConfig, fit_recall
 
     torch.set_num_threads(args.threads)
-    data, variant = load_recall_data(args, content)
+    data = load_recall_data(args, content)
     print(
         f"== {args.dataset} ({variant}): {len(data.user_ids)} users, {len(data.item_ids)} items, "
         f"{len(data.train[0])} train / {len(data.valid[0])} valid / {len(data.test[0])} test plays, "
@@ -204,14 +225,15 @@ def run_recall(args: argparse.Namespace) -> Path:
     return args.out
 
 
-def _done(rows: pd.DataFrame, dataset: str, content: str, model: str, seed: int) -> bool:
+def _done(rows: pd.DataFrame, dataset: str, variant: str, content: str, model: str, seed: int) -> bool:
     if rows.empty:
         return False
-    same = (rows.dataset == dataset) & (rows.content == content) & (rows.model == model) & (rows.seed == seed)
+    same = (rows.dataset == dataset) & (rows.variant == variant) & (rows.content == content)
+    same &= (rows.model == model) & (rows.seed == seed)
     return bool(same.any())
 
 
-def _save_run(runs: Path, dataset: str, variant: str, content: str, artifacts) -> Path:
+def _save_run(runs: Path, dataset: str, variant: str, content: str, artifacts: RecallArtifacts) -> Path:
     """One servable bundle per run: its retriever files and a manifest naming the model."""
     from encore.artifacts import BundleBuilder
     from training.train_recall import write_retriever_files

@@ -23,7 +23,9 @@ class RetrieverSettings(ServiceSettings):
     retriever_index: Literal["exact", "ivf", "auto"] = "auto"
     retriever_ivf_min_items: int = Field(default=1_000_000, ge=1)
     retriever_ivf_nlist: int = Field(default=0, ge=0)  # IVF cells; 0: 4 * sqrt(n_items)
-    retriever_ivf_nprobe: int = Field(default=32, ge=1)  # cells searched per query
+    retriever_ivf_nprobe: int = Field(default=32, ge=1)  # cells searched per query (the starting point)
+    # At load, nprobe doubles until sampled users' recall@200 against exact search reaches this (0: no check).
+    retriever_ivf_target_recall: float = Field(default=0.95, ge=0, le=1)
     # Refuse bundles whose retriever is another model (BPR, VBPR, FREEDOM, LGMRec); empty: serve any.
     retriever_model: str = ""
 
@@ -33,6 +35,7 @@ class RetrieverSettings(ServiceSettings):
             ivf_min_items=self.retriever_ivf_min_items,
             ivf_nlist=self.retriever_ivf_nlist,
             ivf_nprobe=self.retriever_ivf_nprobe,
+            ivf_target_recall=self.retriever_ivf_target_recall,
             model=self.retriever_model,
         )
 

@@ -85,6 +85,8 @@ def _readiness(app: FastAPI) -> tuple[bool, dict]:
         index = retriever.index
         details.update(bundle_id=index.bundle_id, n_users=len(index.user_index), n_items=len(index.item_ids))
         details.update(model=index.model, index="ivf" if index.ivf is not None else "exact")
+        if index.ivf is not None:
+            details.update(ivf_nprobe=int(index.ivf.nprobe), ivf_sampled_recall=index.ivf_recall)
         details["cold_items"] = len(index.cold)
     return retriever.loaded and store_ok, details
 

@@ -124,6 +124,11 @@ class SearchOptions:
     ivf_min_items: int = 1_000_000
     ivf_nlist: int = 0  # IVF cells; 0: 4 * sqrt(n_items)
     ivf_nprobe: int = 32  # cells visited per query: the recall / speed knob (see docs/performance.md)
+    # At load, nprobe is doubled from ivf_nprobe until sampled users' recall@ivf_check_k against exact search
+    # reaches this (0: no check). How well IVF does depends on how clustered the vectors are: measure, not hope.
+    ivf_target_recall: float = 0.95
+    ivf_check_k: int = 200
+    ivf_check_users: int = 64
     model: str = ""  # e.g. "FREEDOM"; empty: serve whichever model the bundle holds
 
     def use_ivf(self, n_items: int) -> bool:
@@ -154,6 +159,25 @@ def _load_npy(bundle: Bundle, name: str) -> np.ndarray:
 def _require(condition: bool, bundle: Bundle, message: str) -> None:
     if not condition:
         raise BundleError(f"bundle {bundle.id}: retriever files are inconsistent: {message}")
+
+
+def calibrate_nprobe(
+    index: faiss.Index, users: np.ndarray, items: np.ndarray, target: float, k: int, n_users: int, seed: int = 0
+) -> float:
+    """Double `index.nprobe` (from its current value) until the recall@k of sampled users against exact search
+    reaches `target` or every cell is probed; returns the recall reached. Seen items are ignored here."""
+    rng = np.random.default_rng(seed)
+    sample = users[np.sort(rng.choice(len(users), min(n_users, len(users)), replace=False))]
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    k = min(k, len(items))
+    scores = sample @ items.T
+    truth = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < len(items) else np.argsort(-scores, axis=1)
+    while True:
+        _, found = index.search(sample, k)
+        recall = float(np.mean([np.isin(f, t).sum() / k for f, t in zip(found, truth, strict=True)]))
+        if recall >= target or index.nprobe >= index.nlist:
+            return recall
+        index.nprobe = min(index.nprobe * 2, index.nlist)
 
 
 class RecallIndex:
@@ -195,6 +219,14 @@ class RecallIndex:
         self.ivf = build_ivf(item_vectors, self.options.ivf_nlist, self.options.ivf_nprobe) if (
             self.options.use_ivf(len(item_vectors))
         ) else None  # fmt: skip
+        self.ivf_recall: float | None = None  # sampled users' recall@ivf_check_k at the chosen nprobe
+        if self.ivf is not None and self.options.ivf_target_recall > 0 and len(user_vectors):
+            self.ivf_recall = calibrate_nprobe(
+                self.ivf, user_vectors, item_vectors, self.options.ivf_target_recall,
+                self.options.ivf_check_k, self.options.ivf_check_users,
+            )  # fmt: skip
+            log.info("bundle %s: IVF nprobe %d gives recall@%d %.4f on sampled users", bundle_id,
+                     self.ivf.nprobe, self.options.ivf_check_k, self.ivf_recall)  # fmt: skip
 
     @property
     def dim(self) -> int:

@@ -174,3 +174,12 @@ def test_a_service_pinned_to_a_model_refuses_bundles_of_another(artifacts_root: 
         pinned.reload(artifacts_root / "b1")
     assert not pinned.loaded
     assert Retriever(SearchOptions(model="bpr")).reload(artifacts_root / "b1").id == "b1"
+
+
+def test_ivf_nprobe_is_raised_at_load_until_sampled_recall_reaches_the_target(artifacts_root: Path) -> None:
+    calibrated = Retriever(SearchOptions(index="ivf", ivf_nlist=16, ivf_nprobe=1, ivf_target_recall=0.99))
+    calibrated.reload(artifacts_root / "b1")
+    assert calibrated.index.ivf.nprobe > 1 and calibrated.index.ivf_recall >= 0.99
+    unchecked = Retriever(SearchOptions(index="ivf", ivf_nlist=16, ivf_nprobe=1, ivf_target_recall=0))
+    unchecked.reload(artifacts_root / "b1")
+    assert unchecked.index.ivf.nprobe == 1 and unchecked.index.ivf_recall is None
