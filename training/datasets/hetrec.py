@@ -44,7 +44,7 @@ from encore.io import sha256_file
 from encore.schema import FieldConfig
 from training.datasets.base import PROJECT_ROOT, DatasetSplits, require_file, taste_fields
 from training.datasets.content import ContentArrays, MissingPolicy, build_item_content
-from training.datasets.protocol import ITEM, USER, ProtocolConfig, ProtocolSplits, apply_protocol
+from training.datasets.protocol import ITEM, USER, ProtocolConfig, ProtocolSplits, apply_protocol, joined_dataset
 
 NAME = "hetrec-lastfm-2k"
 HETREC_DIR = "hetrec2011-lastfm-2k"
@@ -285,24 +285,7 @@ def load_hetrec(
         if mode == "tokens":
             run_files["codebooks"] = books_dir
 
-    def decorate(rows: pd.DataFrame) -> pd.DataFrame:
-        return rows.merge(user_table, on=USER, how="left").merge(item_table, on=ITEM, how="left")
-
-    evals = {name: decorate(frame) for name, frame in splits.evals.items()}
-    return DatasetSplits(
-        NAME,
-        decorate(splits.sampler(1, 0)),
-        evals.pop("valid"),
-        evals.pop("test"),
-        fields,
-        "label",
-        group_column=USER,
-        features=features,
-        content=content,
-        files=files,
-        extra_eval=evals,
-        variant=cfg.tag(),
-        train_sampler=lambda epoch, seed: decorate(splits.sampler(epoch, seed)),
-        run_files=run_files,
-        steps=splits.steps,
-    )
+    return joined_dataset(
+        NAME, splits, user_table, item_table, fields, features=features, content=content, files=files,
+        variant=cfg.tag(), run_files=run_files,
+    )  # fmt: skip

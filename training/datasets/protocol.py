@@ -22,6 +22,8 @@ from sklearn.metrics import roc_auc_score
 
 from encore.errors import EncoreError
 from encore.io import sha256_file
+from encore.schema import FieldConfig
+from training.datasets.base import DatasetSplits
 
 USER, ITEM, LABEL = "user_id", "track_id", "label"
 # (users, items) -> (P(label = 1 | played), P(played)): the ground truth of a generated dataset.
@@ -247,3 +249,42 @@ def _save_frozen(frame: pd.DataFrame, path: Path) -> str:
     else:
         tmp.replace(path)
     return digest
+
+
+def joined_dataset(
+    name: str,
+    splits: ProtocolSplits,
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    fields: list[FieldConfig],
+    *,
+    features: str,
+    content: str,
+    files: dict[str, str],
+    variant: str,
+    run_files: dict[str, Path],
+) -> DatasetSplits:
+    """DatasetSplits of protocol rows with the user and item tables joined on (training rows per epoch too)."""
+
+    def decorate(rows: pd.DataFrame) -> pd.DataFrame:
+        return rows.merge(users, on=USER, how="left").merge(items, on=ITEM, how="left")
+
+    evals = {split: decorate(frame) for split, frame in splits.evals.items()}
+    return DatasetSplits(
+        name,
+        decorate(splits.sampler(1, 0)),
+        evals.pop("valid"),
+        evals.pop("test"),
+        fields,
+        LABEL,
+        group_column=USER,
+        features=features,
+        content=content,
+        files=files,
+        extra_eval=evals,
+        variant=variant,
+        oracle_auc=dict(splits.oracle_auc),
+        train_sampler=lambda epoch, seed: decorate(splits.sampler(epoch, seed)),
+        run_files=run_files,
+        steps=splits.steps,
+    )

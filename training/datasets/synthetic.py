@@ -28,7 +28,7 @@ from encore.io import sha256_file, write_json_atomic
 from encore.schema import FieldConfig
 from training.datasets.base import PROJECT_ROOT, DatasetSplits, taste_fields
 from training.datasets.content import CONTENT_MODES, ContentArrays, MissingPolicy, build_item_content
-from training.datasets.protocol import USER, ProtocolConfig, ProtocolSplits, apply_protocol
+from training.datasets.protocol import USER, ProtocolConfig, ProtocolSplits, apply_protocol, joined_dataset
 
 GENERATOR_VERSION = 2
 WORLD_FILE = "world.json"
@@ -512,28 +512,11 @@ def load_synthetic(
         fields += item_content.fields
         files[str(folder / "content.npz")] = arrays.sha256
 
-    def decorate(rows: pd.DataFrame) -> pd.DataFrame:
-        return rows.merge(users, on="user_id", how="left").merge(tracks, on="track_id", how="left")
-
-    evals = {name: decorate(frame) for name, frame in splits.evals.items()}
-    return DatasetSplits(
-        "synthetic",
-        decorate(splits.sampler(1, 0)),
-        evals.pop("valid"),
-        evals.pop("test"),
-        fields,
-        "label",
-        group_column="user_id",
-        features=features,
-        content=content,
-        files=files,
-        extra_eval=evals,
-        variant=variant_of(size, world_seed, cfg),
-        oracle_auc=dict(splits.oracle_auc),
-        train_sampler=lambda epoch, seed: decorate(splits.sampler(epoch, seed)),
-        run_files={"codebooks": split_dir / f"codebooks_{encoder}_k{k}"} if content == "tokens" else {},
-        steps=splits.steps,
-    )
+    run_files = {"codebooks": split_dir / f"codebooks_{encoder}_k{k}"} if content == "tokens" else {}
+    return joined_dataset(
+        "synthetic", splits, users, tracks, fields, features=features, content=content, files=files,
+        variant=variant_of(size, world_seed, cfg), run_files=run_files,
+    )  # fmt: skip
 
 
 def content_dir(world: World, encoder: str) -> Path:

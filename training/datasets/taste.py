@@ -35,7 +35,7 @@ from encore.schema import FieldConfig
 from training.datasets.base import FEATURE_SETTINGS, PROJECT_ROOT, DatasetSplits, require_file
 from training.datasets.content import ContentArrays, MissingPolicy, build_item_content
 from training.datasets.content_files import CONTENT_SUFFIXES, read_content_file
-from training.datasets.protocol import ITEM, USER, ProtocolConfig, ProtocolSplits, apply_protocol
+from training.datasets.protocol import ITEM, USER, ProtocolConfig, ProtocolSplits, apply_protocol, joined_dataset
 
 NAME = "taste"
 CONTENT_SETTINGS = ("none", "dense", "tokens")
@@ -269,24 +269,8 @@ def load_taste(
         if content == "tokens":
             run_files["codebooks"] = books_dir
 
-    def decorate(rows: pd.DataFrame) -> pd.DataFrame:
-        return rows.merge(user_table, on=USER, how="left").merge(item_table, on=ITEM, how="left")
-
-    evals = {split: decorate(frame) for split, frame in splits.evals.items()}
-    return DatasetSplits(
-        NAME,
-        decorate(splits.sampler(1, 0)),
-        evals.pop("valid"),
-        evals.pop("test"),
-        fields,
-        "label",
-        group_column=USER,
-        features=features,
-        content=content,
-        files=files,
-        extra_eval=evals,
-        variant=variant_of(cfg, content_file, ",".join(columns) if columns else None),
-        train_sampler=lambda epoch, seed: decorate(splits.sampler(epoch, seed)),
-        run_files=run_files,
-        steps=splits.steps,
-    )
+    variant = variant_of(cfg, content_file, ",".join(columns) if columns else None)
+    return joined_dataset(
+        NAME, splits, user_table, item_table, fields, features=features, content=content, files=files,
+        variant=variant, run_files=run_files,
+    )  # fmt: skip
