@@ -185,3 +185,37 @@ def chart_png(rows: pd.DataFrame) -> bytes:
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return buf.getvalue()
+
+
+def merge(sources: list[Path], out_dir: Path) -> ResultsTable:
+    """One table from grids run as separate processes (e.g. one per feature setting); a cell found in more
+    than one source keeps the first source's rows, so a re-run never double-counts a seed."""
+    table = ResultsTable(out_dir)
+    for source in sources:
+        rows = ResultsTable(source).rows
+        if rows.empty:
+            continue
+        seen = table.rows[KEY].astype(str).agg("|".join, axis=1) if not table.rows.empty else pd.Series(dtype=str)
+        fresh = ~rows[KEY].astype(str).agg("|".join, axis=1).isin(set(seen))
+        table.add(rows[fresh].to_dict("records"))
+    table.write()
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description="Merge benchmark result folders into one results.csv/md/png.")
+    p.add_argument("sources", nargs="+", type=Path, help="result folders holding results.csv")
+    p.add_argument("--out", required=True, type=Path, help="output folder (its own results.csv is kept and extended)")
+    args = p.parse_args(argv)
+    missing = [str(s) for s in args.sources if not (s / "results.csv").is_file()]
+    if missing:
+        raise SystemExit(f"error: no results.csv in {', '.join(missing)}")
+    table = merge(args.sources, args.out)
+    print(f"wrote {args.out / 'results.csv'} ({len(table.rows)} rows), results.md and results.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,26 @@
+"""Merging grids run as separate processes: every cell once, the first source winning on overlap."""
+
+import pandas as pd
+
+from training.results import COLUMNS, ResultsTable, merge
+
+
+def write_rows(folder, cells):
+    table = ResultsTable(folder)
+    table.add([
+        {"dataset": "d", "variant": "v", "model": m, "features": f, "content": "none", "seed": s,
+         "split": "test", "auc": auc, "logloss": 0.5, "train_samples_per_s": 1.0, "best_epoch": 1}
+        for m, f, s, auc in cells
+    ])  # fmt: skip
+    table.write()
+
+
+def test_merge_keeps_each_cell_once_and_renders_tables(tmp_path):
+    write_rows(tmp_path / "a", [("DeepFM", "id", 1, 0.70), ("DeepFM", "id+cat", 1, 0.80)])
+    write_rows(tmp_path / "b", [("DeepFM", "id+cat", 1, 0.99), ("DeepFM", "id+cat+num", 1, 0.85)])
+    merge([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+    rows = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert list(rows.columns) == COLUMNS
+    assert sorted(zip(rows.features, rows.auc, strict=True)) == [("id", 0.7), ("id+cat", 0.8), ("id+cat+num", 0.85)]
+    assert "| id+cat | DeepFM | 0.8000" in (tmp_path / "out" / "results.md").read_text()
+    assert (tmp_path / "out" / "results.png").stat().st_size > 0
