@@ -35,7 +35,7 @@ class TrainConfig:
     min_lr: float = 1e-6
     clip_norm: float = 10.0
     embedding_l2: float = 0.0  # lambda of the whole-table embedding penalty
-    net_l2: float = 0.0  # lambda/2 * ||W||^2 over the non-embedding weights
+    net_l2: float = 0.0  # lambda/2 * ||p||^2 over every non-embedding parameter
     monitor: str = "auc"  # maximized
     eval_batch_size: int = 16384
     seed: int = 2021
@@ -116,7 +116,8 @@ def fit(
     loss_fn = nn.BCEWithLogitsLoss()
     tables = model.embedding_tables()
     table_ids = {id(t) for t in tables}
-    net_weights = [p for n, p in model.named_parameters() if id(p) not in table_ids and n.endswith("weight")]
+    # FuxiCTR's net_regularizer covers every non-embedding parameter (biases, norms, EulerNet's orders and mu too).
+    net_weights = [p for p in model.parameters() if id(p) not in table_ids]
 
     best_score, best_epoch, best_state, best_valid = -np.inf, 0, None, {}
     bad_epochs, history, train_seconds, samples = 0, [], 0.0, 0
