@@ -30,6 +30,8 @@ from encore.io import sha256_file, write_json_atomic
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),  # arrays pickled with protocol 5
+    ("numpy._core.numeric", "_frombuffer"),
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"),

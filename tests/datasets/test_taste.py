@@ -191,6 +191,9 @@ def test_convert_reads_numpy_pickles_and_torch_files_and_refuses_code(tmp_path):
     arrays = read_content_file(out)
     assert arrays.encoder["backend"] == "muq" and arrays.layers.shape == (6, 3, 4)
     np.testing.assert_array_equal(arrays.layers[arrays.item_ids.index("t2")], feats["t2"])
+    (tmp_path / "muq5.pkl").write_bytes(pickle.dumps(feats, protocol=5))  # numpy pickles via _frombuffer
+    arrays5 = read_content_file(convert(tmp_path / "muq5.pkl", tmp_path / "content" / "muq5.npz"))
+    np.testing.assert_array_equal(arrays5.layers, arrays.layers)
 
     torch.save({k: torch.from_numpy(v[-1]) for k, v in feats.items()}, tmp_path / "clap.pt")
     arrays = read_content_file(convert(tmp_path / "clap.pt", tmp_path / "clap.npz"))
