@@ -115,11 +115,63 @@ def grid_tables(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
+# TASTE's published pattern is tokens >= dense > none; each pair is (better?, baseline) per modality prefix.
+PATTERN_PAIRS = [("dense", "none"), ("tokens", "none"), ("tokens", "dense")]
+
+
+def pattern_counts(summary: pd.DataFrame) -> pd.DataFrame:
+    """How often each content setting beats another, counted over (features, model) cells by seed mean.
+
+    One row per (dataset, variant, split, modality, comparison): cells compared, wins, mean and range of
+    the AUC difference. A modality is a content prefix: "" for dense/tokens, "text-" for text-dense/...
+    """
+    out = []
+    for (dataset, variant, split), part in summary.groupby(["dataset", "variant", "split"], sort=False):
+        if split not in GRID_SPLITS:
+            continue
+        auc = part.pivot_table(index=["features", "model"], columns="content", values="auc_mean")
+        prefixes = sorted({c[: -len("dense")] for c in auc.columns if c.endswith("dense")})
+        for prefix in prefixes:
+            for better, base in PATTERN_PAIRS:
+                a, b = (c if c == "none" else prefix + c for c in (better, base))
+                if a not in auc or b not in auc:
+                    continue
+                diff = (auc[a] - auc[b]).dropna()
+                if diff.empty:
+                    continue
+                wins = int((diff >= 0).sum()) if better == "tokens" and base == "dense" else int((diff > 0).sum())
+                op = ">=" if better == "tokens" and base == "dense" else ">"
+                out.append({
+                    "dataset": dataset, "variant": variant, "split": split, "comparison": f"{a} {op} {b}",
+                    "cells": len(diff), "wins": wins, "mean_diff": diff.mean(), "min_diff": diff.min(),
+                    "max_diff": diff.max(),
+                })  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def pattern_table(summary: pd.DataFrame) -> list[str]:
+    counts = pattern_counts(summary)
+    if counts.empty:
+        return []
+    lines = [
+        "### TASTE's pattern (tokens >= dense > none), counted over (features, model) cells by seed mean\n",
+        "| dataset | split | comparison | holds in | mean AUC diff | range |",
+        "|---|---|---|---:|---:|---|",
+    ]
+    for r in counts.itertuples():
+        title = f"{r.dataset} ({r.variant})" if r.variant else r.dataset
+        lines.append(
+            f"| {title} | {r.split} | {r.comparison} | {r.wins} / {r.cells} | {r.mean_diff:+.4f} "
+            f"| {r.min_diff:+.4f} .. {r.max_diff:+.4f} |"
+        )
+    return lines + [""]
+
+
 def markdown_summary(rows: pd.DataFrame, reference_auc: dict[str, float] | None = None) -> str:
     if rows.empty:
         return "No results yet.\n"
     summary = summarize(rows)
-    lines = grid_tables(summary)
+    lines = grid_tables(summary) + pattern_table(summary)
     if lines:
         lines += ["## Detail per split\n"]
     for (dataset, variant, split), part in summary.groupby(["dataset", "variant", "split"], sort=False):
@@ -161,7 +213,8 @@ def chart_png(rows: pd.DataFrame) -> bytes:
     summary = summarize(rows)
     panels = [(key, part) for key, part in summary.groupby(["dataset", "variant", "split"], sort=False)]
     panels = [(k, p) for k, p in panels if k[2] in GRID_SPLITS] or panels
-    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
+    n_groups = max(len(set(zip(p.features, p.model, strict=True))) for _, p in panels)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(10, 0.5 * n_groups), 3.2 * len(panels)), squeeze=False)
     for ax, ((dataset, variant, split), part) in zip(axes[:, 0], panels, strict=True):
         contents = _content_columns(part)
         groups = list(dict.fromkeys(zip(part.features, part.model, strict=True)))

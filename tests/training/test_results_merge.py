@@ -24,3 +24,21 @@ def test_merge_keeps_each_cell_once_and_renders_tables(tmp_path):
     assert sorted(zip(rows.features, rows.auc, strict=True)) == [("id", 0.7), ("id+cat", 0.8), ("id+cat+num", 0.85)]
     assert "| id+cat | DeepFM | 0.8000" in (tmp_path / "out" / "results.md").read_text()
     assert (tmp_path / "out" / "results.png").stat().st_size > 0
+
+
+def test_pattern_counts_say_where_tastes_order_holds(tmp_path):
+    table = ResultsTable(tmp_path)
+    aucs = {  # (features, model) -> none, dense, tokens
+        ("id", "DeepFM"): (0.60, 0.70, 0.65),
+        ("id", "DCNv2"): (0.60, 0.55, 0.68),
+    }
+    table.add([
+        {"dataset": "d", "variant": "v", "model": m, "features": f, "content": c, "seed": s, "split": "cold",
+         "auc": auc + 0.001 * s, "logloss": 0.5, "train_samples_per_s": 1.0, "best_epoch": 1}
+        for (f, m), values in aucs.items() for c, auc in zip(["none", "dense", "tokens"], values) for s in (1, 2)
+    ])  # fmt: skip
+    table.write()
+    text = (tmp_path / "results.md").read_text()
+    assert "| d (v) | cold | dense > none | 1 / 2 | +0.0250 | -0.0500 .. +0.1000 |" in text
+    assert "| d (v) | cold | tokens > none | 2 / 2 |" in text
+    assert "| d (v) | cold | tokens >= dense | 1 / 2 |" in text
