@@ -35,7 +35,9 @@ def test_pattern_counts_say_where_tastes_order_holds(tmp_path):
     table.add([
         {"dataset": "d", "variant": "v", "model": m, "features": f, "content": c, "seed": s, "split": "cold",
          "auc": auc + 0.001 * s, "logloss": 0.5, "train_samples_per_s": 1.0, "best_epoch": 1}
-        for (f, m), values in aucs.items() for c, auc in zip(["none", "dense", "tokens"], values) for s in (1, 2)
+        for (f, m), values in aucs.items()
+        for c, auc in zip(["none", "dense", "tokens"], values, strict=True)
+        for s in (1, 2)
     ])  # fmt: skip
     table.write()
     text = (tmp_path / "results.md").read_text()
