@@ -80,7 +80,6 @@ def test_dcn_without_hidden_units_is_the_cross_network_alone(batch):
     assert model(inputs).shape == (64,)
 
 
-
 def test_every_frappe_config_entry_builds_its_registered_model(tmp_path):
     """A typo in a BARS hyper-parameter name must fail here, not after the real data has loaded."""
     import json
