@@ -87,6 +87,13 @@ def _content_columns(part: pd.DataFrame) -> list[str]:
     return [c for c in CONTENT_ORDER if c in seen] + [c for c in seen if c not in CONTENT_ORDER]
 
 
+def _mean_std(cell: pd.Series, metric: str) -> str:
+    """"mean ± std" over seeds; a single seed has no spread, so say how many seeds there are instead."""
+    if cell["seeds"] < 2:
+        return f"{cell[metric + '_mean']:.4f} (1 seed)"
+    return f"{cell[metric + '_mean']:.4f} ± {cell[metric + '_std']:.4f}"
+
+
 def grid_tables(summary: pd.DataFrame) -> list[str]:
     """TASTE's layout per (dataset, variant, split): rows model within feature setting, columns content."""
     lines: list[str] = []
@@ -104,12 +111,7 @@ def grid_tables(summary: pd.DataFrame) -> list[str]:
             lines.append("|---|---|" + "---:|" * len(contents))
             for (features, model), cell in part.groupby(["features", "model"], sort=False):
                 by_content = cell.set_index("content")
-                values = [
-                    f"{by_content.at[c, metric + '_mean']:.4f} ± {by_content.at[c, metric + '_std']:.4f}"
-                    if c in by_content.index
-                    else "–"
-                    for c in contents
-                ]
+                values = [_mean_std(by_content.loc[c], metric) if c in by_content.index else "–" for c in contents]
                 lines.append(f"| {features} | {model} | " + " | ".join(values) + " |")
             lines.append("")
     return lines

@@ -22,7 +22,7 @@ def test_merge_keeps_each_cell_once_and_renders_tables(tmp_path):
     rows = pd.read_csv(tmp_path / "out" / "results.csv")
     assert list(rows.columns) == COLUMNS
     assert sorted(zip(rows.features, rows.auc, strict=True)) == [("id", 0.7), ("id+cat", 0.8), ("id+cat+num", 0.85)]
-    assert "| id+cat | DeepFM | 0.8000" in (tmp_path / "out" / "results.md").read_text()
+    assert "| id+cat | DeepFM | 0.8000 (1 seed) |" in (tmp_path / "out" / "results.md").read_text()
     assert (tmp_path / "out" / "results.png").stat().st_size > 0
 
 
