@@ -88,7 +88,7 @@ def _content_columns(part: pd.DataFrame) -> list[str]:
 
 
 def _mean_std(cell: pd.Series, metric: str) -> str:
-    """"mean ± std" over seeds; a single seed has no spread, so say how many seeds there are instead."""
+    """ "mean ± std" over seeds; a single seed has no spread, so say how many seeds there are instead."""
     if cell["seeds"] < 2:
         return f"{cell[metric + '_mean']:.4f} (1 seed)"
     return f"{cell[metric + '_mean']:.4f} ± {cell[metric + '_std']:.4f}"
