@@ -54,10 +54,12 @@ class InteractionAggregation(nn.Module):
         nn.init.xavier_normal_(self.w_xy.view(-1, 1))  # FuxiCTR's init: a (heads*X*Y, 1) matrix
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        hx = x.view(-1, self.num_heads, 1, self.head_x)
-        hy = y.view(-1, self.num_heads, self.head_y, 1)
-        bilinear = torch.matmul(torch.matmul(hx, self.w_xy), hy).flatten(1)  # (B, heads)
-        return self.w_x(x) + self.w_y(y) + bilinear.sum(dim=1, keepdim=True)
+        hx = x.view(-1, self.num_heads, self.head_x).transpose(0, 1)  # (heads, B, X)
+        hy = y.view(-1, self.num_heads, self.head_y).transpose(0, 1)  # (heads, B, Y)
+        # One (B, X) @ (X, Y) GEMM per head. A broadcast matmul of (B, heads, 1, X) with W (as FuxiCTR writes
+        # it) materializes W once per row, forward and backward: 4-9x slower per training step on CPU.
+        bilinear = (torch.bmm(hx, self.w_xy) * hy).sum(dim=(0, 2))  # (B,)
+        return self.w_x(x) + self.w_y(y) + bilinear.unsqueeze(1)
 
 
 class FinalMLP(CTRModel):
