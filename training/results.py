@@ -231,9 +231,12 @@ def chart_png(rows: pd.DataFrame) -> bytes:
             ax.axhline(oracle.iloc[0], ls="--", c="k", lw=1, label="oracle")
         low = float(np.nanmin(part.auc_mean)) if part.auc_mean.notna().any() else 0.5
         ax.set_ylim(max(0.0, low - 0.05), 1.0)
-        ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, [f"{f}\n{m}" for f, m in groups], fontsize=7)
+        one_setting = len({f for f, _ in groups}) == 1  # then the title names it, the ticks name the models
+        labels = [m if one_setting else f"{f}\n{m}" for f, m in groups]
+        ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, labels, fontsize=7)
         ax.set_ylabel("AUC")
-        ax.set_title(f"{dataset} {variant} — {split}".replace("  ", " "), fontsize=9)
+        title = f"{dataset} {variant} — {split}" + (f" ({groups[0][0]})" if one_setting else "")
+        ax.set_title(title.replace("  ", " "), fontsize=9)
         ax.legend(fontsize=7, ncol=len(contents) + 1)
     fig.tight_layout()
     buf = io.BytesIO()
