@@ -93,10 +93,8 @@ def test_loads_features_by_header_type_and_dense_content(tmp_path):
     steps = {s["step"]: s for s in data.steps}
     assert steps["input"]["rows"] == N_USERS * 25 and steps["input"]["users"] == N_USERS
     assert steps["eval:test+negatives"]["rows"] == len(data.test)
-    assert (
-        steps["split:train"]["rows"] + steps["split:valid"]["rows"] + steps["split:test"]["rows"]
-        == (steps["dedup+5-core"]["rows"])
-    )
+    split_rows = sum(steps[f"split:{name}"]["rows"] for name in ("train", "valid", "test"))
+    assert split_rows == steps["dedup+5-core"]["rows"]
     only_ids = load_dataset("taste", folder, "id", "none")
     assert [f.name for f in only_ids.fields] == ["user_id", "track_id"]
 
