@@ -135,6 +135,20 @@ def test_unknown_model_name_is_a_clear_error():
         get_ctr_model("DeepFFM")
 
 
+def test_cin_outer_product_backward_matches_autograd():
+    from training.models.ctr.xdeepfm import _OuterProduct
+
+    torch.manual_seed(0)
+    a = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_OuterProduct.apply, (a, b))
+    grad = torch.randn(5, 3, 4, dtype=torch.float64)
+    mine = torch.autograd.grad(_OuterProduct.apply(a, b), (a, b), grad)
+    plain = torch.autograd.grad(a.unsqueeze(2) * b.unsqueeze(1), (a, b), grad)
+    for got, want in zip(mine, plain, strict=True):
+        torch.testing.assert_close(got, want)
+
+
 def test_dropout_keeps_the_expected_value_and_rate_and_is_identity_in_eval():
     from training.models.layers import Dropout
 

@@ -10,12 +10,37 @@ from training.models.base import CTRModel
 from training.models.layers import MLP, FeatureEmbedding, LinearTerm
 
 
+class _OuterProduct(torch.autograd.Function):
+    """Row-wise outer products (N, F), (N, H) -> (N, F, H), with a backward of two batched mat-vecs.
+
+    Autograd's own backward for the broadcast multiply reduces over strided dimensions; this one reads
+    the gradient once per input and makes the CIN 2x faster to train on CPU (docs/benchmarks.md).
+    """
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a, b)
+        return a.unsqueeze(2) * b.unsqueeze(1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = ctx.saved_tensors
+        return torch.bmm(grad, b.unsqueeze(2)).squeeze(2), torch.bmm(a.unsqueeze(1), grad).squeeze(1)
+
+
+def outer_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled():
+        return _OuterProduct.apply(a, b)
+    return a.unsqueeze(2) * b.unsqueeze(1)  # inference and ONNX export see the plain multiply
+
+
 class CompressedInteractionNet(nn.Module):
     """Vector-wise explicit interactions: (B, F, D) -> (B, 1).
 
     Layer k: Z = outer products of the F base rows with the H_{k-1} rows of X_{k-1} (per embedding
     coordinate), compressed to H_k rows by a 1x1 convolution, i.e. a Linear over the F*H_{k-1} channels.
     Each layer's rows are sum-pooled over D; the pooled vectors of all layers feed one Linear.
+    Rows are kept per embedding coordinate, (B*D, channels), so the Linear needs no transposes.
     """
 
     def __init__(self, num_fields: int, layer_units: Sequence[int]):
@@ -25,12 +50,13 @@ class CompressedInteractionNet(nn.Module):
         self.fc = nn.Linear(sum(layer_units), 1)
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
-        batch, _, dim = x0.shape
-        x, pooled = x0, []
+        batch, fields, dim = x0.shape
+        base = x0.transpose(1, 2).reshape(batch * dim, fields)  # (B*D, F)
+        x, pooled = base, []
         for compress in self.compress:
-            z = (x0.unsqueeze(2) * x.unsqueeze(1)).reshape(batch, -1, dim)  # (B, F*H, D)
-            x = compress(z.transpose(1, 2)).transpose(1, 2)  # (B, H_next, D)
-            pooled.append(x.sum(dim=2))
+            z = outer_product(base, x).reshape(batch * dim, -1)  # (B*D, F*H): channel f*H + h, as before
+            x = compress(z)  # (B*D, H_next)
+            pooled.append(x.view(batch, dim, -1).sum(dim=1))
         return self.fc(torch.cat(pooled, dim=1))
 
 
