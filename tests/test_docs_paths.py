@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP_FOLDERS = ("benchmarks", "docker", "docs", "encore", "feature_repo", "services", "tests", "training")
-PATH_IN_BACKTICKS = re.compile(r"`((?:%s)/[^`\s]*)`" % "|".join(TOP_FOLDERS))
+PATH_IN_BACKTICKS = re.compile(rf"`((?:{'|'.join(TOP_FOLDERS)})/[^`\s]*)`")
 
 
 def cited_paths() -> list[str]:
@@ -24,7 +24,8 @@ def cited_paths() -> list[str]:
     for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for path in PATH_IN_BACKTICKS.findall(doc.read_text()):
             braces = re.fullmatch(r"(.*)\{([^}]*)\}(.*)", path)  # a/{b,c}.json names two files
-            found.update(braces[1] + part + braces[3] for part in braces[2].split(",")) if braces else found.add(path)
+            parts = braces[2].split(",") if braces else [None]
+            found.update(path if part is None else braces[1] + part + braces[3] for part in parts)
     return sorted(found)
 
 
