@@ -31,6 +31,7 @@ COLUMNS = [
     "run_dir",
 ]
 CONTENT_ORDER = ["none", "dense", "tokens"]
+FEATURES_ORDER = ["id", "id+cat", "id+cat+num"]  # TASTE's row groups, fewest side features first
 GRID_SPLITS = ["test", "cold", "mixed"]  # valid picks the epoch; it is not a result
 
 
@@ -55,7 +56,12 @@ class ResultsTable:
 
     def add(self, rows: list[dict]) -> None:
         new = pd.DataFrame(rows, columns=COLUMNS)
-        self.rows = new if self.rows.empty else pd.concat([self.rows, new], ignore_index=True)
+        if self.rows.empty:
+            self.rows = new
+            return
+        # An all-missing column (oracle AUC on real data) takes the table's dtype, not object.
+        empty = {c: self.rows[c].dtype for c in COLUMNS if new[c].isna().all()}
+        self.rows = pd.concat([self.rows, new.astype(empty)], ignore_index=True)
 
     def write(self, reference_auc: dict[str, float] | None = None) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +85,10 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
         best_epoch=("best_epoch", "mean"),
         samples_per_s=("train_samples_per_s", "mean"),
     )
-    return agg.fillna({"auc_std": 0.0, "logloss_std": 0.0}).reset_index()
+    agg = agg.fillna({"auc_std": 0.0, "logloss_std": 0.0}).reset_index()
+    # Row groups in TASTE's order whatever order the runs finished in; other settings keep theirs, after.
+    rank = {f: i for i, f in enumerate(FEATURES_ORDER)}
+    return agg.sort_values("features", key=lambda s: s.map(rank).fillna(len(rank)), kind="stable")
 
 
 def _content_columns(part: pd.DataFrame) -> list[str]:
@@ -124,29 +133,36 @@ PATTERN_PAIRS = [("dense", "none", ">"), ("tokens", "none", ">"), ("tokens", "de
 def pattern_counts(summary: pd.DataFrame) -> pd.DataFrame:
     """How often each content setting beats another, counted over (features, model) cells by seed mean.
 
-    One row per (dataset, variant, split, modality, comparison): cells compared, wins, mean and range of
-    the AUC difference. A modality is a content prefix: "" for dense/tokens, "text-" for text-dense/...
+    One row per (dataset, variant, split, features, modality, comparison): cells compared, wins, mean and
+    range of the AUC difference. Each feature setting is counted on its own, since content should matter
+    most where the fewest side features describe an item, and, when there are several, also pooled as
+    "all". A modality is a content prefix: "" for dense/tokens, "text-" for text-dense/...
     """
     out = []
     for (dataset, variant, split), part in summary.groupby(["dataset", "variant", "split"], sort=False):
         if split not in GRID_SPLITS:
             continue
-        auc = part.pivot_table(index=["features", "model"], columns="content", values="auc_mean")
-        prefixes = sorted({c[: -len("dense")] for c in auc.columns if c.endswith("dense")})
-        for prefix in prefixes:
-            for challenger, base, op in PATTERN_PAIRS:
-                a, b = (c if c == "none" else prefix + c for c in (challenger, base))
-                if a not in auc or b not in auc:
-                    continue
-                diff = (auc[a] - auc[b]).dropna()
-                if diff.empty:
-                    continue
-                wins = int((diff >= 0).sum() if op == ">=" else (diff > 0).sum())
-                out.append({
-                    "dataset": dataset, "variant": variant, "split": split, "comparison": f"{a} {op} {b}",
-                    "cells": len(diff), "wins": wins, "mean_diff": diff.mean(), "min_diff": diff.min(),
-                    "max_diff": diff.max(),
-                })  # fmt: skip
+        pooled = part.pivot_table(index=["features", "model"], columns="content", values="auc_mean")
+        settings = list(dict.fromkeys(part.features))
+        groups = [(f, pooled.xs(f, level="features", drop_level=False)) for f in settings]
+        if len(settings) > 1:
+            groups.append(("all", pooled))
+        prefixes = sorted({c[: -len("dense")] for c in pooled.columns if c.endswith("dense")})
+        for features, auc in groups:
+            for prefix in prefixes:
+                for challenger, base, op in PATTERN_PAIRS:
+                    a, b = (c if c == "none" else prefix + c for c in (challenger, base))
+                    if a not in auc or b not in auc:
+                        continue
+                    diff = (auc[a] - auc[b]).dropna()
+                    if diff.empty:
+                        continue
+                    wins = int((diff >= 0).sum() if op == ">=" else (diff > 0).sum())
+                    out.append({
+                        "dataset": dataset, "variant": variant, "split": split, "features": features,
+                        "comparison": f"{a} {op} {b}", "cells": len(diff), "wins": wins,
+                        "mean_diff": diff.mean(), "min_diff": diff.min(), "max_diff": diff.max(),
+                    })  # fmt: skip
     return pd.DataFrame(out)
 
 
@@ -156,13 +172,13 @@ def pattern_table(summary: pd.DataFrame) -> list[str]:
         return []
     lines = [
         "### TASTE's pattern (tokens >= dense > none), counted over (features, model) cells by seed mean\n",
-        "| dataset | split | comparison | holds in | mean AUC diff | range |",
-        "|---|---|---|---:|---:|---|",
+        "| dataset | split | features | comparison | holds in | mean AUC diff | range |",
+        "|---|---|---|---|---:|---:|---|",
     ]
     for r in counts.itertuples():
         title = f"{r.dataset} ({r.variant})" if r.variant else r.dataset
         lines.append(
-            f"| {title} | {r.split} | {r.comparison} | {r.wins} / {r.cells} | {r.mean_diff:+.4f} "
+            f"| {title} | {r.split} | {r.features} | {r.comparison} | {r.wins} / {r.cells} | {r.mean_diff:+.4f} "
             f"| {r.min_diff:+.4f} .. {r.max_diff:+.4f} |"
         )
     return lines + [""]

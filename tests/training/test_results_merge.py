@@ -31,6 +31,7 @@ def test_pattern_counts_say_where_tastes_order_holds(tmp_path):
     aucs = {  # (features, model) -> none, dense, tokens
         ("id", "DeepFM"): (0.60, 0.70, 0.65),
         ("id", "DCNv2"): (0.60, 0.55, 0.68),
+        ("id+cat", "DeepFM"): (0.70, 0.69, 0.71),
     }
     table.add([
         {"dataset": "d", "variant": "v", "model": m, "features": f, "content": c, "seed": s, "split": "cold",
@@ -41,6 +42,9 @@ def test_pattern_counts_say_where_tastes_order_holds(tmp_path):
     ])  # fmt: skip
     table.write()
     text = (tmp_path / "results.md").read_text()
-    assert "| d (v) | cold | dense > none | 1 / 2 | +0.0250 | -0.0500 .. +0.1000 |" in text
-    assert "| d (v) | cold | tokens > none | 2 / 2 |" in text
-    assert "| d (v) | cold | tokens >= dense | 1 / 2 |" in text
+    assert "| d (v) | cold | id | dense > none | 1 / 2 | +0.0250 | -0.0500 .. +0.1000 |" in text
+    assert "| d (v) | cold | id | tokens > none | 2 / 2 |" in text
+    assert "| d (v) | cold | id | tokens >= dense | 1 / 2 |" in text
+    assert "| d (v) | cold | id+cat | dense > none | 0 / 1 | -0.0100 |" in text
+    # Pooled over both feature settings: DeepFM id wins, DCNv2 id and DeepFM id+cat lose.
+    assert "| d (v) | cold | all | dense > none | 1 / 3 |" in text
