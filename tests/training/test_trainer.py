@@ -85,3 +85,23 @@ def test_resample_supplies_fresh_training_rows_after_the_first_epoch(mixed_data)
     cfg = TrainConfig(lr=1e-2, batch_size=512, epochs=3, patience=5, progress=False)
     result = fit(model, tr, va, cfg, resample)
     assert calls == [2, 3] and result.epochs_run == 3
+
+
+def test_warmup_epochs_neither_decay_the_lr_nor_count_toward_stopping(mixed_data):
+    spec, train, valid = mixed_data
+    # Validation labels with no signal: valid AUC wanders, so the plateau rule fires within a few epochs.
+    noise = valid.assign(label=np.random.default_rng(0).permutation(valid["label"].to_numpy()))
+    tr, va = TensorSplit.from_frame("train", spec, train), TensorSplit.from_frame("valid", spec, noise)
+
+    def run(warmup):
+        torch.manual_seed(0)
+        model = get_ctr_model("FM")(spec, embedding_dim=4)
+        cfg = TrainConfig(lr=1e-2, batch_size=512, epochs=12, patience=2, warmup_epochs=warmup, seed=5, progress=False)
+        return fit(model, tr, va, cfg)
+
+    plain, warm = run(0), run(6)
+    assert plain.epochs_run < 6  # without a warm-up the noise stops training early
+    assert warm.epochs_run >= 7  # 6 protected epochs, then patience counts from there
+    assert [e.lr for e in warm.history[:6]] == [1e-2] * 6
+    # Best-epoch tracking still covers the warm-up: the restored weights may come from it.
+    assert warm.best_epoch == int(np.argmax([e.valid["auc"] for e in warm.history])) + 1
