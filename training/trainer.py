@@ -1,8 +1,9 @@
 """Trainer with the BARS/FuxiCTR protocol as default.
 
 Adam; validate every epoch on AUC; multiply lr by `lr_decay` on a non-improving epoch and stop after
-`patience` of them; clip gradients; add lambda/2 * ||E||^2 over whole embedding tables to every batch
-loss; reload the best weights at the end. The model stays loss- and optimizer-free.
+`patience` of them (not during the first `warmup_epochs`, 0 by default as in BARS); clip gradients; add
+lambda/2 * ||E||^2 over whole embedding tables to every batch loss; reload the best weights at the end.
+The model stays loss- and optimizer-free.
 """
 
 from __future__ import annotations
