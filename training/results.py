@@ -3,7 +3,7 @@
 Files are rewritten atomically after every finished run, so an interrupted benchmark leaves only
 complete rows behind. results.md leads with TASTE's layout (rows: models grouped by feature setting,
 columns: content setting, cells: mean ± std over seeds) and keeps the per-run detail below it;
-results.png draws the same grid.
+results.png draws the same grid, and lift.png each content setting's AUC gain over `none`.
 """
 
 from __future__ import annotations
@@ -69,6 +69,9 @@ class ResultsTable:
         write_text_atomic(self.out_dir / "results.md", markdown_summary(self.rows, reference_auc))
         if not self.rows.empty:
             write_bytes_atomic(self.out_dir / "results.png", chart_png(self.rows))
+            lift = lift_png(self.rows)
+            if lift is not None:
+                write_bytes_atomic(self.out_dir / "lift.png", lift)
 
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
@@ -260,6 +263,52 @@ def chart_png(rows: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
+def lift_png(rows: pd.DataFrame) -> bytes | None:
+    """AUC gain of each content setting over `none` (seed means), per model: a row of panels per (dataset,
+    variant, split), cold first, and a column per feature setting, so where content matters stands out.
+    None when the grid has no `none` cells or nothing to compare with them."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarize(rows)
+    summary = summary[summary.split.isin(["cold", "test"])]
+    if "none" not in set(summary.content) or set(summary.content) == {"none"}:
+        return None
+    summary = summary.sort_values("split", key=lambda s: s.map({"cold": 0, "test": 1}), kind="stable")
+    panel_rows = list(summary.groupby(["dataset", "variant", "split"], sort=False))
+    settings = list(dict.fromkeys(summary.features))
+    size = (4.5 * len(settings), 2.8 * len(panel_rows))
+    # One scale per row, so the feature settings compare at a glance.
+    fig, axes = plt.subplots(len(panel_rows), len(settings), figsize=size, squeeze=False, sharey="row")
+    for i, ((dataset, variant, split), part) in enumerate(panel_rows):
+        auc = part.pivot_table(index=["features", "model"], columns="content", values="auc_mean", sort=False)
+        challengers = [c for c in _content_columns(part) if c != "none"]
+        for j, features in enumerate(settings):
+            ax = axes[i, j]
+            if features not in auc.index.get_level_values("features"):
+                ax.set_axis_off()
+                continue
+            cell = auc.xs(features, level="features")
+            width = 0.8 / len(challengers)
+            for k, content in enumerate(challengers):
+                ax.bar(np.arange(len(cell)) + k * width, cell[content] - cell["none"], width, label=f"{content} - none")
+            ax.axhline(0.0, c="k", lw=0.8)
+            ax.set_xticks(np.arange(len(cell)) + 0.4 - width / 2, cell.index, rotation=90, fontsize=7)
+            ax.set_title(f"{dataset} {variant} — {split}, {features}".replace("  ", " "), fontsize=8)
+            if j == 0:
+                ax.set_ylabel("AUC gain over none")
+        axes[i, -1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def merge(sources: list[Path], out_dir: Path) -> ResultsTable:
     """One table from grids run as separate processes (e.g. one per feature setting); a cell found in more
     than one source keeps the first source's rows, so a re-run never double-counts a seed."""
@@ -286,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         raise SystemExit(f"error: no results.csv in {', '.join(missing)}")
     table = merge(args.sources, args.out)
-    print(f"wrote {args.out / 'results.csv'} ({len(table.rows)} rows), results.md and results.png")
+    print(f"wrote {args.out / 'results.csv'} ({len(table.rows)} rows), results.md and the charts")
     return 0
 
 

@@ -93,6 +93,22 @@ def test_spotify_mask_is_set_exactly_for_unlinked_artists(full):
     assert names[-2:] == ["audio_emb", "audio_missing"] and "spotify_popularity" in names
 
 
+def test_mask_ablation_changes_every_frame_and_the_resampled_training_rows(full):
+    from benchmarks.hetrec_mask_ablation import ablate
+
+    mask_only = ablate(full, "dense-mask-only")
+    for frame in (mask_only.train, mask_only.test, mask_only.train_sampler(1, 1)):
+        assert not np.stack(frame.audio_emb.to_numpy()).any()  # no audio left, only the mask
+        assert frame.audio_missing.mean() > 0.1
+    assert (mask_only.test.audio_missing.to_numpy() == full.test.audio_missing.to_numpy()).all()
+    assert mask_only.content == "dense-mask-only" and full.content == "dense"  # the original is untouched
+
+    no_mask = ablate(full, "dense-no-mask")
+    assert "audio_missing" not in [f.name for f in no_mask.fields]
+    for frame in (no_mask.valid, no_mask.train_sampler(1, 1)):
+        assert "audio_missing" not in frame and np.stack(frame.audio_emb.to_numpy()).any()
+
+
 def test_held_out_tag_assignments_never_reach_item_or_user_features(full, cache_dir, monkeypatch):
     real = hetrec.load_tag_assignments(DATA)
     splits = next(v for k, v in hetrec._PROTOCOL_CACHE.items() if str(cache_dir) in k[1])

@@ -24,6 +24,7 @@ def test_merge_keeps_each_cell_once_and_renders_tables(tmp_path):
     assert sorted(zip(rows.features, rows.auc, strict=True)) == [("id", 0.7), ("id+cat", 0.8), ("id+cat+num", 0.85)]
     assert "| id+cat | DeepFM | 0.8000 (1 seed) |" in (tmp_path / "out" / "results.md").read_text()
     assert (tmp_path / "out" / "results.png").stat().st_size > 0
+    assert not (tmp_path / "out" / "lift.png").exists()  # only `none`: no gain to draw
 
 
 def test_pattern_counts_say_where_tastes_order_holds(tmp_path):
@@ -48,3 +49,4 @@ def test_pattern_counts_say_where_tastes_order_holds(tmp_path):
     assert "| d (v) | cold | id+cat | dense > none | 0 / 1 | -0.0100 |" in text
     # Pooled over both feature settings: DeepFM id wins, DCNv2 id and DeepFM id+cat lose.
     assert "| d (v) | cold | all | dense > none | 1 / 3 |" in text
+    assert (tmp_path / "lift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # gains over `none`, drawn
