@@ -1,0 +1,116 @@
+"""Does HetRec's `dense` content help cold artists through the audio, or through the `audio_missing` mask?
+
+Most HetRec artists have no Spotify link, so their `dense` content is a zero vector plus `audio_missing` = 1.
+Linked artists are the better-known ones, so the mask alone may carry popularity. This trains the grid's
+cells (same data, config, seeds and trainer as `training/run_benchmark.py --dataset hetrec-lastfm-2k --cold`)
+on two ablations of `dense`:
+  dense-mask-only    every audio vector zeroed: only the mask says anything about the item
+  dense-no-mask      the audio vectors without the mask field
+and also reports the mask on its own as a score (AUC of "linked to Spotify" per eval split, no training).
+Compare with the grid's `none` and `dense` cells (docs/results/hetrec_grid/results.csv).
+
+Run:  .venv/bin/python benchmarks/hetrec_mask_ablation.py --features id --models LR,FM,DeepFM,DCNv2 \
+          --seeds 1,2,3 --out results/hetrec_mask_ablation
+      .venv/bin/python -m training.results results/hetrec_mask_ablation --out docs/results/hetrec_mask_ablation
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.datasets.content import DENSE_FIELD, MASK_FIELD  # noqa: E402
+from training.datasets.registry import default_data_root, default_protocol, load_dataset  # noqa: E402
+from training.run_benchmark import _run_cell, load_config, parse_seeds, split_list  # noqa: E402
+
+DATASET = "hetrec-lastfm-2k"
+
+
+def mask_only(frame: pd.DataFrame) -> pd.DataFrame:
+    dim = len(frame[DENSE_FIELD].iloc[0])
+    return frame.assign(**{DENSE_FIELD: [np.zeros(dim, dtype=np.float32)] * len(frame)})
+
+
+def no_mask(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=[MASK_FIELD])
+
+
+ABLATIONS = {"dense-mask-only": mask_only, "dense-no-mask": no_mask}
+
+
+def ablate(data, name: str):
+    """The `dense` DatasetSplits with every frame (and every resampled training frame) passed through one ablation."""
+    change = ABLATIONS[name]
+    fields = [f for f in data.fields if not (name == "dense-no-mask" and f.name == MASK_FIELD)]
+    sampler = data.train_sampler
+    return replace(
+        data,
+        content=name,
+        fields=fields,
+        train=change(data.train),
+        valid=change(data.valid),
+        test=change(data.test),
+        extra_eval={k: change(v) for k, v in data.extra_eval.items()},
+        train_sampler=(lambda epoch, seed: change(sampler(epoch, seed))) if sampler else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--features", default="id", help="one feature setting: id, id+cat, id+cat+num")
+    p.add_argument("--models", default="LR,FM,DeepFM,DCNv2")
+    p.add_argument("--seeds", default="1,2,3")
+    p.add_argument("--ablations", default=",".join(ABLATIONS))
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=None, help="override the maximum number of epochs")
+    args = p.parse_args(argv)
+    args.no_progress, args.precision = True, "fp32"  # what _run_cell reads from run_benchmark's flags
+    ablations = split_list(args.ablations, "--ablations")
+    unknown = sorted(set(ablations) - set(ABLATIONS))
+    if unknown:
+        p.error(f"unknown ablation(s) {unknown}; known: {', '.join(ABLATIONS)}")
+
+    import torch
+
+    from encore.schema import FeatureSpec
+    from training.data import TensorSplit
+    from training.models.registry import get_ctr_model
+    from training.results import ResultsTable
+
+    torch.set_num_threads(args.threads)
+    models = {name: get_ctr_model(name) for name in split_list(args.models, "--models")}
+    protocol = replace(default_protocol(DATASET), cold_share=0.2)  # the grid's --cold
+    dense = load_dataset(DATASET, default_data_root(DATASET), args.features, "dense", protocol=protocol, progress=False)
+    for split, frame in dense.eval_splits().items():
+        linked = 1 - frame[MASK_FIELD].to_numpy()
+        print(f"mask as a score, {split}: AUC {roc_auc_score(frame[dense.label], linked):.4f} "
+              f"({1 - linked.mean():.1%} of rows unlinked)")  # fmt: skip
+
+    config = load_config(DATASET)
+    results = ResultsTable(args.out)
+    runs_dir = args.out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for ablation in ablations:
+        data = ablate(dense, ablation)
+        spec = FeatureSpec.fit(data.train, data.fields, label=data.label)
+        train = TensorSplit.from_frame("train", spec, data.train, data.group_column)
+        evals = {n: TensorSplit.from_frame(n, spec, f, data.group_column) for n, f in data.eval_splits().items()}
+        for name, cls in models.items():
+            for seed in parse_seeds(args.seeds):
+                if results.done(DATASET, name, args.features, ablation, seed, data.variant):
+                    continue
+                _run_cell(args, data, spec, train, evals, name, cls, seed, config, args.epochs, results, runs_dir, None)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
