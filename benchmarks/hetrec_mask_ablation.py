@@ -27,6 +27,7 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from encore.errors import EncoreError  # noqa: E402
 from training.datasets.content import DENSE_FIELD, MASK_FIELD  # noqa: E402
 from training.datasets.registry import default_data_root, default_protocol, load_dataset  # noqa: E402
 from training.run_benchmark import _run_cell, load_config, parse_seeds, split_list  # noqa: E402
@@ -63,7 +64,7 @@ def ablate(data, name: str):
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--features", default="id", help="one feature setting: id, id+cat, id+cat+num")
     p.add_argument("--models", default="LR,FM,DeepFM,DCNv2")
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="override the maximum number of epochs")
     args = p.parse_args(argv)
     args.no_progress, args.precision = True, "fp32"  # what _run_cell reads from run_benchmark's flags
+    seeds = parse_seeds(args.seeds)  # bad flags fail before the data loads
     ablations = split_list(args.ablations, "--ablations")
     unknown = sorted(set(ablations) - set(ABLATIONS))
     if unknown:
@@ -98,17 +100,25 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(DATASET)
     results = ResultsTable(args.out)
     runs_dir = args.out / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
     for ablation in ablations:
         data = ablate(dense, ablation)
         spec = FeatureSpec.fit(data.train, data.fields, label=data.label)
         train = TensorSplit.from_frame("train", spec, data.train, data.group_column)
         evals = {n: TensorSplit.from_frame(n, spec, f, data.group_column) for n, f in data.eval_splits().items()}
         for name, cls in models.items():
-            for seed in parse_seeds(args.seeds):
+            for seed in seeds:
                 if results.done(DATASET, name, args.features, ablation, seed, data.variant):
                     continue
+                runs_dir.mkdir(parents=True, exist_ok=True)
                 _run_cell(args, data, spec, train, evals, name, cls, seed, config, args.epochs, results, runs_dir, None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(argv)
+    except EncoreError as exc:  # unknown model, bad seeds, missing data: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
