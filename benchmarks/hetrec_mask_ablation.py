@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from encore.errors import EncoreError  # noqa: E402
 from training.datasets.content import DENSE_FIELD, MASK_FIELD  # noqa: E402
 from training.datasets.registry import default_data_root, default_protocol, load_dataset  # noqa: E402
-from training.run_benchmark import _run_cell, load_config, parse_seeds, split_list  # noqa: E402
+from training.run_benchmark import load_config, parse_seeds, run_cells, split_list  # noqa: E402
 
 DATASET = "hetrec-lastfm-2k"
 
@@ -50,13 +50,13 @@ ABLATIONS = {"dense-mask-only": mask_only, "dense-no-mask": no_mask}
 def ablate(data, name: str):
     """The `dense` DatasetSplits with every frame (and every resampled training frame) passed through one ablation."""
     change = ABLATIONS[name]
-    fields = [f for f in data.fields if not (name == "dense-no-mask" and f.name == MASK_FIELD)]
+    train = change(data.train)
     sampler = data.train_sampler
     return replace(
         data,
         content=name,
-        fields=fields,
-        train=change(data.train),
+        fields=[f for f in data.fields if f.column in train],  # an ablation that drops a column drops its field
+        train=train,
         valid=change(data.valid),
         test=change(data.test),
         extra_eval={k: change(v) for k, v in data.extra_eval.items()},
@@ -74,7 +74,7 @@ def run(argv: list[str] | None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--epochs", type=int, default=None, help="override the maximum number of epochs")
     args = p.parse_args(argv)
-    args.no_progress, args.precision = True, "fp32"  # what _run_cell reads from run_benchmark's flags
+    args.no_progress, args.precision = True, "fp32"  # what run_cells reads from run_benchmark's flags
     seeds = parse_seeds(args.seeds)  # bad flags fail before the data loads
     ablations = split_list(args.ablations, "--ablations")
     unknown = sorted(set(ablations) - set(ABLATIONS))
@@ -83,8 +83,6 @@ def run(argv: list[str] | None) -> None:
 
     import torch
 
-    from encore.schema import FeatureSpec
-    from training.data import TensorSplit
     from training.models.registry import get_ctr_model
     from training.results import ResultsTable
 
@@ -99,18 +97,16 @@ def run(argv: list[str] | None) -> None:
 
     config = load_config(DATASET)
     results = ResultsTable(args.out)
-    runs_dir = args.out / "runs"
     for ablation in ablations:
         data = ablate(dense, ablation)
-        spec = FeatureSpec.fit(data.train, data.fields, label=data.label)
-        train = TensorSplit.from_frame("train", spec, data.train, data.group_column)
-        evals = {n: TensorSplit.from_frame(n, spec, f, data.group_column) for n, f in data.eval_splits().items()}
-        for name, cls in models.items():
-            for seed in seeds:
-                if results.done(DATASET, name, args.features, ablation, seed, data.variant):
-                    continue
-                runs_dir.mkdir(parents=True, exist_ok=True)
-                _run_cell(args, data, spec, train, evals, name, cls, seed, config, args.epochs, results, runs_dir, None)
+        todo = [
+            (m, s)
+            for m in models
+            for s in seeds
+            if not results.done(DATASET, m, args.features, ablation, s, data.variant)
+        ]
+        if todo:
+            run_cells(args, data, todo, models, config, args.epochs, results, None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -221,15 +221,30 @@ def markdown_summary(rows: pd.DataFrame, reference_auc: dict[str, float] | None 
     return "\n".join(lines)
 
 
-def chart_png(rows: pd.DataFrame) -> bytes:
-    """Grouped bars of AUC (mean ± std over seeds): one panel per (dataset, variant, split), oracle dashed."""
-    import io
-
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # no display here; must come before pyplot
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _png(fig) -> bytes:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def chart_png(rows: pd.DataFrame) -> bytes:
+    """Grouped bars of AUC (mean ± std over seeds): one panel per (dataset, variant, split), oracle dashed."""
+    plt = _pyplot()
     summary = summarize(rows)
     panels = [(key, part) for key, part in summary.groupby(["dataset", "variant", "split"], sort=False)]
     panels = [(k, p) for k, p in panels if k[2] in GRID_SPLITS] or panels
@@ -256,24 +271,14 @@ def chart_png(rows: pd.DataFrame) -> bytes:
         title = f"{dataset} {variant} — {split}" + (f" ({groups[0][0]})" if one_setting else "")
         ax.set_title(title.replace("  ", " "), fontsize=9)
         ax.legend(fontsize=7, ncol=len(contents) + 1)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 def lift_png(rows: pd.DataFrame) -> bytes | None:
     """AUC gain of each content setting over `none` (seed means), per model: a row of panels per (dataset,
     variant, split), cold first, and a column per feature setting, so where content matters stands out.
     None when the grid has no `none` cells or nothing to compare with them."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     summary = summarize(rows)
     summary = summary[summary.split.isin(["cold", "test"])]
     if "none" not in set(summary.content) or set(summary.content) == {"none"}:
@@ -302,11 +307,7 @@ def lift_png(rows: pd.DataFrame) -> bytes | None:
             if j == 0:
                 ax.set_ylabel("AUC gain over none")
         axes[i, -1].legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 def merge(sources: list[Path], out_dir: Path) -> ResultsTable:

@@ -164,8 +164,6 @@ def run(args: argparse.Namespace) -> Path:
 
     import torch
 
-    from encore.schema import FeatureSpec
-    from training.data import TensorSplit
     from training.models.registry import get_ctr_model
     from training.results import ResultsTable
 
@@ -176,7 +174,6 @@ def run(args: argparse.Namespace) -> Path:
     data_root = args.data_root or default_data_root(args.dataset)
     config = load_config(args.dataset)
     results = ResultsTable(args.out)
-    runs_dir = args.out / "runs"
     reference = {m: c["bars_test_auc"] for m, c in config["models"].items() if "bars_test_auc" in c}
     epochs = args.epochs if args.epochs is not None else (2 if args.quick else None)
 
@@ -196,17 +193,25 @@ def run(args: argparse.Namespace) -> Path:
             if not todo:
                 continue  # nothing to train: do not even load the data
             data = load_dataset(args.dataset, data_root, features, content, **options)
-            spec = FeatureSpec.fit(data.train, data.fields, label=data.label)
-            train = TensorSplit.from_frame("train", spec, data.train, data.group_column)
-            evals = {
-                name: TensorSplit.from_frame(name, spec, frame, data.group_column)
-                for name, frame in data.eval_splits().items()
-            }
-            runs_dir.mkdir(parents=True, exist_ok=True)
-            for name, seed in todo:
-                _run_cell(args, data, spec, train, evals, name, model_classes[name], seed, config, epochs,
-                          results, runs_dir, reference)  # fmt: skip
+            run_cells(args, data, todo, model_classes, config, epochs, results, reference)
     return args.out
+
+
+def run_cells(args, data, todo, model_classes, config, epochs, results, reference) -> None:
+    """Train the (model, seed) cells in `todo` on one loaded dataset setting; the features are encoded once."""
+    from encore.schema import FeatureSpec
+    from training.data import TensorSplit
+
+    spec = FeatureSpec.fit(data.train, data.fields, label=data.label)
+    train = TensorSplit.from_frame("train", spec, data.train, data.group_column)
+    evals = {
+        name: TensorSplit.from_frame(name, spec, frame, data.group_column) for name, frame in data.eval_splits().items()
+    }
+    runs_dir = results.out_dir / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for name, seed in todo:
+        _run_cell(args, data, spec, train, evals, name, model_classes[name], seed, config, epochs,
+                  results, runs_dir, reference)  # fmt: skip
 
 
 def _run_cell(args, data, spec, train, evals, name, cls, seed, config, epochs, results, runs_dir, reference) -> None:
