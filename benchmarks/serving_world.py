@@ -103,6 +103,7 @@ def feature_tables(n_tracks: int, n_users: int, seed: int = 0) -> FeatureTables:
             "tokens": list(rng.integers(0, 32, (n_tracks, TOKEN_GROUPS))),
             "encoder": "mfcc",
             "encoder_revision": "bench",
+            "typicality": 0.5,
         }
     )
     return FeatureTables(users, meta, content)

@@ -38,7 +38,21 @@ TRACK_META_FIELDS: tuple[str, ...] = (
     "release_year",
     "popularity",
 )
-TRACK_CONTENT_FIELDS: tuple[str, ...] = ("embedding", "tokens", "encoder", "encoder_revision")
+# track_meta of a track whose metadata is not given (an upload): the store's "unknown" values. popularity is
+# computed by training over its play window, so a new track starts at 0. The bootstrap trains the ranker on
+# rows shown this way too, so that an upload is scored as the cold track it is.
+NEW_TRACK_META: dict[str, str | int | float] = {
+    "artist_id": "",
+    "genre": "",
+    "key": -1,
+    "mode": -1,
+    "language": "",
+    "release_year": -1,
+    "popularity": 0.0,
+}
+assert tuple(NEW_TRACK_META) == TRACK_META_FIELDS  # the store refuses anything else
+TRACK_CONTENT_FIELDS: tuple[str, ...] = ("embedding", "tokens", "encoder", "encoder_revision", "typicality")
+TRACK_CONTENT_ARRAYS: tuple[str, ...] = ("embedding", "tokens")  # list-valued; the other content fields are scalars
 
 VIEW_FIELDS: dict[str, tuple[str, ...]] = {
     USER_PROFILE: USER_PROFILE_FIELDS,

@@ -208,7 +208,9 @@ class TrackTable:
             for view in fn.TRACK_VIEWS
         }
         columns: dict[str, np.ndarray] = {}
-        for name in fn.TRACK_META_FIELDS + ("encoder", "encoder_revision"):
+        for name in fn.TRACK_META_FIELDS + tuple(
+            f for f in fn.TRACK_CONTENT_FIELDS if f not in ("embedding", "tokens")
+        ):
             dtype = self._dtypes[name]
             values = [rows[t][name] if rows[t][name] is not None else _SCALAR_FILL[dtype] for t in ids]
             kind = {"String": object, "Int64": np.int64, "Float32": np.float32}[dtype]

@@ -73,6 +73,11 @@ track_content_fields = [
     Field(name="tokens", dtype=Array(Int64), description="Audio tokens: nearest codebook id per layer."),
     Field(name="encoder", dtype=String, description="Encoder backend that produced the content."),
     Field(name="encoder_revision", dtype=String, description="Model revision and codebook version."),
+    Field(
+        name="typicality",
+        dtype=Float32,
+        description="Share of catalog tracks at least as far from the catalog centre (1 typical, 0 beyond all).",
+    ),
 ]
 
 user_profile_fv = FeatureView(

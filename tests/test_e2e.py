@@ -104,16 +104,18 @@ def test_uploaded_track_is_stored_and_retrieved_for_a_listener_of_similar_sound(
     per_user = affinity.groupby(plays.user_id).sum()
     matched, unmatched = per_user.idxmax(), per_user.idxmin()
 
-    def rank_for(user: str) -> int:
+    def rank_for(user: str) -> tuple[int, int]:
         url = f"{stack.url('retriever')}/candidates"
         candidates = client.get(url, params={"user_id": user, "k": 1000}).json()["candidates"]
         ids = [c["track_id"] for c in candidates]
         assert "e2e-upload" in ids, f"upload not among {len(ids)} candidates of user {user}"
         assert next(c for c in candidates if c["track_id"] == "e2e-upload")["cold"] is True
-        return ids.index("e2e-upload")
+        return ids.index("e2e-upload"), len(ids)
 
-    matched_rank, unmatched_rank = rank_for(matched), rank_for(unmatched)
-    assert matched_rank < 10, f"upload ranked {matched_rank} for the listener of similar tracks"
+    (matched_rank, n), (unmatched_rank, _) = rank_for(matched), rank_for(unmatched)
+    # Top 15%: real music lies outside the rendered catalog, and its content is bounded to the catalog's range
+    # (encore/audio/transform.py), so it no longer tops lists by an extreme vector; it still ranks by likeness.
+    assert matched_rank < 0.15 * n, f"upload ranked {matched_rank} of {n} for the listener of similar tracks"
     assert matched_rank < unmatched_rank
 
 
@@ -126,3 +128,23 @@ def test_every_service_reports_ready_with_metrics_and_schema(system):
         assert client.get(f"{stack.url(spec.name)}/openapi.json").json()["paths"]
     ranker_ready = client.get(f"{stack.url('ranker')}/readyz").json()
     assert "CPUExecutionProvider" in ranker_ready["onnx_providers"]
+
+
+def test_real_recordings_neither_crowd_listeners_lists_nor_vanish(system):
+    """The product check of docs/real_audio.md on the quick world: every clip of ../shared/data/audio plus
+    three unusual files uploaded, then 200 listeners' lists read (benchmarks/real_uploads.py)."""
+    from benchmarks.real_uploads import run_check
+
+    stack, client, _, _ = system
+    catalog = client.get(f"{stack.url('ranker')}/readyz").json()["tracks_in_table"]
+    users = [str(u) for u in range(200)]
+    report = run_check(client, stack.url("ranker"), stack.url("embedder"), API_KEY, users, catalog, AUDIO)
+    assert report.refused == ["edge-six-channel-0.5s.wav (422 too_short)"]  # under MIN_AUDIO_SECONDS
+    assert report.users >= 150
+    # Before the bounded content path uploads took 6x their catalog share of top-10 slots, one of them half of
+    # all listeners' top-10, and 7 of 12 real clips reached nobody's top-50.
+    assert report.upload_slot_ratio <= 3.0, report
+    assert report.max_user_share <= 0.2, report
+    real = [u for u in report.uploads if u.real]
+    assert all(u.status == 200 and 0 <= u.typicality <= 1 for u in real)
+    assert not report.unreachable, report  # each real clip is in some listener's top-50

@@ -6,6 +6,7 @@ from encore.audio.encoder import AudioEncoder, EncoderUnavailable, get_encoder
 from encore.audio.extract import extract_catalog, load_catalog
 from encore.audio.mfcc import MfccEncoder
 from encore.audio.resample import resample, to_encoder_input, to_mono
+from encore.audio.transform import ContentTransform
 from encore.audio.windows import Windows, split_windows
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "AudioError",
     "CodebookMismatch",
     "Codebooks",
+    "ContentTransform",
     "DecodedAudio",
     "EncoderUnavailable",
     "MfccEncoder",

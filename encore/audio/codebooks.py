@@ -1,7 +1,8 @@
-"""Audio tokens: per-layer (and per-group) k-means codebooks over standardized pooled encoder layers.
+"""Audio tokens: per-layer (and per-group) k-means codebooks over the content transform of pooled encoder layers.
 
-Fit on training-catalog tracks only; saved as codebooks.safetensors + codebooks.json (no pickle), and
-refused when applied to vectors from another encoder, revision or shape.
+Fit on training-catalog tracks only, together with the bundle's ContentTransform (standardize, then bound:
+encore/audio/transform.py), which the dense vector goes through as well; saved as codebooks.safetensors +
+codebooks.json (no pickle), and refused when applied to vectors from another encoder, revision or shape.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save
 
+from encore.audio.transform import ContentTransform
 from encore.errors import EncoreError
 from encore.io import sha256_file, write_bytes_atomic, write_json_atomic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the bounded ContentTransform replaced a plain mean/std standardization
 TENSORS_FILE = "codebooks.safetensors"
 META_FILE = "codebooks.json"
 # describe() keys that change what the vectors mean; free-text fields (pooling, policy) are not compared.
 IDENTITY_KEYS = ("backend", "revision", "sample_rate", "window_seconds", "n_layers", "dim", "params")
-_MIN_STD = 1e-8  # a constant dimension is left unscaled instead of divided by ~0
 
 
 class CodebookMismatch(EncoreError):
@@ -32,15 +33,13 @@ class CodebookMismatch(EncoreError):
 class Codebooks:
     def __init__(
         self,
-        mean: np.ndarray,
-        std: np.ndarray,
+        transform: ContentTransform,
         centroids: list[np.ndarray],
         groups: int,
         encoder_info: dict[str, Any],
         meta: dict[str, Any] | None = None,
     ) -> None:
-        self.mean = mean  # (L, D) float32
-        self.std = std  # (L, D) float32
+        self.transform = transform  # one item's shape (L, D)
         self.centroids = centroids  # L * groups arrays, field f = layer * groups + group: (k, chunk_dim)
         self.groups = groups
         self.encoder_info = encoder_info
@@ -49,11 +48,11 @@ class Codebooks:
 
     @property
     def n_layers(self) -> int:
-        return int(self.mean.shape[0])
+        return int(self.transform.shape[0])
 
     @property
     def dim(self) -> int:
-        return int(self.mean.shape[1])
+        return int(self.transform.shape[1])
 
     @property
     def k(self) -> int:
@@ -80,17 +79,15 @@ class Codebooks:
         import sklearn  # deferred: serving only tokenizes, and scikit-learn costs ~1 s to import
         from sklearn.cluster import KMeans
 
-        mean = layers.mean(axis=0)
-        std = layers.std(axis=0)
-        std = np.where(std < _MIN_STD, 1.0, std).astype(np.float32)
-        z = (layers - mean) / std
+        transform = ContentTransform.fit(layers)
+        z = transform.apply(layers)
         centroids = []
         for layer in range(n_layers):
             for chunk in np.array_split(z[:, layer], groups, axis=1):
                 km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(chunk)
                 centroids.append(km.cluster_centers_.astype(np.float32))
         meta = {"k": k, "groups": groups, "seed": seed, "n_train": n, "sklearn": sklearn.__version__}
-        return cls(mean, std, centroids, groups, dict(encoder_info), meta)
+        return cls(transform, centroids, groups, dict(encoder_info), meta)
 
     def check_encoder(self, encoder_info: dict[str, Any]) -> None:
         """Raise CodebookMismatch unless `encoder_info` (an encoder's describe()) matches the fit-time one."""
@@ -104,8 +101,12 @@ class Codebooks:
             raise CodebookMismatch(f"codebooks were fit on a different encoder ({detail})")
 
     def standardize(self, layers: np.ndarray) -> np.ndarray:
-        layers = self._as_batch(layers)
-        return (layers - self.mean) / self.std
+        """The content transform (standardized, then bounded): (N, L, D) or (L, D) -> (N, L, D)."""
+        return self.transform.apply(self._as_batch(layers))
+
+    def typicality(self, layers: np.ndarray) -> np.ndarray:
+        """(N,) in [0, 1]: how typical each track is of the training catalog (ContentTransform.typicality)."""
+        return self.transform.typicality(self._as_batch(layers))
 
     def tokenize(self, layers: np.ndarray) -> np.ndarray:
         """(N, L, D) or (L, D) -> (N, L * groups) int64 ids of the nearest centroid, field-major order."""
@@ -119,7 +120,7 @@ class Codebooks:
         return tokens
 
     def embedding(self, layers: np.ndarray, layer: str | int = "last", standardize: bool = True) -> np.ndarray:
-        """(N, D) dense vector: one layer ("last" or an index) or the layer mean."""
+        """(N, D) dense vector: one layer ("last" or an index) or the layer mean, of the bounded transform."""
         x = self.standardize(layers) if standardize else self._as_batch(layers)
         if layer == "mean":
             return x.mean(axis=1)
@@ -129,13 +130,14 @@ class Codebooks:
         layers = np.asarray(layers, dtype=np.float32)
         if layers.ndim == 2:
             layers = layers[None]
-        if layers.ndim != 3 or layers.shape[1:] != self.mean.shape:
+        if layers.ndim != 3 or layers.shape[1:] != self.transform.shape:
             raise CodebookMismatch(f"expected (N, {self.n_layers}, {self.dim}) layers, got {layers.shape}")
         return layers
 
     def _validate(self) -> None:
-        if self.mean.ndim != 2 or self.std.shape != self.mean.shape:
-            raise ValueError(f"mean {self.mean.shape} and std {self.std.shape} must both be (L, D)")
+        if len(self.transform.shape) != 2:
+            raise ValueError(f"the content transform must be per layer (L, D), got {self.transform.shape}")
+        self.transform.check()
         if len(self.centroids) != self.n_fields:
             raise ValueError(f"expected {self.n_fields} codebooks, found {len(self.centroids)}")
         chunk_dims = [len(c) for c in np.array_split(np.arange(self.dim), self.groups)] * self.n_layers
@@ -143,16 +145,15 @@ class Codebooks:
             if centers.shape != (self.k, chunk_dim):
                 expected = (self.k, chunk_dim)
                 raise ValueError(f"codebook {field} has shape {centers.shape}, expected {expected}")
-        arrays = [self.mean, self.std, *self.centroids]
-        if not all(np.isfinite(a).all() for a in arrays) or (self.std <= 0).any():
-            raise ValueError("codebooks hold non-finite values or non-positive std")
+        if not all(np.isfinite(c).all() for c in self.centroids):
+            raise ValueError("codebooks hold non-finite centroids")
         _check_info_shape(self.encoder_info, self.n_layers, self.dim)
 
     def save(self, directory: str | Path) -> Path:
         """Write codebooks.safetensors + codebooks.json into `directory`, each atomically; JSON last."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {"mean": self.mean, "std": self.std}
+        tensors = self.transform.tensors()
         tensors |= {f"centroids.{i}": np.ascontiguousarray(c) for i, c in enumerate(self.centroids)}
         payload = save(tensors)
         write_bytes_atomic(directory / TENSORS_FILE, payload)
@@ -181,12 +182,11 @@ class Codebooks:
             raise ValueError(f"{directory / TENSORS_FILE} does not match the checksum in {META_FILE}")
         tensors = load_file(str(directory / TENSORS_FILE))
         n_fields = meta["n_layers"] * meta["groups"]
-        expected = {"mean", "std"} | {f"centroids.{i}" for i in range(n_fields)}
+        expected = ContentTransform.tensor_names() | {f"centroids.{i}" for i in range(n_fields)}
         if set(tensors) != expected:
             raise ValueError(f"codebooks file holds {sorted(tensors)}, expected {sorted(expected)}")
         books = cls(
-            tensors["mean"],
-            tensors["std"],
+            ContentTransform.from_tensors(tensors),
             [tensors[f"centroids.{i}"] for i in range(n_fields)],
             meta["groups"],
             meta["encoder"],

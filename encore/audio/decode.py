@@ -28,6 +28,9 @@ MAX_LOSSLESS_SAMPLES_PER_BYTE = 64
 BOMB_MIN_SAMPLES = 2**23  # below ~95 s of 44.1 kHz stereo a high ratio is just a short silent file
 # Below this RMS (about -100 dBFS) a clip carries nothing an encoder can use.
 SILENCE_RMS = 1e-5
+# Shorter uploads are refused (too_short): below a second no encoder hears a rhythm or a timbre, and such
+# clips' pooled features sat far outside every catalog (MusiCNN's 3 s patches pad a 1-3 s clip with silence).
+MIN_AUDIO_SECONDS = 1.0
 _BLOCK_FRAMES = 65_536
 
 ERROR_CODES = (
@@ -36,6 +39,7 @@ ERROR_CODES = (
     "corrupt",
     "unsupported_codec",
     "zero_length",
+    "too_short",
     "silent",
     "non_finite",
     "too_many_channels",

@@ -8,7 +8,8 @@ Error codes and the HTTP status each becomes (ERROR_STATUS; every error body is 
     409 track_exists                            the track_id is taken and overwrite=true was not given
     413 too_large                               the file (or the request body) is over the upload limit
     415 not_audio, unsupported_codec            not an audio file, or no decoder for its codec
-    422 zero_length, silent, non_finite,        decodable but unusable audio,
+    422 zero_length, too_short, silent,         decodable but unusable audio (too_short: under
+        non_finite,                             MIN_AUDIO_SECONDS, encore/audio/decode.py),
         too_many_channels, bad_sample_rate,
         invalid_request, invalid_track,         bad form fields (track_id pattern, metadata ranges),
         bundle_refused                          and a bundle /admin/reload would not load (old one serves on)
@@ -31,8 +32,9 @@ import numpy as np
 
 from encore import feature_names as fn
 from encore.artifacts import Bundle, BundleError, current_bundle_path
-from encore.audio import AudioEncoder, Codebooks, content_revision, decode_audio
+from encore.audio import AudioEncoder, AudioError, Codebooks, content_revision, decode_audio
 from encore.audio.codebooks import META_FILE, TENSORS_FILE
+from encore.audio.decode import MIN_AUDIO_SECONDS
 from encore.errors import EncoreError
 from encore.store import InvalidTrackError, Store
 
@@ -50,6 +52,7 @@ ERROR_STATUS: dict[str, int] = {
     "not_audio": 415,
     "unsupported_codec": 415,
     "zero_length": 422,
+    "too_short": 422,
     "silent": 422,
     "non_finite": 422,
     "too_many_channels": 422,
@@ -74,19 +77,6 @@ _BUNDLE_ID_RE = re.compile(BUNDLE_ID_PATTERN)
 # with <dir>/codebooks.safetensors and <dir>/codebooks.json listed (checksummed) in manifest["files"].
 CODEBOOKS_COMPONENT = "codebooks"
 CONTENT_COMPONENT = "content"
-
-# track_meta of an upload whose metadata is not given: the store's "unknown" values; popularity is
-# computed by training over its play window, so a new track starts at 0 (the Feast field's description).
-NEW_TRACK_META: dict[str, Any] = {
-    "artist_id": "",
-    "genre": "",
-    "key": -1,
-    "mode": -1,
-    "language": "",
-    "release_year": -1,
-    "popularity": 0.0,
-}
-assert tuple(NEW_TRACK_META) == fn.TRACK_META_FIELDS  # the store refuses anything else
 
 
 T = TypeVar("T")
@@ -118,6 +108,7 @@ class EmbedderState:
 class Embedding:
     embedding: np.ndarray  # (D,) float32
     tokens: np.ndarray  # (L * groups,) int64, ids in [0, K)
+    typicality: float  # share of training-catalog tracks at least as far from the catalog centre
     seconds_used: float
     duration_seconds: float
     truncated: bool
@@ -172,6 +163,10 @@ def embed_audio(data: bytes, state: EmbedderState, *, max_seconds: float) -> Emb
     """
     start = time.perf_counter()
     decoded = decode_audio(data, max_seconds=max_seconds)
+    if decoded.duration_seconds < MIN_AUDIO_SECONDS:
+        raise AudioError(
+            "too_short", f"{decoded.duration_seconds:.2f} s of audio; at least {MIN_AUDIO_SECONDS:g} s is needed"
+        )
     decoded_at = time.perf_counter()
     layers = state.encoder.encode_decoded(decoded)  # (L, D)
     embedding = state.codebooks.embedding(layers, layer=state.dense_layer, standardize=state.standardize)[0]
@@ -180,6 +175,7 @@ def embed_audio(data: bytes, state: EmbedderState, *, max_seconds: float) -> Emb
     return Embedding(
         embedding=embedding.astype(np.float32),
         tokens=tokens,
+        typicality=float(state.codebooks.typicality(layers)[0]),
         seconds_used=decoded.seconds_used,
         duration_seconds=decoded.duration_seconds,
         truncated=decoded.truncated,
@@ -199,8 +195,8 @@ def check_track_id(track_id: str) -> str:
 
 
 def track_meta(given: dict[str, Any]) -> dict[str, Any]:
-    """A full track_meta row: the given fields over NEW_TRACK_META (None means not given)."""
-    return NEW_TRACK_META | {name: value for name, value in given.items() if value is not None}
+    """A full track_meta row: the given fields over the store's unknown values (None means not given)."""
+    return fn.NEW_TRACK_META | {name: value for name, value in given.items() if value is not None}
 
 
 def write_track(
@@ -224,6 +220,7 @@ def write_track(
         "tokens": result.tokens,
         "encoder": state.encoder.name,
         "encoder_revision": state.content_revision,
+        "typicality": result.typicality,
     }
     try:
         _store_call("write", store.push_track, track_id, meta, content, codebook_size=state.codebooks.k)

@@ -12,6 +12,7 @@ import anyio
 from fastapi import APIRouter, Body, Form, Path
 from starlette.concurrency import run_in_threadpool
 
+from encore import feature_names as fn
 from encore.artifacts import BundleError
 from encore.store import Store
 from services.embedder.config import EmbedderSettings
@@ -81,7 +82,7 @@ async def get_track(
     track_id: Annotated[str, Path(pattern=TRACK_ID_PATTERN, examples=["upload:8f3a9c"])], store: StoreDep
 ) -> TrackResponse:
     row = await run_in_threadpool(read_track, store, track_id)
-    content = {name: row.get(name) for name in ("embedding", "tokens", "encoder", "encoder_revision")}
+    content = {name: row.get(name) for name in fn.TRACK_CONTENT_FIELDS}
     meta = {name: value for name, value in row.items() if name not in content}
     return TrackResponse(track_id=track_id, meta=meta, **content)
 
@@ -167,6 +168,7 @@ def _embed_response(
         n_tokens=len(result.tokens),
         embedding=embedding,
         tokens=result.tokens.tolist(),
+        typicality=round(result.typicality, 4),
         seconds_used=round(result.seconds_used, 3),
         duration_seconds=round(result.duration_seconds, 3),
         truncated=result.truncated,

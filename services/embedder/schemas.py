@@ -47,8 +47,12 @@ class EmbedResponse(BaseModel):
     n_layers: int = Field(description="Pooled encoder layers (L).")
     dim: int = Field(description="Length of the dense embedding (D).")
     n_tokens: int = Field(description="Audio tokens: one per layer (and codebook group).")
-    embedding: list[float] = Field(description="Dense vector as stored (standardized chosen layer).")
+    embedding: list[float] = Field(description="Dense vector as stored (the chosen layer, standardized and bounded).")
     tokens: list[int] = Field(description="Nearest-centroid id per codebook, in [0, K).")
+    typicality: float = Field(
+        description="Share of training-catalog tracks at least as far from the catalog centre: 1 typical, 0 beyond "
+        "every catalog track (its content is then bounded to the catalog's range before any model sees it)."
+    )
     seconds_used: float = Field(description="Seconds of audio encoded.")
     duration_seconds: float = Field(description="Length of the uploaded audio (header estimate when cut).")
     truncated: bool = Field(description="True when only the first ENCORE_MAX_AUDIO_SECONDS were encoded.")
@@ -71,6 +75,7 @@ class EmbedResponse(BaseModel):
                     "n_tokens": 1,
                     "embedding": _EMBEDDING_EXAMPLE,
                     "tokens": _TOKENS_EXAMPLE,
+                    "typicality": 0.42,
                     "seconds_used": 600.0,
                     "duration_seconds": 743.2,
                     "truncated": True,
@@ -93,6 +98,7 @@ class TrackResponse(BaseModel):
     tokens: list[int] | None = None
     encoder: str | None = None
     encoder_revision: str | None = None
+    typicality: float | None = None
     meta: dict[str, Any] = Field(description="track_meta fields (artist_id, genre, key, mode, ...).")
 
     model_config = ConfigDict(
@@ -104,6 +110,7 @@ class TrackResponse(BaseModel):
                     "tokens": _TOKENS_EXAMPLE,
                     "encoder": "mfcc",
                     "encoder_revision": "1+cb.3f9a0c2d5e71",
+                    "typicality": 0.42,
                     "meta": {
                         "artist_id": "a42",
                         "genre": "jazz",

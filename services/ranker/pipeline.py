@@ -262,7 +262,7 @@ class Score:
         packed = self.cache.packed(model.spec, user_id, user, items) if self.cache is not None else None
         if packed is None:
             packed = self.encode(model, user_id, user, items)
-        return model.scorer.score(packed)
+        return model.score(packed)
 
 
 class Order:

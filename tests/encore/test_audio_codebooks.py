@@ -47,12 +47,13 @@ def test_standardization_stops_one_loud_dimension_from_dominating():
     rng = np.random.default_rng(0)
     n = 200
     signal = np.repeat([-1.0, 1.0], n // 2)  # the real structure, in dimension 0
-    x = np.stack([signal + rng.normal(0, 0.05, n), rng.normal(0, 1000.0, n)], axis=1)[:, None, :]
-    books = Codebooks.fit(x.astype(np.float32), encoder_info=_info(1, 2), k=2)
+    quiet = rng.normal(0, 0.5, (n, 6))  # ordinary dimensions without structure
+    x = np.column_stack([signal + rng.normal(0, 0.05, n), rng.normal(0, 1000.0, n), quiet])[:, None, :]
+    books = Codebooks.fit(x.astype(np.float32), encoder_info=_info(1, 8), k=2)
     tokens = books.tokenize(x.astype(np.float32))[:, 0]
     # Without per-dimension scaling k-means would split on the 1000x-larger noise dimension instead.
     assert _same_partition(tokens, (signal > 0).astype(int))
-    np.testing.assert_allclose(books.std[0], x[:, 0].std(axis=0), rtol=1e-4)
+    np.testing.assert_allclose(books.transform.scale[0], x[:, 0].std(axis=0), rtol=1e-4)
 
 
 def test_groups_split_each_layer_into_fields():
@@ -66,7 +67,8 @@ def test_groups_split_each_layer_into_fields():
 def test_embedding_helper():
     train, _ = _clustered(10, n_layers=3, dim=4)
     books = Codebooks.fit(train, encoder_info=_info(3, 4), k=4)
-    z = (train - books.mean) / books.std
+    z = books.transform.apply(train)  # standardized, then bounded: the catalog's own tracks stay unclipped
+    np.testing.assert_allclose(z, (train - train.mean(0)) / train.std(0), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(books.embedding(train), z[:, -1], rtol=1e-5)
     np.testing.assert_allclose(books.embedding(train, layer=0), z[:, 0], rtol=1e-5)
     np.testing.assert_allclose(books.embedding(train, layer="mean"), z.mean(axis=1), rtol=1e-5)
@@ -92,7 +94,8 @@ def test_save_load_round_trip_and_tamper_detection(tmp_path):
     assert sorted(p.name for p in (tmp_path / "cb").iterdir()) == [META_FILE, TENSORS_FILE]  # no temp files
     loaded = Codebooks.load(tmp_path / "cb", encoder_info=_info(2, 6))
     np.testing.assert_array_equal(loaded.tokenize(train), books.tokenize(train))
-    np.testing.assert_array_equal(loaded.mean, books.mean)
+    for name, array in books.transform.tensors().items():
+        np.testing.assert_array_equal(loaded.transform.tensors()[name], array)
     meta = json.loads((tmp_path / "cb" / META_FILE).read_text())
     assert meta["encoder"]["revision"] == "1" and meta["k"] == 4 and meta["n_fields"] == 4
     # One flipped byte in the tensors is refused.

@@ -59,6 +59,7 @@ def _frames() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
             "tokens": list(rng.integers(0, 32, (5, N_LAYERS))),
             "encoder": "mfcc",
             "encoder_revision": "mfcc-v1+kmeans32-abc",
+            "typicality": 0.5,
         }
     )
     return users, meta, content
@@ -95,6 +96,7 @@ def _new_content(seed: int) -> dict[str, Any]:
         "tokens": rng.integers(0, 32, N_LAYERS).tolist(),
         "encoder": "mfcc",
         "encoder_revision": "mfcc-v1+kmeans32-abc",
+        "typicality": 0.5,
     }
 
 

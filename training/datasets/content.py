@@ -1,7 +1,7 @@
 """Audio content as item fields: one dense vector field, or per-layer codebook tokens as categorical fields.
 
-Content arrays are checked before use (shape, duplicate keys, items without content); standardization
-statistics and codebooks are fit on training items only.
+Content arrays are checked before use (shape, duplicate keys, items without content); the content transform
+(encore/audio/transform.py: standardize, then bound) and codebooks are fit on training items only.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pandas as pd
 
 from encore.audio.codebooks import Codebooks
 from encore.audio.extract import load_catalog
+from encore.audio.transform import ContentTransform
 from encore.errors import EncoreError
 from encore.schema import FieldConfig
 
@@ -106,10 +107,9 @@ def build_item_content(
     books = None
     n_layers, dim = arrays.layers.shape[1:]
     if mode == "dense":
-        # The last layer, standardized with training-item statistics (loudness would dominate otherwise).
+        # The last layer through the content transform fit on training items (the one serving applies too).
         vectors = arrays.layers[:, -1, :]
-        mean, std = vectors[train_rows].mean(0), vectors[train_rows].std(0)
-        z = np.clip((vectors - mean) / np.where(std < 1e-8, 1.0, std), -6, 6).astype(np.float32)
+        z = ContentTransform.fit(vectors[train_rows]).apply(vectors)
         z = np.where(absent[:, None], 0.0, z[np.maximum(rows, 0)]).astype(np.float32)
         table[DENSE_FIELD] = list(z)
         fields.append(FieldConfig(DENSE_FIELD, "dense", owner="item", dim=int(dim)))

@@ -15,16 +15,17 @@ from services.embedder.encode import EmbedError, build_state, check_track_id, em
 from tests.services.embedder.helpers import GOOD_BUNDLE, OTHER_REVISION_BUNDLE, K, tone, wav_bytes
 
 
-def test_embed_audio_gives_the_standardized_layer_and_tokens(artifacts_dir: Path) -> None:
+def test_embed_audio_gives_the_transformed_layer_tokens_and_typicality(artifacts_dir: Path) -> None:
     state = build_state(load_bundle(artifacts_dir / GOOD_BUNDLE), MfccEncoder())
     data = wav_bytes(tone(440, 2.0))
     result = embed_audio(data, state, max_seconds=600)
     layers = MfccEncoder().encode(sf.read(io.BytesIO(data), dtype="float32")[0])  # mono, already 22.05 kHz
-    expected = (layers[-1] - state.codebooks.mean[-1]) / state.codebooks.std[-1]
+    expected = state.codebooks.transform.apply(layers)[0, -1]  # the bundle's bounded content transform
     np.testing.assert_allclose(result.embedding, expected, rtol=1e-5, atol=1e-5)
     assert result.tokens.tolist() == state.codebooks.tokenize(layers)[0].tolist()
     assert result.embedding.shape == (264,) and result.tokens.shape == (1,) and 0 <= result.tokens[0] < K
     assert result.seconds_used == pytest.approx(2.0) and not result.truncated
+    assert result.typicality == pytest.approx(float(state.codebooks.typicality(layers)[0]))
     with pytest.raises(AudioError) as refused:
         embed_audio(wav_bytes(np.zeros(1000, np.float32)), state, max_seconds=600)
     assert refused.value.code == "silent"

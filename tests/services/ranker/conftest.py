@@ -97,6 +97,7 @@ def make_source_frames(seed: int = 3) -> SourceFrames:
             "tokens": list(rng.integers(0, 32, (len(content_ids), N_LAYERS))),
             "encoder": "mfcc",
             "encoder_revision": "mfcc-test",
+            "typicality": 0.5,
         }
     )
     n = 3000

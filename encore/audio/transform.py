@@ -1,0 +1,117 @@
+"""The one content transform: standardize with training-catalog statistics, then bound. Every content path uses it.
+
+Training (dense content fields), the bootstrap, the embedder, the codebooks (tokens) and the retriever's
+content-to-item map all see content only through `ContentTransform.apply`, so a vector from real music,
+however far it lies from a rendered catalog, reaches no model with values the model never saw in training:
+1. standardize per dimension, with each std floored at STD_FLOOR x the layer's median std (dimensions that
+   barely vary across the catalog would otherwise turn small real-world differences into |z| in the hundreds);
+2. clip each dimension to the range the training items span after step 1;
+3. shrink the vector (per layer) to at most the largest norm a training item has after step 2.
+The catalog's own items are changed only by step 1's floor. `typicality` says how far an input sat from the
+catalog before bounding: the share of training items that lie at least as far from the centre (1 = central,
+0 = beyond every training item).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+STD_FLOOR = 0.1  # x the layer's median std
+_TINY = 1e-8
+N_QUANTILES = 101  # of the training items' distance, for typicality
+
+
+@dataclass(frozen=True)
+class ContentTransform:
+    """Arrays have one item's shape, (L, D) (per layer) or (D,): broadcast over a leading batch axis."""
+
+    mean: np.ndarray
+    scale: np.ndarray  # floored std, > 0
+    low: np.ndarray  # per-dimension bounds of the standardized training items
+    high: np.ndarray
+    max_norm: np.ndarray  # (L,) or (): largest per-layer norm of a bounded training item
+    distance_quantiles: np.ndarray  # (N_QUANTILES,) of the training items' RMS distance (standardized)
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray) -> ContentTransform:
+        """vectors: (N, ...) content of training-catalog items only."""
+        x = np.asarray(vectors, dtype=np.float64)
+        if x.ndim < 2 or len(x) < 2 or not np.isfinite(x).all():
+            raise ValueError(f"need finite (N, ...) vectors of at least 2 training items, got shape {x.shape}")
+        mean, std = x.mean(0), x.std(0)
+        floor = np.maximum(STD_FLOOR * np.median(std, axis=-1, keepdims=True), _TINY)
+        scale = np.maximum(std, floor)
+        z = (x - mean) / scale
+        low, high = z.min(0), z.max(0)
+        max_norm = np.linalg.norm(z, axis=-1).max(0)
+        quantiles = np.quantile(_rms(z), np.linspace(0, 1, N_QUANTILES))
+        f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+        return cls(f32(mean), f32(scale), f32(low), f32(high), f32(max_norm), f32(quantiles))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.mean.shape)
+
+    def standardize(self, vectors: np.ndarray) -> np.ndarray:
+        """Step 1 only: (N, *shape) or (*shape) -> (N, *shape), unbounded."""
+        return (self._as_batch(vectors) - self.mean) / self.scale
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        """Standardized and bounded: (N, *shape) or (*shape) -> (N, *shape) float32."""
+        z = np.clip(self.standardize(vectors), self.low, self.high)
+        norm = np.linalg.norm(z, axis=-1, keepdims=True)
+        shrink = np.minimum(1.0, self.max_norm[..., None] / np.maximum(norm, _TINY))
+        return (z * shrink).astype(np.float32)
+
+    def typicality(self, vectors: np.ndarray) -> np.ndarray:
+        """(N,) in [0, 1]: the share of training items at least as far from the catalog's centre."""
+        distance = _rms(self.standardize(vectors))
+        below = np.interp(distance, self.distance_quantiles, np.linspace(0, 1, N_QUANTILES), right=1.0)
+        return (1.0 - below).astype(np.float32)
+
+    @classmethod
+    def tensor_names(cls, prefix: str = "transform.") -> set[str]:
+        return {prefix + name for name in cls.__dataclass_fields__}
+
+    def tensors(self, prefix: str = "transform.") -> dict[str, np.ndarray]:
+        return {prefix + name: np.ascontiguousarray(getattr(self, name)) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray], prefix: str = "transform.") -> ContentTransform:
+        missing = cls.tensor_names(prefix) - set(tensors)
+        if missing:
+            raise ValueError(f"content transform: missing arrays {sorted(missing)}")
+        transform = cls(**{name: tensors[prefix + name] for name in cls.__dataclass_fields__})
+        transform.check()
+        return transform
+
+    def check(self) -> None:
+        """Raise ValueError when the arrays do not form a valid transform (shapes, finiteness, order)."""
+        shape = self.shape
+        for name in ("scale", "low", "high"):
+            if getattr(self, name).shape != shape:
+                raise ValueError(f"content transform: {name} has shape {getattr(self, name).shape}, expected {shape}")
+        if self.max_norm.shape != shape[:-1] or self.distance_quantiles.shape != (N_QUANTILES,):
+            raise ValueError("content transform: max_norm or distance_quantiles has the wrong shape")
+        arrays = self.tensors().values()
+        if not all(np.isfinite(a).all() for a in arrays) or (self.scale <= 0).any() or (self.low > self.high).any():
+            raise ValueError("content transform holds non-finite values, non-positive scales or inverted bounds")
+
+    def describe(self) -> dict[str, Any]:
+        return {"std_floor": f"{STD_FLOOR} x median std per layer", "bound": "training range per dim, max norm"}
+
+    def _as_batch(self, vectors: np.ndarray) -> np.ndarray:
+        x = np.asarray(vectors, dtype=np.float32)
+        if x.shape == self.shape:
+            x = x[None]
+        if x.shape[1:] != self.shape:
+            raise ValueError(f"expected content of shape (N, {', '.join(map(str, self.shape))}), got {x.shape}")
+        return x
+
+
+def _rms(z: np.ndarray) -> np.ndarray:
+    """(N, ...) -> (N,): root mean square over all of an item's values."""
+    return np.sqrt((z.reshape(len(z), -1) ** 2).mean(axis=1))
