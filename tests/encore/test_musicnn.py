@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +155,19 @@ def test_auto_takes_a_current_onnx_export_and_missing_weights_are_refused(weight
     (partial / "musicnn-mtt" / "model.safetensors").unlink()
     with pytest.raises(EncoderUnavailable, match="musicnn-mtt lacks model.safetensors"):
         get_encoder("musicnn", partial, runtime="torch")
+
+
+def test_onnx_runtime_serves_without_torch(weights_dir: Path) -> None:
+    """The embedder's path: get_encoder on runtime onnx imports neither torch nor TensorFlow."""
+    script = (
+        "import sys, numpy as np; from encore.audio import get_encoder; "
+        f"e = get_encoder('musicnn', {str(weights_dir)!r}, runtime='onnx'); "
+        "a = e.analyze(0.1 * np.random.default_rng(0).standard_normal(64_000).astype(np.float32)); "
+        "assert len(a.top_tags('mtt')) == 5; print(sorted({'torch', 'tensorflow'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 def test_catalog_extraction_stores_the_penultimate(encoders, tmp_path: Path) -> None:
