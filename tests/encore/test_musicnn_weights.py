@@ -23,7 +23,7 @@ WEIGHTS_COMMAND = "python -m encore.audio.musicnn_weights --out weights (make in
 def wheel() -> Path:
     path = ROOT / ".cache" / "wheels" / WHEEL_NAME
     if not path.is_file():
-        pytest.fail(f"the musicnn wheel is not cached at {path}: run {WEIGHTS_COMMAND}")
+        pytest.fail(f"no musicnn wheel at {path}: run {WEIGHTS_COMMAND} (add --force if weights/ exists)")
     return path
 
 
