@@ -5,10 +5,12 @@ TORCH_CPU_INDEX ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# MusiCNN's published weights, converted from the musicnn wheel (cached in .cache/wheels/) when missing.
+MUSICNN_WEIGHTS := weights/musicnn-msd/model.safetensors weights/musicnn-mtt/model.safetensors
 
 .PHONY: install run test lint frappe clean
 
-install: $(STAMP)
+install: $(STAMP) $(MUSICNN_WEIGHTS)
 
 # torch goes in first, pinned: with no CUDA the machine's local CPU wheel of 2.13.0 is taken, so
 # the later `pip install -e` finds torch satisfied and never resolves a multi-GB CUDA build.
@@ -25,9 +27,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[serving,training,dev]"
 	touch $(STAMP)
 
+$(MUSICNN_WEIGHTS): | $(STAMP)
+	$(PY) -m encore.audio.musicnn_weights --out weights
+
 # The demo stack on the embedded default (SQLite online store): build world + bundle once, then serve.
 export ENCORE_API_KEY ?= encore-dev-key
-run: $(STAMP)
+run: install
 	$(PY) -m training.bootstrap
 	$(PY) -m services.stack
 
@@ -37,7 +42,7 @@ frappe: $(STAMP)
 	$(PY) training/run_benchmark.py --dataset frappe --models LR,FM,DeepFM,DCNv2,MaskNet --seeds 2021 --out results/frappe
 	$(PY) training/run_benchmark.py --dataset frappe --models FFM,AFM,WideDeep,NFM,DCN --seeds 2021 --out results/frappe_5a
 
-test: $(STAMP)
+test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 

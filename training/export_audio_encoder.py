@@ -14,7 +14,7 @@ from pathlib import Path
 
 from encore.errors import EncoreError
 
-ENCODERS = ("muq", "muq-mulan", "clap")
+ENCODERS = ("muq", "muq-mulan", "clap", "musicnn", "musicnn-msd", "musicnn-mtt")  # musicnn: both checkpoints
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     except EncoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    folder = args.weights_dir / args.encoder / "onnx"
-    print(f"exported {', '.join(record['files'])} to {folder} (weights revision {record['revision']})")
+    print(f"exported {', '.join(record['files'])} to {args.weights_dir} (weights revision {record['revision']})")
     return 0
 
 

@@ -5,6 +5,7 @@ from encore.audio.decode import AudioError, DecodedAudio, decode_audio
 from encore.audio.encoder import AudioEncoder, EncoderUnavailable, get_encoder
 from encore.audio.extract import extract_catalog, load_catalog
 from encore.audio.mfcc import MfccEncoder
+from encore.audio.musicnn_encoder import MusicnnAnalysis, MusicnnEncoder
 from encore.audio.resample import resample, to_encoder_input, to_mono
 from encore.audio.transform import ContentTransform
 from encore.audio.windows import Windows, split_windows
@@ -18,6 +19,8 @@ __all__ = [
     "DecodedAudio",
     "EncoderUnavailable",
     "MfccEncoder",
+    "MusicnnAnalysis",
+    "MusicnnEncoder",
     "Windows",
     "decode_audio",
     "extract_catalog",

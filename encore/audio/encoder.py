@@ -66,6 +66,12 @@ def _build_mfcc(weights_dir: Path | None, runtime: str = "auto", threads: int | 
     return MfccEncoder()  # numpy only: no weights, one runtime
 
 
+def _build_musicnn(weights_dir: Path | None, runtime: str = "auto", threads: int | None = None) -> AudioEncoder:
+    from encore.audio.musicnn_encoder import build_musicnn  # deferred: it imports this module
+
+    return build_musicnn(weights_dir, runtime, threads)
+
+
 def _pretrained(builder: str) -> Callable[..., AudioEncoder]:
     def build(weights_dir: Path | None, runtime: str = "auto", threads: int | None = None) -> AudioEncoder:
         from encore.audio import pretrained  # deferred: pretrained imports this module
@@ -81,6 +87,7 @@ ENCODERS: dict[str, Callable[..., AudioEncoder]] = {
     "muq": _pretrained("build_muq"),
     "muq-mulan": _pretrained("build_mulan"),
     "clap": _pretrained("build_clap"),
+    "musicnn": _build_musicnn,
 }
 
 

@@ -69,6 +69,10 @@ def quantize_int8(src: Path, dst: Path) -> Path:
 
 def export_encoder(name: str, weights_dir: Path, *, int8: bool = True, opset: int = OPSET) -> dict[str, Any]:
     """Export <weights_dir>/<name> (fp32, and int8 when asked); returns what export.json records."""
+    if name.startswith("musicnn"):  # two checkpoint folders, three named outputs: its own exporter
+        from encore.audio.musicnn_export import export_musicnn
+
+        return export_musicnn(name, weights_dir, int8=int8, opset=opset)
     import onnxruntime
     import torch
 
