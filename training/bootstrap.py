@@ -1,6 +1,6 @@
 """One-shot demo bootstrap: synthetic world -> audio features -> DCNv2 ranker + BPR retriever -> bundle -> store.
 
-    .venv/bin/python -m training.bootstrap [--size small] [--epochs 3] [--force]
+    .venv/bin/python -m training.bootstrap [--size small] [--encoder musicnn|mfcc] [--epochs 3] [--force]
 
 Writes `artifacts/<bundle-id>/` (ENCORE_ARTIFACTS_DIR) and makes it CURRENT, then applies the Feast repo
 and writes user profiles, track metadata and track content into the online store (ENCORE_FEAST_*).
@@ -28,6 +28,7 @@ import pandas as pd
 from encore import feature_names as fn
 from encore.artifacts import BundleBuilder, BundleError, current_bundle_path, load_bundle
 from encore.audio import Codebooks, content_revision, extract_catalog, get_encoder, load_catalog
+from encore.audio.encoder import DEFAULT_ENCODER, ENCODERS
 from encore.cold_calibration import FILE as COLD_CALIBRATION_FILE
 from encore.cold_calibration import ColdCalibration
 from encore.errors import EncoreError
@@ -37,7 +38,7 @@ from training.datasets.base import PROJECT_ROOT
 
 KEYS = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 DENSE_LAYER = "last"
-TOKEN_GROUPS = 8  # MFCC is one layer: split into 8 blocks so it still gives several token fields
+TOKEN_GROUPS = 8  # one layer (MFCC; MusiCNN's penultimate): split into 8 blocks, so several token fields
 RANKER_MODEL = "DCNv2"
 # Share of training rows shown to the ranker as an upload looks to it: no track id (OOV), the store's unknown
 # metadata, popularity 0; only the audio is left (DropoutNet-style cold simulation). Without it the model never
@@ -172,7 +173,8 @@ def build(args: argparse.Namespace) -> str:
     world = load_world(world_params(args.size), progress=not args.quiet)
     print(f"[bootstrap] world {world.folder.name}: {len(world.users)} users, {len(world.tracks)} tracks", flush=True)
 
-    encoder = get_encoder("mfcc")
+    encoder = get_encoder(args.encoder, args.weights_dir)
+    print(f"[bootstrap] encoder {encoder.name} ({encoder.revision})", flush=True)
     catalog_dir = world.folder / f"content-{encoder.name}"
     extract_catalog(world.audio_paths(), encoder, catalog_dir, progress=not args.quiet)
     ids, layers, _ = load_catalog(catalog_dir)
@@ -297,21 +299,34 @@ def store_is_filled(bundle_id: str) -> bool:
         return False
 
 
-def existing_bundle(size: str) -> str | None:
-    """The CURRENT bundle when it verifies, has this content format, was built for this size, and has its tables."""
+def existing_bundle(size: str, encoder: str) -> str | None:
+    """The CURRENT bundle when it verifies, has this content format and encoder, was built for this size, and has
+    its feature tables saved; anything else is rebuilt, never reused."""
     try:
         bundle = load_bundle(current_bundle_path(artifacts_dir()))
-        Codebooks.load(bundle.path / "codebooks")  # a bundle of an older content format is rebuilt, never reused
+        books = Codebooks.load(bundle.path / "codebooks")  # an older content format raises
     except (BundleError, ValueError, OSError):
         return None
-    if bundle.manifest.get("dataset", {}).get("size") != size or not (tables_dir(bundle.id) / "users.parquet").exists():
+    if books.encoder_info.get("backend") != encoder or bundle.manifest.get("dataset", {}).get("size") != size:
         return None
-    return bundle.id
+    return bundle.id if (tables_dir(bundle.id) / "users.parquet").exists() else None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the demo bundle and fill the feature store.")
     parser.add_argument("--size", default="small", help="synthetic world size: quick, small, default, large")
+    parser.add_argument(
+        "--encoder",
+        default=os.environ.get("ENCORE_ENCODER", DEFAULT_ENCODER),
+        choices=sorted(ENCODERS),
+        help=f"audio encoder of the catalog and the bundle (ENCORE_ENCODER; default {DEFAULT_ENCODER})",
+    )
+    parser.add_argument(
+        "--weights-dir",
+        type=Path,
+        default=Path(os.environ.get("ENCORE_WEIGHTS_DIR", PROJECT_ROOT / "weights")),
+        help="local weight folders (ENCORE_WEIGHTS_DIR)",
+    )
     parser.add_argument("--epochs", type=int, default=3, help="ranker training epochs")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
@@ -327,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
-        bundle_id = None if args.force else existing_bundle(args.size)
+        bundle_id = None if args.force else existing_bundle(args.size, args.encoder)
         if bundle_id is None:
             bundle_id = build(args)
         else:

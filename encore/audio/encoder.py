@@ -18,6 +18,9 @@ from encore.errors import EncoreError
 
 # How a weighted encoder runs: auto (the ONNX fp32 export when current, else torch), or one of the others.
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+# The encoder of `make run`, the compose stack and the bootstrap, unless ENCORE_ENCODER says otherwise: the one
+# pretrained music encoder whose real weights install here (`python -m encore.audio.musicnn_weights`).
+DEFAULT_ENCODER = "musicnn"
 
 
 class EncoderUnavailable(EncoreError):

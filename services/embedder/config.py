@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from encore.audio.encoder import DEFAULT_ENCODER
 from services.common.settings import PROJECT_ROOT, ServiceSettings
 
 # Room for the multipart framing and the small form fields around the file: the whole request body may
@@ -26,7 +27,7 @@ class EmbedderSettings(ServiceSettings):
     port: int = 8002
     max_upload_mb: float = Field(50.0, gt=0)  # the audio file itself, in MiB
     max_audio_seconds: float = Field(600.0, gt=0)  # only the first N seconds are decoded and encoded
-    encoder: str = "mfcc"  # backend name (encore.audio.ENCODERS); the bundle's codebooks must match it
+    encoder: str = DEFAULT_ENCODER  # backend name (encore.audio.ENCODERS); the bundle's codebooks must match it
     weights_dir: Path = PROJECT_ROOT / "weights"  # local model folders for weighted backends; never a hub
     # auto: the ONNX fp32 export when there is one, else torch; or torch, onnx, onnx-int8 (encore.audio.weights).
     encoder_runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
