@@ -212,6 +212,8 @@ def check_contents(bundle: Bundle) -> None:
         _check_component_paths(bundle, name, component)
     if "ranker" in bundle.components:
         _check_ranker(bundle, bundle.components["ranker"], opened)
+    if "codebooks" in bundle.components:
+        _check_codebooks(bundle, bundle.components["codebooks"], bundle.components.get("content"))
 
 
 def _onnx_external_files(bundle: Bundle, relative: str) -> set[str]:
@@ -325,6 +327,27 @@ def _check_ranker(bundle: Bundle, component: dict, opened: dict[str, Any]) -> No
         scores = None
     if scores is None or np.shape(scores) != (2,) or not np.isfinite(scores).all():
         raise BundleError(f"bundle {bundle.id}: {component['onnx']} does not score two rows to finite numbers")
+
+
+def _check_codebooks(bundle: Bundle, component: dict, content: dict | None) -> None:
+    """The codebooks load, match the encoder the manifest names, and hold the layer `content` picks."""
+    from encore.audio.codebooks import CodebookMismatch, Codebooks
+
+    folder = component.get("dir")
+    if not folder:
+        raise BundleError(f"bundle {bundle.id}: components.codebooks.dir is missing")
+    try:
+        books = Codebooks.load(bundle.path / folder)
+    except Exception as exc:  # noqa: BLE001 - its messages name host paths: logged, not returned
+        log.warning("bundle %s: codebooks in %s failed to load: %s", bundle.id, folder, exc)
+        raise BundleError(f"bundle {bundle.id}: the codebooks in {folder} do not load ({type(exc).__name__})") from exc
+    try:
+        books.check_encoder(component.get("encoder") or {})
+    except CodebookMismatch as exc:
+        raise BundleError(f"bundle {bundle.id}: components.codebooks.encoder disagrees with {folder}: {exc}") from exc
+    layer = (content or {}).get("dense_layer", "last")
+    if layer not in ("last", "mean") and not (type(layer) is int and 0 <= layer < books.n_layers):
+        raise BundleError(f"bundle {bundle.id}: dense_layer {layer!r} is not 'last', 'mean' or a layer index")
 
 
 def _onnx_session(path: Path) -> Any:

@@ -176,6 +176,13 @@ def spec_not_json(bad: Path, outside: Path) -> None:
     relist(bad, "ranker/spec.json")
 
 
+def codebooks_manifest_disagrees(bad: Path, outside: Path) -> None:
+    doc = json.loads((bad / "manifest.json").read_text())
+    books = doc["components"]["codebooks"]
+    books = {**books, "encoder": {**books["encoder"], "revision": "0"}}
+    edit_manifest(bad, components={**doc["components"], "codebooks": books})
+
+
 TAMPERINGS: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "outside_listed_path": (outside_listed_path, "is not a plain path inside the bundle"),
     "outside_component_path": (outside_component_path, "is not a plain path inside the bundle"),
@@ -190,6 +197,7 @@ TAMPERINGS: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "huge_file_of_the_wrong_size": (huge_file_of_the_wrong_size, f"{VECTORS} is missing or does not match"),
     "broken_onnx": (broken_onnx, f"{ONNX} is not a valid ONNX model"),
     "spec_not_json": (spec_not_json, "ranker/spec.json does not load as json"),
+    "codebooks_manifest_disagrees": (codebooks_manifest_disagrees, "components.codebooks.encoder disagrees"),
 }
 
 
