@@ -133,7 +133,7 @@ def read_confined_manifest(path: Path) -> dict:
         raise BundleError(f"bundle {name}: {MANIFEST} is missing or is not a plain file")
     try:
         manifest = json.loads(_read_nofollow(manifest_path))
-    except (OSError, ValueError) as exc:  # JSONDecodeError and bad UTF-8 are ValueErrors
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and bad UTF-8 are ValueErrors
         raise BundleError(f"bundle {name}: {MANIFEST} is not valid JSON") from exc
     check_manifest_fields(manifest, name)
     if manifest["bundle_id"] != name:
@@ -151,7 +151,11 @@ def read_confined_manifest(path: Path) -> dict:
 def walk_plain_files(path: Path, name: str) -> set[str]:
     """Relative paths of every file under `path` (manifest excluded); a symlink or special file is refused."""
     found: set[str] = set()
-    for folder, dirs, files in os.walk(path, followlinks=False):
+
+    def unreadable(error: OSError) -> None:  # os.walk would skip the folder, and the files it hides
+        raise BundleError(f"bundle {name}: a folder inside the bundle cannot be read") from error
+
+    for folder, dirs, files in os.walk(path, onerror=unreadable, followlinks=False):
         for entry in [*dirs, *files]:
             full = Path(folder, entry)
             relative = full.relative_to(path).as_posix()
@@ -167,7 +171,11 @@ def walk_plain_files(path: Path, name: str) -> set[str]:
 
 def verify_checksums(path: Path, manifest: dict) -> None:
     for relative, digest in sorted(manifest["files"].items()):
-        if sha256_nofollow(path / relative) != digest:
+        try:
+            same = sha256_nofollow(path / relative) == digest
+        except OSError as exc:  # gone or swapped for a symlink since the walk
+            raise missing_or_mismatched(manifest["bundle_id"], relative) from exc
+        if not same:
             raise missing_or_mismatched(manifest["bundle_id"], relative)
 
 
