@@ -84,13 +84,14 @@ def check_manifest_fields(manifest: Any, name: str) -> None:
         )
     unknown = sorted(set(manifest) - set(MANIFEST_FIELDS))
     if unknown:
-        raise BundleError(f"bundle {name}: unknown manifest field(s) {unknown}")
+        raise BundleError(f"bundle {name}: unknown manifest field(s) {[f[:40] for f in unknown[:5]]}")
     for field, (required, kind) in MANIFEST_FIELDS.items():
         if (required and field not in manifest) or (field in manifest and type(manifest[field]) is not kind):
             raise BundleError(f"bundle {name}: manifest field {field!r} must be a {kind.__name__}")
     unknown = sorted(set(manifest.get("components", {})) - set(COMPONENT_PATHS))
     if unknown:
-        raise BundleError(f"bundle {name}: unknown component(s) {unknown}; known: {sorted(COMPONENT_PATHS)}")
+        shown = [c[:40] for c in unknown[:5]]
+        raise BundleError(f"bundle {name}: unknown component(s) {shown}; known: {sorted(COMPONENT_PATHS)}")
     if not all(isinstance(c, dict) for c in manifest.get("components", {}).values()):
         raise BundleError(f"bundle {name}: every component must be an object")
     files, sizes = manifest["files"], manifest["sizes"]
