@@ -108,3 +108,27 @@ def relist(bundle: Path, relative: str) -> None:
         files={**doc["files"], relative: sha256_file(bundle / relative)},
         sizes={**doc["sizes"], relative: (bundle / relative).stat().st_size},
     )
+
+
+def externalize_onnx_weights(model_path: Path, location: str) -> None:
+    """Move every initializer's bytes of the ONNX graph at `model_path` into `location` (relative to its folder,
+    '..' allowed: the onnx package refuses to write such a location, which a tampered bundle may still hold)."""
+    import onnx
+    from onnx import TensorProto
+
+    model = onnx.load(model_path)
+    data = bytearray()
+    for tensor in model.graph.initializer:
+        raw = onnx.numpy_helper.to_array(tensor).tobytes()
+        tensor.ClearField("raw_data")
+        for name in ("float_data", "int32_data", "int64_data", "double_data"):
+            tensor.ClearField(name)
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in {"location": location, "offset": str(len(data)), "length": str(len(raw))}.items():
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        data += raw
+    target = model_path.parent / location
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(bytes(data))
+    model_path.write_bytes(model.SerializeToString())

@@ -32,7 +32,7 @@ from services.ranker.config import RankerSettings
 from services.ranker.main import create_app as create_ranker
 from services.retriever.config import RetrieverSettings
 from services.retriever.main import create_app as create_retriever
-from tests.factories import clone_bundle, edit_manifest, relist
+from tests.factories import clone_bundle, edit_manifest, externalize_onnx_weights, relist
 from tests.services.embedder.helpers import tone
 from tests.services.ranker.conftest import SPEC_FIELDS, make_source_frames, training_frame
 from tests.services.retriever.planted import ENCODER, make_planted
@@ -148,6 +148,12 @@ def unlisted_onnx_external_data(bad: Path, outside: Path) -> None:
     relist(bad, ONNX)
 
 
+def onnx_external_data_outside(bad: Path, outside: Path) -> None:
+    """The ranker's weights read from a file beside artifacts/, never checksummed (the graph is relisted)."""
+    externalize_onnx_weights(bad / ONNX, os.path.relpath(outside / "weights.data", bad / "ranker"))
+    relist(bad, ONNX)
+
+
 def bundle_id_differs_from_folder(bad: Path, outside: Path) -> None:
     edit_manifest(bad, bundle_id=GOOD)
 
@@ -191,6 +197,7 @@ TAMPERINGS: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "symlinked_folder": (symlinked_folder, "is missing or is not a plain folder"),
     "unlisted_file": (unlisted_file, "retriever/extra.npy is in the folder but not in the manifest"),
     "unlisted_onnx_external_data": (unlisted_onnx_external_data, "model.onnx.data is in the folder but not in"),
+    "onnx_external_data_outside": (onnx_external_data_outside, f"{ONNX} reads external data '../../../outside-"),
     "bundle_id_differs_from_folder": (bundle_id_differs_from_folder, f"the manifest names bundle '{GOOD}'"),
     "unknown_manifest_field": (unknown_manifest_field, "unknown manifest field(s) ['serve_from']"),
     "unknown_component": (unknown_component, "unknown component(s) ['reranker']"),
