@@ -36,7 +36,6 @@ from encore.errors import EncoreError
 from encore.io import sha256_file, write_json_atomic, write_text_atomic
 
 CURRENT = "CURRENT"
-_BUNDLE_ID = BUNDLE_ID
 __all__ = [
     "BUNDLE_KIND",
     "CURRENT",
@@ -85,7 +84,7 @@ class BundleBuilder:
     """
 
     def __init__(self, root: str | Path, bundle_id: str, make_current: bool = True):
-        if not _BUNDLE_ID.match(bundle_id):
+        if not BUNDLE_ID.match(bundle_id):
             raise BundleError(f"bad bundle id {bundle_id!r}: letters, digits, '.', '_' and '-' only")
         self.root, self.bundle_id, self.make_current = Path(root), bundle_id, make_current
         self.manifest: dict = {}
@@ -138,18 +137,19 @@ def load_bundle(path: str | Path, expect_spec_hash: str | None = None) -> Bundle
     """Read, confine and verify a bundle; raise BundleError unless every service could serve it.
 
     Structure first (no symlinks, only listed files, the folder named by the manifest's bundle_id, sizes),
-    then checksums, then every file opened by its format and each component checked (bundle_check).
+    then checksums and the expected spec hash, then every file opened by its format and each component
+    checked (bundle_check).
     """
     path = Path(path)
     manifest = read_confined_manifest(path)
     verify_checksums(path, manifest)
     bundle = Bundle(path, manifest)
-    check_contents(bundle)
     if expect_spec_hash is not None and manifest.get("feature_spec_hash") != expect_spec_hash:
         raise BundleError(
             f"bundle {bundle.id} was built for feature spec {manifest.get('feature_spec_hash')}, "
             f"expected {expect_spec_hash}"
         )
+    check_contents(bundle)
     return bundle
 
 
@@ -165,7 +165,7 @@ def current_bundle_path(root: str | Path) -> Path:
             bundle_id = fh.read(256).decode("utf-8", "replace").strip()
     except OSError as exc:  # missing, a symlink (ELOOP) or unreadable: no bundle to load
         raise BundleError(f"no current bundle: {CURRENT} is missing or not a plain file (run the bootstrap)") from exc
-    if not _BUNDLE_ID.match(bundle_id):
+    if not BUNDLE_ID.match(bundle_id):
         raise BundleError(f"{CURRENT} holds a bad bundle id {bundle_id[:40]!r}")
     return Path(root) / bundle_id
 
