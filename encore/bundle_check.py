@@ -50,7 +50,7 @@ MANIFEST_FIELDS: dict[str, tuple[bool, type]] = {
 }
 # Components and their path-valued keys: "file" must be a listed file, "folder" must hold listed files.
 COMPONENT_PATHS: dict[str, dict[str, str]] = {
-    "ranker": {"onnx": "file", "spec": "file", "popularity": "file"},
+    "ranker": {"onnx": "file", "spec": "file", "popularity": "file", "cold_calibration": "file"},
     "retriever": {"path": "folder"},
     "codebooks": {"dir": "folder"},
     "content": {},
@@ -221,6 +221,8 @@ def check_contents(bundle: Bundle) -> None:
         _check_component_paths(bundle, name, component)
     if "ranker" in bundle.components:
         _check_ranker(bundle, bundle.components["ranker"], opened)
+    if "retriever" in bundle.components:
+        _check_retriever(bundle, bundle.components["retriever"])
     if "codebooks" in bundle.components:
         _check_codebooks(bundle, bundle.components["codebooks"], bundle.components.get("content"))
 
@@ -336,6 +338,24 @@ def _check_ranker(bundle: Bundle, component: dict, opened: dict[str, Any]) -> No
         scores = None
     if scores is None or np.shape(scores) != (2,) or not np.isfinite(scores).all():
         raise BundleError(f"bundle {bundle.id}: {component['onnx']} does not score two rows to finite numbers")
+
+
+def _check_retriever(bundle: Bundle, component: dict) -> None:
+    """The user and item vectors match the counts and width the manifest entry gives, as finite float32."""
+    folder = component.get("path")
+    counts = {"user": component.get("n_users"), "item": component.get("n_items")}
+    for side, count in counts.items():
+        relative = f"{folder}/{side}_vectors.npy"
+        if relative not in bundle.manifest["files"]:
+            raise BundleError(f"bundle {bundle.id}: the retriever has no {relative}")
+        vectors = np.load(bundle.file(relative), mmap_mode="r", allow_pickle=False)
+        if vectors.shape != (count, component.get("dim")) or vectors.dtype != np.float32:
+            raise BundleError(
+                f"bundle {bundle.id}: {relative} is {vectors.dtype}{list(vectors.shape)}, the manifest says "
+                f"float32[{count}, {component.get('dim')}]"
+            )
+        if not all(np.isfinite(vectors[i : i + 65536]).all() for i in range(0, len(vectors), 65536)):
+            raise BundleError(f"bundle {bundle.id}: {relative} holds NaN or infinite values")
 
 
 def _check_codebooks(bundle: Bundle, component: dict, content: dict | None) -> None:

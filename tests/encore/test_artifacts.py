@@ -56,11 +56,11 @@ def save_onnx(path: Path, external: str | None = None) -> None:
 
 def build(root: Path, bundle_id: str = "b1", external: str | None = None, **manifest: object) -> Path:
     with BundleBuilder(root, bundle_id) as builder:
-        (builder.path / "retriever").mkdir()
-        np.save(builder.path / "retriever" / "vectors.npy", np.ones(3))
-        write_json_atomic(builder.path / "retriever" / "retriever.json", {"dim": 3})
+        (builder.path / "tables").mkdir()
+        np.save(builder.path / "tables" / "vectors.npy", np.ones(3))
+        write_json_atomic(builder.path / "tables" / "meta.json", {"dim": 3})
         save_onnx(builder.path / ONNX, external)
-        builder.manifest.update({"components": {"retriever": {"path": "retriever"}}, **manifest})
+        builder.manifest.update(manifest)
     return root / bundle_id
 
 
@@ -72,7 +72,7 @@ def root(tmp_path: Path) -> Path:
 def test_the_builder_records_version_sizes_and_checksums_and_the_bundle_loads(root: Path) -> None:
     bundle = load_bundle(build(root))
     assert bundle.manifest["manifest_version"] == MANIFEST_VERSION
-    assert set(bundle.manifest["files"]) == {"retriever/vectors.npy", "retriever/retriever.json", ONNX}
+    assert set(bundle.manifest["files"]) == {"tables/vectors.npy", "tables/meta.json", ONNX}
     assert all(bundle.manifest["sizes"][r] == (bundle.path / r).stat().st_size for r in bundle.manifest["files"])
     assert load_bundle(current_bundle_path(root)).id == "b1"
 
@@ -88,10 +88,10 @@ def test_the_builder_refuses_unknown_manifest_fields_and_publishes_nothing(root:
 def test_a_wrong_size_is_refused_before_any_file_is_hashed(root: Path) -> None:
     good = build(root)
     big = clone_bundle(good, root, "big")
-    with open(big / "retriever" / "vectors.npy", "r+b") as fh:
+    with open(big / "tables" / "vectors.npy", "r+b") as fh:
         fh.truncate(8 << 30)  # sparse: 8 GiB on paper, nothing on disk
     # The structural pass (no hashing) already refuses it ...
-    with pytest.raises(BundleError, match="retriever/vectors.npy is missing or does not match the manifest"):
+    with pytest.raises(BundleError, match="tables/vectors.npy is missing or does not match the manifest"):
         read_confined_manifest(big)
     # ... while a same-size change passes that pass and only the checksums catch it.
     flipped = clone_bundle(good, root, "flipped")
@@ -118,7 +118,7 @@ def test_missing_resized_and_changed_files_get_the_same_message(root: Path) -> N
     assert messages == ["bundle <id>: file graph/model.onnx is missing or does not match the manifest"] * 3
 
 
-@pytest.mark.parametrize("listed", ["../../hostfile.json", "/abs/hostfile.json", "retriever/../../hostfile.json"])
+@pytest.mark.parametrize("listed", ["../../hostfile.json", "/abs/hostfile.json", "tables/../../hostfile.json"])
 def test_a_listed_path_outside_the_bundle_is_refused_whether_or_not_the_host_file_exists(
     root: Path, listed: str
 ) -> None:
@@ -142,8 +142,8 @@ def test_a_listed_path_outside_the_bundle_is_refused_whether_or_not_the_host_fil
 def test_special_files_and_symlinked_folders_inside_a_bundle_are_refused(root: Path, tmp_path: Path) -> None:
     good = build(root)
     fifo = clone_bundle(good, root, "fifo")
-    os.mkfifo(fifo / "retriever" / "pipe.npy")
-    with pytest.raises(BundleError, match="retriever/pipe.npy is not a plain file"):
+    os.mkfifo(fifo / "tables" / "pipe.npy")
+    with pytest.raises(BundleError, match="tables/pipe.npy is not a plain file"):
         load_bundle(fifo)
     linked = clone_bundle(good, root, "linked-dir")
     (tmp_path / "elsewhere").mkdir()
@@ -200,9 +200,9 @@ def test_listed_onnx_external_data_loads_and_unlisted_or_outside_data_is_refused
 
 def test_a_data_file_no_graph_reads_is_refused(root: Path) -> None:
     bundle = clone_bundle(build(root), root, "stray")
-    (bundle / "retriever" / "extra.data").write_bytes(b"\0" * 16)
-    relist(bundle, "retriever/extra.data")
-    with pytest.raises(BundleError, match="retriever/extra.data is not the external data of a listed ONNX graph"):
+    (bundle / "tables" / "extra.data").write_bytes(b"\0" * 16)
+    relist(bundle, "tables/extra.data")
+    with pytest.raises(BundleError, match="tables/extra.data is not the external data of a listed ONNX graph"):
         load_bundle(bundle)
 
 
@@ -210,9 +210,9 @@ def test_a_refused_reload_keeps_the_old_state_and_names_no_host_path(root: Path)
     holder: BundleHolder[str] = BundleHolder(lambda bundle: bundle.id)
     holder.reload(build(root))
     broken = clone_bundle(root / "b1", root, "broken")
-    (broken / "retriever" / "retriever.json").write_text("{not json")
-    relist(broken, "retriever/retriever.json")
+    (broken / "tables" / "meta.json").write_text("{not json")
+    relist(broken, "tables/meta.json")
     with pytest.raises(BundleError) as refused:
         holder.reload(broken)
-    assert str(refused.value) == "bundle broken: retriever/retriever.json does not load as json (JSONDecodeError)"
+    assert str(refused.value) == "bundle broken: tables/meta.json does not load as json (JSONDecodeError)"
     assert holder.state == "b1"

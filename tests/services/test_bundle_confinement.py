@@ -189,6 +189,13 @@ def codebooks_manifest_disagrees(bad: Path, outside: Path) -> None:
     edit_manifest(bad, components={**doc["components"], "codebooks": books})
 
 
+def retriever_vectors_hold_nan(bad: Path, outside: Path) -> None:
+    vectors = np.load(bad / VECTORS)
+    vectors[3, 1] = np.nan
+    np.save(bad / VECTORS, vectors)
+    relist(bad, VECTORS)
+
+
 TAMPERINGS: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "outside_listed_path": (outside_listed_path, "is not a plain path inside the bundle"),
     "outside_component_path": (outside_component_path, "is not a plain path inside the bundle"),
@@ -204,6 +211,7 @@ TAMPERINGS: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "huge_file_of_the_wrong_size": (huge_file_of_the_wrong_size, f"{VECTORS} is missing or does not match"),
     "broken_onnx": (broken_onnx, f"{ONNX} is not a valid ONNX model"),
     "spec_not_json": (spec_not_json, "ranker/spec.json does not load as json"),
+    "retriever_vectors_hold_nan": (retriever_vectors_hold_nan, f"{VECTORS} holds NaN or infinite values"),
     "codebooks_manifest_disagrees": (codebooks_manifest_disagrees, "components.codebooks.encoder disagrees"),
 }
 
