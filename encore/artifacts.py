@@ -163,8 +163,8 @@ def current_bundle_path(root: str | Path) -> Path:
     try:
         with os.fdopen(os.open(pointer, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
             bundle_id = fh.read(256).decode("utf-8", "replace").strip()
-    except OSError as exc:  # missing, a symlink (ELOOP) or unreadable: no bundle to load
-        raise BundleError(f"no current bundle: {CURRENT} is missing or not a plain file (run the bootstrap)") from exc
+    except OSError:  # missing, a symlink (ELOOP) or unreadable: no bundle to load
+        raise BundleError(f"no current bundle: {CURRENT} is missing or not a plain file (run the bootstrap)") from None
     if not BUNDLE_ID.match(bundle_id):
         raise BundleError(f"{CURRENT} holds a bad bundle id {bundle_id[:40]!r}")
     return Path(root) / bundle_id

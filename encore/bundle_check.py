@@ -4,7 +4,9 @@
 no symlinks, no paths leaving the folder, no unlisted files, sizes before checksums. `check_contents` then
 opens every listed file the way a service would (JSON parses, arrays load without pickle, ONNX graphs load
 in ONNX Runtime and read external data only from listed files), so the ranker, retriever and embedder
-accept or refuse a bundle alike. Messages name bundle-relative paths only, never a host path.
+accept or refuse a bundle alike. Messages name bundle-relative paths only, never a host path: a library's
+own message (which may) goes to the log, and refusals are raised `from None`, so that no error mapper takes
+them for a library's message and hides them.
 """
 
 from __future__ import annotations
@@ -135,7 +137,8 @@ def read_confined_manifest(path: Path) -> dict:
     try:
         manifest = json.loads(_read_nofollow(manifest_path))
     except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and bad UTF-8 are ValueErrors
-        raise BundleError(f"bundle {name}: {MANIFEST} is not valid JSON") from exc
+        log.warning("bundle %s: %s does not parse: %s", name, MANIFEST, exc)
+        raise BundleError(f"bundle {name}: {MANIFEST} is not valid JSON") from None
     check_manifest_fields(manifest, name)
     if manifest["bundle_id"] != name:
         raise BundleError(f"bundle {name}: the manifest names bundle {manifest['bundle_id'][:130]!r}")
@@ -154,7 +157,7 @@ def walk_plain_files(path: Path, name: str) -> set[str]:
     found: set[str] = set()
 
     def unreadable(error: OSError) -> None:  # os.walk would skip the folder, and the files it hides
-        raise BundleError(f"bundle {name}: a folder inside the bundle cannot be read") from error
+        raise BundleError(f"bundle {name}: a folder inside the bundle cannot be read") from None
 
     for folder, dirs, files in os.walk(path, onerror=unreadable, followlinks=False):
         for entry in [*dirs, *files]:
@@ -174,8 +177,8 @@ def verify_checksums(path: Path, manifest: dict) -> None:
     for relative, digest in sorted(manifest["files"].items()):
         try:
             same = sha256_nofollow(path / relative) == digest
-        except OSError as exc:  # gone or swapped for a symlink since the walk
-            raise missing_or_mismatched(manifest["bundle_id"], relative) from exc
+        except OSError:  # gone or swapped for a symlink since the walk
+            raise missing_or_mismatched(manifest["bundle_id"], relative) from None
         if not same:
             raise missing_or_mismatched(manifest["bundle_id"], relative)
 
@@ -232,7 +235,7 @@ def _onnx_external_files(bundle: Bundle, relative: str) -> set[str]:
     try:
         locations = external_data_locations(bundle.file(relative).read_bytes())
     except OnnxParseError as exc:
-        raise BundleError(f"bundle {bundle.id}: {relative} is not a valid ONNX model ({exc})") from exc
+        raise BundleError(f"bundle {bundle.id}: {relative} is not a valid ONNX model ({exc})") from None
     found = set()
     for location in locations:
         target = posixpath.normpath(posixpath.join(posixpath.dirname(relative), location))
@@ -291,7 +294,7 @@ def _open_as(bundle: Bundle, relative: str, opener: Callable[[Path], Any]) -> An
     except Exception as exc:  # noqa: BLE001 - any failure to open a listed file refuses the bundle
         log.warning("bundle %s: %s failed to load: %s: %s", bundle.id, relative, type(exc).__name__, exc)
         kind = PurePosixPath(relative).suffix.lstrip(".")
-        raise BundleError(f"bundle {bundle.id}: {relative} does not load as {kind} ({type(exc).__name__})") from exc
+        raise BundleError(f"bundle {bundle.id}: {relative} does not load as {kind} ({type(exc).__name__})") from None
 
 
 def _check_component_paths(bundle: Bundle, name: str, component: dict) -> None:
@@ -325,7 +328,8 @@ def _check_ranker(bundle: Bundle, component: dict, opened: dict[str, Any]) -> No
     try:
         spec = FeatureSpec.load(bundle.file(component["spec"]))
     except Exception as exc:  # noqa: BLE001 - SpecError, KeyError, TypeError: all a spec that cannot be read
-        raise BundleError(f"bundle {bundle.id}: {component['spec']} is not a feature spec") from exc
+        log.warning("bundle %s: %s does not load as a spec: %s", bundle.id, component["spec"], exc)
+        raise BundleError(f"bundle {bundle.id}: {component['spec']} is not a feature spec") from None
     if spec.hash != bundle.manifest.get("feature_spec_hash"):
         raise BundleError(f"bundle {bundle.id}: {component['spec']} does not match the manifest's feature_spec_hash")
     session = opened[component["onnx"]]  # listed and .onnx (checked above), so already loaded
@@ -369,11 +373,11 @@ def _check_codebooks(bundle: Bundle, component: dict, content: dict | None) -> N
         books = Codebooks.load(bundle.path / folder)
     except Exception as exc:  # noqa: BLE001 - its messages name host paths: logged, not returned
         log.warning("bundle %s: codebooks in %s failed to load: %s", bundle.id, folder, exc)
-        raise BundleError(f"bundle {bundle.id}: the codebooks in {folder} do not load ({type(exc).__name__})") from exc
+        raise BundleError(f"bundle {bundle.id}: the codebooks in {folder} do not load ({type(exc).__name__})") from None
     try:
         books.check_encoder(component.get("encoder") or {})
     except CodebookMismatch as exc:
-        raise BundleError(f"bundle {bundle.id}: components.codebooks.encoder disagrees with {folder}: {exc}") from exc
+        raise BundleError(f"bundle {bundle.id}: components.codebooks.encoder disagrees with {folder}: {exc}") from None
     layer = (content or {}).get("dense_layer", "last")
     if layer not in ("last", "mean") and not (type(layer) is int and 0 <= layer < books.n_layers):
         raise BundleError(f"bundle {bundle.id}: dense_layer {layer!r} is not 'last', 'mean' or a layer index")
