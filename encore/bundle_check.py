@@ -11,6 +11,7 @@ them for a library's message and hides them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -185,8 +186,6 @@ def verify_checksums(path: Path, manifest: dict) -> None:
 
 def sha256_nofollow(path: Path, chunk: int = 1 << 20) -> str:
     """sha256 of a file opened without following a symlink (one swapped in after the walk is refused)."""
-    import hashlib
-
     digest = hashlib.sha256()
     with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
         while block := fh.read(chunk):
