@@ -1,16 +1,16 @@
 """Artifact bundles: everything serving needs from one training run, in one verified folder.
 
-`artifacts/<bundle-id>/manifest.json` lists every file with its sha256 plus the feature-spec hash;
+`artifacts/<bundle-id>/manifest.json` lists every file with its sha256 and size plus the feature-spec hash;
 `artifacts/CURRENT` names the bundle services load. Bundles are built in a hidden temp folder and renamed
-into place, so a reader never sees half a bundle. Services hold the loaded state in a `BundleHolder`, which
-swaps it atomically on reload and keeps the old state when a new bundle is refused.
+into place, so a reader never sees half a bundle. Loading confines a bundle to the files it lists and opens
+each of them (encore.bundle_check), the same in every service. Services hold the loaded state in a
+`BundleHolder`, which swaps it atomically on reload and keeps the old state when a new bundle is refused.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -20,18 +20,38 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from encore.bundle_check import (
+    BUNDLE_ID,
+    BUNDLE_KIND,
+    MANIFEST,
+    MANIFEST_VERSION,
+    SAFE_SUFFIXES,
+    BundleError,
+    check_contents,
+    check_manifest_fields,
+    read_confined_manifest,
+    verify_checksums,
+)
 from encore.errors import EncoreError
 from encore.io import sha256_file, write_json_atomic, write_text_atomic
 
-MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
-BUNDLE_KIND = "encore-bundle"
-SAFE_SUFFIXES = {".onnx", ".npy", ".npz", ".json", ".parquet", ".safetensors"}
-_BUNDLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+__all__ = [
+    "BUNDLE_KIND",
+    "CURRENT",
+    "MANIFEST",
+    "MANIFEST_VERSION",
+    "SAFE_SUFFIXES",
+    "Bundle",
+    "BundleBuilder",
+    "BundleError",
+    "BundleHolder",
+    "current_bundle_path",
+    "load_bundle",
+    "set_current",
+]
 
-
-class BundleError(EncoreError):
-    """A bundle is missing, incomplete, tampered with, or made for another feature spec."""
+log = logging.getLogger("encore.artifacts")
 
 
 @dataclass(frozen=True)
@@ -64,7 +84,7 @@ class BundleBuilder:
     """
 
     def __init__(self, root: str | Path, bundle_id: str, make_current: bool = True):
-        if not _BUNDLE_ID.match(bundle_id):
+        if not BUNDLE_ID.match(bundle_id):
             raise BundleError(f"bad bundle id {bundle_id!r}: letters, digits, '.', '_' and '-' only")
         self.root, self.bundle_id, self.make_current = Path(root), bundle_id, make_current
         self.manifest: dict = {}
@@ -80,19 +100,25 @@ class BundleBuilder:
             shutil.rmtree(self.path, ignore_errors=True)
             return
         try:
-            files = {}
+            files, sizes = {}, {}
             for p in sorted(self.path.rglob("*")):
+                relative = p.relative_to(self.path).as_posix()
+                if p.is_symlink():
+                    raise BundleError(f"{relative}: a bundle holds plain files, not symlinks")
                 if p.is_file():
                     if p.suffix not in SAFE_SUFFIXES:
                         raise BundleError(f"{p.name}: only {sorted(SAFE_SUFFIXES)} files may go in a bundle")
-                    files[p.relative_to(self.path).as_posix()] = sha256_file(p)
+                    files[relative], sizes[relative] = sha256_file(p), p.stat().st_size
             doc = {
                 **self.manifest,
+                "manifest_version": MANIFEST_VERSION,
                 "kind": BUNDLE_KIND,
                 "bundle_id": self.bundle_id,
                 "created": datetime.now(UTC).isoformat(),
                 "files": files,
+                "sizes": sizes,
             }
+            check_manifest_fields(doc, self.bundle_id)  # a writer never publishes what loaders refuse
             write_json_atomic(self.path / MANIFEST, doc)
             final = self.root / self.bundle_id
             if final.exists():
@@ -108,29 +134,23 @@ class BundleBuilder:
 
 
 def load_bundle(path: str | Path, expect_spec_hash: str | None = None) -> Bundle:
-    """Read and verify a bundle: manifest kind, every listed file present with its checksum, spec hash."""
+    """Read, confine and verify a bundle; raise BundleError unless every service could serve it.
+
+    Structure first (no symlinks, only listed files, the folder named by the manifest's bundle_id, sizes),
+    then checksums and the expected spec hash, then every file opened by its format and each component
+    checked (bundle_check).
+    """
     path = Path(path)
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        raise BundleError(f"no bundle at {path} (missing {MANIFEST})")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
-    if manifest.get("kind") != BUNDLE_KIND or not isinstance(manifest.get("files"), dict):
-        raise BundleError(f"{manifest_path}: not an Encore bundle manifest")
-    for relative, digest in manifest["files"].items():
-        file = path / relative
-        if not file.is_file():
-            raise BundleError(f"bundle {manifest.get('bundle_id')}: file {relative} is missing")
-        if sha256_file(file) != digest:
-            raise BundleError(f"bundle {manifest.get('bundle_id')}: checksum mismatch for {relative}")
+    manifest = read_confined_manifest(path)
+    verify_checksums(path, manifest)
+    bundle = Bundle(path, manifest)
     if expect_spec_hash is not None and manifest.get("feature_spec_hash") != expect_spec_hash:
         raise BundleError(
-            f"bundle {manifest.get('bundle_id')} was built for feature spec {manifest.get('feature_spec_hash')}, "
+            f"bundle {bundle.id} was built for feature spec {manifest.get('feature_spec_hash')}, "
             f"expected {expect_spec_hash}"
         )
-    return Bundle(path, manifest)
+    check_contents(bundle)
+    return bundle
 
 
 def set_current(root: str | Path, bundle_id: str) -> None:
@@ -140,11 +160,13 @@ def set_current(root: str | Path, bundle_id: str) -> None:
 def current_bundle_path(root: str | Path) -> Path:
     """The folder `root/CURRENT` points at; the bundle id never becomes a path outside `root`."""
     pointer = Path(root) / CURRENT
-    if not pointer.is_file():
-        raise BundleError(f"no current bundle: {pointer} does not exist (run the bootstrap first)")
-    bundle_id = pointer.read_text().strip()
-    if not _BUNDLE_ID.match(bundle_id):
-        raise BundleError(f"{pointer} holds a bad bundle id {bundle_id!r}")
+    try:
+        with os.fdopen(os.open(pointer, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
+            bundle_id = fh.read(256).decode("utf-8", "replace").strip()
+    except OSError:  # missing, a symlink (ELOOP) or unreadable: no bundle to load
+        raise BundleError(f"no current bundle: {CURRENT} is missing or not a plain file (run the bootstrap)") from None
+    if not BUNDLE_ID.match(bundle_id):
+        raise BundleError(f"{CURRENT} holds a bad bundle id {bundle_id[:40]!r}")
     return Path(root) / bundle_id
 
 
@@ -187,6 +209,16 @@ class BundleHolder(Generic[T]):
             except BundleError:
                 raise
             except Exception as exc:  # a broken file inside a verified bundle is still a refused bundle
-                raise BundleError(f"bundle at {path} could not be loaded: {type(exc).__name__}: {exc}") from exc
+                raise BundleError(_refusal(Path(path), exc)) from exc
             self._loaded = (bundle, state)
             return bundle
+
+
+def _refusal(path: Path, exc: Exception) -> str:
+    """Our own errors keep their message (host paths replaced by the bundle's name); a library's message
+    may name host paths or internals, so it goes to the log and the refusal names its type only."""
+    name = path.name
+    if isinstance(exc, EncoreError):
+        return f"bundle {name}: " + str(exc).replace(str(path.resolve()), name).replace(str(path), name)
+    log.warning("bundle %s could not be loaded: %s: %s", name, type(exc).__name__, exc)
+    return f"bundle {name} could not be loaded ({type(exc).__name__})"

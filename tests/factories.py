@@ -1,8 +1,13 @@
-"""Small generated datasets for tests: every field kind, with a planted signal to learn."""
+"""Small generated datasets for tests: every field kind, with a planted signal to learn; bundle tampering."""
+
+import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from encore.io import sha256_file
 from encore.schema import FieldConfig
 
 FRAPPE_COLUMNS = [
@@ -71,3 +76,59 @@ def write_frappe_like(folder, n_train=3000, n_eval=800, seed=0):
         cols = {"label": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int), **cols}
         pd.DataFrame(cols)[FRAPPE_COLUMNS].to_csv(x1 / f"{name}.csv", index=False)
     return x1
+
+
+# --- bundles tampered with after they were built (tests of encore.bundle_check) --------------------------------
+
+
+def edit_manifest(bundle: Path, **changes: object) -> dict:
+    """Rewrite `bundle/manifest.json` with top-level `changes` (None removes a field); returns the new doc."""
+    path = bundle / "manifest.json"
+    doc = json.loads(path.read_text())
+    doc.update(changes)
+    doc = {k: v for k, v in doc.items() if v is not None}
+    path.write_text(json.dumps(doc))
+    return doc
+
+
+def clone_bundle(source: Path, root: Path, bundle_id: str) -> Path:
+    """A copy of a built bundle under `root/bundle_id` whose manifest names its new folder: it loads as well
+    as the source does, so each test's one tampering is the only thing wrong with it."""
+    target = root / bundle_id
+    shutil.copytree(source, target)
+    edit_manifest(target, bundle_id=bundle_id)
+    return target
+
+
+def relist(bundle: Path, relative: str) -> None:
+    """Record `relative`'s current checksum and size in the manifest (a file replaced on purpose)."""
+    doc = json.loads((bundle / "manifest.json").read_text())
+    edit_manifest(
+        bundle,
+        files={**doc["files"], relative: sha256_file(bundle / relative)},
+        sizes={**doc["sizes"], relative: (bundle / relative).stat().st_size},
+    )
+
+
+def externalize_onnx_weights(model_path: Path, location: str) -> None:
+    """Move every initializer's bytes of the ONNX graph at `model_path` into `location` (relative to its folder,
+    '..' allowed: the onnx package refuses to write such a location, which a tampered bundle may still hold)."""
+    import onnx
+    from onnx import TensorProto
+
+    model = onnx.load(model_path)
+    data = bytearray()
+    for tensor in model.graph.initializer:
+        raw = onnx.numpy_helper.to_array(tensor).tobytes()
+        tensor.ClearField("raw_data")
+        for name in ("float_data", "int32_data", "int64_data", "double_data"):
+            tensor.ClearField(name)
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in {"location": location, "offset": str(len(data)), "length": str(len(raw))}.items():
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        data += raw
+    target = model_path.parent / location
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(bytes(data))
+    model_path.write_bytes(model.SerializeToString())

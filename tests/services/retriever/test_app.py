@@ -77,7 +77,7 @@ def test_reload_refuses_a_corrupt_bundle_and_switches_to_a_good_one(
     corrupt(bad / "retriever" / "item_vectors.npy")
     refused = client.post("/admin/reload", headers=AUTH, json={"bundle_id": "broken"})
     assert refused.status_code == 422
-    assert "checksum mismatch" in refused.json()["detail"] and refused.json()["serving_bundle_id"] == "b1"
+    assert "does not match the manifest" in refused.json()["detail"] and refused.json()["serving_bundle_id"] == "b1"
     assert client.get("/candidates", params=params).json() == before
     assert client.post("/admin/reload", headers=AUTH, json={"bundle_id": "nowhere"}).status_code == 422
     assert client.post("/admin/reload", headers=AUTH, json={"bundle_id": "../b1"}).status_code == 422
