@@ -27,8 +27,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[serving,training,dev]"
 	touch $(STAMP)
 
+# ...and exported to ONNX, so the embedder (the default encoder's only user at serving time) runs torch-free.
 $(MUSICNN_WEIGHTS): | $(STAMP)
 	$(PY) -m encore.audio.musicnn_weights --out weights
+	$(PY) -m training.export_audio_encoder --encoder musicnn --weights-dir weights
 
 # The demo stack on the embedded default (SQLite online store): build world + bundle once, then serve.
 export ENCORE_API_KEY ?= encore-dev-key

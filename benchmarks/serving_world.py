@@ -104,6 +104,7 @@ def feature_tables(n_tracks: int, n_users: int, seed: int = 0) -> FeatureTables:
             "encoder": "mfcc",
             "encoder_revision": "bench",
             "typicality": 0.5,
+            "tags": "",
         }
     )
     return FeatureTables(users, meta, content)

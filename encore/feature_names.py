@@ -51,7 +51,7 @@ NEW_TRACK_META: dict[str, str | int | float] = {
     "popularity": 0.0,
 }
 assert tuple(NEW_TRACK_META) == TRACK_META_FIELDS  # the store refuses anything else
-TRACK_CONTENT_FIELDS: tuple[str, ...] = ("embedding", "tokens", "encoder", "encoder_revision", "typicality")
+TRACK_CONTENT_FIELDS: tuple[str, ...] = ("embedding", "tokens", "encoder", "encoder_revision", "typicality", "tags")
 TRACK_CONTENT_ARRAYS: tuple[str, ...] = ("embedding", "tokens")  # list-valued; the other content fields are scalars
 
 VIEW_FIELDS: dict[str, tuple[str, ...]] = {

@@ -78,6 +78,7 @@ track_content_fields = [
         dtype=Float32,
         description="Share of catalog tracks at least as far from the catalog centre (1 typical, 0 beyond all).",
     ),
+    Field(name="tags", dtype=String, description="Encoder's top tags as 'head:tag' items, comma-separated."),
 ]
 
 user_profile_fv = FeatureView(

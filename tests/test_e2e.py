@@ -86,9 +86,11 @@ def test_uploaded_track_is_stored_and_retrieved_for_a_listener_of_similar_sound(
         )
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    assert body["encoder"] == "mfcc" and body["dim"] == 264 and body["retriever_notified"] is True
+    assert body["encoder"] == "musicnn" and body["dim"] == 200 and body["retriever_notified"] is True
     stored = client.get(f"{stack.url('embedder')}/tracks/e2e-upload").json()
     np.testing.assert_allclose(stored["embedding"], body["embedding"], rtol=1e-6)
+    assert sorted(body["tags"]) == ["msd", "mtt"] and all(len(t) == 5 for t in body["tags"].values())
+    assert stored["tags"] == body["tags"] and 0 <= stored["typicality"] <= 1
 
     # The listener whose plays sit closest in sound to the upload, and the one farthest from it.
     tables = base / "data" / "bootstrap" / info["bundle_id"]

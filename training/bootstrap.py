@@ -112,6 +112,7 @@ def track_content(ids: list[str], layers: np.ndarray, books: Codebooks, revision
             "encoder": encoder,
             "encoder_revision": revision,
             "typicality": books.typicality(layers),
+            "tags": "",  # catalog tracks carry no tags yet (uploads do: /embed)
         }
     )
 

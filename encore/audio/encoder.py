@@ -23,6 +23,25 @@ RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 DEFAULT_ENCODER = "musicnn"
 
 
+# Tag head -> its top tags, most probable first (MusiCNN: {"mtt": [...], "msd": [...]}).
+Tags = dict[str, list[str]]
+TOP_TAGS = 5
+
+
+def format_tags(tags: Tags) -> str:
+    """The store's form of Tags: "head:tag" items joined by commas, heads in sorted order ("" for none)."""
+    return ",".join(f"{head}:{tag}" for head in sorted(tags) for tag in tags[head])
+
+
+def parse_tags(text: str | None) -> Tags:
+    """Inverse of format_tags; None or "" (a track stored without tags) gives {}."""
+    tags: Tags = {}
+    for item in filter(None, (text or "").split(",")):
+        head, _, tag = item.partition(":")
+        tags.setdefault(head, []).append(tag)
+    return tags
+
+
 class EncoderUnavailable(EncoreError):
     """The named backend cannot be built here; the message names what is missing."""
 
@@ -43,6 +62,10 @@ class AudioEncoder(ABC):
 
     def encode_decoded(self, decoded: DecodedAudio) -> np.ndarray:
         return self.encode(to_encoder_input(decoded.samples, decoded.sample_rate, self.sample_rate))
+
+    def encode_with_tags(self, decoded: DecodedAudio) -> tuple[np.ndarray, Tags]:
+        """(n_layers, dim) and the encoder's top tags per tag head ({} for an encoder without tags)."""
+        return self.encode_decoded(decoded), {}
 
     def params(self) -> dict[str, Any]:
         """Backend-specific settings that change the output; part of describe()."""

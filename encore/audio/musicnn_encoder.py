@@ -21,7 +21,7 @@ from scipy.fft import rfft
 from scipy.signal import get_window
 
 from encore.audio.decode import DecodedAudio
-from encore.audio.encoder import AudioEncoder, EncoderUnavailable
+from encore.audio.encoder import TOP_TAGS, AudioEncoder, EncoderUnavailable, Tags
 from encore.audio.melspec import mel_filter_bank
 from encore.audio.resample import to_encoder_input
 from encore.audio.weights import WEIGHTS_FILE, WeightsFolder, check_export, open_folder, require_modules
@@ -227,6 +227,12 @@ class MusicnnEncoder(AudioEncoder):
 
     def analyze_decoded(self, decoded: DecodedAudio) -> MusicnnAnalysis:
         return self.analyze(to_encoder_input(decoded.samples, decoded.sample_rate, self.sample_rate))
+
+    def encode_with_tags(self, decoded: DecodedAudio) -> tuple[np.ndarray, Tags]:
+        """encode_decoded's (1, 200) plus each head's top tags, from one pass of both networks."""
+        analysis = self.analyze_decoded(decoded)
+        tags = {head: [name for name, _ in analysis.top_tags(head, TOP_TAGS)] for head in analysis.tags}
+        return analysis.layers[-1][None].astype(np.float32), tags
 
 
 def top_tags(analysis: MusicnnAnalysis, k: int = 5) -> dict[str, list[tuple[str, float]]]:

@@ -5,7 +5,7 @@ content-to-item map all see content only through `ContentTransform.apply`, so a 
 however far it lies from a rendered catalog, reaches no model with values the model never saw in training:
 1. standardize per dimension, with each std floored at STD_FLOOR x the layer's median std (dimensions that
    barely vary across the catalog would otherwise turn small real-world differences into |z| in the hundreds);
-2. clip each dimension to the range the training items span after step 1;
+2. clip each dimension to the range the training items span after step 1 (and to +-MAX_ABS_CONTENT);
 3. shrink the vector (per layer) to at most the largest norm a training item has after step 2.
 The catalog's own items are changed only by step 1's floor. `typicality` says how far an input sat from the
 catalog before bounding: the share of training items that lie at least as far from the centre (1 = central,
@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 
 STD_FLOOR = 0.1  # x the layer's median std
+# No transformed value lies beyond this, whatever the training range (a heavy-tailed dimension can reach |z| ~
+# sqrt(N)); the retriever's POST /items refuses content past it.
+MAX_ABS_CONTENT = 8.0
 _TINY = 1e-8
 N_QUANTILES = 101  # of the training items' distance, for typicality
 
@@ -45,8 +48,8 @@ class ContentTransform:
         floor = np.maximum(STD_FLOOR * np.median(std, axis=-1, keepdims=True), _TINY)
         scale = np.maximum(std, floor)
         z = (x - mean) / scale
-        low, high = z.min(0), z.max(0)
-        max_norm = np.linalg.norm(z, axis=-1).max(0)
+        low, high = np.maximum(z.min(0), -MAX_ABS_CONTENT), np.minimum(z.max(0), MAX_ABS_CONTENT)
+        max_norm = np.linalg.norm(np.clip(z, low, high), axis=-1).max(0)
         quantiles = np.quantile(_rms(z), np.linspace(0, 1, N_QUANTILES))
         f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
         return cls(f32(mean), f32(scale), f32(low), f32(high), f32(max_norm), f32(quantiles))

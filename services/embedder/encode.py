@@ -35,6 +35,7 @@ from encore.artifacts import Bundle, BundleError, current_bundle_path
 from encore.audio import AudioEncoder, AudioError, Codebooks, content_revision, decode_audio
 from encore.audio.codebooks import META_FILE, TENSORS_FILE
 from encore.audio.decode import MIN_AUDIO_SECONDS
+from encore.audio.encoder import Tags, format_tags
 from encore.errors import EncoreError
 from encore.store import InvalidTrackError, Store
 
@@ -109,6 +110,7 @@ class Embedding:
     embedding: np.ndarray  # (D,) float32
     tokens: np.ndarray  # (L * groups,) int64, ids in [0, K)
     typicality: float  # share of training-catalog tracks at least as far from the catalog centre
+    tags: Tags  # the encoder's top tags per head ({} for MFCC)
     seconds_used: float
     duration_seconds: float
     truncated: bool
@@ -168,7 +170,7 @@ def embed_audio(data: bytes, state: EmbedderState, *, max_seconds: float) -> Emb
             "too_short", f"{decoded.duration_seconds:.2f} s of audio; at least {MIN_AUDIO_SECONDS:g} s is needed"
         )
     decoded_at = time.perf_counter()
-    layers = state.encoder.encode_decoded(decoded)  # (L, D)
+    layers, tags = state.encoder.encode_with_tags(decoded)  # (L, D)
     embedding = state.codebooks.embedding(layers, layer=state.dense_layer, standardize=state.standardize)[0]
     tokens = state.codebooks.tokenize(layers)[0]
     done = time.perf_counter()
@@ -176,6 +178,7 @@ def embed_audio(data: bytes, state: EmbedderState, *, max_seconds: float) -> Emb
         embedding=embedding.astype(np.float32),
         tokens=tokens,
         typicality=float(state.codebooks.typicality(layers)[0]),
+        tags=tags,
         seconds_used=decoded.seconds_used,
         duration_seconds=decoded.duration_seconds,
         truncated=decoded.truncated,
@@ -221,6 +224,7 @@ def write_track(
         "encoder": state.encoder.name,
         "encoder_revision": state.content_revision,
         "typicality": result.typicality,
+        "tags": format_tags(result.tags),
     }
     try:
         _store_call("write", store.push_track, track_id, meta, content, codebook_size=state.codebooks.k)

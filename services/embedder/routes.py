@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from encore import feature_names as fn
 from encore.artifacts import BundleError
+from encore.audio.encoder import parse_tags
 from encore.store import Store
 from services.embedder.config import EmbedderSettings
 from services.embedder.deps import ApiKey, Runtime, RuntimeDep, SettingsDep, StateDep, StoreDep
@@ -83,6 +84,7 @@ async def get_track(
 ) -> TrackResponse:
     row = await run_in_threadpool(read_track, store, track_id)
     content = {name: row.get(name) for name in fn.TRACK_CONTENT_FIELDS}
+    content["tags"] = parse_tags(content["tags"])
     meta = {name: value for name, value in row.items() if name not in content}
     return TrackResponse(track_id=track_id, meta=meta, **content)
 
@@ -169,6 +171,7 @@ def _embed_response(
         embedding=embedding,
         tokens=result.tokens.tolist(),
         typicality=round(result.typicality, 4),
+        tags=result.tags,
         seconds_used=round(result.seconds_used, 3),
         duration_seconds=round(result.duration_seconds, 3),
         truncated=result.truncated,

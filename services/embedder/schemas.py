@@ -53,6 +53,10 @@ class EmbedResponse(BaseModel):
         description="Share of training-catalog tracks at least as far from the catalog centre: 1 typical, 0 beyond "
         "every catalog track (its content is then bounded to the catalog's range before any model sees it)."
     )
+    tags: dict[str, list[str]] = Field(
+        description="The encoder's top 5 tags per tag head, most probable first (MusiCNN: 'mtt' MagnaTagATune, "
+        "'msd' Million Song Dataset; {} for MFCC)."
+    )
     seconds_used: float = Field(description="Seconds of audio encoded.")
     duration_seconds: float = Field(description="Length of the uploaded audio (header estimate when cut).")
     truncated: bool = Field(description="True when only the first ENCORE_MAX_AUDIO_SECONDS were encoded.")
@@ -76,6 +80,7 @@ class EmbedResponse(BaseModel):
                     "embedding": _EMBEDDING_EXAMPLE,
                     "tokens": _TOKENS_EXAMPLE,
                     "typicality": 0.42,
+                    "tags": {"mtt": ["classical", "strings", "violin", "slow", "cello"], "msd": ["classical"]},
                     "seconds_used": 600.0,
                     "duration_seconds": 743.2,
                     "truncated": True,
@@ -99,6 +104,7 @@ class TrackResponse(BaseModel):
     encoder: str | None = None
     encoder_revision: str | None = None
     typicality: float | None = None
+    tags: dict[str, list[str]] = Field(default_factory=dict, description="Top tags per tag head, as /embed gives.")
     meta: dict[str, Any] = Field(description="track_meta fields (artist_id, genre, key, mode, ...).")
 
     model_config = ConfigDict(
@@ -111,6 +117,7 @@ class TrackResponse(BaseModel):
                     "encoder": "mfcc",
                     "encoder_revision": "1+cb.3f9a0c2d5e71",
                     "typicality": 0.42,
+                    "tags": {"mtt": ["classical", "strings", "violin", "slow", "cello"]},
                     "meta": {
                         "artist_id": "a42",
                         "genre": "jazz",

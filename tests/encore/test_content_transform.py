@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from encore.audio.transform import N_QUANTILES, STD_FLOOR, ContentTransform
+from encore.audio.transform import MAX_ABS_CONTENT, N_QUANTILES, STD_FLOOR, ContentTransform
 
 
 def _catalog(n: int = 300, dim: int = 40, seed: int = 0) -> np.ndarray:
@@ -31,6 +31,7 @@ def test_far_out_input_stays_inside_the_training_envelope():
     assert (np.linalg.norm(bounded, axis=-1) <= transform.max_norm + 1e-4).all()
     assert (transform.typicality(far) == 0).all()
     assert np.abs(transform.standardize(far)).max() > 100  # what the models saw before the bound
+    assert np.abs(bounded).max() <= MAX_ABS_CONTENT
 
 
 def test_a_near_constant_dimension_cannot_blow_up():

@@ -96,7 +96,7 @@ def clients(artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             RetrieverSettings(artifacts_dir=artifacts, api_key=API_KEY, retriever_refresh_s=0), store
         ),
         "embedder": create_embedder(
-            EmbedderSettings(artifacts_dir=artifacts, api_key=API_KEY, retriever_url=""), store=store
+            EmbedderSettings(artifacts_dir=artifacts, api_key=API_KEY, retriever_url="", encoder="mfcc"), store=store
         ),
     }
     with ExitStack() as stack:

@@ -60,6 +60,7 @@ def _frames() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
             "encoder": "mfcc",
             "encoder_revision": "mfcc-v1+kmeans32-abc",
             "typicality": 0.5,
+            "tags": "",
         }
     )
     return users, meta, content
@@ -97,6 +98,7 @@ def _new_content(seed: int) -> dict[str, Any]:
         "encoder": "mfcc",
         "encoder_revision": "mfcc-v1+kmeans32-abc",
         "typicality": 0.5,
+        "tags": "",
     }
 
 

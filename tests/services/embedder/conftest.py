@@ -80,7 +80,8 @@ def make_client(
 
     @contextmanager
     def make(**overrides: object) -> Iterator[TestClient]:
-        values = {"artifacts_dir": artifacts_dir, "api_key": API_KEY, "retriever_url": retriever.url} | overrides
+        values = {"artifacts_dir": artifacts_dir, "api_key": API_KEY, "retriever_url": retriever.url}
+        values = {"encoder": "mfcc", **values} | overrides  # the test bundles are MFCC
         app = create_app(EmbedderSettings(**values), store=store)
         with TestClient(app) as client:
             yield client

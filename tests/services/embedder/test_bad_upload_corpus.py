@@ -127,7 +127,7 @@ def test_hostile_filenames_never_become_paths(client: TestClient, store: Store, 
 
 @pytest.mark.parametrize(("headers", "status"), [({}, 401), ({"x-api-key": "wrong"}, 401)])
 def test_api_key_is_checked_before_the_body_is_read(artifacts_dir, headers: dict, status: int) -> None:
-    app = create_app(EmbedderSettings(artifacts_dir=artifacts_dir, api_key="right", retriever_url=""))
+    app = create_app(EmbedderSettings(artifacts_dir=artifacts_dir, api_key="right", retriever_url="", encoder="mfcc"))
     reads: list[dict] = []
     sent: list[dict] = []
 

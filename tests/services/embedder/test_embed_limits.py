@@ -92,7 +92,8 @@ def test_a_failing_store_gives_503_and_not_ready(artifacts_dir: Path, tmp_path: 
         data_dir=tmp_path, project="down", online="redis", redis_url=f"redis://127.0.0.1:{free_port()}/0"
     )
     app = create_app(
-        EmbedderSettings(artifacts_dir=artifacts_dir, api_key=API_KEY, retriever_url=""), store=Store(settings)
+        EmbedderSettings(artifacts_dir=artifacts_dir, api_key=API_KEY, retriever_url="", encoder="mfcc"),
+        store=Store(settings),
     )
     with TestClient(app) as client:
         assert client.get("/readyz").json()["store"] is False

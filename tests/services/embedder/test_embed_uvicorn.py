@@ -27,6 +27,7 @@ def server(artifacts_dir: Path, store: Store, retriever: Recorder) -> Iterator[s
         "ENCORE_FEAST_PROJECT": store.settings.project,
         "ENCORE_RETRIEVER_URL": retriever.url,
         "ENCORE_MAX_UPLOAD_MB": "2",
+        "ENCORE_ENCODER": "mfcc",  # the test bundles are MFCC
     }
     with service_process("embedder", env, STARTUP_TIMEOUT_S) as url:
         yield url

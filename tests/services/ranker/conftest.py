@@ -98,6 +98,7 @@ def make_source_frames(seed: int = 3) -> SourceFrames:
             "encoder": "mfcc",
             "encoder_revision": "mfcc-test",
             "typicality": 0.5,
+            "tags": "",
         }
     )
     n = 3000

@@ -149,7 +149,13 @@ def test_openapi_documents_parameters_and_examples(client: TestClient) -> None:
 
 def test_start_up_picks_up_tracks_pushed_to_the_store(artifacts_root: Path, store: Store, planted: Planted) -> None:
     track_id = f"pushed-before-start-{uuid.uuid4().hex[:8]}"
-    content = {"embedding": planted.centroids[3].astype(np.float32), "tokens": [0, 1], "typicality": 0.5, **ENCODER}
+    content = {
+        "embedding": planted.centroids[3].astype(np.float32),
+        "tokens": [0, 1],
+        "typicality": 0.5,
+        "tags": "",
+        **ENCODER,
+    }
     store.push_track(track_id, None, content)
     with _client(artifacts_root, store) as client:
         retriever = client.app.state.retriever  # type: ignore[attr-defined]

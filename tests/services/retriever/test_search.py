@@ -129,7 +129,7 @@ def test_reload_reprojects_cold_tracks_and_drops_trained_ones(
 
 def test_pick_up_reads_tracks_pushed_since_the_bundle(planted: Planted, retriever: Retriever, store: Store) -> None:
     fresh, foreign = f"pushed-{uuid.uuid4().hex[:8]}", f"foreign-{uuid.uuid4().hex[:8]}"
-    content = {"tokens": [1, 2, 3], "typicality": 0.5, **ENCODER}
+    content = {"tokens": [1, 2, 3], "typicality": 0.5, "tags": "", **ENCODER}
     store.push_track(fresh, None, {**content, "embedding": planted.centroids[2].astype(np.float32)})
     store.push_track(
         foreign, None, {**content, "embedding": planted.centroids[2].astype(np.float32), "encoder": "clap"}
