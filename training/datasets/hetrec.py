@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from encore.errors import EncoreError
-from encore.io import sha256_file
+from encore.io import atomic_path, sha256_file
 from encore.schema import FieldConfig
 from training.datasets.base import PROJECT_ROOT, DatasetSplits, require_file, taste_fields
 from training.datasets.content import ContentArrays, MissingPolicy, build_item_content
@@ -200,10 +200,8 @@ def encode_texts(texts: list[str], progress: bool = False) -> np.ndarray:
         vectors = model.encode(
             texts, batch_size=128, show_progress_bar=progress, normalize_embeddings=True, convert_to_numpy=True
         ).astype(np.float32)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, vectors)
-        tmp.replace(path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a handle: np.save would add .npy to a path
+            np.save(fh, vectors)
     _TEXT_CACHE[digest] = vectors
     return vectors
 
