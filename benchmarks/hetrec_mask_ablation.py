@@ -74,7 +74,6 @@ def run(argv: list[str] | None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--epochs", type=int, default=None, help="override the maximum number of epochs")
     args = p.parse_args(argv)
-    args.no_progress, args.precision = True, "fp32"  # what run_cells reads from run_benchmark's flags
     seeds = parse_seeds(args.seeds)  # bad flags fail before the data loads
     ablations = split_list(args.ablations, "--ablations")
     unknown = sorted(set(ablations) - set(ABLATIONS))
@@ -83,6 +82,7 @@ def run(argv: list[str] | None) -> None:
 
     import torch
 
+    from training.cell import GridSettings
     from training.models.registry import get_ctr_model
     from training.results import ResultsTable
 
@@ -95,7 +95,7 @@ def run(argv: list[str] | None) -> None:
         print(f"mask as a score, {split}: AUC {roc_auc_score(frame[dense.label], linked):.4f} "
               f"({1 - linked.mean():.1%} of rows unlinked)")  # fmt: skip
 
-    config = load_config(DATASET)
+    grid = GridSettings(load_config(DATASET), args.epochs, args.threads, progress=False)
     results = ResultsTable(args.out)
     for ablation in ablations:
         data = ablate(dense, ablation)
@@ -106,7 +106,7 @@ def run(argv: list[str] | None) -> None:
             if not results.done(DATASET, m, args.features, ablation, s, data.variant)
         ]
         if todo:
-            run_cells(args, data, todo, models, config, args.epochs, results, None)
+            run_cells(data, todo, models, grid, results)
 
 
 def main(argv: list[str] | None = None) -> int:
