@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from encore.errors import EncoreError  # noqa: E402
 from training.datasets.content import DENSE_FIELD, MASK_FIELD  # noqa: E402
-from training.datasets.registry import default_data_root, default_protocol, load_dataset  # noqa: E402
+from training.datasets.hetrec import DATASET as HETREC  # noqa: E402
 from training.run_benchmark import load_config, parse_seeds, run_cells, split_list  # noqa: E402
 
-DATASET = "hetrec-lastfm-2k"
+DATASET = HETREC.name
 
 
 def mask_only(frame: pd.DataFrame) -> pd.DataFrame:
@@ -88,8 +88,8 @@ def run(argv: list[str] | None) -> None:
 
     torch.set_num_threads(args.threads)
     models = {name: get_ctr_model(name) for name in split_list(args.models, "--models")}
-    protocol = replace(default_protocol(DATASET), cold_share=0.2)  # the grid's --cold
-    dense = load_dataset(DATASET, default_data_root(DATASET), args.features, "dense", protocol=protocol, progress=False)
+    protocol = replace(HETREC.default_protocol, cold_share=0.2)  # the grid's --cold
+    dense = HETREC.load(HETREC.data_root(), args.features, "dense", protocol=protocol, progress=False)
     for split, frame in dense.eval_splits().items():
         linked = 1 - frame[MASK_FIELD].to_numpy()
         print(f"mask as a score, {split}: AUC {roc_auc_score(frame[dense.label], linked):.4f} "

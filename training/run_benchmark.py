@@ -23,9 +23,14 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from encore.errors import EncoreError
+
+if TYPE_CHECKING:
+    from training.datasets.dataset import Dataset
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / "training" / "configs"
@@ -88,7 +93,7 @@ def split_list(text: str, flag: str) -> list[str]:
     return items
 
 
-def dataset_options(args: argparse.Namespace) -> dict:
+def dataset_options(args: argparse.Namespace, dataset: Dataset) -> dict:
     """Loader options from the flags that were given (a dataset refuses options it does not take)."""
     options: dict = {}
     protocol = {
@@ -100,11 +105,7 @@ def dataset_options(args: argparse.Namespace) -> dict:
     }
     protocol = {k: v for k, v in protocol.items() if v is not None}
     if protocol:
-        from dataclasses import replace
-
-        from training.datasets.registry import default_protocol
-
-        options["protocol"] = replace(default_protocol(args.dataset), **protocol)
+        options["protocol"] = replace(dataset.default_protocol, **protocol)
     size = args.size or ("quick" if args.quick else None)
     for key, value in (
         ("size", size),
@@ -139,22 +140,16 @@ def run(args: argparse.Namespace) -> Path:
     # Validate everything cheap before touching data or importing torch.
     model_names = split_list(args.models, "--models")
     seeds = parse_seeds(args.seeds)
-    from training.datasets.registry import (
-        LOADER_OPTIONS,
-        check_settings,
-        dataset_variant,
-        default_data_root,
-        load_dataset,
-    )
+    from training.datasets.registry import get_dataset
 
-    options = dataset_options(args)
-    if args.no_progress and "progress" in LOADER_OPTIONS.get(args.dataset, ()):
+    dataset = get_dataset(args.dataset)
+    options = dataset_options(args, dataset)
+    if args.no_progress and "progress" in dataset.options:
         options["progress"] = False
-    variant = dataset_variant(args.dataset, **options)
-    default_features = "all" if args.dataset == "frappe" else "id+cat+num"  # the music datasets' richest setting
-    feature_list = split_list(args.features or default_features, "--features")
+    variant = dataset.variant(**options)
+    feature_list = split_list(args.features or dataset.default_features, "--features")
     content_list = split_list(args.content or "none", "--content")
-    check_settings(args.dataset, feature_list, content_list)
+    dataset.check_settings(feature_list, content_list)
     if args.threads < 1:
         raise EncoreError("--threads must be >= 1")
 
@@ -168,31 +163,32 @@ def run(args: argparse.Namespace) -> Path:
     if not model_classes:
         raise EncoreError("--models is empty")
     torch.set_num_threads(args.threads)
-    data_root = args.data_root or default_data_root(args.dataset)
+    data_root = args.data_root or dataset.data_root()
     config = load_config(args.dataset)
     results = ResultsTable(args.out)
     reference = {m: c["bars_test_auc"] for m, c in config["models"].items() if "bars_test_auc" in c}
     epochs = args.epochs if args.epochs is not None else (2 if args.quick else None)
     grid = GridSettings(config, epochs, args.threads, not args.no_progress, args.precision)
-
     for features in feature_list:
         for content in content_list:
-            todo = [
-                (name, seed)
-                for name in model_classes
-                for seed in seeds
-                if not results.done(args.dataset, name, features, content, seed, variant)
-            ]
-            for name in model_classes:
-                for seed in seeds:
-                    if (name, seed) not in todo:
-                        print(f"skip {features}/{content} {name} seed {seed}: already in {results.csv_path}",
-                              file=sys.stderr)  # fmt: skip
-            if not todo:
-                continue  # nothing to train: do not even load the data
-            data = load_dataset(args.dataset, data_root, features, content, **options)
-            run_cells(data, todo, model_classes, grid, results, reference)
+            todo = cells_to_run(results, args.dataset, variant, features, content, list(model_classes), seeds)
+            if todo:  # else nothing to train: do not even load the data
+                data = dataset.load(data_root, features, content, **options)
+                run_cells(data, todo, model_classes, grid, results, reference)
     return args.out
+
+
+def cells_to_run(results, dataset: str, variant: str, features: str, content: str, models: list[str],
+                 seeds: list[int]) -> list[tuple[str, int]]:  # fmt: skip
+    """The (model, seed) cells of one setting that results.csv does not hold yet; the others are reported."""
+    todo = []
+    for name in models:
+        for seed in seeds:
+            if results.done(dataset, name, features, content, seed, variant):
+                print(f"skip {features}/{content} {name} seed {seed}: already in {results.csv_path}", file=sys.stderr)
+            else:
+                todo.append((name, seed))
+    return todo
 
 
 def run_cells(data, todo, model_classes, grid, results, reference=None) -> None:

@@ -35,6 +35,7 @@ from encore.schema import FieldConfig
 from training.datasets.base import FEATURE_SETTINGS, PROJECT_ROOT, DatasetSplits, require_file
 from training.datasets.content import ContentArrays, MissingPolicy, build_item_content
 from training.datasets.content_files import CONTENT_SUFFIXES, read_content_file
+from training.datasets.dataset import Dataset
 from training.datasets.protocol import ITEM, USER, ProtocolConfig, ProtocolSplits, apply_protocol, joined_dataset
 
 NAME = "taste"
@@ -274,3 +275,6 @@ def load_taste(
         NAME, splits, user_table, item_table, fields, features=features, content=content, files=files,
         variant=variant, run_files=run_files,
     )  # fmt: skip
+
+
+DATASET = Dataset(NAME, load_taste, options=OPTIONS, content_settings=CONTENT_SETTINGS, variant_of=variant_of)
