@@ -34,7 +34,7 @@ from tqdm import tqdm
 from encore import feature_names as fn
 from encore.errors import EncoreError
 from encore.io import write_json_atomic
-from training.models.recall import BPR, CONTENT_MODELS, FREEDOM, RECALL_MODELS, VBPR, LGMRec, RecallModel, bpr_loss
+from training.models.recall import CONTENT_MODELS, RECALL_MODELS, VBPR, RecallInputs, RecallModel, bpr_loss
 from training.recall_data import Content, RecallData, content_from_frame, content_matrix, split_frame
 from training.recall_metrics import KS, grouped, rank_metrics
 
@@ -142,22 +142,23 @@ def build_model(data: RecallData, cfg: RecallConfig) -> RecallModel:
     """The configured model for `data`'s users, items, training graph and (standardized) content."""
     if cfg.model not in RECALL_MODELS:
         raise EncoreError(f"unknown recall model {cfg.model!r}; known: {', '.join(RECALL_MODELS)}")
-    n_users, n_items = len(data.user_ids), len(data.item_ids)
-    options = dict(cfg.model_options)
-    if cfg.model == "BPR":
-        return BPR(n_users, n_items, cfg.dim, l2=cfg.l2, **options)
-    if data.content is None or not data.modalities:
+    cls = RECALL_MODELS[cfg.model]
+    if cls.needs_content and (data.content is None or not data.modalities):
         raise EncoreError(f"{cfg.model} needs content vectors; none were given")
+    return cls.build(model_inputs(data, with_content=cls.needs_content), cfg.dim, cfg.l2, **cfg.model_options)
+
+
+def model_inputs(data: RecallData, with_content: bool) -> RecallInputs:
+    """The sizes and training graph of `data`, plus its content standardized with training-item statistics."""
+    n_items = len(data.item_ids)
+    users, items = data.train
+    if not with_content:
+        return RecallInputs(len(data.user_ids), n_items, users, items)
     mean, std = standardizer(data.content[:n_items])
     z = torch.from_numpy((data.content[:n_items] - mean) / std)
-    if cfg.model == "VBPR":
-        return VBPR(n_users, n_items, z, cfg.dim, l2=cfg.l2, **options)
-    blocks = [z[:, cols] for _, cols, _ in data.modalities]
-    present = [p[:n_items] for _, _, p in data.modalities]
-    users, items = data.train
-    if cfg.model == "FREEDOM":
-        return FREEDOM(n_users, n_items, users, items, blocks, present, cfg.dim, **options)
-    return LGMRec(n_users, n_items, users, items, blocks, cfg.dim, **options)
+    blocks = tuple(z[:, cols] for _, cols, _ in data.modalities)
+    present = tuple(p[:n_items] for _, _, p in data.modalities)
+    return RecallInputs(len(data.user_ids), n_items, users, items, z, blocks, present)
 
 
 def _train(
