@@ -16,7 +16,7 @@ from training.datasets import hetrec
 from training.datasets.protocol import ITEM, USER, ProtocolConfig
 from training.datasets.registry import get_dataset, load_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DATA = hetrec.DATASET.data_root()
 pytestmark = pytest.mark.skipif(
     not (DATA / hetrec.HETREC_DIR).is_dir() or not (DATA / hetrec.SPOTIFY_DIR).is_dir(),
