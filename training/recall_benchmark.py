@@ -161,29 +161,35 @@ def run_recall(args: argparse.Namespace) -> Path:
                            threads=args.threads, progress=not args.no_progress)  # fmt: skip
         artifacts = fit_recall(data, cfg)
         run_dir = _save_run(args.out / "runs", args.dataset, variant, content_name, artifacts)
-        m = artifacts.metrics
-        new = []
-        for split in SPLITS:
-            prefix = {"valid": "valid_", "test": "", "cold": "cold_"}[split]
-            if f"{prefix}recall@20" not in m:
-                continue
-            eval_users = {"valid": data.valid, "test": data.test, "cold": data.cold}[split][0]
-            new.append({
-                "dataset": args.dataset, "variant": variant, "content": content_name, "model": model, "seed": seed,
-                "split": split, **{c: m[f"{prefix}{c}"] for c in METRIC_COLUMNS},
-                "random_recall@20": m[f"{prefix}random_recall@20"], "best_epoch": m["best_epoch"],
-                "epochs": m["epochs"], "train_seconds": round(m["train_seconds"], 2), "users": len(data.user_ids),
-                "items": len(data.item_ids), "eval_users": len(np.unique(eval_users)), "run_dir": str(run_dir),
-            })  # fmt: skip
+        key = {"dataset": args.dataset, "variant": variant, "content": content_name, "model": model, "seed": seed}
+        new = result_rows(key, artifacts.metrics, data, run_dir)
         new_rows = pd.DataFrame(new, columns=COLUMNS)
         rows = pd.concat([rows, new_rows], ignore_index=True) if len(rows) else new_rows
         _write(args.out, rows)
         shown = ", ".join(f"{r['split']} recall@20={r['recall@20']:.4f}" for r in new)
+        m = artifacts.metrics
         print(
             f"{model} seed {seed}: {shown}; best epoch {m['best_epoch']:.0f}, {m['train_seconds']:.0f} s",
             file=sys.stderr,
         )
     return args.out
+
+
+def result_rows(key: dict, m: dict[str, float], data: RecallData, run_dir: Path) -> list[dict]:
+    """One results.csv row per evaluated split of a run; `key` is its dataset, variant, content, model, seed."""
+    rows = []
+    for split in SPLITS:
+        prefix = {"valid": "valid_", "test": "", "cold": "cold_"}[split]
+        if f"{prefix}recall@20" not in m:
+            continue
+        eval_users = {"valid": data.valid, "test": data.test, "cold": data.cold}[split][0]
+        rows.append({
+            **key, "split": split, **{c: m[f"{prefix}{c}"] for c in METRIC_COLUMNS},
+            "random_recall@20": m[f"{prefix}random_recall@20"], "best_epoch": m["best_epoch"],
+            "epochs": m["epochs"], "train_seconds": round(m["train_seconds"], 2), "users": len(data.user_ids),
+            "items": len(data.item_ids), "eval_users": len(np.unique(eval_users)), "run_dir": str(run_dir),
+        })  # fmt: skip
+    return rows
 
 
 def _done(rows: pd.DataFrame, dataset: str, variant: str, content: str, model: str, seed: int) -> bool:

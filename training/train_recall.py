@@ -309,26 +309,7 @@ def fit_recall(data: RecallData, config: RecallConfig | None = None, **overrides
         "epochs": len(history),
         "train_seconds": seconds,
     }
-    train_indptr, train_indices = _csr(train_u, train_i, n_users)
-    for split, (users, items) in (("valid", data.valid), ("test", data.test)):
-        if not len(users):
-            continue
-        eval_users, truth = grouped(users, items)
-        masked = (
-            (train_u, train_i) if split == "valid" else (np.r_[train_u, data.valid[0]], np.r_[train_i, data.valid[1]])
-        )
-        indptr, indices = _csr(*masked, n_users)
-        exclude = [indices[indptr[u] : indptr[u + 1]] for u in eval_users]
-        found = rank_metrics(user_vectors[eval_users], item_vectors, truth, exclude, cfg.ks)
-        prefix = "" if split == "test" else "valid_"
-        metrics.update({f"{prefix}{name}": v for name, v in found.items()})
-        if split == "test":
-            ones = np.ones((len(eval_users), 1), np.float32)
-            by_popularity = rank_metrics(ones, popularity.astype(np.float32)[:, None], truth, exclude, cfg.ks)
-            metrics.update(
-                {f"popularity_{name}": v for name, v in by_popularity.items() if not name.startswith("random")}
-            )
-
+    metrics.update(warm_metrics(data, user_vectors, item_vectors, popularity, cfg.ks))
     projection = content_mapping(model, data, item_vectors, cfg)
     if projection is not None:
         metrics["projection_cv_r2"] = projection.cv_r2
@@ -343,7 +324,6 @@ def fit_recall(data: RecallData, config: RecallConfig | None = None, **overrides
     # trains on every play, and then every play is masked).
     seen_u, seen_i = np.r_[train_u, data.valid[0]], np.r_[train_i, data.valid[1]]
     seen_indptr, seen_indices = _csr(seen_u, seen_i, n_users)
-    del train_indptr, train_indices
     return RecallArtifacts(
         user_ids=data.user_ids,
         user_vectors=np.ascontiguousarray(user_vectors, dtype=np.float32),
@@ -355,17 +335,51 @@ def fit_recall(data: RecallData, config: RecallConfig | None = None, **overrides
         projection=projection,
         metrics={name: round(float(v), 6) for name, v in metrics.items()},
         config=cfg,
-        data={
-            "users": n_users,
-            "items": n_items,
-            "train_plays": len(train_u),
-            "valid_plays": len(data.valid[0]),
-            "test_plays": len(data.test[0]),
-            "cold_plays": len(data.cold[0]),
-            "cold_items": len(data.cold_item_ids),
-        },
+        data=split_sizes(data),
         history=history,
     )
+
+
+def split_sizes(data: RecallData) -> dict[str, int]:
+    """Users, items and plays of every split, for the manifest."""
+    return {
+        "users": len(data.user_ids),
+        "items": len(data.item_ids),
+        "train_plays": len(data.train[0]),
+        "valid_plays": len(data.valid[0]),
+        "test_plays": len(data.test[0]),
+        "cold_plays": len(data.cold[0]),
+        "cold_items": len(data.cold_item_ids),
+    }
+
+
+def warm_metrics(
+    data: RecallData, user_vectors: np.ndarray, item_vectors: np.ndarray, popularity: np.ndarray, ks: tuple[int, ...]
+) -> dict[str, float]:
+    """Full-ranking metrics over the trained items: valid (training plays masked, prefix valid_), test
+    (training and valid plays masked, no prefix) and a popularity ranking of the test plays (prefix popularity_)."""
+    n_users = len(data.user_ids)
+    train_u, train_i = data.train
+    metrics: dict[str, float] = {}
+    for split, (users, items) in (("valid", data.valid), ("test", data.test)):
+        if not len(users):
+            continue
+        eval_users, truth = grouped(users, items)
+        masked = (
+            (train_u, train_i) if split == "valid" else (np.r_[train_u, data.valid[0]], np.r_[train_i, data.valid[1]])
+        )
+        indptr, indices = _csr(*masked, n_users)
+        exclude = [indices[indptr[u] : indptr[u + 1]] for u in eval_users]
+        found = rank_metrics(user_vectors[eval_users], item_vectors, truth, exclude, ks)
+        prefix = "" if split == "test" else "valid_"
+        metrics.update({f"{prefix}{name}": v for name, v in found.items()})
+        if split == "test":
+            ones = np.ones((len(eval_users), 1), np.float32)
+            by_popularity = rank_metrics(ones, popularity.astype(np.float32)[:, None], truth, exclude, ks)
+            metrics.update(
+                {f"popularity_{name}": v for name, v in by_popularity.items() if not name.startswith("random")}
+            )
+    return metrics
 
 
 def train_recall(
