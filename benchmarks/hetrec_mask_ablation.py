@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from encore.errors import EncoreError  # noqa: E402
 from training.datasets.content import DENSE_FIELD, MASK_FIELD  # noqa: E402
-from training.datasets.registry import default_data_root, default_protocol, load_dataset  # noqa: E402
+from training.datasets.hetrec import DATASET as HETREC  # noqa: E402
 from training.run_benchmark import load_config, parse_seeds, run_cells, split_list  # noqa: E402
 
-DATASET = "hetrec-lastfm-2k"
+DATASET = HETREC.name
 
 
 def mask_only(frame: pd.DataFrame) -> pd.DataFrame:
@@ -74,7 +74,6 @@ def run(argv: list[str] | None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--epochs", type=int, default=None, help="override the maximum number of epochs")
     args = p.parse_args(argv)
-    args.no_progress, args.precision = True, "fp32"  # what run_cells reads from run_benchmark's flags
     seeds = parse_seeds(args.seeds)  # bad flags fail before the data loads
     ablations = split_list(args.ablations, "--ablations")
     unknown = sorted(set(ablations) - set(ABLATIONS))
@@ -83,19 +82,20 @@ def run(argv: list[str] | None) -> None:
 
     import torch
 
+    from training.cell import GridSettings
     from training.models.registry import get_ctr_model
     from training.results import ResultsTable
 
     torch.set_num_threads(args.threads)
     models = {name: get_ctr_model(name) for name in split_list(args.models, "--models")}
-    protocol = replace(default_protocol(DATASET), cold_share=0.2)  # the grid's --cold
-    dense = load_dataset(DATASET, default_data_root(DATASET), args.features, "dense", protocol=protocol, progress=False)
+    protocol = replace(HETREC.default_protocol, cold_share=0.2)  # the grid's --cold
+    dense = HETREC.load(HETREC.data_root(), args.features, "dense", protocol=protocol, progress=False)
     for split, frame in dense.eval_splits().items():
         linked = 1 - frame[MASK_FIELD].to_numpy()
         print(f"mask as a score, {split}: AUC {roc_auc_score(frame[dense.label], linked):.4f} "
               f"({1 - linked.mean():.1%} of rows unlinked)")  # fmt: skip
 
-    config = load_config(DATASET)
+    grid = GridSettings(load_config(DATASET), args.epochs, args.threads, progress=False)
     results = ResultsTable(args.out)
     for ablation in ablations:
         data = ablate(dense, ablation)
@@ -106,7 +106,7 @@ def run(argv: list[str] | None) -> None:
             if not results.done(DATASET, m, args.features, ablation, s, data.variant)
         ]
         if todo:
-            run_cells(args, data, todo, models, config, args.epochs, results, None)
+            run_cells(data, todo, models, grid, results)
 
 
 def main(argv: list[str] | None = None) -> int:

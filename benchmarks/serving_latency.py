@@ -37,6 +37,7 @@ import numpy as np
 from benchmarks.serving_world import ServingWorld, build_world, size_label
 from encore import feature_names as fn
 from encore.artifacts import load_bundle
+from encore.io import atomic_path
 from encore.store import Store, StoreSettings
 from encore.track_table import TrackTable
 from services.ranker.bundle import RankerModel, load_ranker_model
@@ -379,10 +380,8 @@ def chart(rows: list[dict], path: Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle("/recommend hot path: Encore vs get_online_features per request")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
 
 
 def main(argv: list[str] | None = None) -> int:

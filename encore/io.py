@@ -5,8 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+FILE_MODE, DIR_MODE = 0o644, 0o755  # mkstemp/mkdtemp make 0600/0700; results and bundles are read by other users
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -17,18 +22,60 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+@contextmanager
+def atomic_path(final: str | Path, *, directory: bool = False) -> Iterator[Path]:
+    """A temp file (or, with directory=True, an empty temp folder) beside `final`, renamed onto it when the
+    block ends without error and removed when it raises, so readers see the old content or the new, never half.
+
+        with atomic_path(out / "model.onnx") as tmp:
+            torch.onnx.export(..., tmp)
+
+    The temp name is `.<final name>.<random>.tmp` in the same folder (a rename never crosses filesystems).
+    Writers that pick a format from the file suffix (np.save, savefig) must be given a handle or a format.
+    An existing folder at `final` is replaced whole.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    else:
+        fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results and bundles are read by other users/containers
-        os.replace(tmp, path)
+        yield tmp
+        os.chmod(tmp, DIR_MODE if directory else FILE_MODE)
+        if directory:
+            _replace_dir(tmp, final)
+        else:
+            os.replace(tmp, final)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
         raise
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Rename folder `tmp` onto `final`; an old `final` is moved aside first and deleted after."""
+    if not final.exists():
+        tmp.rename(final)
+        return
+    old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
+    final.rename(old / final.name)
+    try:
+        tmp.rename(final)
+    except BaseException:
+        (old / final.name).rename(final)  # put the old content back: a failed save changes nothing
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from encore.errors import EncoreError
-from encore.io import sha256_file, write_json_atomic
+from encore.io import atomic_path, sha256_file, write_json_atomic
 
 # The globals a pickle of numpy arrays in plain containers needs, and nothing else.
 _ALLOWED_GLOBALS = {
@@ -107,14 +107,8 @@ def convert(src: Path, out: Path, pool: str = "none", encoder: dict[str, Any] | 
     if out.suffix != ".npz":
         raise EncoreError(f"output must be a .npz file, got {out}")
     tokens, layers = to_layers(read_feature_pickle(src), pool)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, item_ids=np.array(tokens), layers=layers.astype(np.float32))
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:  # a handle: np.savez would add .npz to a path
+        np.savez(f, item_ids=np.array(tokens), layers=layers.astype(np.float32))
     info = {
         **(encoder or {}),
         "backend": (encoder or {}).get("backend") or f"taste-pickle:{src.name}",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from encore.io import atomic_path
 from encore.schema import OOV, FeatureSpec
 from training.models.base import CTRModel
 
@@ -48,26 +47,18 @@ def export_onnx(model: CTRModel, path: str | Path) -> Path:
     names = model.spec.input_names()
     example = tuple(torch.from_numpy(v) for v in example_inputs(model.spec).values())
     model.eval()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        # The TorchScript exporter (dynamo=False) gave 3-5x faster graphs for these small models;
-        # torch now marks it deprecated, which is noise here.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(
-                _ScoreGraph(model, names).eval(),
-                example,
-                tmp,
-                input_names=names,
-                output_names=["score"],
-                dynamic_axes={name: {0: "batch"} for name in [*names, "score"]},
-                opset_version=OPSET,
-                dynamo=False,
-            )
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; services may run as another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # The TorchScript exporter (dynamo=False) gave 3-5x faster graphs for these small models;
+    # torch now marks it deprecated, which is noise here.
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            _ScoreGraph(model, names).eval(),
+            example,
+            tmp,
+            input_names=names,
+            output_names=["score"],
+            dynamic_axes={name: {0: "batch"} for name in [*names, "score"]},
+            opset_version=OPSET,
+            dynamo=False,
+        )
     return path

@@ -33,8 +33,6 @@ from training.recall_metrics import KS, METRICS
 if TYPE_CHECKING:
     from training.train_recall import RecallArtifacts, RecallData
 
-DEFAULT_CONTENT = {"synthetic": "dense", "hetrec-lastfm-2k": "text-dense,dense"}
-MODALITY_NAMES = {"dense": "audio", "text-dense": "text"}
 SPLITS = ("valid", "test", "cold")
 KEY = ["dataset", "variant", "content", "model", "seed"]
 METRIC_COLUMNS = [f"{m}@{k}" for k in KS for m in METRICS]
@@ -64,73 +62,37 @@ def _dense(arrays, items: np.ndarray, train_items: np.ndarray, missing: str) -> 
 
 def recall_options(args: argparse.Namespace) -> dict:
     """The dataset loader options from the flags, the protocol carrying --cold-share."""
-    from training.datasets.registry import default_protocol
+    from training.datasets.registry import get_dataset
     from training.run_benchmark import dataset_options
 
-    options = dataset_options(args)
-    options["protocol"] = replace(options.get("protocol", default_protocol(args.dataset)), cold_share=args.cold_share)
+    dataset = get_dataset(args.dataset)
+    options = dataset_options(args, dataset)
+    options["protocol"] = replace(options.get("protocol", dataset.default_protocol), cold_share=args.cold_share)
     return options
 
 
 def recall_variant(args: argparse.Namespace) -> str:
     """The result-table name of the setting, e.g. 'default/random+cold20/recall'."""
-    from training.datasets.registry import dataset_variant
+    from training.datasets.registry import get_dataset
 
     options = {k: v for k, v in recall_options(args).items() if k in ("size", "world_seed", "protocol")}
-    return f"{dataset_variant(args.dataset, **options)}/recall"
+    return f"{get_dataset(args.dataset).variant(**options)}/recall"
 
 
 def load_recall_data(args: argparse.Namespace, content: list[str]) -> RecallData:
     """RecallData for the dataset named in args, with the content modalities asked for."""
-    from training.datasets.protocol import ProtocolConfig, apply_protocol
-    from training.datasets.registry import default_data_root
+    from training.datasets.registry import recall_dataset
     from training.train_recall import RecallData
 
+    dataset = recall_dataset(args.dataset)
     options = recall_options(args)
-    cfg: ProtocolConfig = options["protocol"]
-    root = args.data_root or default_data_root(args.dataset)
-    progress = not args.no_progress
-    modalities = []  # (name, vectors over `items`, present, encoder info)
-    if args.dataset == "synthetic":
-        from training.datasets.content import ContentArrays
-        from training.datasets.synthetic import content_dir, extract_world_audio, load_world, world_params
-
-        size = options.get("size", "default")
-        world = load_world(world_params(size, options.get("world_seed")), root, progress=progress)
-        plays = world.plays
-        splits = apply_protocol(plays, cfg, None)
-        items = world.tracks.track_id.to_numpy()
-        for setting in content:
-            if setting != "dense":
-                raise EncoreError(f"recall on synthetic takes --content dense (the audio vectors), not {setting!r}")
-            encoder = options.get("encoder", "mfcc")
-            folder = content_dir(world, encoder)
-            if not (folder / "manifest.json").is_file():
-                extract_world_audio(world, encoder, folder, progress=progress)
-            arrays = ContentArrays.from_catalog(folder)
-            vectors, present = _dense(arrays, items, splits.train_items, options.get("missing", "error"))
-            modalities.append(("audio", vectors, present, arrays.encoder, arrays.sha256))
-    elif args.dataset == "hetrec-lastfm-2k":
-        from training.datasets import hetrec
-
-        cfg = hetrec.resolve_protocol(cfg)
-        plays = hetrec.load_plays(root)
-        splits = apply_protocol(plays, cfg, None)
-        tags = hetrec.allowed_tags(hetrec.load_tag_assignments(root), hetrec.held_out_pairs(splits, plays))
-        spotify = hetrec.load_spotify(root)
-        frames = [splits.train_positives, *splits.evals.values()]
-        items = np.unique(np.concatenate([f["track_id"].to_numpy() for f in frames]))
-        texts = hetrec.tag_texts(tags[tags["track_id"].isin(items)])
-        for setting in content:
-            if setting not in MODALITY_NAMES:
-                raise EncoreError(f"recall on {args.dataset} takes --content text-dense and/or dense, not {setting!r}")
-            arrays, _ = hetrec.content_arrays(setting, spotify, texts, progress)
-            vectors, present = _dense(arrays, items, splits.train_items, options.get("missing", "zeros"))
-            modalities.append((MODALITY_NAMES[setting], vectors, present, arrays.encoder, arrays.sha256))
-    else:
-        raise EncoreError(f"--task recall knows the datasets {', '.join(DEFAULT_CONTENT)}, not {args.dataset!r}")
-
-    observed = {name: _observed(frame, plays) for name, frame in splits.evals.items() if name in SPLITS}
+    root = args.data_root or dataset.data_root()
+    source = dataset.recall(root, content, options["protocol"], options, not args.no_progress)
+    modalities = []  # (name, vectors over `items`, present, encoder info, content sha256)
+    for name, arrays in source.content:
+        vectors, present = _dense(arrays, source.items, source.splits.train_items, source.missing)
+        modalities.append((name, vectors, present, arrays.encoder, arrays.sha256))
+    observed = {name: _observed(frame, source.plays) for name, frame in source.splits.evals.items() if name in SPLITS}
     content_arg = None
     blocks, start = [], 0
     if modalities:
@@ -138,27 +100,26 @@ def load_recall_data(args: argparse.Namespace, content: list[str]) -> RecallData
         for name, vectors, present, _, _ in modalities:
             blocks.append((name, slice(start, start + vectors.shape[1]), present))
             start += vectors.shape[1]
-        content_arg = ([str(i) for i in items], matrix)
+        content_arg = ([str(i) for i in source.items], matrix)
     encoder = {
         "encoder": "+".join(str(m[3].get("backend")) for m in modalities),
         "encoder_revision": "+".join(str(m[3].get("revision", m[4][:12])) for m in modalities),
     }
-    data = RecallData.from_frames(
-        splits.train_positives, observed.get("valid"), observed.get("test"), observed.get("cold"),
+    return RecallData.from_frames(
+        source.splits.train_positives, observed.get("valid"), observed.get("test"), observed.get("cold"),
         content_arg, blocks or None, encoder if modalities else None,
     )  # fmt: skip
-    return data
 
 
 # --- the grid ----------------------------------------------------------------------------------------------
 
 
 def run_recall(args: argparse.Namespace) -> Path:
+    from training.datasets.registry import recall_dataset
     from training.models.recall import CONTENT_MODELS, RECALL_MODELS
     from training.run_benchmark import parse_seeds, split_list
 
-    if args.dataset not in DEFAULT_CONTENT:
-        raise EncoreError(f"--task recall knows the datasets {', '.join(DEFAULT_CONTENT)}, not {args.dataset!r}")
+    dataset = recall_dataset(args.dataset)
     models = split_list(args.models, "--models")
     unknown = [m for m in models if m not in RECALL_MODELS]
     if unknown:
@@ -168,7 +129,7 @@ def run_recall(args: argparse.Namespace) -> Path:
         raise EncoreError("--threads must be >= 1")
     if not 0 <= args.cold_share < 1:
         raise EncoreError("--cold-share must be in [0, 1)")
-    content_text = args.content if args.content is not None else DEFAULT_CONTENT.get(args.dataset, "dense")
+    content_text = args.content if args.content is not None else dataset.recall_content
     content = [c.strip() for c in content_text.split(",") if c.strip() and c.strip() != "none"]
     needs_content = [m for m in models if m in CONTENT_MODELS]
     if needs_content and not content:
@@ -200,29 +161,35 @@ def run_recall(args: argparse.Namespace) -> Path:
                            threads=args.threads, progress=not args.no_progress)  # fmt: skip
         artifacts = fit_recall(data, cfg)
         run_dir = _save_run(args.out / "runs", args.dataset, variant, content_name, artifacts)
-        m = artifacts.metrics
-        new = []
-        for split in SPLITS:
-            prefix = {"valid": "valid_", "test": "", "cold": "cold_"}[split]
-            if f"{prefix}recall@20" not in m:
-                continue
-            eval_users = {"valid": data.valid, "test": data.test, "cold": data.cold}[split][0]
-            new.append({
-                "dataset": args.dataset, "variant": variant, "content": content_name, "model": model, "seed": seed,
-                "split": split, **{c: m[f"{prefix}{c}"] for c in METRIC_COLUMNS},
-                "random_recall@20": m[f"{prefix}random_recall@20"], "best_epoch": m["best_epoch"],
-                "epochs": m["epochs"], "train_seconds": round(m["train_seconds"], 2), "users": len(data.user_ids),
-                "items": len(data.item_ids), "eval_users": len(np.unique(eval_users)), "run_dir": str(run_dir),
-            })  # fmt: skip
+        key = {"dataset": args.dataset, "variant": variant, "content": content_name, "model": model, "seed": seed}
+        new = result_rows(key, artifacts.metrics, data, run_dir)
         new_rows = pd.DataFrame(new, columns=COLUMNS)
         rows = pd.concat([rows, new_rows], ignore_index=True) if len(rows) else new_rows
         _write(args.out, rows)
         shown = ", ".join(f"{r['split']} recall@20={r['recall@20']:.4f}" for r in new)
+        m = artifacts.metrics
         print(
             f"{model} seed {seed}: {shown}; best epoch {m['best_epoch']:.0f}, {m['train_seconds']:.0f} s",
             file=sys.stderr,
         )
     return args.out
+
+
+def result_rows(key: dict, m: dict[str, float], data: RecallData, run_dir: Path) -> list[dict]:
+    """One results.csv row per evaluated split of a run; `key` is its dataset, variant, content, model, seed."""
+    rows = []
+    for split in SPLITS:
+        prefix = {"valid": "valid_", "test": "", "cold": "cold_"}[split]
+        if f"{prefix}recall@20" not in m:
+            continue
+        eval_users = {"valid": data.valid, "test": data.test, "cold": data.cold}[split][0]
+        rows.append({
+            **key, "split": split, **{c: m[f"{prefix}{c}"] for c in METRIC_COLUMNS},
+            "random_recall@20": m[f"{prefix}random_recall@20"], "best_epoch": m["best_epoch"],
+            "epochs": m["epochs"], "train_seconds": round(m["train_seconds"], 2), "users": len(data.user_ids),
+            "items": len(data.item_ids), "eval_users": len(np.unique(eval_users)), "run_dir": str(run_dir),
+        })  # fmt: skip
+    return rows
 
 
 def _done(rows: pd.DataFrame, dataset: str, variant: str, content: str, model: str, seed: int) -> bool:

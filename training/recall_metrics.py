@@ -11,8 +11,12 @@ Definitions, per user with relevant set R and top-k list L (then averaged over u
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from training.recall_data import RecallData
 
 KS = (10, 20, 50)
 METRICS = ("recall", "ndcg", "hit", "mrr", "precision")
@@ -71,3 +75,40 @@ def rank_metrics(
             sums[f"random_recall@{k}"] += np.minimum(1.0, k / np.maximum(n_candidates, 1)).sum()
     n = max(len(truth), 1)
     return {name: float(total / n) for name, total in sums.items()}
+
+
+def seen_csr(user_rows: np.ndarray, item_rows: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """indptr (n_users + 1,) int64 and indices (nnz,) int32 of distinct (user, item) pairs."""
+    pairs = np.unique(np.stack([user_rows, item_rows], axis=1), axis=0) if len(user_rows) else np.zeros((0, 2), int)
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.add.at(indptr, pairs[:, 0] + 1, 1)
+    return np.cumsum(indptr), pairs[:, 1].astype(np.int32)
+
+
+def warm_metrics(
+    data: RecallData, user_vectors: np.ndarray, item_vectors: np.ndarray, popularity: np.ndarray, ks: tuple[int, ...]
+) -> dict[str, float]:
+    """Full-ranking metrics over the trained items: valid (training plays masked, prefix valid_), test
+    (training and valid plays masked, no prefix) and a popularity ranking of the test plays (prefix popularity_)."""
+    n_users = len(data.user_ids)
+    train_u, train_i = data.train
+    metrics: dict[str, float] = {}
+    for split, (users, items) in (("valid", data.valid), ("test", data.test)):
+        if not len(users):
+            continue
+        eval_users, truth = grouped(users, items)
+        masked = (
+            (train_u, train_i) if split == "valid" else (np.r_[train_u, data.valid[0]], np.r_[train_i, data.valid[1]])
+        )
+        indptr, indices = seen_csr(*masked, n_users)
+        exclude = [indices[indptr[u] : indptr[u + 1]] for u in eval_users]
+        found = rank_metrics(user_vectors[eval_users], item_vectors, truth, exclude, ks)
+        prefix = "" if split == "test" else "valid_"
+        metrics.update({f"{prefix}{name}": v for name, v in found.items()})
+        if split == "test":
+            ones = np.ones((len(eval_users), 1), np.float32)
+            by_popularity = rank_metrics(ones, popularity.astype(np.float32)[:, None], truth, exclude, ks)
+            metrics.update(
+                {f"popularity_{name}": v for name, v in by_popularity.items() if not name.startswith("random")}
+            )
+    return metrics

@@ -22,14 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
-import time
-from datetime import UTC, datetime
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from encore.errors import EncoreError
+
+if TYPE_CHECKING:
+    from training.datasets.dataset import Dataset
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / "training" / "configs"
@@ -92,7 +93,7 @@ def split_list(text: str, flag: str) -> list[str]:
     return items
 
 
-def dataset_options(args: argparse.Namespace) -> dict:
+def dataset_options(args: argparse.Namespace, dataset: Dataset) -> dict:
     """Loader options from the flags that were given (a dataset refuses options it does not take)."""
     options: dict = {}
     protocol = {
@@ -104,11 +105,7 @@ def dataset_options(args: argparse.Namespace) -> dict:
     }
     protocol = {k: v for k, v in protocol.items() if v is not None}
     if protocol:
-        from dataclasses import replace
-
-        from training.datasets.registry import default_protocol
-
-        options["protocol"] = replace(default_protocol(args.dataset), **protocol)
+        options["protocol"] = replace(dataset.default_protocol, **protocol)
     size = args.size or ("quick" if args.quick else None)
     for key, value in (
         ("size", size),
@@ -143,27 +140,22 @@ def run(args: argparse.Namespace) -> Path:
     # Validate everything cheap before touching data or importing torch.
     model_names = split_list(args.models, "--models")
     seeds = parse_seeds(args.seeds)
-    from training.datasets.registry import (
-        LOADER_OPTIONS,
-        check_settings,
-        dataset_variant,
-        default_data_root,
-        load_dataset,
-    )
+    from training.datasets.registry import get_dataset
 
-    options = dataset_options(args)
-    if args.no_progress and "progress" in LOADER_OPTIONS.get(args.dataset, ()):
+    dataset = get_dataset(args.dataset)
+    options = dataset_options(args, dataset)
+    if args.no_progress and "progress" in dataset.options:
         options["progress"] = False
-    variant = dataset_variant(args.dataset, **options)
-    default_features = "all" if args.dataset == "frappe" else "id+cat+num"  # the music datasets' richest setting
-    feature_list = split_list(args.features or default_features, "--features")
+    variant = dataset.variant(**options)
+    feature_list = split_list(args.features or dataset.default_features, "--features")
     content_list = split_list(args.content or "none", "--content")
-    check_settings(args.dataset, feature_list, content_list)
+    dataset.check_settings(feature_list, content_list)
     if args.threads < 1:
         raise EncoreError("--threads must be >= 1")
 
     import torch
 
+    from training.cell import GridSettings
     from training.models.registry import get_ctr_model
     from training.results import ResultsTable
 
@@ -171,155 +163,49 @@ def run(args: argparse.Namespace) -> Path:
     if not model_classes:
         raise EncoreError("--models is empty")
     torch.set_num_threads(args.threads)
-    data_root = args.data_root or default_data_root(args.dataset)
+    data_root = args.data_root or dataset.data_root()
     config = load_config(args.dataset)
     results = ResultsTable(args.out)
     reference = {m: c["bars_test_auc"] for m, c in config["models"].items() if "bars_test_auc" in c}
     epochs = args.epochs if args.epochs is not None else (2 if args.quick else None)
-
+    grid = GridSettings(config, epochs, args.threads, not args.no_progress, args.precision)
     for features in feature_list:
         for content in content_list:
-            todo = [
-                (name, seed)
-                for name in model_classes
-                for seed in seeds
-                if not results.done(args.dataset, name, features, content, seed, variant)
-            ]
-            for name in model_classes:
-                for seed in seeds:
-                    if (name, seed) not in todo:
-                        print(f"skip {features}/{content} {name} seed {seed}: already in {results.csv_path}",
-                              file=sys.stderr)  # fmt: skip
-            if not todo:
-                continue  # nothing to train: do not even load the data
-            data = load_dataset(args.dataset, data_root, features, content, **options)
-            run_cells(args, data, todo, model_classes, config, epochs, results, reference)
+            todo = cells_to_run(results, args.dataset, variant, features, content, list(model_classes), seeds)
+            if todo:  # else nothing to train: do not even load the data
+                data = dataset.load(data_root, features, content, **options)
+                run_cells(data, todo, model_classes, grid, results, reference)
     return args.out
 
 
-def run_cells(args, data, todo, model_classes, config, epochs, results, reference) -> None:
-    """Train the (model, seed) cells in `todo` on one loaded dataset setting; the features are encoded once."""
-    from encore.schema import FeatureSpec
-    from training.data import TensorSplit
-
-    spec = FeatureSpec.fit(data.train, data.fields, label=data.label)
-    train = TensorSplit.from_frame("train", spec, data.train, data.group_column)
-    evals = {
-        name: TensorSplit.from_frame(name, spec, frame, data.group_column) for name, frame in data.eval_splits().items()
-    }
-    runs_dir = results.out_dir / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    for name, seed in todo:
-        _run_cell(args, data, spec, train, evals, name, model_classes[name], seed, config, epochs,
-                  results, runs_dir, reference)  # fmt: skip
-
-
-def _run_cell(args, data, spec, train, evals, name, cls, seed, config, epochs, results, runs_dir, reference) -> None:
-    """Train one (features, content, model, seed) cell, save its run folder and add its result rows."""
-    import torch
-    from safetensors.torch import save_file
-
-    from encore.io import write_json_atomic
-    from training.data import TensorSplit
-    from training.export import export_onnx
-    from training.sysinfo import library_versions
-    from training.trainer import TrainConfig, evaluate, fit
-
-    model_cfg = config["models"].get(name, {})
-    train_cfg = TrainConfig(**{**config["train"], **model_cfg.get("train", {}), "seed": seed})
-    if epochs is not None:
-        train_cfg.epochs = epochs
-    train_cfg.progress = not args.no_progress
-    train_cfg.precision = args.precision
-    resample = None
-    if data.train_sampler is not None:
-        sampler = data.train_sampler
-
-        def resample(epoch: int) -> TensorSplit:
-            return TensorSplit.from_frame("train", spec, sampler(epoch, seed), data.group_column)
-
-    torch.manual_seed(seed)
-    model = cls(spec, **model_cfg.get("model", {}))
-    print(f"== {data.name} {name} seed {seed}", file=sys.stderr)
-    started = time.time()
-    result = fit(model, train, evals["valid"], train_cfg, resample)
-    metrics = {split: evaluate(model, tensors) for split, tensors in evals.items()}
-
-    variant = data.variant.replace("/", "_").replace("+", "-")
-    run_id = f"{data.name}_{variant + '_' if variant else ''}{data.features}_{data.content}_{name}_s{seed}"
-    tmp_dir = Path(tempfile.mkdtemp(dir=runs_dir, prefix=f".{run_id}."))
-    try:
-        spec.save(tmp_dir / "spec.json")
-        weights = {k: v.contiguous() for k, v in model.state_dict().items()}
-        save_file(weights, str(tmp_dir / "weights.safetensors"))
-        export_onnx(model, tmp_dir / "model.onnx")
-        for file_name, source in data.run_files.items():  # e.g. the codebooks the tokens came from
-            if Path(source).is_dir():
-                shutil.copytree(source, tmp_dir / file_name)
+def cells_to_run(results, dataset: str, variant: str, features: str, content: str, models: list[str],
+                 seeds: list[int]) -> list[tuple[str, int]]:  # fmt: skip
+    """The (model, seed) cells of one setting that results.csv does not hold yet; the others are reported."""
+    todo = []
+    for name in models:
+        for seed in seeds:
+            if results.done(dataset, name, features, content, seed, variant):
+                print(f"skip {features}/{content} {name} seed {seed}: already in {results.csv_path}", file=sys.stderr)
             else:
-                shutil.copy2(source, tmp_dir / file_name)
-        write_json_atomic(
-            tmp_dir / "manifest.json",
-            {
-                "kind": "ctr_run",
-                "run_id": run_id,
-                "dataset": data.name,
-                "model": name,
-                "model_config": model_cfg.get("model", {}),
-                "train_config": train_cfg.to_dict(),
-                "features": data.features,
-                "content": data.content,
-                "variant": data.variant,
-                "oracle_auc": data.oracle_auc,
-                "feature_spec_hash": spec.hash,
-                "data_files": data.files,
-                "data_steps": data.steps,
-                "metrics": metrics,
-                "best_epoch": result.best_epoch,
-                "epochs_run": result.epochs_run,
-                "train_seconds": result.train_seconds,
-                "train_samples_per_s": result.samples_per_s,
-                "wall_seconds": time.time() - started,
-                "threads": args.threads,
-                "history": [vars(e) for e in result.history],
-                "versions": library_versions(),
-                "created": datetime.now(UTC).isoformat(),
-            },
-        )
-        final_dir = runs_dir / run_id
-        if final_dir.exists():
-            shutil.rmtree(final_dir)
-        tmp_dir.rename(final_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
-    results.add(
-        [
-            {
-                "dataset": data.name,
-                "variant": data.variant,
-                "model": name,
-                "features": data.features,
-                "content": data.content,
-                "seed": seed,
-                "split": split,
-                "auc": m["auc"],
-                "logloss": m["logloss"],
-                "gauc": m.get("gauc"),
-                "oracle_auc": data.oracle_auc.get(split),
-                "best_epoch": result.best_epoch,
-                "epochs": result.epochs_run,
-                "train_seconds": round(result.train_seconds, 3),
-                "train_samples_per_s": round(result.samples_per_s, 1),
-                "steal_pct": round(result.median_steal_pct, 2),
-                "run_dir": str(final_dir),
-            }
-            for split, m in metrics.items()
-        ]
-    )
-    results.write(reference or None)
-    shown = ", ".join(f"{s} auc={m['auc']:.4f}" for s, m in metrics.items())
-    print(f"{name} seed {seed}: {shown}; {result.samples_per_s:,.0f} samples/s", file=sys.stderr)
+                todo.append((name, seed))
+    return todo
+
+
+def run_cells(data, todo, model_classes, grid, results, reference=None) -> None:
+    """Train the (model, seed) cells in `todo` on one loaded dataset setting; the features are encoded once.
+
+    Each cell's run folder is saved and its rows written before the next cell starts, so an interrupted grid
+    keeps every finished cell."""
+    from training.cell import Cell, EncodedData, result_rows, save_run, summary_line, train_cell
+
+    encoded = EncodedData.encode(data)
+    runs_dir = results.out_dir / "runs"
+    for name, seed in todo:
+        result = train_cell(Cell.make(data, name, model_classes[name], seed, grid), encoded)
+        run_dir = save_run(result, encoded.spec, runs_dir)
+        results.add(result_rows(result, run_dir))
+        results.write(reference or None)
+        print(summary_line(result), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

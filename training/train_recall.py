@@ -7,7 +7,8 @@
   items (items with no training play, ranked among the cold items through their content).
 - `train_recall(interactions, content, ...)` / `train_bpr(...)`: split a raw play log first (`split_plays`;
   the bootstrap and the retriever tests use this). The data side (RecallData) lives in training/recall_data.py,
-  the metrics in training/recall_metrics.py, the models in training/models/recall/.
+  the BPR training loop in training/recall_loop.py, the metrics and the warm evaluation in
+  training/recall_metrics.py, the models in training/models/recall/.
 - `write_retriever_files(artifacts, bundle)` writes `<bundle>/retriever/`.
 
 Content-to-item mapping (every model has one, so a track uploaded later gets an item vector without retraining):
@@ -29,14 +30,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from encore import feature_names as fn
 from encore.errors import EncoreError
 from encore.io import write_json_atomic
-from training.models.recall import BPR, CONTENT_MODELS, FREEDOM, RECALL_MODELS, VBPR, LGMRec, RecallModel, bpr_loss
+from training.models.recall import CONTENT_MODELS, RECALL_MODELS, VBPR, RecallInputs, RecallModel
 from training.recall_data import Content, RecallData, content_from_frame, content_matrix, split_frame
-from training.recall_metrics import KS, grouped, rank_metrics
+from training.recall_loop import train_loop
+from training.recall_metrics import KS, grouped, rank_metrics, seen_csr, warm_metrics
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,6 @@ FORMAT_VERSION = 1
 RETRIEVER_DIR = "retriever"  # the component's folder inside a bundle
 META_FILE = "retriever.json"
 _MIN_STD = 1e-8  # a constant content dimension is left unscaled instead of divided by ~0
-DEFAULT_LR = {"BPR": 0.01}  # beat 0.005 on the planted set; the others use MMRec's 0.001
-STOP_METRIC = "recall@20"  # early stopping on the validation set, as MMRec
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ class RecallConfig:
     epochs: int = 30  # the most; with a validation set training stops after `patience` epochs without gain
     patience: int = 5
     batch_size: int = 2048  # MMRec's default
-    lr: float | None = None  # None: DEFAULT_LR or 0.001
+    lr: float | None = None  # None: recall_loop.DEFAULT_LR or 0.001
     l2: float = 1e-4  # BPR and VBPR: on the batch's user/item rows, per example
     model_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"dropout": 0.8} for FREEDOM
     seed: int = 2020
@@ -108,29 +107,7 @@ class RecallArtifacts:
         return self.config.model
 
 
-def _csr(user_rows: np.ndarray, item_rows: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
-    """indptr (n_users + 1,) int64 and indices (nnz,) int32 of distinct (user, item) pairs."""
-    pairs = np.unique(np.stack([user_rows, item_rows], axis=1), axis=0) if len(user_rows) else np.zeros((0, 2), int)
-    indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.add.at(indptr, pairs[:, 0] + 1, 1)
-    return np.cumsum(indptr), pairs[:, 1].astype(np.int32)
-
-
-# --- Training -------------------------------------------------------------------------------------------
-
-
-def _sample_negatives(
-    users: np.ndarray, n_items: int, positive_keys: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """One uniform item per row, redrawn (a few times) where it is one of the user's training plays."""
-    negatives = rng.integers(0, n_items, len(users))
-    for _ in range(5):
-        keys = users * n_items + negatives
-        hit = positive_keys[np.minimum(np.searchsorted(positive_keys, keys), len(positive_keys) - 1)] == keys
-        if not hit.any():
-            break
-        negatives[hit] = rng.integers(0, n_items, int(hit.sum()))
-    return negatives
+# --- The model ------------------------------------------------------------------------------------------
 
 
 def standardizer(content: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -142,78 +119,23 @@ def build_model(data: RecallData, cfg: RecallConfig) -> RecallModel:
     """The configured model for `data`'s users, items, training graph and (standardized) content."""
     if cfg.model not in RECALL_MODELS:
         raise EncoreError(f"unknown recall model {cfg.model!r}; known: {', '.join(RECALL_MODELS)}")
-    n_users, n_items = len(data.user_ids), len(data.item_ids)
-    options = dict(cfg.model_options)
-    if cfg.model == "BPR":
-        return BPR(n_users, n_items, cfg.dim, l2=cfg.l2, **options)
-    if data.content is None or not data.modalities:
+    cls = RECALL_MODELS[cfg.model]
+    if cls.needs_content and (data.content is None or not data.modalities):
         raise EncoreError(f"{cfg.model} needs content vectors; none were given")
+    return cls.build(model_inputs(data, with_content=cls.needs_content), cfg.dim, cfg.l2, **cfg.model_options)
+
+
+def model_inputs(data: RecallData, with_content: bool) -> RecallInputs:
+    """The sizes and training graph of `data`, plus its content standardized with training-item statistics."""
+    n_items = len(data.item_ids)
+    users, items = data.train
+    if not with_content:
+        return RecallInputs(len(data.user_ids), n_items, users, items)
     mean, std = standardizer(data.content[:n_items])
     z = torch.from_numpy((data.content[:n_items] - mean) / std)
-    if cfg.model == "VBPR":
-        return VBPR(n_users, n_items, z, cfg.dim, l2=cfg.l2, **options)
-    blocks = [z[:, cols] for _, cols, _ in data.modalities]
-    present = [p[:n_items] for _, _, p in data.modalities]
-    users, items = data.train
-    if cfg.model == "FREEDOM":
-        return FREEDOM(n_users, n_items, users, items, blocks, present, cfg.dim, **options)
-    return LGMRec(n_users, n_items, users, items, blocks, cfg.dim, **options)
-
-
-def _train(
-    model: RecallModel, data: RecallData, cfg: RecallConfig
-) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]], int]:
-    """Adam on BPR over (user, played item, uniform unplayed item) triples; with validation plays, keep the
-    epoch with the best valid Recall@20 and stop after `patience` epochs without gain. Returns the exported
-    user/item vectors, the history and the best epoch (1-based)."""
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR.get(cfg.model, 0.001)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    users, items = data.train
-    n_items = len(data.item_ids)
-    positive_keys = np.unique(users * n_items + items)
-    user_t, item_t = torch.from_numpy(users), torch.from_numpy(items)
-    valid_users, valid_truth = grouped(*data.valid)
-    indptr, indices = _csr(users, items, len(data.user_ids))
-    valid_exclude = [indices[indptr[u] : indptr[u + 1]] for u in valid_users]
-    history: list[dict[str, float]] = []
-    best: tuple[float, int, np.ndarray, np.ndarray] | None = None
-    bar = tqdm(range(cfg.epochs), desc=cfg.model, unit="epoch", disable=not cfg.progress, leave=False)
-    for epoch in bar:
-        model.train()
-        model.new_epoch(rng)
-        negatives = torch.from_numpy(_sample_negatives(users, n_items, positive_keys, rng))
-        order = torch.from_numpy(rng.permutation(len(users)))
-        total = 0.0
-        for start in range(0, len(users), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            u, i, j = user_t[idx], item_t[idx], negatives[idx]
-            user_emb, item_emb = model.embed()
-            ua = user_emb[u]
-            loss = bpr_loss((ua * item_emb[i]).sum(-1), (ua * item_emb[j]).sum(-1))
-            loss = loss + model.extra_loss(u, i, j, user_emb, item_emb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-        record = {"epoch": epoch + 1, "loss": total / len(users)}
-        if not np.isfinite(record["loss"]):
-            raise EncoreError(f"{cfg.model}: the training loss became {record['loss']} in epoch {epoch + 1}")
-        if len(valid_users):
-            user_vectors, item_vectors = model.export()
-            score = rank_metrics(user_vectors[valid_users], item_vectors, valid_truth, valid_exclude, (20,))
-            record[f"valid_{STOP_METRIC}"] = score[STOP_METRIC]
-            if best is None or score[STOP_METRIC] > best[0]:
-                best = (score[STOP_METRIC], epoch + 1, user_vectors, item_vectors)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", valid=f"{score[STOP_METRIC]:.4f}")
-        history.append(record)
-        if best is not None and epoch + 1 - best[1] >= cfg.patience:
-            break
-    if best is None:
-        user_vectors, item_vectors = model.export()
-        return user_vectors, item_vectors, history, len(history)
-    return best[2], best[3], history, best[1]
+    blocks = tuple(z[:, cols] for _, cols, _ in data.modalities)
+    present = tuple(p[:n_items] for _, _, p in data.modalities)
+    return RecallInputs(len(data.user_ids), n_items, users, items, z, blocks, present)
 
 
 # --- Content projection -------------------------------------------------------------------------------
@@ -294,7 +216,7 @@ def fit_recall(data: RecallData, config: RecallConfig | None = None, **overrides
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         model = build_model(data, cfg)
-        user_vectors, item_vectors, history, best_epoch = _train(model, data, cfg)
+        user_vectors, item_vectors, history, best_epoch = train_loop(model, data, cfg)
     finally:
         torch.set_num_threads(previous_threads)
     seconds = time.perf_counter() - started
@@ -308,26 +230,7 @@ def fit_recall(data: RecallData, config: RecallConfig | None = None, **overrides
         "epochs": len(history),
         "train_seconds": seconds,
     }
-    train_indptr, train_indices = _csr(train_u, train_i, n_users)
-    for split, (users, items) in (("valid", data.valid), ("test", data.test)):
-        if not len(users):
-            continue
-        eval_users, truth = grouped(users, items)
-        masked = (
-            (train_u, train_i) if split == "valid" else (np.r_[train_u, data.valid[0]], np.r_[train_i, data.valid[1]])
-        )
-        indptr, indices = _csr(*masked, n_users)
-        exclude = [indices[indptr[u] : indptr[u + 1]] for u in eval_users]
-        found = rank_metrics(user_vectors[eval_users], item_vectors, truth, exclude, cfg.ks)
-        prefix = "" if split == "test" else "valid_"
-        metrics.update({f"{prefix}{name}": v for name, v in found.items()})
-        if split == "test":
-            ones = np.ones((len(eval_users), 1), np.float32)
-            by_popularity = rank_metrics(ones, popularity.astype(np.float32)[:, None], truth, exclude, cfg.ks)
-            metrics.update(
-                {f"popularity_{name}": v for name, v in by_popularity.items() if not name.startswith("random")}
-            )
-
+    metrics.update(warm_metrics(data, user_vectors, item_vectors, popularity, cfg.ks))
     projection = content_mapping(model, data, item_vectors, cfg)
     if projection is not None:
         metrics["projection_cv_r2"] = projection.cv_r2
@@ -341,8 +244,7 @@ def fit_recall(data: RecallData, config: RecallConfig | None = None, **overrides
     # candidates of a bundle with a test split reproduce its offline test metrics (a production bundle
     # trains on every play, and then every play is masked).
     seen_u, seen_i = np.r_[train_u, data.valid[0]], np.r_[train_i, data.valid[1]]
-    seen_indptr, seen_indices = _csr(seen_u, seen_i, n_users)
-    del train_indptr, train_indices
+    seen_indptr, seen_indices = seen_csr(seen_u, seen_i, n_users)
     return RecallArtifacts(
         user_ids=data.user_ids,
         user_vectors=np.ascontiguousarray(user_vectors, dtype=np.float32),
@@ -354,17 +256,22 @@ def fit_recall(data: RecallData, config: RecallConfig | None = None, **overrides
         projection=projection,
         metrics={name: round(float(v), 6) for name, v in metrics.items()},
         config=cfg,
-        data={
-            "users": n_users,
-            "items": n_items,
-            "train_plays": len(train_u),
-            "valid_plays": len(data.valid[0]),
-            "test_plays": len(data.test[0]),
-            "cold_plays": len(data.cold[0]),
-            "cold_items": len(data.cold_item_ids),
-        },
+        data=split_sizes(data),
         history=history,
     )
+
+
+def split_sizes(data: RecallData) -> dict[str, int]:
+    """Users, items and plays of every split, for the manifest."""
+    return {
+        "users": len(data.user_ids),
+        "items": len(data.item_ids),
+        "train_plays": len(data.train[0]),
+        "valid_plays": len(data.valid[0]),
+        "test_plays": len(data.test[0]),
+        "cold_plays": len(data.cold[0]),
+        "cold_items": len(data.cold_item_ids),
+    }
 
 
 def train_recall(

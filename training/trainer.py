@@ -119,8 +119,7 @@ def fit(
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     loss_fn = nn.BCEWithLogitsLoss()
-    tables = model.embedding_tables()
-    table_ids = {id(t) for t in tables}
+    table_ids = {id(t) for t in model.embedding_tables()}
     # FuxiCTR's net_regularizer covers every non-embedding parameter (biases, norms, EulerNet's orders and mu too).
     net_weights = [p for p in model.parameters() if id(p) not in table_ids]
 
@@ -130,52 +129,15 @@ def fit(
         if resample is not None and epoch > 1:
             train = resample(epoch)
         cpu = CpuTimes.now()
-        model.train()
-        t0 = time.perf_counter()
-        total_loss, n_batches = 0.0, 0
-        n_steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size
-        bar = tqdm(
-            train.batches(cfg.batch_size, generator),
-            total=n_steps,
-            desc=f"epoch {epoch}",
-            leave=False,
-            disable=not cfg.progress,
-            mininterval=1.0,
-        )
-        for inputs, labels in bar:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                logits = model(inputs)
-            loss = loss_fn(logits.float(), labels)
-            if cfg.embedding_l2 > 0:
-                loss = loss + cfg.embedding_l2 / 2 * sum(t.pow(2).sum() for t in tables)
-            if cfg.net_l2 > 0:
-                loss = loss + cfg.net_l2 / 2 * sum(w.pow(2).sum() for w in net_weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-            optimizer.step()
-            total_loss += loss.item()
-            n_batches += 1
-        epoch_train = time.perf_counter() - t0
+        mean_loss, epoch_train = _train_epoch(model, train, optimizer, loss_fn, cfg, generator, epoch, net_weights)
         train_seconds += epoch_train
         samples += len(train)
+        log = _validate(model, valid, cfg, epoch, mean_loss, epoch_train, optimizer.param_groups[0]["lr"], cpu)
+        history.append(log)
 
-        t1 = time.perf_counter()
-        valid_metrics = evaluate(model, valid, cfg.eval_batch_size)
-        eval_seconds = time.perf_counter() - t1
-        lr = optimizer.param_groups[0]["lr"]
-        steal = cpu.steal_pct_since()
-        mean_loss = total_loss / max(n_batches, 1)
-        history.append(EpochLog(epoch, mean_loss, epoch_train, eval_seconds, lr, steal, valid_metrics))
-        # One line per epoch even without the bar: long runs should show where they are in their logs.
-        shown = " ".join(f"{k}={v:.6f}" for k, v in valid_metrics.items())
-        tqdm.write(
-            f"epoch {epoch}: loss={mean_loss:.5f} valid {shown} ({epoch_train:.1f}s train, lr {lr:g})", file=sys.stderr
-        )
-
-        score = valid_metrics[cfg.monitor]
+        score = log.valid[cfg.monitor]
         if score > best_score + 1e-6:
-            best_score, best_epoch, best_valid, bad_epochs = score, epoch, valid_metrics, 0
+            best_score, best_epoch, best_valid, bad_epochs = score, epoch, log.valid, 0
             best_state = copy.deepcopy(model.state_dict())
         elif epoch > cfg.warmup_epochs:
             bad_epochs += 1
@@ -186,3 +148,66 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     return TrainResult(best_epoch, best_valid, len(history), train_seconds, samples, history)
+
+
+def _train_epoch(
+    model: CTRModel,
+    train: TensorSplit,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    epoch: int,
+    net_weights: list[nn.Parameter],
+) -> tuple[float, float]:
+    """One pass over `train` in shuffled batches, penalties and clipping included; (mean batch loss, seconds)."""
+    tables = model.embedding_tables()
+    model.train()
+    t0 = time.perf_counter()
+    total_loss, n_batches = 0.0, 0
+    n_steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size
+    bar = tqdm(
+        train.batches(cfg.batch_size, generator),
+        total=n_steps,
+        desc=f"epoch {epoch}",
+        leave=False,
+        disable=not cfg.progress,
+        mininterval=1.0,
+    )
+    for inputs, labels in bar:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            logits = model(inputs)
+        loss = loss_fn(logits.float(), labels)
+        if cfg.embedding_l2 > 0:
+            loss = loss + cfg.embedding_l2 / 2 * sum(t.pow(2).sum() for t in tables)
+        if cfg.net_l2 > 0:
+            loss = loss + cfg.net_l2 / 2 * sum(w.pow(2).sum() for w in net_weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+        optimizer.step()
+        total_loss += loss.item()
+        n_batches += 1
+    return total_loss / max(n_batches, 1), time.perf_counter() - t0
+
+
+def _validate(
+    model: CTRModel,
+    valid: TensorSplit,
+    cfg: TrainConfig,
+    epoch: int,
+    mean_loss: float,
+    epoch_train: float,
+    lr: float,
+    cpu: CpuTimes,
+) -> EpochLog:
+    """Evaluate on the validation split and log the epoch (one line even without a bar: long runs show progress)."""
+    t1 = time.perf_counter()
+    valid_metrics = evaluate(model, valid, cfg.eval_batch_size)
+    eval_seconds = time.perf_counter() - t1
+    steal = cpu.steal_pct_since()
+    shown = " ".join(f"{k}={v:.6f}" for k, v in valid_metrics.items())
+    tqdm.write(
+        f"epoch {epoch}: loss={mean_loss:.5f} valid {shown} ({epoch_train:.1f}s train, lr {lr:g})", file=sys.stderr
+    )
+    return EpochLog(epoch, mean_loss, epoch_train, eval_seconds, lr, steal, valid_metrics)

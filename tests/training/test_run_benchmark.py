@@ -36,19 +36,8 @@ def run_cli(*args, data_root=None):
 def test_tiny_run_writes_results_runs_and_skips_finished_cells(tmp_path):
     write_frappe_like(tmp_path / "data")
     out = tmp_path / "out"
-    proc = run_cli(
-        "--dataset",
-        "frappe",
-        "--models",
-        "LR,DeepFM",
-        "--seeds",
-        "1,2",
-        "--epochs",
-        "2",
-        "--out",
-        str(out),
-        data_root=tmp_path / "data",
-    )
+    grid = ("--dataset", "frappe", "--models", "LR,DeepFM", "--seeds", "1,2", "--epochs", "2", "--out", str(out))
+    proc = run_cli(*grid, data_root=tmp_path / "data")
     assert proc.returncode == 0, proc.stderr
     results = pd.read_csv(out / "results.csv")
     assert REQUIRED <= set(results.columns)
@@ -66,19 +55,7 @@ def test_tiny_run_writes_results_runs_and_skips_finished_cells(tmp_path):
     assert {p.name for p in run_dir.iterdir()} == {"manifest.json", "model.onnx", "spec.json", "weights.safetensors"}
     assert not [p for p in (out / "runs").iterdir() if p.name.startswith(".")]
 
-    again = run_cli(
-        "--dataset",
-        "frappe",
-        "--models",
-        "LR,DeepFM",
-        "--seeds",
-        "1,2",
-        "--epochs",
-        "2",
-        "--out",
-        str(out),
-        data_root=tmp_path / "data",
-    )
+    again = run_cli(*grid, data_root=tmp_path / "data")
     assert again.returncode == 0
     assert again.stderr.count("skip") == 4
     assert len(pd.read_csv(out / "results.csv")) == 8

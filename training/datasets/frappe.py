@@ -11,6 +11,7 @@ from encore.errors import EncoreError
 from encore.io import sha256_file
 from encore.schema import FieldConfig
 from training.datasets.base import DatasetSplits, require_file
+from training.datasets.dataset import Dataset
 from training.datasets.protocol import step_record
 
 LABEL = "label"
@@ -66,3 +67,6 @@ def _read_split(path: Path, name: str) -> pd.DataFrame:
             )
         frame[column] = values.astype(np.int64)
     return frame
+
+
+DATASET = Dataset("frappe", load_frappe, feature_settings=("all",), content_settings=("none",), default_features="all")

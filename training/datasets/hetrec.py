@@ -34,16 +34,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from encore.errors import EncoreError
-from encore.io import sha256_file
+from encore.io import atomic_path, sha256_file
 from encore.schema import FieldConfig
 from training.datasets.base import PROJECT_ROOT, DatasetSplits, require_file, taste_fields
 from training.datasets.content import ContentArrays, MissingPolicy, build_item_content
+from training.datasets.dataset import Dataset, RecallSource
 from training.datasets.protocol import ITEM, USER, ProtocolConfig, ProtocolSplits, apply_protocol, joined_dataset
 
 NAME = "hetrec-lastfm-2k"
@@ -61,6 +63,7 @@ TEXT_TOP_TAGS = 10  # tags per artist in its text, most assigned first
 USER_CAT, ITEM_CAT = ("user_top_tag",), ("top_tag", "spotify_genre")
 USER_NUM, ITEM_NUM = ("n_artists", "n_plays"), ("n_listeners", "spotify_popularity")
 OPTIONS = ("protocol", "missing", "k", "progress")
+RECALL_MODALITIES = {"text-dense": "text", "dense": "audio"}  # --task recall content -> modality name
 _PROTOCOL_CACHE: dict[tuple, ProtocolSplits] = {}
 _TEXT_CACHE: dict[str, np.ndarray] = {}
 
@@ -200,10 +203,8 @@ def encode_texts(texts: list[str], progress: bool = False) -> np.ndarray:
         vectors = model.encode(
             texts, batch_size=128, show_progress_bar=progress, normalize_embeddings=True, convert_to_numpy=True
         ).astype(np.float32)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, vectors)
-        tmp.replace(path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a handle: np.save would add .npy to a path
+            np.save(fh, vectors)
     _TEXT_CACHE[digest] = vectors
     return vectors
 
@@ -289,3 +290,34 @@ def load_hetrec(
         NAME, splits, user_table, item_table, fields, features=features, content=content, files=files,
         variant=cfg.tag(), run_files=run_files,
     )  # fmt: skip
+
+
+def recall_source(
+    root: Path, content: Sequence[str], protocol: ProtocolConfig, options: dict, progress: bool
+) -> RecallSource:
+    """`--task recall`: the plays split by `protocol`, with tag-text and/or Spotify-descriptor vectors."""
+    for setting in content:
+        if setting not in RECALL_MODALITIES:
+            raise EncoreError(f"recall on {NAME} takes --content text-dense and/or dense, not {setting!r}")
+    cfg = resolve_protocol(protocol)
+    plays = load_plays(root)
+    splits = apply_protocol(plays, cfg, None)
+    tags = allowed_tags(load_tag_assignments(root), held_out_pairs(splits, plays))
+    spotify = load_spotify(root)
+    frames = [splits.train_positives, *splits.evals.values()]
+    items = np.unique(np.concatenate([f[ITEM].to_numpy() for f in frames]))
+    texts = tag_texts(tags[tags[ITEM].isin(items)])
+    modalities = [(RECALL_MODALITIES[s], content_arrays(s, spotify, texts, progress)[0]) for s in content]
+    return RecallSource(plays, splits, items, modalities, options.get("missing", "zeros"))
+
+
+DATASET = Dataset(
+    NAME,
+    load_hetrec,
+    options=OPTIONS,
+    content_settings=CONTENT_SETTINGS,
+    default_protocol=DEFAULT_PROTOCOL,
+    variant_of=variant_of,
+    recall=recall_source,
+    recall_content="text-dense,dense",
+)

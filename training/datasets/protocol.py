@@ -10,6 +10,7 @@ rows plugs in through `apply_protocol`.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,7 +22,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from encore.errors import EncoreError
-from encore.io import sha256_file
+from encore.io import sha256_file, write_bytes_atomic
 from encore.schema import FieldConfig
 from training.datasets.base import DatasetSplits
 
@@ -240,14 +241,12 @@ def _oracle_scores(
 
 def _save_frozen(frame: pd.DataFrame, path: Path) -> str:
     """Write the frozen rows (parquet) unless an identical file is already there; returns its sha256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    frame.to_parquet(tmp, index=False)
-    digest = sha256_file(tmp)
-    if path.exists() and sha256_file(path) == digest:
-        tmp.unlink()
-    else:
-        tmp.replace(path)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    if not (path.exists() and sha256_file(path) == digest):
+        write_bytes_atomic(path, data)
     return digest
 
 

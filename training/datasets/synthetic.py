@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from encore.io import sha256_file, write_json_atomic
 from encore.schema import FieldConfig
 from training.datasets.base import PROJECT_ROOT, DatasetSplits, taste_fields
 from training.datasets.content import CONTENT_MODES, ContentArrays, MissingPolicy, build_item_content
+from training.datasets.dataset import Dataset, RecallSource
 from training.datasets.protocol import USER, ProtocolConfig, ProtocolSplits, apply_protocol, joined_dataset
 
 GENERATOR_VERSION = 2
@@ -530,3 +532,35 @@ def extract_world_audio(world: World, encoder: str, out_dir: Path | None = None,
     out_dir = out_dir or content_dir(world, encoder)
     extract_catalog(world.audio_paths(), get_encoder(encoder), out_dir, progress=progress)
     return out_dir
+
+
+def recall_source(
+    root: Path, content: Sequence[str], protocol: ProtocolConfig, options: dict, progress: bool
+) -> RecallSource:
+    """`--task recall`: the world's plays split by `protocol`, with the audio vectors as content `dense`."""
+    for setting in content:
+        if setting != "dense":
+            raise EncoreError(f"recall on synthetic takes --content dense (the audio vectors), not {setting!r}")
+    world = load_world(world_params(options.get("size", "default"), options.get("world_seed")), root, progress=progress)
+    splits = apply_protocol(world.plays, protocol, None)
+    encoder = options.get("encoder", "mfcc")
+    modalities = []
+    for _ in content:
+        folder = content_dir(world, encoder)
+        if not (folder / "manifest.json").is_file():
+            extract_world_audio(world, encoder, folder, progress=progress)
+        modalities.append(("audio", ContentArrays.from_catalog(folder)))
+    items = world.tracks.track_id.to_numpy()
+    return RecallSource(world.plays, splits, items, modalities, options.get("missing", "error"))
+
+
+DATASET = Dataset(
+    "synthetic",
+    load_synthetic,
+    options=OPTIONS,
+    content_settings=CONTENT_MODES,
+    variant_of=variant_of,
+    data_root=default_root,
+    recall=recall_source,
+    recall_content="dense",
+)

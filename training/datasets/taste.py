@@ -35,6 +35,7 @@ from encore.schema import FieldConfig
 from training.datasets.base import FEATURE_SETTINGS, PROJECT_ROOT, DatasetSplits, require_file
 from training.datasets.content import ContentArrays, MissingPolicy, build_item_content
 from training.datasets.content_files import CONTENT_SUFFIXES, read_content_file
+from training.datasets.dataset import Dataset
 from training.datasets.protocol import ITEM, USER, ProtocolConfig, ProtocolSplits, apply_protocol, joined_dataset
 
 NAME = "taste"
@@ -203,6 +204,26 @@ def keyed_by_ids(arrays: ContentArrays, items: pd.Index) -> ContentArrays:
     return ContentArrays(kept, arrays.layers[keep], arrays.encoder, arrays.sha256)
 
 
+def _checked_arguments(
+    folder: Path, content: str, columns: str | Sequence[str] | None, inter_fields: Sequence[str]
+) -> tuple[Sequence[str] | None, tuple[str, ...]]:
+    """Fail early on a folder without <name>.inter, an unknown content setting or a bad inter_fields;
+    returns the columns as a list (from "a,b" too) and the inter fields as a tuple."""
+    if not (folder / f"{folder.name}.inter").is_file():
+        raise EncoreError(
+            f"no {folder.name}.inter in {folder}: point --data-root at a TASTE/RecBole atomic-file folder "
+            "(<folder>/<folder name>.inter)"
+        )
+    if content not in CONTENT_SETTINGS:
+        raise EncoreError(f"unknown content setting {content!r} for {NAME}; known: {', '.join(CONTENT_SETTINGS)}")
+    if isinstance(columns, str):
+        columns = [c.strip() for c in columns.split(",") if c.strip()]
+    inter_fields = tuple(inter_fields)
+    if len(inter_fields) != 3:
+        raise EncoreError(f"inter_fields needs three names (user, item, count), got {list(inter_fields)}")
+    return columns, inter_fields
+
+
 def load_taste(
     root: Path,
     features: str = "id+cat+num",
@@ -220,18 +241,7 @@ def load_taste(
     del progress  # nothing slow enough here to need a bar
     folder = Path(root)
     name = folder.name
-    if not (folder / f"{name}.inter").is_file():
-        raise EncoreError(
-            f"no {name}.inter in {folder}: point --data-root at a TASTE/RecBole atomic-file folder "
-            "(<folder>/<folder name>.inter)"
-        )
-    if content not in CONTENT_SETTINGS:
-        raise EncoreError(f"unknown content setting {content!r} for {NAME}; known: {', '.join(CONTENT_SETTINGS)}")
-    if isinstance(columns, str):
-        columns = [c.strip() for c in columns.split(",") if c.strip()]
-    inter_fields = tuple(inter_fields)
-    if len(inter_fields) != 3:
-        raise EncoreError(f"inter_fields needs three names (user, item, count), got {list(inter_fields)}")
+    columns, inter_fields = _checked_arguments(folder, content, columns, inter_fields)
     cfg = protocol or ProtocolConfig()
     plays, user_tokens, item_tokens, inter_path = load_interactions(folder, name, inter_fields)
     user_path, item_path = folder / f"{name}.user", folder / f"{name}.item"
@@ -274,3 +284,6 @@ def load_taste(
         NAME, splits, user_table, item_table, fields, features=features, content=content, files=files,
         variant=variant, run_files=run_files,
     )  # fmt: skip
+
+
+DATASET = Dataset(NAME, load_taste, options=OPTIONS, content_settings=CONTENT_SETTINGS, variant_of=variant_of)

@@ -11,7 +11,7 @@ import soundfile as sf
 
 from encore.artifacts import BundleError, load_bundle
 from encore.audio import AudioError, CodebookMismatch, MfccEncoder
-from services.embedder.encode import EmbedError, build_state, check_track_id, embed_audio
+from services.embedder.encode import build_state, embed_audio
 from tests.services.embedder.helpers import GOOD_BUNDLE, OTHER_REVISION_BUNDLE, K, tone, wav_bytes
 
 
@@ -43,7 +43,14 @@ def test_bundle_for_another_encoder_revision_or_backend_is_refused(artifacts_dir
 
 
 def test_track_ids_are_store_keys_only() -> None:
-    assert check_track_id("upload:8f3a-9c_1.v2") == "upload:8f3a-9c_1.v2"
+    # EmbedForm is what POST /embed validates its form with (the route's production path).
+    from fastapi import UploadFile
+    from pydantic import ValidationError
+
+    from services.embedder.schemas import EmbedForm
+
+    upload = UploadFile(io.BytesIO(b""), filename="a.wav")
+    assert EmbedForm(file=upload, track_id="upload:8f3a-9c_1.v2").track_id == "upload:8f3a-9c_1.v2"
     for bad in ("", "../x", "/abs", "a b", ".hidden", "x" * 129, "a\nb"):
-        with pytest.raises(EmbedError):
-            check_track_id(bad)
+        with pytest.raises(ValidationError, match="track_id"):
+            EmbedForm(file=upload, track_id=bad)

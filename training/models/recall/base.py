@@ -7,13 +7,37 @@ vectors serving uses: one dot product per (user, item), nothing else.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
+@dataclass(frozen=True)
+class RecallInputs:
+    """What a recall model is built from: the sizes, the training graph and the standardized content."""
+
+    n_users: int
+    n_items: int
+    train_users: np.ndarray  # (P,) user rows of the training plays
+    train_items: np.ndarray  # (P,) item rows
+    content: torch.Tensor | None = None  # (I, C) standardized content of the trained items, modalities side by side
+    modalities: tuple[torch.Tensor, ...] = ()  # content's column block of each modality
+    present: tuple[np.ndarray, ...] = ()  # (I,) bool per modality: the items that have it
+
+
 class RecallModel(nn.Module):
+    needs_content: ClassVar[bool] = False  # True: built only when the data has at least one content modality
+
+    @classmethod
+    def build(cls, inputs: RecallInputs, dim: int, l2: float, **options) -> RecallModel:
+        """The model for `inputs` (the one construction path of the trainer); `options` are the config's
+        model_options. `l2` is the config's per-example penalty; models with their own penalty ignore it."""
+        raise NotImplementedError
+
     def embed(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final (U, D) user and (I, D) item embeddings; score(u, i) = users[u] @ items[i]."""
         raise NotImplementedError

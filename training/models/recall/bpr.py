@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.models.recall.base import RecallModel, bpr_loss, l2_rows
+from training.models.recall.base import RecallInputs, RecallModel, bpr_loss, l2_rows
 
 __all__ = ["BPR", "bpr_loss"]
 
@@ -25,6 +25,10 @@ class BPR(RecallModel):
         nn.init.normal_(self.user.weight, std=init_std)
         nn.init.normal_(self.item.weight, std=init_std)
         nn.init.zeros_(self.item_bias.weight)
+
+    @classmethod
+    def build(cls, inputs: RecallInputs, dim: int, l2: float, **options) -> BPR:
+        return cls(inputs.n_users, inputs.n_items, dim, l2=l2, **options)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """users, items: (B,) int64 -> scores (B,)."""

@@ -18,11 +18,13 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from training.models.recall.base import RecallModel, bpr_loss
+from training.models.recall.base import RecallInputs, RecallModel, bpr_loss
 from training.models.recall.graph import interactions, knn_graph, lightgcn, normalized_bipartite, to_torch
 
 
 class FREEDOM(RecallModel):
+    needs_content = True
+
     def __init__(
         self,
         n_users: int,
@@ -62,6 +64,14 @@ class FREEDOM(RecallModel):
         self.train_adj = self.full_adj
         self.n_ui_layers, self.n_mm_layers = n_ui_layers, n_mm_layers
         self.dropout, self.reg_weight = dropout, reg_weight
+
+    @classmethod
+    def build(cls, inputs: RecallInputs, dim: int, l2: float, **options) -> FREEDOM:
+        del l2  # FREEDOM has no per-example L2 term
+        return cls(
+            inputs.n_users, inputs.n_items, inputs.train_users, inputs.train_items,
+            list(inputs.modalities), list(inputs.present), dim, **options,
+        )  # fmt: skip
 
     def new_epoch(self, rng: np.random.Generator) -> None:
         n_keep = int(len(self.log_edge_weight) * (1.0 - self.dropout))

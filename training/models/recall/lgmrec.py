@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.models.recall.base import RecallModel, l2_rows
+from training.models.recall.base import RecallInputs, RecallModel, l2_rows
 from training.models.recall.graph import interactions, lightgcn, normalized_bipartite, row_normalized
 
 
@@ -38,6 +38,8 @@ def _info_nce(a: torch.Tensor, b: torch.Tensor, all_b: torch.Tensor, tau: float)
 
 
 class LGMRec(RecallModel):
+    needs_content = True
+
     def __init__(
         self,
         n_users: int,
@@ -70,6 +72,14 @@ class LGMRec(RecallModel):
         self.n_ui_layers, self.n_mm_layers = n_ui_layers, n_mm_layers
         self.keep_rate, self.alpha, self.tau, self.cl_weight, self.l2 = keep_rate, alpha, tau, cl_weight, l2
         self._hyper_embs: list[tuple[torch.Tensor, torch.Tensor]] = []  # per modality, from the last embed()
+
+    @classmethod
+    def build(cls, inputs: RecallInputs, dim: int, l2: float, **options) -> LGMRec:
+        del l2  # LGMRec's own `l2` option (1e-6) is MMRec's; the BPR-level default does not apply
+        return cls(
+            inputs.n_users, inputs.n_items, inputs.train_users, inputs.train_items, list(inputs.modalities), dim,
+            **options,
+        )  # fmt: skip
 
     def _content(self, m: int) -> torch.Tensor:
         return getattr(self, f"content_{m}")

@@ -9,10 +9,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.models.recall.base import RecallModel, l2_rows
+from training.models.recall.base import RecallInputs, RecallModel, l2_rows
 
 
 class VBPR(RecallModel):
+    needs_content = True
+
     def __init__(self, n_users: int, n_items: int, content: torch.Tensor, dim: int = 64, l2: float = 1e-4):
         """content: (I, C) standardized content of the model's items (all modalities side by side)."""
         super().__init__()
@@ -23,6 +25,10 @@ class VBPR(RecallModel):
         self.register_buffer("content", content.float())
         self.dim = dim
         self.l2 = l2
+
+    @classmethod
+    def build(cls, inputs: RecallInputs, dim: int, l2: float, **options) -> VBPR:
+        return cls(inputs.n_users, inputs.n_items, inputs.content, dim, l2=l2, **options)
 
     def embed(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(U, 2D) and (I, 2D) = [id (I, D) || content @ W^T + b (I, D)]."""

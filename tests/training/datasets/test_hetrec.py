@@ -14,10 +14,10 @@ import pytest
 from encore.errors import EncoreError
 from training.datasets import hetrec
 from training.datasets.protocol import ITEM, USER, ProtocolConfig
-from training.datasets.registry import check_settings, default_data_root, load_dataset
+from training.datasets.registry import get_dataset, load_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = default_data_root(hetrec.NAME)
+ROOT = Path(__file__).resolve().parents[3]
+DATA = hetrec.DATASET.data_root()
 pytestmark = pytest.mark.skipif(
     not (DATA / hetrec.HETREC_DIR).is_dir() or not (DATA / hetrec.SPOTIFY_DIR).is_dir(),
     reason=f"real data not found: {DATA / hetrec.HETREC_DIR} and {DATA / hetrec.SPOTIFY_DIR} "
@@ -72,7 +72,7 @@ def test_temporal_split_and_unknown_settings_fail_clearly(cache_dir):
     with pytest.raises(EncoreError, match="no listening timestamps"):
         load_dataset(hetrec.NAME, DATA, "id", "none", protocol=ProtocolConfig(split="temporal"))
     with pytest.raises(EncoreError, match="known: none, dense, tokens, text-dense, text-tokens"):
-        check_settings(hetrec.NAME, ["id"], ["audio"])
+        get_dataset(hetrec.NAME).check_settings(["id"], ["audio"])
     with pytest.raises(EncoreError, match="known: id, id\\+cat, id\\+cat\\+num"):
         load_dataset(hetrec.NAME, DATA, "all", "none")
     with pytest.raises(EncoreError, match="does not take option"):

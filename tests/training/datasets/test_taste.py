@@ -18,7 +18,7 @@ from training.convert_taste import convert
 from training.datasets.content_files import read_content_file
 from training.datasets.registry import load_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 N_USERS, N_ITEMS, DIM, LAYERS = 60, 90, 8, 4
 
 

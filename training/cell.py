@@ -1,0 +1,199 @@
+"""One cell of a benchmark grid: a CTR model trained with one seed on one (dataset, features, content) setting.
+
+`train_cell(cell, encoded)` trains and evaluates; `save_run(result, spec, runs_dir)` writes the run folder
+(feature spec, safetensors weights, ONNX model, the dataset's run files, manifest) in one atomic step;
+`result_rows(result, run_dir)` gives the rows results.csv keeps. training/run_benchmark.py loops over cells.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from encore.io import atomic_path, write_json_atomic
+from encore.schema import FeatureSpec
+from training.data import TensorSplit
+from training.datasets.base import DatasetSplits
+from training.export import export_onnx
+from training.models.base import CTRModel
+from training.sysinfo import library_versions
+from training.trainer import TrainConfig, TrainResult, evaluate, fit
+
+
+@dataclass(frozen=True)
+class GridSettings:
+    """How every cell of a grid trains: the dataset's config file plus the command line's overrides."""
+
+    config: dict[str, Any]  # training/configs/<dataset>.json: {"train": {...}, "models": {name: {...}}}
+    epochs: int | None = None  # overrides the configured maximum
+    threads: int = 1  # torch intra-op threads (recorded; the caller sets them)
+    progress: bool = True
+    precision: str = "fp32"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """What one run is: the data setting, the model and its options, the seed and the training protocol."""
+
+    data: DatasetSplits  # dataset name, variant, features and content, and the frames
+    model: str
+    model_class: type[CTRModel]
+    model_options: dict[str, Any]  # constructor options from the config
+    train: TrainConfig  # carries the seed
+    threads: int
+
+    @classmethod
+    def make(cls, data: DatasetSplits, model: str, model_class: type[CTRModel], seed: int, grid: GridSettings) -> Cell:
+        """The cell's configuration: config["train"], then the model's "train" overrides, then the flags."""
+        model_cfg = grid.config["models"].get(model, {})
+        train = {**grid.config["train"], **model_cfg.get("train", {}), "seed": seed}
+        if grid.epochs is not None:
+            train["epochs"] = grid.epochs
+        train_cfg = TrainConfig(**{**train, "progress": grid.progress, "precision": grid.precision})
+        return cls(data, model, model_class, model_cfg.get("model", {}), train_cfg, grid.threads)
+
+    @property
+    def seed(self) -> int:
+        return self.train.seed
+
+    @property
+    def run_id(self) -> str:
+        """e.g. synthetic_quick_random_id+cat_dense_DeepFM_s1: unique per result cell, safe as a folder name."""
+        d = self.data
+        variant = d.variant.replace("/", "_").replace("+", "-")
+        return f"{d.name}_{variant + '_' if variant else ''}{d.features}_{d.content}_{self.model}_s{self.seed}"
+
+
+@dataclass(frozen=True)
+class EncodedData:
+    """A data setting's splits encoded once, shared by every cell trained on it."""
+
+    spec: FeatureSpec
+    train: TensorSplit
+    evals: dict[str, TensorSplit]  # valid, test, then any cold / mixed sets
+
+    @classmethod
+    def encode(cls, data: DatasetSplits) -> EncodedData:
+        """Fit the feature spec on the training rows and encode every split with it."""
+        spec = FeatureSpec.fit(data.train, data.fields, label=data.label)
+        train = TensorSplit.from_frame("train", spec, data.train, data.group_column)
+        evals = {
+            name: TensorSplit.from_frame(name, spec, frame, data.group_column)
+            for name, frame in data.eval_splits().items()
+        }
+        return cls(spec, train, evals)
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    model: CTRModel  # holding the best epoch's weights
+    fit: TrainResult
+    metrics: dict[str, dict[str, float]]  # eval split -> auc, logloss, gauc
+    started: float = field(default_factory=time.time)  # wall clock when training began
+
+
+def train_cell(cell: Cell, encoded: EncodedData) -> CellResult:
+    """Train the cell's model (seeded) on the encoded training rows, keep the best epoch, evaluate every split."""
+    resample = None
+    if cell.data.train_sampler is not None:
+        sampler, data, seed = cell.data.train_sampler, cell.data, cell.seed
+
+        def resample(epoch: int) -> TensorSplit:  # fresh negatives each epoch
+            return TensorSplit.from_frame("train", encoded.spec, sampler(epoch, seed), data.group_column)
+
+    torch.manual_seed(cell.seed)
+    model = cell.model_class(encoded.spec, **cell.model_options)
+    print(f"== {cell.data.name} {cell.model} seed {cell.seed}", file=sys.stderr)
+    started = time.time()
+    fitted = fit(model, encoded.train, encoded.evals["valid"], cell.train, resample)
+    metrics = {split: evaluate(model, tensors) for split, tensors in encoded.evals.items()}
+    return CellResult(cell, model, fitted, metrics, started)
+
+
+def save_run(result: CellResult, spec: FeatureSpec, runs_dir: Path) -> Path:
+    """Write `<runs_dir>/<run id>/` whole (an older folder of the same cell is replaced); returns its path."""
+    cell = result.cell
+    final = runs_dir / cell.run_id
+    with atomic_path(final, directory=True) as folder:
+        spec.save(folder / "spec.json")
+        weights = {k: v.contiguous() for k, v in result.model.state_dict().items()}
+        save_file(weights, str(folder / "weights.safetensors"))
+        export_onnx(result.model, folder / "model.onnx")
+        for file_name, source in cell.data.run_files.items():  # e.g. the codebooks the tokens came from
+            if Path(source).is_dir():
+                shutil.copytree(source, folder / file_name)
+            else:
+                shutil.copy2(source, folder / file_name)
+        write_json_atomic(folder / "manifest.json", run_manifest(result, spec))
+    return final
+
+
+def run_manifest(result: CellResult, spec: FeatureSpec) -> dict[str, Any]:
+    """Config, data provenance, metrics, timings and library versions of one run."""
+    cell, data, fitted = result.cell, result.cell.data, result.fit
+    return {
+        "kind": "ctr_run",
+        "run_id": cell.run_id,
+        "dataset": data.name,
+        "model": cell.model,
+        "model_config": cell.model_options,
+        "train_config": cell.train.to_dict(),
+        "features": data.features,
+        "content": data.content,
+        "variant": data.variant,
+        "oracle_auc": data.oracle_auc,
+        "feature_spec_hash": spec.hash,
+        "data_files": data.files,
+        "data_steps": data.steps,
+        "metrics": result.metrics,
+        "best_epoch": fitted.best_epoch,
+        "epochs_run": fitted.epochs_run,
+        "train_seconds": fitted.train_seconds,
+        "train_samples_per_s": fitted.samples_per_s,
+        "wall_seconds": time.time() - result.started,
+        "threads": cell.threads,
+        "history": [vars(e) for e in fitted.history],
+        "versions": library_versions(),
+        "created": datetime.now(UTC).isoformat(),
+    }
+
+
+def result_rows(result: CellResult, run_dir: Path) -> list[dict[str, Any]]:
+    """One results.csv row per eval split."""
+    cell, data, fitted = result.cell, result.cell.data, result.fit
+    return [
+        {
+            "dataset": data.name,
+            "variant": data.variant,
+            "model": cell.model,
+            "features": data.features,
+            "content": data.content,
+            "seed": cell.seed,
+            "split": split,
+            "auc": m["auc"],
+            "logloss": m["logloss"],
+            "gauc": m.get("gauc"),
+            "oracle_auc": data.oracle_auc.get(split),
+            "best_epoch": fitted.best_epoch,
+            "epochs": fitted.epochs_run,
+            "train_seconds": round(fitted.train_seconds, 3),
+            "train_samples_per_s": round(fitted.samples_per_s, 1),
+            "steal_pct": round(fitted.median_steal_pct, 2),
+            "run_dir": str(run_dir),
+        }
+        for split, m in result.metrics.items()
+    ]
+
+
+def summary_line(result: CellResult) -> str:
+    shown = ", ".join(f"{s} auc={m['auc']:.4f}" for s, m in result.metrics.items())
+    return f"{result.cell.model} seed {result.cell.seed}: {shown}; {result.fit.samples_per_s:,.0f} samples/s"
