@@ -119,7 +119,7 @@ def bundle_refused(error: Exception, serving: str | None) -> ServiceError:
     Encore's own reasons (paths made relative) and drops library messages (ONNX Runtime, JSON parsers), which
     go to the log only.
     """
-    log.error("bundle refused, still serving %s: %s", serving or "no bundle", error)
+    log.error("bundle refused: %s; still serving %s", error, serving or "no bundle")
     cause = error.__cause__
     if cause is not None and not isinstance(cause, EncoreError):
         reason = f"a bundle file could not be loaded ({type(cause).__name__}); details are in the service log"

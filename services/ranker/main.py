@@ -49,8 +49,8 @@ def create_app(settings: RankerSettings | None = None, store: Store | None = Non
         ranker.load()
         try:
             reload_bundle(holder, resolve_bundle_path(settings.artifacts_dir, None))
-        except BundleError:
-            pass  # reload_bundle logged why; /readyz stays 503 until a reload succeeds
+        except BundleError as error:  # /readyz stays 503 until a reload succeeds
+            log.error("bundle refused: %s; still serving no bundle", error)
         app.state.store, app.state.ranker = feature_store, ranker
         # Item inputs encoded once; start-up objects (track table, sessions, Feast) then leave the GC's
         # generations: no full-collection pauses over them on the hot path (DESIGN section 3).

@@ -112,7 +112,16 @@ def main() -> None:
     import uvicorn
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host="0.0.0.0", port=settings.retriever_port, log_level=settings.log_level)
+    from services.common.server import GuardedHttpToolsProtocol
+
+    uvicorn.run(
+        create_app(settings),
+        host="0.0.0.0",
+        port=settings.retriever_port,
+        log_level=settings.log_level,
+        http=GuardedHttpToolsProtocol,  # read deadlines and the connection cap (docs/security.md)
+        timeout_keep_alive=settings.keep_alive_s,
+    )
 
 
 if __name__ == "__main__":
