@@ -42,7 +42,12 @@ def get_candidates(
     dependencies=[ApiKey],
     responses=error_responses(401, 403, 413, 422, 503),
 )
-def add_item(item: ItemIn, retriever: LoadedRetrieverDep, metrics: MetricsDep) -> ItemOut:
+def add_item(item: ItemIn, retriever: LoadedRetrieverDep, metrics: MetricsDep, settings: SettingsDep) -> ItemOut:
+    bound = settings.retriever_max_abs_content
+    if (bad := item.beyond(bound)) is not None:
+        metrics.items.labels("refused").inc()
+        message = f"embedding.{bad}: beyond the content bound {bound:g} (ENCORE_RETRIEVER_MAX_ABS_CONTENT)"
+        raise ServiceError(422, "invalid_request", message)
     try:
         added = retriever.add_item(item.track_id, item.embedding, item.encoder, item.encoder_revision)
     except ColdItemRefused as refused:

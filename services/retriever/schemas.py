@@ -47,25 +47,30 @@ class CandidatesResponse(BaseModel):
 
 
 class ItemIn(BaseModel):
-    """Validated like an upload: the embedder's id pattern, finite values within the content bound; the
-    length and the encoder are checked against the bundle's projection."""
+    """Validated like an upload: the embedder's id pattern and finite values here; the content bound
+    (ENCORE_RETRIEVER_MAX_ABS_CONTENT) in the route; the length and the encoder against the bundle's projection."""
 
     track_id: str = Field(pattern=TRACK_ID_PATTERN, description="Store key of the track (same rule as /embed)")
     embedding: list[float] = Field(
         min_length=1,
         max_length=MAX_CONTENT_DIM,
-        description=f"The track's content vector (track_content.embedding); finite, each |value| <= {MAX_ABS_CONTENT}",
+        description="The track's content vector (track_content.embedding); finite, each |value| at most "
+        f"ENCORE_RETRIEVER_MAX_ABS_CONTENT (default {MAX_ABS_CONTENT})",
     )
     encoder: str = Field(min_length=1, max_length=64, description="Backend that produced the vector; must match")
     encoder_revision: str = Field(min_length=1, max_length=128, description="Its revision; must match the bundle's")
 
     @field_validator("embedding")
     @classmethod
-    def _bounded(cls, values: list[float]) -> list[float]:
-        bad = next((i for i, x in enumerate(values) if not (math.isfinite(x) and abs(x) <= MAX_ABS_CONTENT)), None)
+    def _finite(cls, values: list[float]) -> list[float]:
+        bad = next((i for i, x in enumerate(values) if not math.isfinite(x)), None)
         if bad is not None:
-            raise ValueError(f"value {bad} is not finite or beyond the content bound {MAX_ABS_CONTENT}")
+            raise ValueError(f"value {bad} is not finite")
         return values
+
+    def beyond(self, bound: float) -> int | None:
+        """The index of the first value with |x| > bound, or None."""
+        return next((i for i, x in enumerate(self.embedding) if abs(x) > bound), None)
 
     model_config = ConfigDict(
         json_schema_extra={
