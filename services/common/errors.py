@@ -105,8 +105,9 @@ def validation_message(errors: Sequence[Any]) -> str:
     """One line per pydantic error: where and what, never the whole input (FastAPI echoes all of it)."""
     parts = []
     for error in list(errors)[:5]:
-        where = ".".join(str(x) for x in error.get("loc", ())) or "request"
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+        # a location may be a client's own field name (an unknown form field): cut like any echoed value
+        where = ".".join(str(x)[:ECHO_CHARS] for x in error.get("loc", ())) or "request"
+        parts.append(f"{where}: {str(error.get('msg', 'invalid'))[:200]}")
     more = len(errors) - len(parts)
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
