@@ -12,7 +12,8 @@ memory, before, during (peak) and after it:
   chunked; one sender in four carries the key (the 413 path).
 - `slow`: --slow-connections connections to the ranker that send part of their headers and then one byte every
   5 s, plus a few with the key whose bodies trickle to the write routes; counts how many the server closed.
-- `uploads`: 64 concurrent 49.5 MB WAV uploads to POST /embed with the key (half with `Expect: 100-continue`).
+- `uploads`: 16, then 64 (--uploads) concurrent 49.5 MB WAV uploads to POST /embed with the key (half with
+  `Expect: 100-continue`): the embedder's peak memory should not grow with the count.
 Every attack is bounded in count and time, and talks to 127.0.0.1 only. Results: `docs/results/attack/attack.csv`
 and the table in `docs/security.md` between its `attack-table` markers, both written by this script.
 """
@@ -52,7 +53,6 @@ HOST = "127.0.0.1"
 KEY = "attack-bench-key"
 JSON_BODY_MB = 50
 UPLOAD_MB = 49.5
-N_UPLOADS = 64
 
 
 # --- measuring ---------------------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ def wav_upload(megabytes: float) -> bytes:
     return buf.getvalue()
 
 
-async def uploads(stack: Stack, wav: bytes) -> Counter:
+async def uploads(stack: Stack, wav: bytes, count: int) -> Counter:
     import aiohttp
 
     async def one(session: aiohttp.ClientSession, i: int) -> str:
@@ -275,8 +275,8 @@ async def uploads(stack: Stack, wav: bytes) -> Counter:
             return type(exc).__name__
 
     timeout = aiohttp.ClientTimeout(total=600)
-    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=N_UPLOADS)) as session:
-        return Counter(await asyncio.gather(*(one(session, i) for i in range(N_UPLOADS))))
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=count)) as session:
+        return Counter(await asyncio.gather(*(one(session, i) for i in range(count))))
 
 
 # --- the run -----------------------------------------------------------------------------------------------
@@ -349,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attacks", default="oversized,uploads,slow", help="comma-separated: oversized, uploads, slow")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the oversized and slow attacks")
     parser.add_argument("--slow-connections", type=int, default=2000)
+    parser.add_argument(
+        "--uploads", type=lambda v: [int(x) for x in v.split(",")], default=[16, 64], help="concurrent uploads per run"
+    )
     parser.add_argument("--slow-seconds", type=float, default=75.0, help="length of the slow attack")
     parser.add_argument("--idle-seconds", type=float, default=8.0, help="measuring time before and after each attack")
     args = parser.parse_args(argv)
@@ -371,9 +374,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if "uploads" in attacks:
                 wav = wav_upload(UPLOAD_MB)
-                rows += run_attack(
-                    stack, users, "uploads", lambda: asyncio.run(uploads(stack, wav)), 3, args.idle_seconds
-                )
+                for count in args.uploads:
+                    run = lambda count=count: asyncio.run(uploads(stack, wav, count))  # noqa: E731
+                    rows += run_attack(stack, users, f"uploads_x{count}", run, 3, args.idle_seconds)
             if "slow" in attacks:
                 # long enough for the body deadline (ENCORE_BODY_TIMEOUT_S, 60 s) to close the trickling bodies
                 run = lambda: asyncio.run(slow(stack, args.slow_seconds, args.slow_connections))  # noqa: E731
@@ -384,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     notes = [
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores (shared with other jobs), "
         f"one worker per service, SQLite store; `python -m benchmarks.attack --attacks {args.attacks} "
-        f"--seconds {args.seconds:g} --slow-connections {args.slow_connections} --slow-seconds {args.slow_seconds:g}`.",
+        f"--seconds {args.seconds:g} --uploads {','.join(map(str, args.uploads))} "
+        f"--slow-connections {args.slow_connections} --slow-seconds {args.slow_seconds:g}`.",
         f"The API key appears in the services' logs: {'YES' if KEY in logs else 'no'}.",
     ]
     write_results(rows, notes)
