@@ -81,7 +81,8 @@ def test_long_audio_is_cut_and_said_so_and_a_dead_retriever_is_not_an_error(tigh
 def test_without_a_bundle_not_ready_and_uploads_refused(make_client: MakeClient, tmp_path: Path) -> None:
     with make_client(artifacts_dir=tmp_path) as client:
         ready = client.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["bundle_id"] is None
+        assert ready.status_code == 503 and ready.json()["detail"]["bundle_id"] is None
+        assert ready.json()["detail"]["code"] == "not_ready"
         response = post_embed(client, wav_bytes(tone(440, 1.0)), headers={"X-API-Key": API_KEY})
         assert response.status_code == 503 and response.json()["detail"]["code"] == "not_ready"
         assert client.get("/healthz").status_code == 200
@@ -96,7 +97,7 @@ def test_a_failing_store_gives_503_and_not_ready(artifacts_dir: Path, tmp_path: 
         EmbedderSettings(artifacts_dir=artifacts_dir, api_key=API_KEY, retriever_url=""), store=Store(settings)
     )
     with TestClient(app) as client:
-        assert client.get("/readyz").json()["store"] is False
+        assert client.get("/readyz").json()["detail"]["store"] is False
         response = post_embed(client, wav_bytes(tone(440, 1.0)), track_id="down:1")
         assert response.status_code == 503 and response.json()["detail"]["code"] == "store_unavailable"
         assert client.get("/tracks/down:1").status_code == 503

@@ -161,7 +161,7 @@ def test_not_ready_before_a_bundle_then_reload_loads_one(
     empty_root = tmp_path / "artifacts"  # no CURRENT yet
     with TestClient(create_app(settings_for(empty_root, retriever.url), store)) as client:
         assert client.get("/readyz").status_code == 503
-        assert client.get("/readyz").json()["onnx_providers"] == []
+        assert client.get("/readyz").json()["detail"]["onnx_providers"] == []
         assert client.get("/recommend", params={"user_id": "u1"}).status_code == 503
         copy_bundle(trained_bundle.artifacts_dir / trained_bundle.bundle_id, empty_root, "second")
         set_current(empty_root, "second")

@@ -40,7 +40,7 @@ def test_not_ready_until_a_bundle_is_loaded(tmp_path: Path, trained: RecallArtif
     with _client(root, store) as client:
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["bundle_id"] is None
+        assert ready.status_code == 503 and ready.json()["detail"]["bundle_id"] is None
         assert client.get("/candidates", params={"user_id": "u0001"}).status_code == 503
         write_bundle(root, "first", trained)
         assert client.post("/admin/reload", headers=AUTH).json()["bundle_id"] == "first"
