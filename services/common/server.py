@@ -41,6 +41,7 @@ def _raw_response(status: int, reason: str, code: str, message: str, extra: str 
 MAX_HEADER_BYTES = 64 * 1024  # request line + headers; beyond it 431 (nginx's default buffers hold 32 KiB)
 TIMED_OUT = _raw_response(408, "Request Timeout", "request_timeout", "the request was not received in time")
 FULL = _raw_response(503, "Service Unavailable", "overloaded", "too many connections", "retry-after: 1\r\n")
+MALFORMED = _raw_response(400, "Bad Request", "bad_request", "the request is not valid HTTP/1.1")
 HEADERS_TOO_LARGE = _raw_response(431, "Request Header Fields Too Large", "too_large", "the headers are too large")
 
 
@@ -82,6 +83,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes that are not HTTP, in the one error shape instead of plain text."""
+        self.logger.debug("malformed request: %s", msg)
+        self.transport.write(MALFORMED)
+        self.transport.close()
 
     def _arm(self, seconds: float) -> None:
         self._disarm()

@@ -78,6 +78,11 @@ def test_an_unfinished_body_is_cut_off_with_408(port: int) -> None:
     assert answer.startswith(b"HTTP/1.1 408")
 
 
+def test_bytes_that_are_not_http_get_400_in_the_error_shape(port: int) -> None:
+    answer = exchange(port, b"\x16\x03\x01 not http at all\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400") and b'"code": "bad_request"' in answer
+
+
 def test_oversized_headers_get_431(port: int) -> None:
     answer = exchange(port, b"GET /x HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * (server.MAX_HEADER_BYTES + 10))
     assert answer.startswith(b"HTTP/1.1 431")
