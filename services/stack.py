@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common.server import uvicorn_options
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -60,7 +62,7 @@ class Stack:
             cmd = [
                 sys.executable, "-m", "uvicorn", f"services.{spec.name}.main:create_app", "--factory",
                 "--host", self.host, "--port", str(self.ports[spec.name]), "--workers", str(self.workers),
-                "--log-level", "warning",
+                "--log-level", "warning", *uvicorn_options(),
             ]  # fmt: skip
             out = open(self.log_dir / f"{spec.name}.log", "ab") if self.log_dir else subprocess.DEVNULL  # noqa: SIM115
             self.procs[spec.name] = subprocess.Popen(
@@ -107,18 +109,19 @@ class Stack:
         self.stop()
 
 
-def curl_examples(stack: Stack, api_key: str, audio: str, user_id: str) -> str:
+def curl_examples(stack: Stack, audio: str, user_id: str) -> str:
+    """The example commands; the key is left as $ENCORE_API_KEY for the shell to fill in, never printed."""
     return "\n".join(
         [
             "Encore is up. Try:",
             f"  curl -s '{stack.url('ranker')}/recommend?user_id={user_id}&k=10'",
             f"  curl -s '{stack.url('ranker')}/recommend?user_id=somebody-new&k=10'",
             f"  curl -s '{stack.url('retriever')}/candidates?user_id={user_id}&k=20'",
-            f"  curl -s -H 'X-API-Key: {api_key}' -F 'file=@{audio}' -F track_id=my-upload "
+            f"  curl -s -H \"X-API-Key: $ENCORE_API_KEY\" -F 'file=@{audio}' -F track_id=my-upload "
             f"{stack.url('embedder')}/embed",
             f"  curl -s '{stack.url('embedder')}/tracks/my-upload'",
             f"  curl -s {stack.url('ranker')}/readyz   # also /healthz, /metrics, /docs on every service",
-            "Ctrl-C stops everything.",
+            "Write calls take the key in ENCORE_API_KEY (README: 'Run it'). Ctrl-C stops everything.",
         ]
     )
 
@@ -142,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(workers=args.workers)
     try:
         stack.start()
-        api_key = stack.env.get("ENCORE_API_KEY", "")
-        print(curl_examples(stack, api_key, args.example_audio, args.example_user), flush=True)
+        print(curl_examples(stack, args.example_audio, args.example_user), flush=True)
         while all(p.poll() is None for p in stack.procs.values()):
             time.sleep(0.5)
         dead = [n for n, p in stack.procs.items() if p.poll() is not None]

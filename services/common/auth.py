@@ -1,31 +1,37 @@
-"""API-key check for write and admin endpoints (constant-time comparison)."""
+"""API-key check for write and admin endpoints (constant-time comparison), one dependency for all services.
+
+The key is read from the headers only: `RequestGuard` (services/common/limits.py) checks it before one byte
+of a write route's body is read, and `require_api_key` checks it again inside the route, so the OpenAPI page
+documents the header and a route stays guarded even where the middleware is not mounted.
+"""
 
 import secrets
-from collections.abc import Callable
+from typing import Annotated
 
-from fastapi import Header, HTTPException, status
+from fastapi import Depends, Header, Request
+
+from services.common.errors import ServiceError
 
 API_KEY_HEADER = "X-API-Key"
 
 
-def api_key_problem(given: str | None, expected: str) -> tuple[int, str] | None:
-    """(status, message) when `given` does not open an endpoint guarded by `expected`; None when it does.
+def api_key_problem(given: str | None, expected: str) -> ServiceError | None:
+    """The refusal when `given` does not open an endpoint guarded by `expected`; None when it does.
 
     The comparison takes the same time wherever the strings differ (secrets.compare_digest on bytes).
     """
     if not expected:
-        return status.HTTP_403_FORBIDDEN, "this endpoint is disabled: no ENCORE_API_KEY is set"
+        return ServiceError(403, "forbidden", "this endpoint is disabled: no ENCORE_API_KEY is set")
     if given is None or not secrets.compare_digest(given.encode(), expected.encode()):
-        return status.HTTP_401_UNAUTHORIZED, f"missing or wrong {API_KEY_HEADER} header"
+        return ServiceError(401, "unauthorized", f"missing or wrong {API_KEY_HEADER} header")
     return None
 
 
-def api_key_dependency(get_key: Callable[[], str]) -> Callable[..., None]:
-    """A FastAPI dependency that accepts a request only when its X-API-Key equals the configured key."""
+def require_api_key(request: Request, x_api_key: Annotated[str | None, Header(alias=API_KEY_HEADER)] = None) -> None:
+    """Accept the request only when its X-API-Key equals the app's configured key (app.state.settings)."""
+    problem = api_key_problem(x_api_key, request.app.state.settings.api_key.get_secret_value())
+    if problem is not None:
+        raise problem
 
-    def require_api_key(x_api_key: str | None = Header(default=None, alias=API_KEY_HEADER)) -> None:
-        problem = api_key_problem(x_api_key, get_key())
-        if problem is not None:
-            raise HTTPException(*problem)
 
-    return require_api_key
+ApiKey = Depends(require_api_key)

@@ -10,6 +10,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.common.errors import error_response, public_message
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12)
 
 
@@ -70,11 +72,16 @@ def add_observability(app: FastAPI, service: str, readiness: Callable[[], tuple[
     def healthz() -> dict:
         return {"status": "ok", "service": service}
 
-    @router.get("/readyz", summary="Bundle and store loaded; 503 with details otherwise")
+    @router.get("/readyz", summary="Bundle and store loaded; 503 not_ready with the same details otherwise")
     def readyz() -> JSONResponse:
         ready, details = readiness()
         body = {"ready": ready, "service": service, **details}
-        return JSONResponse(body, status_code=200 if ready else 503)
+        if ready:
+            return JSONResponse(body)
+        # the one error shape, its details inside; no host paths (unauthenticated; the log has them)
+        public = {k: public_message(v) if isinstance(v, str) else v for k, v in body.items()}
+        message = f"{service} is not ready (no bundle, store or encoder yet); see the fields here and the log"
+        return error_response(503, "not_ready", message, **public)
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
     def metrics() -> Response:

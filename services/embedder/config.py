@@ -2,9 +2,9 @@
 
 ENCORE_ARTIFACTS_DIR, ENCORE_API_KEY, ENCORE_LOG_LEVEL (ServiceSettings), ENCORE_PORT, ENCORE_MAX_UPLOAD_MB,
 ENCORE_MAX_AUDIO_SECONDS, ENCORE_ENCODER, ENCORE_WEIGHTS_DIR, ENCORE_ENCODER_RUNTIME, ENCORE_ENCODER_THREADS,
-ENCORE_RETRIEVER_URL, ENCORE_RETRIEVER_TIMEOUT_S,
-ENCORE_CONCURRENCY; the store reads ENCORE_FEAST_DATA_DIR, ENCORE_FEAST_PROJECT, ENCORE_FEAST_ONLINE and
-ENCORE_REDIS_URL (encore.store.StoreSettings).
+ENCORE_RETRIEVER_URL, ENCORE_RETRIEVER_TIMEOUT_S, ENCORE_CONCURRENCY, ENCORE_MAX_UPLOADS_IN_FLIGHT; the
+store reads ENCORE_FEAST_DATA_DIR, ENCORE_FEAST_PROJECT, ENCORE_FEAST_ONLINE and ENCORE_REDIS_URL
+(encore.store.StoreSettings).
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ class EmbedderSettings(ServiceSettings):
     retriever_url: str = "http://127.0.0.1:8001"  # empty: do not notify a retriever
     retriever_timeout_s: float = Field(1.0, gt=0)
     concurrency: int = Field(2, ge=1)  # decodes/encodes running at once (each holds a CPU core)
+    # Uploads held in memory at once (read, decoding, encoding or waiting for a core); beyond: 503 + Retry-After.
+    # Each may take ~2.5x its file size while decoded, so this times ENCORE_MAX_UPLOAD_MB bounds upload memory.
+    max_uploads_in_flight: int = Field(4, ge=1)
 
     @property
     def max_upload_bytes(self) -> int:

@@ -7,13 +7,12 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 import anyio
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from encore.artifacts import BundleHolder
 from encore.audio import AudioEncoder
 from encore.store import Store
-from services.common.auth import API_KEY_HEADER, api_key_dependency
 from services.embedder.config import EmbedderSettings
 from services.embedder.encode import EmbedderState, EmbedError
 from services.embedder.retriever import RetrieverNotifier
@@ -80,11 +79,3 @@ def get_store(runtime: RuntimeDep) -> Store:
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
-
-
-def require_api_key(request: Request, x_api_key: Annotated[str | None, Header(alias=API_KEY_HEADER)] = None) -> None:
-    """The shared X-API-Key check against this app's configured key."""
-    api_key_dependency(lambda: request.app.state.runtime.settings.api_key)(x_api_key)
-
-
-ApiKey = Depends(require_api_key)

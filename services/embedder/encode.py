@@ -14,13 +14,13 @@ Error codes and the HTTP status each becomes (ERROR_STATUS; every error body is 
         invalid_request, invalid_track,         bad form fields (track_id pattern, metadata ranges),
         bundle_refused                          and a bundle /admin/reload would not load (old one serves on)
     503 not_ready, store_unavailable,           no bundle loaded yet; the feature store failed (logged);
-        encoder_unavailable                     the configured encoder is not installed (the message names what)
+        encoder_unavailable, overloaded         the configured encoder is not installed (the message names what);
+                                                too many uploads in flight (with Retry-After)
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -38,6 +38,7 @@ from encore.audio.decode import MIN_AUDIO_SECONDS
 from encore.audio.encoder import Tags, format_tags
 from encore.errors import EncoreError
 from encore.store import InvalidTrackError, Store
+from services.common.patterns import BUNDLE_ID_RE, TRACK_ID_PATTERN, TRACK_ID_RE
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +62,14 @@ ERROR_STATUS: dict[str, int] = {
     "invalid_request": 422,
     "invalid_track": 422,
     "bundle_refused": 422,
+    "overloaded": 503,
     "not_ready": 503,
     "store_unavailable": 503,
     "encoder_unavailable": 503,
 }
 
-# Only ever a store key, never a path; the same alphabet as bundle ids plus ':' for namespaced ids.
-TRACK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
-_TRACK_ID_RE = re.compile(TRACK_ID_PATTERN)
-BUNDLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # encore.artifacts' rule for bundle folder names
-_BUNDLE_ID_RE = re.compile(BUNDLE_ID_PATTERN)
+# The id rules live once, in services/common/patterns.py (the retriever's POST /items applies them too).
+_TRACK_ID_RE, _BUNDLE_ID_RE = TRACK_ID_RE, BUNDLE_ID_RE
 
 # Bundle contract (what training writes, what build_state reads):
 #   manifest["components"]["codebooks"] = {"dir": "codebooks", "encoder": <encoder.describe()>}

@@ -16,22 +16,22 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from encore.artifacts import BundleError, BundleHolder, current_bundle_path
 from encore.audio import AudioError, EncoderUnavailable, get_encoder
 from encore.store import Store, StoreSettings
-from services.common.observability import add_observability
+from services.common.app import build_skeleton
+from services.common.errors import error_response, validation_message
 from services.embedder.config import EmbedderSettings
 from services.embedder.deps import EmbedderMetrics, Runtime
 from services.embedder.encode import ERROR_STATUS, EmbedderState, EmbedError, build_state
 from services.embedder.retriever import RetrieverNotifier
 from services.embedder.routes import router
-from services.embedder.upload import UploadLimitMiddleware
+from services.embedder.upload import upload_limit
 
 log = logging.getLogger("encore.embedder")
 SERVICE = "embedder"
-_HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+WRITE_ROUTES = {("POST", "/embed"), ("POST", "/admin/reload")}
 
 
 def create_app(settings: EmbedderSettings | None = None, *, store: Store | None = None) -> FastAPI:
@@ -53,18 +53,19 @@ def create_app(settings: EmbedderSettings | None = None, *, store: Store | None 
         summary="Audio upload -> content embedding + audio tokens in the feature store",
         lifespan=lifespan,
     )
-    # Added before the observability middleware, so it sits inside it and its 413s are counted.
-    app.add_middleware(
-        UploadLimitMiddleware,
-        path="/embed",
-        max_body_bytes=settings.max_body_bytes,
-        file_limit_bytes=settings.max_upload_bytes,
-        api_key=settings.api_key,  # checked before the body is read
+    registry = build_skeleton(
+        app,
+        SERVICE,
+        settings,
+        lambda: _readiness(app),
+        write_routes=WRITE_ROUTES,
+        route_limits={"/embed": upload_limit(settings)},
+        coded={AudioError: ERROR_STATUS, EmbedError: ERROR_STATUS},
+        on_error=_count_upload_error,
     )
-    registry = add_observability(app, SERVICE, lambda: _readiness(app))
     metrics = EmbedderMetrics.register(registry)
     app.include_router(router)
-    _add_error_handlers(app)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     return app
 
 
@@ -90,7 +91,9 @@ async def _start(settings: EmbedderSettings, store: Store, metrics: EmbedderMetr
         holder=holder,
         encoder=encoder,
         encoder_error=encoder_error,
-        notifier=RetrieverNotifier(settings.retriever_url, settings.api_key, settings.retriever_timeout_s),
+        notifier=RetrieverNotifier(
+            settings.retriever_url, settings.api_key.get_secret_value(), settings.retriever_timeout_s
+        ),
         cpu_limiter=anyio.CapacityLimiter(settings.concurrency),
         metrics=metrics,
     )
@@ -116,30 +119,17 @@ def _readiness(app: FastAPI) -> tuple[bool, dict]:
     return bool(state and runtime.encoder and store_ok), details
 
 
-def _error(request: Request, code: str, message: str, status: int | None = None, **extra: object) -> JSONResponse:
+def _count_upload_error(request: Request, code: str) -> None:
     if request.url.path == "/embed" and request.method == "POST":
         request.app.state.runtime.metrics.uploads.labels(code).inc()
-    status = status or ERROR_STATUS[code]
-    return JSONResponse({"detail": {"code": code, "message": message, **extra}}, status_code=status)
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    """Every error body is {"detail": {"code", "message"}}, whichever layer raised it."""
-
-    @app.exception_handler(AudioError)
-    @app.exception_handler(EmbedError)
-    async def coded_error(request: Request, exc: AudioError | EmbedError) -> JSONResponse:
-        return _error(request, exc.code, exc.message)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body", "file") for e in errors):
-            return _error(request, "no_file", "no audio file in the request: send it as the multipart field 'file'")
-        parts = [f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body')}: {e.get('msg')}" for e in errors]
-        return _error(request, "invalid_request", "; ".join(parts))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(exc.status_code, "bad_request" if exc.status_code == 400 else "http_error")
-        return _error(request, code, str(exc.detail), exc.status_code)
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """The shared 422, except that a form without its file gets the clearer `no_file` (400)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    code, message = "invalid_request", validation_message(errors)
+    if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body", "file") for e in errors):
+        code, message = "no_file", "no audio file in the request: send it as the multipart field 'file'"
+    _count_upload_error(request, code)
+    return error_response(ERROR_STATUS[code], code, message)

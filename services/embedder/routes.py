@@ -16,10 +16,12 @@ from encore import feature_names as fn
 from encore.artifacts import BundleError
 from encore.audio.encoder import parse_tags
 from encore.store import Store
+from services.common.auth import ApiKey
+from services.common.errors import bundle_refused
+from services.common.patterns import TRACK_ID_PATTERN
 from services.embedder.config import EmbedderSettings
-from services.embedder.deps import ApiKey, Runtime, RuntimeDep, SettingsDep, StateDep, StoreDep
+from services.embedder.deps import Runtime, RuntimeDep, SettingsDep, StateDep, StoreDep
 from services.embedder.encode import (
-    TRACK_ID_PATTERN,
     EmbedderState,
     Embedding,
     EmbedError,
@@ -93,7 +95,7 @@ async def get_track(
     "/admin/reload",
     summary="Load artifacts/CURRENT (or the given bundle) and swap it in; a refused bundle leaves the old one",
     dependencies=[ApiKey],
-    responses=error_responses(401, 403, 422, 503),
+    responses=error_responses(401, 403, 413, 422, 503),
     tags=["admin"],
 )
 async def reload_bundle(runtime: RuntimeDep, body: Annotated[ReloadRequest | None, Body()] = None) -> ReloadResponse:
@@ -104,7 +106,7 @@ async def reload_bundle(runtime: RuntimeDep, body: Annotated[ReloadRequest | Non
         path = bundle_dir(runtime.settings.artifacts_dir, body.bundle_id if body else None)
         bundle = await run_in_threadpool(runtime.holder.reload, path)
     except BundleError as exc:
-        raise EmbedError("bundle_refused", str(exc)) from exc
+        raise bundle_refused(exc, previous) from exc
     state = runtime.holder.state
     return ReloadResponse(
         bundle_id=bundle.id,

@@ -7,7 +7,11 @@ from typing import Any
 from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.embedder.encode import BUNDLE_ID_PATTERN, ERROR_STATUS, TRACK_ID_PATTERN
+from services.common import errors
+from services.common.patterns import BUNDLE_ID_PATTERN, TRACK_ID_PATTERN
+from services.embedder.encode import ERROR_STATUS
+
+CODES = errors.COMMON_STATUS | ERROR_STATUS  # every code the embedder answers, with its status
 
 _EMBEDDING_EXAMPLE = [0.12, -1.3, 0.57]
 _TOKENS_EXAMPLE = [17]
@@ -162,23 +166,6 @@ class ReloadResponse(BaseModel):
     )
 
 
-class ErrorDetail(BaseModel):
-    code: str = Field(description=f"Stable error code, one of: {', '.join(ERROR_STATUS)}.")
-    message: str = Field(description="What was wrong, for a person.")
-
-
-class ErrorResponse(BaseModel):
-    detail: ErrorDetail
-
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"detail": {"code": "silent", "message": "the audio is silent"}}]}
-    )
-
-
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the given statuses, each listing the codes that produce it."""
-    out: dict[int | str, dict[str, Any]] = {}
-    for status in statuses:
-        codes = [code for code, s in ERROR_STATUS.items() if s == status]
-        out[status] = {"model": ErrorResponse, "description": "Error codes: " + ", ".join(codes)}
-    return out
+    return errors.error_responses(*statuses, codes=CODES)

@@ -125,13 +125,9 @@ def resolve_bundle_path(artifacts_dir: Path, bundle_id: str | None) -> Path:
 def reload_bundle(holder: BundleHolder[RankerModel], path: Path) -> tuple[str, str | None]:
     """Load, verify and swap in the bundle at `path`; returns (new id, previous id).
 
-    A refused bundle raises BundleError after one clear log line; the holder keeps serving the old one.
+    A refused bundle raises BundleError (the caller logs it); the holder keeps serving the old one.
     """
     previous = holder.bundle.id if holder.bundle else None
-    try:
-        bundle = holder.reload(path)
-    except BundleError as error:
-        log.error("bundle refused: %s; still serving %s", error, previous or "no bundle")
-        raise
+    bundle = holder.reload(path)
     log.info("bundle %s loaded (model %s), replacing %s", bundle.id, holder.state.model_name, previous)
     return bundle.id, previous

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import HTTPException, Query, Request, status
+from fastapi import Query, Request
 
+from services.common.errors import ServiceError
 from services.ranker.config import RankerSettings
 from services.ranker.pipeline import Ranker
 
@@ -22,7 +23,7 @@ def get_serving_ranker(request: Request) -> Ranker:
     """The ranker, or 503 while no bundle is loaded."""
     ranker = get_ranker(request)
     if not ranker.holder.loaded:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no bundle loaded yet; see /readyz")
+        raise ServiceError(503, "not_ready", "no bundle loaded yet; see /readyz")
     return ranker
 
 
@@ -34,5 +35,5 @@ def get_k(
     if k is None:
         return settings.default_k
     if not 1 <= k <= settings.max_k:
-        raise HTTPException(422, f"k must be between 1 and {settings.max_k}, got {k}")
+        raise ServiceError(422, "invalid_request", f"k must be between 1 and {settings.max_k}, got {k}")
     return k

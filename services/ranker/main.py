@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from encore.artifacts import BundleError, BundleHolder
 from encore.store import Store, StoreSettings
-from services.common.observability import add_observability
+from services.common.app import build_skeleton
 from services.ranker.bundle import RankerModel, load_ranker_model, reload_bundle, resolve_bundle_path
 from services.ranker.config import RankerSettings
 from services.ranker.pipeline import ItemFeatures, Ranker, RankerMetrics, Retrieve, StoreGuard, UserFeatures
@@ -49,8 +49,8 @@ def create_app(settings: RankerSettings | None = None, store: Store | None = Non
         ranker.load()
         try:
             reload_bundle(holder, resolve_bundle_path(settings.artifacts_dir, None))
-        except BundleError:
-            pass  # reload_bundle logged why; /readyz stays 503 until a reload succeeds
+        except BundleError as error:  # /readyz stays 503 until a reload succeeds
+            log.error("bundle refused: %s; still serving no bundle", error)
         app.state.store, app.state.ranker = feature_store, ranker
         # Item inputs encoded once; start-up objects (track table, sessions, Feast) then leave the GC's
         # generations: no full-collection pauses over them on the hot path (DESIGN section 3).
@@ -66,8 +66,9 @@ def create_app(settings: RankerSettings | None = None, store: Store | None = Non
         summary="Ranks retriever candidates with the bundle's CTR model (ONNX Runtime)",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.registry = add_observability(app, SERVICE, lambda: readiness(app))
+    app.state.registry = build_skeleton(
+        app, SERVICE, settings, lambda: readiness(app), write_routes={("POST", "/admin/reload")}
+    )
     app.include_router(build_router(settings))
     return app
 

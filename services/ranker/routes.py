@@ -5,27 +5,27 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Body, Depends, Query
 
 from encore.artifacts import BundleError
-from services.common.auth import api_key_dependency
+from services.common.auth import ApiKey
+from services.common.errors import bundle_refused, error_responses
 from services.ranker.bundle import reload_bundle, resolve_bundle_path
 from services.ranker.config import RankerSettings
 from services.ranker.deps import get_k, get_ranker, get_serving_ranker
 from services.ranker.pipeline import Ranker
-from services.ranker.schemas import ErrorResponse, RecommendedTrack, RecommendResponse, ReloadRequest, ReloadResponse
+from services.ranker.schemas import RecommendedTrack, RecommendResponse, ReloadRequest, ReloadResponse
 
 
 def build_router(settings: RankerSettings) -> APIRouter:
     router = APIRouter()
-    require_api_key = api_key_dependency(lambda: settings.api_key)
 
     @router.get(
         "/recommend",
         response_model=RecommendResponse,
         tags=["ranker"],
         summary="Ranked tracks for a user: retrieve, add features, score with the CTR model, order",
-        responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+        responses=error_responses(413, 422, 503),
     )
     async def recommend(
         user_id: Annotated[
@@ -50,19 +50,20 @@ def build_router(settings: RankerSettings) -> APIRouter:
         response_model=ReloadResponse,
         tags=["admin"],
         summary="Load, verify and swap in a bundle (X-API-Key); a refused bundle leaves the old one serving",
-        dependencies=[Depends(require_api_key)],
-        responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
+        dependencies=[ApiKey],
+        responses=error_responses(401, 403, 413, 422, 503),
     )
     async def reload(
         ranker: Annotated[Ranker, Depends(get_ranker)],
         request: Annotated[ReloadRequest | None, Body()] = None,
     ) -> ReloadResponse:
+        serving = ranker.holder.bundle.id if ranker.holder.bundle else None
         try:
             path = resolve_bundle_path(settings.artifacts_dir, request.bundle_id if request else None)
             # off the event loop: checksums and the ONNX session take a while, /recommend keeps serving
             bundle_id, previous = await asyncio.to_thread(reload_bundle, ranker.holder, path)
         except BundleError as error:
-            raise HTTPException(status.HTTP_409_CONFLICT, f"bundle refused: {error}") from error
+            raise bundle_refused(error, serving) from error
         await asyncio.to_thread(ranker.prepare)  # requests meanwhile take the full encoding path
         return ReloadResponse(bundle_id=bundle_id, previous_bundle_id=previous)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-BUNDLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # the rule encore.artifacts applies to bundle ids
+from services.common.patterns import BUNDLE_ID_PATTERN
 
 
 class RecommendedTrack(BaseModel):
@@ -81,11 +81,3 @@ class ReloadResponse(BaseModel):
 
     bundle_id: str = Field(description="The bundle now serving")
     previous_bundle_id: str | None = Field(description="The bundle served before; null when none was loaded")
-
-
-class ErrorResponse(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"detail": "bundle refused: checksum mismatch for ranker/model.onnx"}]}
-    )
-
-    detail: str

@@ -5,6 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from services.common.patterns import MAX_ABS_CONTENT
 from services.common.settings import ServiceSettings
 from services.retriever.search import SearchOptions
 
@@ -26,6 +27,8 @@ class RetrieverSettings(ServiceSettings):
     retriever_ivf_nprobe: int = Field(default=32, ge=1)  # cells searched per query (the starting point)
     # At load, nprobe doubles until sampled users' recall@200 against exact search reaches this (0: no check).
     retriever_ivf_target_recall: float = Field(default=0.95, ge=0, le=1)
+    # POST /items refuses a content value with |x| above this (the bounded content transform keeps real ones inside).
+    retriever_max_abs_content: float = Field(default=MAX_ABS_CONTENT, gt=0)
     # Refuse bundles whose retriever is another model (BPR, VBPR, FREEDOM, LGMRec); empty: serve any.
     retriever_model: str = ""
 

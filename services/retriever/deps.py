@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Query, Request, status
+from fastapi import Depends, Query, Request
 
-from services.common.auth import API_KEY_HEADER, api_key_dependency
+from services.common.errors import ServiceError
 from services.retriever.config import RetrieverSettings
 from services.retriever.metrics import RetrieverMetrics
 from services.retriever.search import Retriever
@@ -23,7 +23,7 @@ def _retriever(request: Request) -> Retriever:
 def _loaded_retriever(request: Request) -> Retriever:
     retriever: Retriever = request.app.state.retriever
     if not retriever.loaded:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no bundle loaded yet; see /readyz")
+        raise ServiceError(503, "not_ready", "no bundle loaded yet; see /readyz")
     return retriever
 
 
@@ -43,14 +43,8 @@ def _k(
 ) -> int:
     k = settings.retriever_default_k if k is None else k
     if not 1 <= k <= settings.retriever_max_k:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"k must be between 1 and {settings.retriever_max_k}"
-        )
+        raise ServiceError(422, "invalid_request", f"k must be between 1 and {settings.retriever_max_k}")
     return k
-
-
-def _require_api_key(request: Request, x_api_key: Annotated[str | None, Header(alias=API_KEY_HEADER)] = None) -> None:
-    api_key_dependency(lambda: request.app.state.settings.api_key)(x_api_key)
 
 
 SettingsDep = Annotated[RetrieverSettings, Depends(_settings)]
@@ -58,4 +52,3 @@ RetrieverDep = Annotated[Retriever, Depends(_retriever)]
 LoadedRetrieverDep = Annotated[Retriever, Depends(_loaded_retriever)]
 MetricsDep = Annotated[RetrieverMetrics, Depends(_metrics)]
 KDep = Annotated[int, Depends(_k)]
-ApiKey = Depends(_require_api_key)

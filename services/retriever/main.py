@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from encore.artifacts import BundleError, current_bundle_path
 from encore.store import Store, get_store
-from services.common.observability import add_observability
+from services.common.app import build_skeleton
 from services.retriever.config import RetrieverSettings, get_settings
 from services.retriever.metrics import RetrieverMetrics
 from services.retriever.routes import router
@@ -99,10 +99,10 @@ def create_app(settings: RetrieverSettings | None = None, store: Store | None = 
         summary="Candidate tracks per user: recall-model vectors, exact or IVF top-k, cold tracks by their content",
         lifespan=_lifespan,
     )
-    app.state.settings = settings
     app.state.store = store or get_store()
     app.state.retriever = Retriever(settings.search_options())
-    registry = add_observability(app, SERVICE, lambda: _readiness(app))
+    write_routes = {("POST", "/admin/reload"), ("POST", "/items")}
+    registry = build_skeleton(app, SERVICE, settings, lambda: _readiness(app), write_routes=write_routes)
     app.state.metrics = RetrieverMetrics.register(registry, app.state.retriever)
     app.include_router(router)
     return app
@@ -112,7 +112,16 @@ def main() -> None:
     import uvicorn
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host="0.0.0.0", port=settings.retriever_port, log_level=settings.log_level)
+    from services.common.server import GuardedHttpToolsProtocol
+
+    uvicorn.run(
+        create_app(settings),
+        host="0.0.0.0",
+        port=settings.retriever_port,
+        log_level=settings.log_level,
+        http=GuardedHttpToolsProtocol,  # read deadlines and the connection cap (docs/security.md)
+        timeout_keep_alive=settings.keep_alive_s,
+    )
 
 
 if __name__ == "__main__":

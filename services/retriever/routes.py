@@ -6,25 +6,18 @@ import logging
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Query, status
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Body, Query
 
 from encore.artifacts import BundleError, current_bundle_path
-from services.retriever.deps import ApiKey, KDep, LoadedRetrieverDep, MetricsDep, RetrieverDep, SettingsDep
-from services.retriever.schemas import (
-    CandidatesResponse,
-    ErrorResponse,
-    ItemIn,
-    ItemOut,
-    ReloadRequest,
-    ReloadResponse,
-)
+from services.common.auth import ApiKey
+from services.common.errors import ServiceError, bundle_refused, error_responses
+from services.retriever.deps import KDep, LoadedRetrieverDep, MetricsDep, RetrieverDep, SettingsDep
+from services.retriever.schemas import CandidatesResponse, ItemIn, ItemOut, ReloadRequest, ReloadResponse
 from services.retriever.search import ColdItemRefused
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["retriever"])
 
-_AUTH_ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}}
 UserIdQuery = Annotated[
     str, Query(min_length=1, max_length=256, description="User id as in the feature store", examples=["u0007"])
 ]
@@ -33,7 +26,7 @@ UserIdQuery = Annotated[
 @router.get(
     "/candidates",
     summary="Candidate tracks for a user, best first",
-    responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    responses=error_responses(413, 422, 503),
 )
 def get_candidates(
     user_id: UserIdQuery, k: KDep, retriever: LoadedRetrieverDep, metrics: MetricsDep
@@ -47,14 +40,19 @@ def get_candidates(
     "/items",
     summary="Make a new track retrievable now, through its content vector",
     dependencies=[ApiKey],
-    responses={**_AUTH_ERRORS, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    responses=error_responses(401, 403, 413, 422, 503),
 )
-def add_item(item: ItemIn, retriever: LoadedRetrieverDep, metrics: MetricsDep) -> ItemOut:
+def add_item(item: ItemIn, retriever: LoadedRetrieverDep, metrics: MetricsDep, settings: SettingsDep) -> ItemOut:
+    bound = settings.retriever_max_abs_content
+    if (bad := item.beyond(bound)) is not None:
+        metrics.items.labels("refused").inc()
+        message = f"embedding.{bad}: beyond the content bound {bound:g} (ENCORE_RETRIEVER_MAX_ABS_CONTENT)"
+        raise ServiceError(422, "invalid_request", message)
     try:
         added = retriever.add_item(item.track_id, item.embedding, item.encoder, item.encoder_revision)
     except ColdItemRefused as refused:
         metrics.items.labels("refused").inc()
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(refused)) from refused
+        raise ServiceError(422, "item_refused", str(refused)) from refused
     metrics.items.labels(added).inc()
     index = retriever.index
     return ItemOut(track_id=item.track_id, status=added, bundle_id=index.bundle_id, cold_items=len(index.cold))
@@ -64,7 +62,7 @@ def add_item(item: ItemIn, retriever: LoadedRetrieverDep, metrics: MetricsDep) -
     "/admin/reload",
     summary="Load a bundle (default: artifacts/CURRENT); a bad one is refused and the old one keeps serving",
     dependencies=[ApiKey],
-    responses={**_AUTH_ERRORS, 422: {"model": ErrorResponse}},
+    responses=error_responses(401, 403, 413, 422),
 )
 def reload_bundle(
     retriever: RetrieverDep,
@@ -78,10 +76,8 @@ def reload_bundle(
         path = Path(settings.artifacts_dir) / bundle_id if bundle_id else current_bundle_path(settings.artifacts_dir)
         bundle = retriever.reload(path)
     except BundleError as error:
-        log.error("bundle reload refused, still serving %s: %s", previous, error)
         metrics.reloads.labels("refused").inc()
-        body = ErrorResponse(detail=str(error), serving_bundle_id=previous)
-        return JSONResponse(body.model_dump(), status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)  # type: ignore[return-value]
+        raise bundle_refused(error, previous) from error
     metrics.reloads.labels("loaded").inc()
     index = retriever.index
     log.info("bundle %s loaded (was %s)", bundle.id, previous)

@@ -1,10 +1,13 @@
 """Request and response models of the retriever API, with the examples OpenAPI shows."""
 
+import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-BUNDLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # encore.artifacts' rule: never a path outside root
+from services.common.patterns import BUNDLE_ID_PATTERN, MAX_ABS_CONTENT, TRACK_ID_PATTERN
+
+MAX_CONTENT_DIM = 8192  # longer than any encoder's vector; bounds the work one request can ask for
 
 
 class CandidateOut(BaseModel):
@@ -44,10 +47,30 @@ class CandidatesResponse(BaseModel):
 
 
 class ItemIn(BaseModel):
-    track_id: str = Field(min_length=1, max_length=256)
-    embedding: list[float] = Field(min_length=1, description="The track's content vector (track_content.embedding)")
-    encoder: str = Field(min_length=1, description="Backend that produced the vector; must match the bundle's")
-    encoder_revision: str = Field(min_length=1, description="Its revision; must match the bundle's")
+    """Validated like an upload: the embedder's id pattern and finite values here; the content bound
+    (ENCORE_RETRIEVER_MAX_ABS_CONTENT) in the route; the length and the encoder against the bundle's projection."""
+
+    track_id: str = Field(pattern=TRACK_ID_PATTERN, description="Store key of the track (same rule as /embed)")
+    embedding: list[float] = Field(
+        min_length=1,
+        max_length=MAX_CONTENT_DIM,
+        description="The track's content vector (track_content.embedding); finite, each |value| at most "
+        f"ENCORE_RETRIEVER_MAX_ABS_CONTENT (default {MAX_ABS_CONTENT})",
+    )
+    encoder: str = Field(min_length=1, max_length=64, description="Backend that produced the vector; must match")
+    encoder_revision: str = Field(min_length=1, max_length=128, description="Its revision; must match the bundle's")
+
+    @field_validator("embedding")
+    @classmethod
+    def _finite(cls, values: list[float]) -> list[float]:
+        bad = next((i for i, x in enumerate(values) if not math.isfinite(x)), None)
+        if bad is not None:
+            raise ValueError(f"value {bad} is not finite")
+        return values
+
+    def beyond(self, bound: float) -> int | None:
+        """The index of the first value with |x| > bound, or None."""
+        return next((i for i, x in enumerate(self.embedding) if abs(x) > bound), None)
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -104,22 +127,6 @@ class ReloadResponse(BaseModel):
                     "n_users": 2000,
                     "n_items": 10000,
                     "cold_items": 3,
-                }
-            ]
-        }
-    )
-
-
-class ErrorResponse(BaseModel):
-    detail: str = Field(description="What was wrong, in one sentence")
-    serving_bundle_id: str | None = Field(default=None, description="For a refused reload: the bundle still serving")
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "detail": "bundle synthetic-20261123: checksum mismatch for retriever/item_vectors.npy",
-                    "serving_bundle_id": "synthetic-20261122",
                 }
             ]
         }

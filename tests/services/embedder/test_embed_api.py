@@ -28,6 +28,7 @@ from tests.services.embedder.helpers import (
     tone,
     wav_bytes,
 )
+from tests.services.error_shape import walk_routes
 
 
 def test_real_clip_is_stored_retrievable_and_announced(
@@ -173,3 +174,15 @@ def test_readyz_metrics_and_openapi(client: TestClient) -> None:
     assert "multipart/form-data" in embed["requestBody"]["content"]
     assert {"200", "400", "401", "409", "413", "415", "422"} <= set(embed["responses"])
     assert spec["components"]["schemas"]["EmbedResponse"]["examples"]
+
+
+def test_every_route_refuses_bad_requests_in_the_one_error_shape(client: TestClient) -> None:
+    seen = walk_routes(client, AUTH, oversized={"/embed": client.app.state.settings.max_body_bytes + 1})
+    assert ("POST /embed", 401) in seen and ("POST /embed", 413) in seen and ("POST /admin/reload", 401) in seen
+    assert ("GET /tracks/{track_id}", 422) in seen and ("GET /readyz", 405) in seen
+
+
+def test_an_unknown_form_field_is_named_without_echoing_it(client: TestClient) -> None:
+    response = post_embed(client, wav_bytes(tone(440, 1.0)), **{"x" * 200: "1"})
+    assert response.status_code == 422 and response.json()["detail"]["code"] == "invalid_request"
+    assert "x" * 33 not in response.text and "x" * 32 in response.text

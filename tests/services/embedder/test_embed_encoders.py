@@ -48,8 +48,9 @@ def test_a_configured_encoder_that_is_not_installed_is_a_503_naming_the_missing_
 ) -> None:
     with make_client(encoder="muq", weights_dir=tmp_path) as client:
         ready = client.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["encoder"] is None
-        assert f"{tmp_path}/muq lacks config.json, model.safetensors" in ready.json()["encoder_error"]
+        assert ready.status_code == 503 and ready.json()["detail"]["encoder"] is None
+        assert "lacks config.json, model.safetensors" in ready.json()["detail"]["encoder_error"]
+        assert str(tmp_path) not in ready.text  # the host's paths go to the log only
         response = post_embed(client, wav_bytes(tone(440, 1.0)), track_id="enc:missing")
         detail = response.json()["detail"]
         assert response.status_code == 503 and detail["code"] == "encoder_unavailable"
@@ -86,7 +87,7 @@ def test_codebooks_fit_on_another_encoder_are_refused(make_client: MakeClient, m
     """The session's CURRENT bundle was fit on MFCC: a MuQ embedder must not load it, nor any MFCC bundle."""
     weights, _ = muq_world
     with make_client(encoder="muq", weights_dir=weights, encoder_runtime="torch") as client:
-        ready = client.get("/readyz").json()
+        ready = client.get("/readyz").json()["detail"]
         assert ready["encoder"] == "muq" and ready["bundle_id"] is None
         response = client.post("/admin/reload", json={"bundle_id": GOOD_BUNDLE}, headers=AUTH)
         detail = response.json()["detail"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -80,7 +81,8 @@ def test_long_audio_is_cut_and_said_so_and_a_dead_retriever_is_not_an_error(tigh
 def test_without_a_bundle_not_ready_and_uploads_refused(make_client: MakeClient, tmp_path: Path) -> None:
     with make_client(artifacts_dir=tmp_path) as client:
         ready = client.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["bundle_id"] is None
+        assert ready.status_code == 503 and ready.json()["detail"]["bundle_id"] is None
+        assert ready.json()["detail"]["code"] == "not_ready"
         response = post_embed(client, wav_bytes(tone(440, 1.0)), headers={"X-API-Key": API_KEY})
         assert response.status_code == 503 and response.json()["detail"]["code"] == "not_ready"
         assert client.get("/healthz").status_code == 200
@@ -96,8 +98,37 @@ def test_a_failing_store_gives_503_and_not_ready(artifacts_dir: Path, tmp_path: 
         store=Store(settings),
     )
     with TestClient(app) as client:
-        assert client.get("/readyz").json()["store"] is False
+        assert client.get("/readyz").json()["detail"]["store"] is False
         response = post_embed(client, wav_bytes(tone(440, 1.0)), track_id="down:1")
         assert response.status_code == 503 and response.json()["detail"]["code"] == "store_unavailable"
         assert client.get("/tracks/down:1").status_code == 503
     assert not list(tmp_path.rglob("*.parquet"))
+
+
+def test_uploads_beyond_the_in_flight_cap_get_503_and_the_held_one_completes(
+    make_client: MakeClient, store: Store
+) -> None:
+    """One upload holds the only slot (its body still streaming); a second is refused before its body is read."""
+    body = _multipart(wav_bytes(tone(440, 1.0)))
+    started, release = threading.Event(), threading.Event()
+
+    def slow_body() -> Iterator[bytes]:
+        yield body[:100]
+        started.set()
+        release.wait(30)
+        yield body[100:]
+
+    headers = {**AUTH, "Content-Type": "multipart/form-data; boundary=encoreboundary"}
+    with make_client(max_uploads_in_flight=1) as client:
+        held: list = []
+        sender = threading.Thread(
+            target=lambda: held.append(client.post("/embed", content=slow_body(), headers=headers))
+        )
+        sender.start()
+        assert started.wait(30)
+        refused = post_embed(client, wav_bytes(tone(440, 1.0)), track_id="busy:1")
+        release.set()
+        sender.join(60)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["detail"]["code"] == "overloaded" and not store.track_exists("busy:1")
+    assert held[0].status_code == 200, held[0].text

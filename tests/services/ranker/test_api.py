@@ -14,6 +14,7 @@ from encore.onnx_scorer import OnnxScorer
 from encore.store import Store
 from services.ranker.config import RankerSettings
 from services.ranker.main import create_app
+from tests.services.error_shape import walk_routes
 from tests.services.ranker.conftest import (
     CONTENT_ONLY,
     NOT_IN_STORE,
@@ -107,7 +108,7 @@ def test_unknown_user_still_gets_an_answer(client: TestClient, trained_bundle: T
 def test_k_out_of_range_is_a_422_with_a_message(client: TestClient, k: str) -> None:
     response = client.get("/recommend", params={"user_id": "u1", "k": k})
     assert response.status_code == 422
-    assert response.json()["detail"] == f"k must be between 1 and 50, got {k}"
+    assert response.json()["detail"] == {"code": "invalid_request", "message": f"k must be between 1 and 50, got {k}"}
 
 
 def test_bad_k_and_missing_user_are_422(client: TestClient) -> None:
@@ -160,7 +161,7 @@ def test_not_ready_before_a_bundle_then_reload_loads_one(
     empty_root = tmp_path / "artifacts"  # no CURRENT yet
     with TestClient(create_app(settings_for(empty_root, retriever.url), store)) as client:
         assert client.get("/readyz").status_code == 503
-        assert client.get("/readyz").json()["onnx_providers"] == []
+        assert client.get("/readyz").json()["detail"]["onnx_providers"] == []
         assert client.get("/recommend", params={"user_id": "u1"}).status_code == 503
         copy_bundle(trained_bundle.artifacts_dir / trained_bundle.bundle_id, empty_root, "second")
         set_current(empty_root, "second")
@@ -184,14 +185,18 @@ def test_a_corrupt_bundle_is_refused_and_the_old_one_keeps_serving(
     with TestClient(create_app(settings_for(root, retriever.url), store)) as client:
         before = client.get("/recommend", params={"user_id": "u4", "k": 10}).json()
         refused = client.post("/admin/reload", json={"bundle_id": "corrupt"}, headers={"X-API-Key": API_KEY})
-        assert refused.status_code == 409
-        assert refused.json()["detail"].startswith("bundle refused: bundle corrupt: ranker/model.onnx")
+        assert refused.status_code == 422
+        detail = refused.json()["detail"]
+        assert detail["code"] == "bundle_refused" and detail["serving_bundle_id"] == trained_bundle.bundle_id
+        assert detail["message"].startswith("bundle refused: bundle corrupt: ranker/model.onnx is not a valid")
+        assert str(root) not in refused.text and "onnxruntime" not in refused.text.lower()  # the log has the details
         assert any(
             r.message.startswith("bundle refused:") and f"still serving {trained_bundle.bundle_id}" in r.message
             for r in caplog.records
         )
         missing = client.post("/admin/reload", json={"bundle_id": "no-such"}, headers={"X-API-Key": API_KEY})
-        assert missing.status_code == 409 and "is missing" in missing.json()["detail"]
+        assert missing.status_code == 422 and "is missing or is not a plain" in missing.json()["detail"]["message"]
+        assert str(root) not in missing.text
         escape = client.post("/admin/reload", json={"bundle_id": "../x"}, headers={"X-API-Key": API_KEY})
         assert escape.status_code == 422  # bundle ids never become paths outside the artifacts folder
         after = client.get("/recommend", params={"user_id": "u4", "k": 10}).json()
@@ -205,3 +210,9 @@ def test_openapi_documents_the_routes_with_examples(client: TestClient) -> None:
     assert components["RecommendResponse"]["examples"][0]["items"][0]["track_id"] == "t1007"
     assert "examples" in components["ReloadRequest"]
     assert "422" in schema["paths"]["/recommend"]["get"]["responses"]
+
+
+def test_every_route_refuses_bad_requests_in_the_one_error_shape(client: TestClient) -> None:
+    seen = walk_routes(client, {"X-API-Key": API_KEY})
+    assert ("POST /admin/reload", 401) in seen and ("POST /admin/reload", 413) in seen
+    assert ("GET /recommend", 422) in seen and ("GET /metrics", 405) in seen

@@ -180,7 +180,7 @@ def test_bundle_swaps_under_load_fail_no_request_and_a_corrupt_bundle_is_refused
             assert reload(deployed.url, bundle_id).status_code == 200
             load.wait_for(10)
         refused = reload(deployed.url, "fault-corrupt")
-        assert refused.status_code == 409 and "bundle refused" in refused.json()["detail"]
+        assert refused.status_code == 422 and refused.json()["detail"]["code"] == "bundle_refused"
         load.wait_for(20)
     assert load.statuses() == Counter({200: len(load.answers)}), load.statuses()
     served = [bundle for _, _, bundle in load.answers]

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from encore.store import Store
 from services.retriever.config import RetrieverSettings
 from services.retriever.main import create_app
+from tests.services.error_shape import walk_routes
 from tests.services.retriever.conftest import API_KEY, corrupt, write_bundle
 from tests.services.retriever.planted import ENCODER, Planted
 from training.train_recall import RecallArtifacts
@@ -39,7 +40,7 @@ def test_not_ready_until_a_bundle_is_loaded(tmp_path: Path, trained: RecallArtif
     with _client(root, store) as client:
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["bundle_id"] is None
+        assert ready.status_code == 503 and ready.json()["detail"]["bundle_id"] is None
         assert client.get("/candidates", params={"user_id": "u0001"}).status_code == 503
         write_bundle(root, "first", trained)
         assert client.post("/admin/reload", headers=AUTH).json()["bundle_id"] == "first"
@@ -60,7 +61,8 @@ def test_candidates_for_known_and_unknown_users(client: TestClient, trained: Rec
 @pytest.mark.parametrize("k", [0, -3, 501])
 def test_k_outside_its_range_is_a_clear_422(client: TestClient, k: int) -> None:
     response = client.get("/candidates", params={"user_id": "u0001", "k": k})
-    assert response.status_code == 422 and response.json()["detail"] == "k must be between 1 and 500"
+    assert response.status_code == 422
+    assert response.json()["detail"] == {"code": "invalid_request", "message": "k must be between 1 and 500"}
 
 
 def test_missing_user_id_is_422(client: TestClient) -> None:
@@ -77,7 +79,9 @@ def test_reload_refuses_a_corrupt_bundle_and_switches_to_a_good_one(
     corrupt(bad / "retriever" / "item_vectors.npy")
     refused = client.post("/admin/reload", headers=AUTH, json={"bundle_id": "broken"})
     assert refused.status_code == 422
-    assert "does not match the manifest" in refused.json()["detail"] and refused.json()["serving_bundle_id"] == "b1"
+    detail = refused.json()["detail"]
+    assert detail["code"] == "bundle_refused" and "does not match the manifest" in detail["message"]
+    assert detail["serving_bundle_id"] == "b1"
     assert client.get("/candidates", params=params).json() == before
     assert client.post("/admin/reload", headers=AUTH, json={"bundle_id": "nowhere"}).status_code == 422
     assert client.post("/admin/reload", headers=AUTH, json={"bundle_id": "../b1"}).status_code == 422
@@ -126,7 +130,8 @@ def test_posted_item_that_does_not_fit_the_bundle_is_422(
 ) -> None:
     item = {"track_id": "upload-z", "embedding": planted.centroids[0].tolist(), **ENCODER, **change}
     response = client.post("/items", json=item, headers=AUTH)
-    assert response.status_code == 422 and message in response.json()["detail"]
+    assert response.status_code == 422 and response.json()["detail"]["code"] == "item_refused"
+    assert message in response.json()["detail"]["message"]
 
 
 def test_metrics_count_requests_and_candidate_sources(client: TestClient) -> None:
@@ -164,3 +169,45 @@ def test_start_up_picks_up_tracks_pushed_to_the_store(artifacts_root: Path, stor
             assert time.monotonic() < deadline, "the start-up pick-up did not add the pushed track"
             time.sleep(0.05)
         assert client.get("/readyz").json()["cold_items"] >= 1
+
+
+def test_every_route_refuses_bad_requests_in_the_one_error_shape(client: TestClient) -> None:
+    seen = walk_routes(client, AUTH)
+    assert ("POST /items", 401) in seen and ("POST /admin/reload", 401) in seen and ("GET /candidates", 422) in seen
+    assert ("POST /items", 413) in seen and ("GET /healthz", 405) in seen
+
+
+@pytest.mark.parametrize(
+    "track_id", ["nul\x00id", "crlf\r\nid", "rtl\u202eid", "<script>alert(1)</script>", " ", "", "a b", "x" * 200]
+)
+def test_posted_item_with_a_bad_id_is_refused(client: TestClient, planted: Planted, track_id: str) -> None:
+    item = {"track_id": track_id, "embedding": planted.centroids[0].tolist(), **ENCODER}
+    response = client.post("/items", json=item, headers=AUTH)
+    assert response.status_code == 422 and response.json()["detail"]["code"] == "invalid_request"
+    assert "track_id" in response.json()["detail"]["message"]
+    assert track_id not in _cold_ids(client, planted)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("NaN", "not finite"), ("Infinity", "not finite"), ("-Infinity", "not finite"), ("1e400", "not finite")]
+    + [("3e38", "content bound 8"), ("-9.0", "content bound 8")],
+)
+def test_posted_item_with_non_finite_or_extreme_values_is_refused(
+    client: TestClient, planted: Planted, value: str, message: str
+) -> None:
+    values = [f"{x:.6f}" for x in planted.centroids[0]]
+    values[3] = value
+    body = f'{{"track_id": "upload-bad", "embedding": [{", ".join(values)}], "encoder": "{ENCODER["encoder"]}", '
+    body += f'"encoder_revision": "{ENCODER["encoder_revision"]}"}}'
+    response = client.post("/items", content=body, headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 422 and response.json()["detail"]["code"] == "invalid_request"
+    assert "embedding" in response.json()["detail"]["message"] and message in response.json()["detail"]["message"]
+    assert "upload-bad" not in _cold_ids(client, planted)
+
+
+def _cold_ids(client: TestClient, planted: Planted) -> set[str]:
+    """Cold tracks a user of cluster 0 is offered (a refused item must not be among them)."""
+    user = next(u for u, c in planted.user_clusters.items() if 0 in c)
+    found = client.get("/candidates", params={"user_id": user, "k": 500}).json()["candidates"]
+    return {c["track_id"] for c in found if c["cold"]}
