@@ -383,11 +383,9 @@ def _check_codebooks(bundle: Bundle, component: dict, content: dict | None) -> N
 
 
 def _onnx_session(path: Path) -> Any:
-    import onnxruntime as ort
+    from encore.onnx_scorer import cpu_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = 1, 1, 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return cpu_session(path, threads=1)
 
 
 def _zeros(graph_input: Any) -> np.ndarray:

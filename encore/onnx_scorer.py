@@ -9,15 +9,21 @@ import numpy as np
 import onnxruntime as ort
 
 
+def cpu_session(path: str | Path, threads: int | None = 1) -> ort.InferenceSession:
+    """An InferenceSession on the CPU provider; `threads` intra-op threads (None: ONNX Runtime's default)."""
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxScorer:
     """One InferenceSession; `score(packed) -> (N,) float32` probabilities."""
 
     def __init__(self, path: str | Path, threads: int = 1):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     @property

@@ -131,12 +131,9 @@ class OnnxNet:
     runtime = "onnx"
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
+        from encore.onnx_scorer import cpu_session
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
 
     def __call__(self, patches: np.ndarray) -> dict[str, np.ndarray]:
         outputs = self.session.run(list(OUTPUTS), {"mel": np.ascontiguousarray(patches, dtype=np.float32)})

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from encore.audio.musicnn_encoder import HEADS, OUTPUTS, PATCH_FRAMES, TorchNet
-from encore.audio.onnx_export import OPSET, quantize_int8
+from encore.audio.onnx_export import OPSET, finish_export
 from encore.audio.weights import EXPORT_FILE, ONNX_DIR, ONNX_FILES, open_folder
-from encore.io import sha256_file, write_json_atomic
 
 # Dynamic int8 quantizes the dense layers only. Measured on the real weights: adding Conv (ONNX Runtime's
 # ConvInteger) made the network 3x slower and cut the penultimate's cosine to the fp32 output to 0.94.
@@ -53,31 +51,12 @@ def export_graph(module: Any, path: Path, opset: int = OPSET) -> Path:
 
 def export_folder(weights_dir: Path, folder_name: str, *, int8: bool = True, opset: int = OPSET) -> dict[str, Any]:
     """Export one checkpoint folder; returns what its export.json records."""
-    import onnxruntime
-    import torch
-
     folder = open_folder(weights_dir, folder_name)
     onnx_dir = folder.path / ONNX_DIR
     (onnx_dir / EXPORT_FILE).unlink(missing_ok=True)  # no record while the files are being replaced
     fp32 = export_graph(TorchNet(folder).module, onnx_dir / ONNX_FILES["fp32"], opset)
-    files = {fp32.name: sha256_file(fp32)}
-    if int8:
-        quantized = quantize_int8(fp32, onnx_dir / ONNX_FILES["int8"])
-        files[quantized.name] = sha256_file(quantized)
-    else:
-        (onnx_dir / ONNX_FILES["int8"]).unlink(missing_ok=True)
-    record = {
-        "encoder": folder_name,
-        "revision": folder.revision,
-        "opset": opset,
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "files": files,
-        "int8_ops": list(INT8_OPS) if int8 else [],
-    }
-    write_json_atomic(onnx_dir / EXPORT_FILE, record)
-    return record
+    int8_ops = list(INT8_OPS) if int8 else []
+    return finish_export(onnx_dir, folder_name, folder.revision, fp32, int8=int8, opset=opset, int8_ops=int8_ops)
 
 
 def export_musicnn(name: str, weights_dir: Path, *, int8: bool = True, opset: int = OPSET) -> dict[str, Any]:

@@ -73,8 +73,6 @@ def export_encoder(name: str, weights_dir: Path, *, int8: bool = True, opset: in
         from encore.audio.musicnn_export import export_musicnn
 
         return export_musicnn(name, weights_dir, int8=int8, opset=opset)
-    import onnxruntime
-    import torch
 
     from encore.audio.encoder import get_encoder
 
@@ -85,6 +83,16 @@ def export_encoder(name: str, weights_dir: Path, *, int8: bool = True, opset: in
     (onnx_dir / EXPORT_FILE).unlink(missing_ok=True)  # no record while the files are being replaced
     fp32 = export_onnx(encoder, encoder.tower.module, onnx_dir / ONNX_FILES["fp32"], opset=opset)
     del encoder  # full-size MuQ is 1.2 GB of weights: free it before quantizing
+    return finish_export(onnx_dir, name, folder.revision, fp32, int8=int8, opset=opset)
+
+
+def finish_export(
+    onnx_dir: Path, name: str, revision: str, fp32: Path, *, int8: bool, opset: int, **extra: Any
+) -> dict[str, Any]:
+    """Quantize `fp32` (or drop a stale int8 file), then write export.json last: it marks the export current."""
+    import onnxruntime
+    import torch
+
     files = {fp32.name: sha256_file(fp32)}
     if int8:
         quantized = quantize_int8(fp32, onnx_dir / ONNX_FILES["int8"])
@@ -93,12 +101,13 @@ def export_encoder(name: str, weights_dir: Path, *, int8: bool = True, opset: in
         (onnx_dir / ONNX_FILES["int8"]).unlink(missing_ok=True)
     record = {
         "encoder": name,
-        "revision": folder.revision,
+        "revision": revision,
         "opset": opset,
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": files,
+        **extra,
     }
     write_json_atomic(onnx_dir / EXPORT_FILE, record)
     return record

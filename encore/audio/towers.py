@@ -35,12 +35,9 @@ class OnnxTower:
     runtime = "onnx"
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
+        from encore.onnx_scorer import cpu_session
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
