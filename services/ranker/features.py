@@ -84,7 +84,7 @@ class CandidateFeatures:
 
     def value(self, name: str, row: int) -> Any:
         """One python value for the response (None where the candidate has no row in that view)."""
-        view = fn.TRACK_CONTENT if name in CONTENT_COLUMNS else fn.TRACK_META
+        view = fn.TRACK_CONTENT if name in fn.TRACK_CONTENT_FIELDS else fn.TRACK_META
         if name not in self.columns or not self.valid[view][row]:
             return None
         value = self.columns[name][row]

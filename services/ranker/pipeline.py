@@ -26,6 +26,7 @@ from encore.track_table import TrackTable
 from services.ranker.bundle import RankerModel
 from services.ranker.encoded_items import ItemInputCache
 from services.ranker.features import CandidateFeatures, build_frame
+from services.ranker.reasons import reason as reason_for
 
 log = logging.getLogger("encore.ranker")
 
@@ -52,6 +53,7 @@ class RankedItem:
     genre: str | None
     release_year: int | None
     cold: bool
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -272,18 +274,21 @@ class Order:
         self, candidates: Candidates, items: CandidateFeatures, scores: np.ndarray, k: int
     ) -> list[RankedItem]:
         top = np.argsort(-scores, kind="stable")[:k]
-        return [
-            RankedItem(
-                track_id=items.track_ids[i],
-                score=float(scores[i]),
-                rank=rank,
-                artist_id=items.value("artist_id", i),
-                genre=items.value("genre", i),
-                release_year=items.value("release_year", i),
-                cold=candidates.cold.get(items.track_ids[i], False),
-            )
-            for rank, i in enumerate(top.tolist(), start=1)
-        ]
+        return [self.item(candidates, items, scores, i, rank) for rank, i in enumerate(top.tolist(), start=1)]
+
+    @staticmethod
+    def item(candidates: Candidates, items: CandidateFeatures, scores: np.ndarray, i: int, rank: int) -> RankedItem:
+        cold, genre = candidates.cold.get(items.track_ids[i], False), items.value("genre", i)
+        return RankedItem(
+            track_id=items.track_ids[i],
+            score=float(scores[i]),
+            rank=rank,
+            artist_id=items.value("artist_id", i),
+            genre=genre,
+            release_year=items.value("release_year", i),
+            cold=cold,
+            reason=reason_for(cold=cold, genre=genre, tags=items.value("tags", i)),
+        )
 
 
 # --- the pipeline --------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ class RecommendedTrack(BaseModel):
     genre: str | None = Field(description="From track_meta; null when unknown")
     release_year: int | None = Field(description="From track_meta; null when unknown")
     cold: bool = Field(description="The retriever found the track through its content vector (no interactions)")
+    reason: str = Field(description="Why, in words: the genre and the track's top sound tags, or that it is new")
 
 
 class RecommendResponse(BaseModel):
@@ -37,6 +38,7 @@ class RecommendResponse(BaseModel):
                             "genre": "jazz",
                             "release_year": 1965,
                             "cold": False,
+                            "reason": "jazz, played by listeners like you; sounds jazz, piano, guitar",
                         },
                         {
                             "track_id": "t2210",
@@ -46,6 +48,7 @@ class RecommendResponse(BaseModel):
                             "genre": None,
                             "release_year": None,
                             "cold": True,
+                            "reason": "new upload that sounds classical, violin, strings",
                         },
                     ],
                 }

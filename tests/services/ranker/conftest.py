@@ -98,7 +98,7 @@ def make_source_frames(seed: int = 3) -> SourceFrames:
             "encoder": "mfcc",
             "encoder_revision": "mfcc-test",
             "typicality": 0.5,
-            "tags": "",
+            "tags": [""] * len(track_ids) + ["mtt:strings,mtt:classical,mtt:violin,mtt:slow,msd:classical"],
         }
     )
     n = 3000
