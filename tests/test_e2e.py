@@ -25,8 +25,9 @@ API_KEY = "e2e-key"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def system(tmp_path_factory, redis_url):
+def _running_system(tmp_path_factory, redis_url: str, bootstrap_args: list[str]):
+    """Bootstrap a world into Redis with `bootstrap_args`, start the three services; yields (stack, client, info,
+    base) and cleans up after."""
     if not AUDIO.is_dir():
         pytest.skip(f"real audio clips not found at {AUDIO}")
     base = tmp_path_factory.mktemp("e2e")
@@ -41,8 +42,8 @@ def system(tmp_path_factory, redis_url):
         "ENCORE_REDIS_URL": redis_url,
         "ENCORE_API_KEY": API_KEY,
     }
-    cmd = [sys.executable, "-m", "training.bootstrap", "--size", "quick", "--epochs", "2", "--quiet"]
-    boot = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, "-m", "training.bootstrap", *bootstrap_args, "--quiet"]
+    boot = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert boot.returncode == 0, boot.stderr[-3000:]
     info = json.loads(boot.stdout.strip().splitlines()[-1])
     stack = Stack(env=env, ports={s.name: free_port() for s in SERVICES}, log_dir=base)
@@ -61,6 +62,18 @@ def system(tmp_path_factory, redis_url):
     r = redis.Redis.from_url(redis_url)
     for key in r.scan_iter(match=f"*{project}*".encode()):
         r.delete(key)
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory, redis_url):
+    """The quick world: fast, for the wiring."""
+    yield from _running_system(tmp_path_factory, redis_url, ["--size", "quick", "--epochs", "2"])
+
+
+@pytest.fixture(scope="module")
+def demo_system(tmp_path_factory, redis_url):
+    """The world `make run` builds (small, default settings): what the product check is stated on."""
+    yield from _running_system(tmp_path_factory, redis_url, [])
 
 
 def test_recommend_for_known_and_unknown_users(system):
@@ -132,26 +145,23 @@ def test_every_service_reports_ready_with_metrics_and_schema(system):
     assert "CPUExecutionProvider" in ranker_ready["onnx_providers"]
 
 
-def test_real_recordings_neither_crowd_listeners_lists_nor_vanish(system):
-    """The product check of docs/real_audio.md on the quick world: every clip of ../shared/data/audio plus
-    three unusual files uploaded, then 200 listeners' lists read (benchmarks/real_uploads.py). Over four runs
-    uploads took 0.02-0.52x their catalog share of top-10 slots (6x before) and at most 16% of users (53%)."""
+def test_real_recordings_neither_crowd_listeners_lists_nor_vanish(demo_system):
+    """The product check of docs/real_audio.md on the `make run` world: every clip of ../shared/data/audio plus
+    three unusual files uploaded, then 200 listeners' lists read (benchmarks/real_uploads.py)."""
     from benchmarks.real_uploads import run_check
 
-    stack, client, _, _ = system
+    stack, client, _, _ = demo_system
     catalog = client.get(f"{stack.url('ranker')}/readyz").json()["tracks_in_table"]
     users = [str(u) for u in range(200)]
     report = run_check(client, stack.url("ranker"), stack.url("embedder"), API_KEY, users, catalog, AUDIO)
     assert report.refused == ["edge-six-channel-0.5s.wav (422 too_short)"]  # under MIN_AUDIO_SECONDS
-    assert report.users >= 150
+    assert report.users == 200
     # Before the bounded content path uploads took 6x their catalog share of top-10 slots, one of them half of
-    # all listeners' top-10, and 7 of 12 real clips reached nobody's top-50.
+    # all listeners' top-10, and 7 of 12 real clips reached nobody's top-50 (docs/real_audio.md).
     assert report.upload_slot_ratio <= 3.0, report
     assert report.max_user_share <= 0.2, report
     real = [u for u in report.uploads if u.real]
     assert all(u.status == 200 and 0 <= u.typicality <= 1 for u in real)
-    # Every clip reaching some listener's top-50 is the goal on the demo world (docs/real_audio.md: met in 2 of 2
-    # MusiCNN runs there). This quick world renders 1.5 s tracks, half a MusiCNN patch, and retrains differently
-    # each run: 6-9 of the 12 clips were reachable over four runs, so only a floor is asserted here.
-    reachable = [u.name for u in real if u.users_top50 > 0]
-    assert len(reachable) >= len(real) // 3, report.unreachable
+    # The goal is every clip in some listener's top-50. Runs met it or missed one clip (docs/real_audio.md), and a
+    # run retrains differently each time, so the test holds the line at two misses of twelve.
+    assert len(report.unreachable) <= 2, report.unreachable
