@@ -126,6 +126,17 @@ def curl_examples(stack: Stack, audio: str, user_id: str) -> str:
     )
 
 
+def example_audio() -> Path:
+    """A recording that exists here: a real clip beside the project when ../shared is there, else a rendered demo
+    track of the bootstrap's world (a fresh clone has no ../shared)."""
+    real = PROJECT_ROOT.parent / "shared" / "data" / "audio" / "gtzan_country.00000.wav"
+    if real.is_file():
+        return real
+    worlds = Path(os.environ.get("ENCORE_DATA_DIR", PROJECT_ROOT / "data")) / "synthetic"
+    rendered = sorted(worlds.glob("*/audio/*.flac"))
+    return rendered[0] if rendered else real
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -133,10 +144,9 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the ranker, retriever and embedder as local processes.")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers per service")
-    parser.add_argument("--example-user", default="u0", help="user id shown in the example commands")
-    parser.add_argument(
-        "--example-audio", default=str(PROJECT_ROOT.parent / "shared/data/audio/gtzan_country.00000.wav")
-    )
+    # "0": the synthetic world's first user, known to the demo bundle (an unknown id only gets popularity).
+    parser.add_argument("--example-user", default="0", help="user id shown in the example commands")
+    parser.add_argument("--example-audio", default=str(example_audio()), help="audio file of the upload example")
     args = parser.parse_args(argv)
     # SIGTERM (docker stop, kill) takes the same clean path as Ctrl-C: the services run in their own
     # sessions, so nothing else would stop them.
