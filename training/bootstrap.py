@@ -45,7 +45,6 @@ RANKER_MODEL = "DCNv2"
 # saw such a row, and scored uploads by extrapolating: a few took everyone's top-10, most reached nobody's.
 COLD_ROW_SHARE = 0.2
 REFERENCE_USERS = 64  # the panel a cold track's score for a listener is compared against (encore/cold_calibration)
-PANEL_WEIGHT = 0.5
 # Small on purpose: the ranker scores 200 candidates per request (0.7 ms here vs 6-7 ms at BARS size).
 RANKER_HPARAMS = {"embedding_dim": 16, "num_cross_layers": 2, "hidden_units": [128, 64], "dropout": 0.1}
 

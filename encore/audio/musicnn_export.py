@@ -7,15 +7,13 @@ One graph per checkpoint: input "mel" (patches, frames, 96), outputs "tags" (pat
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from encore.audio.musicnn_encoder import HEADS, OUTPUTS, PATCH_FRAMES, TorchNet
-from encore.audio.onnx_export import OPSET, finish_export
+from encore.audio.onnx_export import OPSET, export_traced, finish_export
 from encore.audio.weights import EXPORT_FILE, ONNX_DIR, ONNX_FILES, open_folder
 
 # Dynamic int8 quantizes the dense layers only. Measured on the real weights: adding Conv (ONNX Runtime's
@@ -28,25 +26,8 @@ def export_graph(module: Any, path: Path, opset: int = OPSET) -> Path:
     import torch
 
     example = torch.from_numpy(2.0 + np.random.default_rng(0).standard_normal((2, PATCH_FRAMES, 96), np.float32))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with torch.inference_mode():
-            torch.onnx.export(
-                module,
-                (example,),
-                tmp,
-                input_names=["mel"],
-                output_names=list(OUTPUTS),
-                dynamic_axes={"mel": {0: "patches", 1: "frames"}, **{name: {0: "patches"} for name in OUTPUTS}},
-                opset_version=opset,
-                dynamo=False,
-            )
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    axes = {"mel": {0: "patches", 1: "frames"}, **{name: {0: "patches"} for name in OUTPUTS}}
+    return export_traced(module, example, path, ["mel"], list(OUTPUTS), axes, opset)
 
 
 def export_folder(weights_dir: Path, folder_name: str, *, int8: bool = True, opset: int = OPSET) -> dict[str, Any]:

@@ -6,8 +6,6 @@ revision so that a stale export is refused at load time (encore.audio.weights.ch
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ import numpy as np
 from encore.audio.pretrained import PretrainedEncoder
 from encore.audio.towers import TorchTower
 from encore.audio.weights import EXPORT_FILE, ONNX_DIR, ONNX_FILES, open_folder
-from encore.io import sha256_file, write_json_atomic
+from encore.io import atomic_path, sha256_file, write_json_atomic
 
 OPSET = 17
 EXTRA_FILES = {"muq-mulan": ("muq_config.json",)}
@@ -32,24 +30,21 @@ def export_onnx(
     rng = np.random.default_rng(0)
     frames = 0.1 * rng.standard_normal((example_windows, int(encoder.window_seconds * encoder.sample_rate)))
     example = torch.from_numpy(encoder.front_end(frames.astype(np.float32)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with torch.inference_mode():
-            torch.onnx.export(
-                module,
-                (example,),
-                tmp,
-                input_names=["features"],
-                output_names=["pooled"],
-                dynamic_axes={"features": {0: "windows"}, "pooled": {0: "windows"}},
-                opset_version=opset,
-                dynamo=False,
-            )
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    axes = {"features": {0: "windows"}, "pooled": {0: "windows"}}
+    return export_traced(module, example, path, ["features"], ["pooled"], axes, opset)
+
+
+def export_traced(
+    module: Any, example: Any, path: Path, inputs: list[str], outputs: list[str], axes: dict, opset: int
+) -> Path:
+    """torch.onnx.export of `module` on `example`, written atomically (TorchScript exporter: 3-5x faster graphs)."""
+    import torch
+
+    with atomic_path(path) as tmp, torch.inference_mode():
+        torch.onnx.export(
+            module, (example,), tmp, input_names=inputs, output_names=outputs, dynamic_axes=axes,
+            opset_version=opset, dynamo=False,
+        )  # fmt: skip
     return path
 
 
@@ -57,13 +52,8 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     """Dynamic int8 (weights int8, activations quantized per batch at run time) of MatMul/Gemm weights."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(dst) as tmp:
         quantize_dynamic(src, tmp, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-        os.replace(tmp, dst)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return dst
 
 

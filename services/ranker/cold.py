@@ -3,7 +3,8 @@
 A row is cold when its item id is OOV to the spec (a track the model never trained on). Its raw score is
 compared with the same track's raw scores for the calibration's reference listeners: the item inputs of the
 row are kept and the user inputs swapped for each panel member's, so any CTR model works unchanged. The
-panel's sorted scores are cached per distinct item input (a re-uploaded track with new content is new).
+panel's sorted scores are cached per distinct item input, whoever asks (a re-uploaded track with new content is
+new), so a cold track costs one panel scoring, not one per request.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class ColdScores:
         return out
 
     def _panel_quantile(self, packed: Packed, row: int, raw: float, score: Callable[[Packed], np.ndarray]) -> float:
-        key = b"".join(np.ascontiguousarray(v[row]).tobytes() for k, v in sorted(packed.items()))
+        key = self._item_key(packed, row)
         with self._lock:
             panel_scores = self._cache.get(key)
             if panel_scores is not None:
@@ -61,6 +62,18 @@ class ColdScores:
                 while len(self._cache) > CACHE_SIZE:
                     self._cache.popitem(last=False)
         return float(np.searchsorted(panel_scores, raw, side="right")) / len(panel_scores)
+
+    def _item_key(self, packed: Packed, row: int) -> bytes:
+        """The row's item inputs only: one cache entry per track (and content), whichever listener asked."""
+        parts = []
+        for name in sorted(packed):
+            if name in self.user_inputs:
+                continue
+            values = packed[name][row]
+            if name in self.user_columns:
+                values = np.delete(values, self.user_columns[name])
+            parts.append(np.ascontiguousarray(values).tobytes())
+        return b"".join(parts)
 
     def _with_panel_users(self, packed: Packed, row: int) -> Packed:
         """The row repeated once per panel member, with the member's user inputs in place of the listener's."""

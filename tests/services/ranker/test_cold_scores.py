@@ -27,7 +27,8 @@ def test_a_cold_row_is_placed_among_its_own_scores_for_the_panel(trained_bundle:
     raw = model.scorer.score(packed)
 
     calibration = ColdCalibration.fit(np.linspace(0, 1, 200), np.linspace(0.3, 0.6, 200), panel, panel_weight=1.0)
-    scores = ColdScores(spec, calibration, _panel_inputs(spec, panel))(packed, raw, model.scorer.score)
+    cold_scores = ColdScores(spec, calibration, _panel_inputs(spec, panel))
+    scores = cold_scores(packed, raw, model.scorer.score)
 
     assert scores[0] == raw[0]  # a warm row keeps its score
     # The panel's scores of the same cold row, computed the long way: each panel listener's own frame.
@@ -40,3 +41,10 @@ def test_a_cold_row_is_placed_among_its_own_scores_for_the_panel(trained_bundle:
     assert 0 < expected_quantile < 1 and np.ptp(direct) > 0  # the listener sits inside the panel: a real check
     assert scores[1] == np.float32(calibration.warm_scores(raw[1:], np.array([expected_quantile]))[0])
     assert spec.encode(row)[fn.TRACK_ID][0] == OOV
+
+    # Another listener asking for the same track reuses the panel's scores: no second panel scoring.
+    calls = []
+    other = spec.encode_packed(trained_bundle.frame_for(str(users[fn.USER_ID].iloc[21]), [warm_track]).assign(
+        **{fn.TRACK_ID: None}))  # fmt: skip
+    cold_scores(other, model.scorer.score(other), lambda p: calls.append(p) or model.scorer.score(p))
+    assert calls == []
