@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from encore.io import write_text_atomic
-from training.results import ResultsTable, markdown_summary, paired_grid_table, pattern_table, summarize
+from training.results import ResultsTable, markdown_summary, paired_grid_table, pattern_table, summarize, write_charts
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DOCS = PROJECT_ROOT / "docs"
@@ -102,8 +102,11 @@ def stale_files() -> list[Path]:
     return [p for p, text in expected_files().items() if not p.exists() or p.read_text() != text]
 
 
-def write_docs() -> list[Path]:
-    """Rewrite what differs; returns the files written."""
+def write_docs(charts: bool = False) -> list[Path]:
+    """Rewrite what differs (and, with `charts`, redraw every results folder's charts); returns the files written."""
+    if charts:
+        for folder in result_folders():
+            write_charts(folder, ResultsTable(folder).rows)
     stale = []
     for path, text in expected_files().items():
         if not path.exists() or path.read_text() != text:

@@ -70,10 +70,7 @@ class ResultsTable:
         write_manifests(self.out_dir, [self.out_dir, *(manifests or [])])
         write_text_atomic(self.out_dir / "results.md", markdown_summary(self.rows, reference_auc))
         if not self.rows.empty:
-            write_bytes_atomic(self.out_dir / "results.png", chart_png(self.rows))
-            lift = lift_png(self.rows)
-            if lift is not None:
-                write_bytes_atomic(self.out_dir / "lift.png", lift)
+            write_charts(self.out_dir, self.rows)
 
 
 MANIFESTS = "manifests.jsonl"
@@ -106,6 +103,15 @@ def write_manifests(out_dir: Path, sources: list[Path]) -> None:
     if found:
         text = "".join(json.dumps(found[k], sort_keys=True) + "\n" for k in sorted(found))
         write_text_atomic(out_dir / MANIFESTS, text)
+
+
+def write_charts(out_dir: Path, rows: pd.DataFrame) -> None:
+    """results.png (every cell's AUC), lift.png and lift_gauc.png (the gain over `none` in AUC and GAUC)."""
+    write_bytes_atomic(out_dir / "results.png", chart_png(rows))
+    for metric, name in (("auc", "lift.png"), ("gauc", "lift_gauc.png")):
+        lift = lift_png(rows, metric)
+        if lift is not None:
+            write_bytes_atomic(out_dir / name, lift)
 
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
@@ -364,13 +370,13 @@ def chart_png(rows: pd.DataFrame) -> bytes:
     return _png(fig)
 
 
-def lift_png(rows: pd.DataFrame) -> bytes | None:
-    """AUC gain of each content setting over `none` (seed means), per model: a row of panels per (dataset,
+def lift_png(rows: pd.DataFrame, metric: str = "auc") -> bytes | None:
+    """`metric` gain of each content setting over `none` (seed means), per model: a row of panels per (dataset,
     variant, split), cold first, and a column per feature setting, so where content matters stands out.
     None when the grid has no `none` cells or nothing to compare with them."""
     plt = _pyplot()
     summary = summarize(rows)
-    summary = summary[summary.split.isin(["cold", "test"])]
+    summary = summary[summary.split.isin(["cold", "test"]) & summary[f"{metric}_mean"].notna()]
     if "none" not in set(summary.content) or set(summary.content) == {"none"}:
         return None
     summary = summary.sort_values("split", key=lambda s: s.map({"cold": 0, "test": 1}), kind="stable")
@@ -380,7 +386,7 @@ def lift_png(rows: pd.DataFrame) -> bytes | None:
     # One scale per row, so the feature settings compare at a glance.
     fig, axes = plt.subplots(len(panel_rows), len(settings), figsize=size, squeeze=False, sharey="row")
     for i, ((dataset, variant, split), part) in enumerate(panel_rows):
-        auc = part.pivot_table(index=["features", "model"], columns="content", values="auc_mean", sort=False)
+        auc = part.pivot_table(index=["features", "model"], columns="content", values=f"{metric}_mean", sort=False)
         challengers = [c for c in _content_columns(part) if c != "none"]
         for j, features in enumerate(settings):
             ax = axes[i, j]
@@ -395,7 +401,7 @@ def lift_png(rows: pd.DataFrame) -> bytes | None:
             ax.set_xticks(np.arange(len(cell)) + 0.4 - width / 2, cell.index, rotation=90, fontsize=7)
             ax.set_title(f"{dataset} {variant} — {split}, {features}".replace("  ", " "), fontsize=8)
             if j == 0:
-                ax.set_ylabel("AUC gain over none")
+                ax.set_ylabel(f"{METRIC_LABELS[metric]} gain over none")
         axes[i, -1].legend(fontsize=7, loc="upper right")
     return _png(fig)
 
@@ -427,11 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="output folder (its own results.csv is kept and extended)")
     p.add_argument("--write-docs", action="store_true", help="regenerate the docs' tables from committed CSVs")
     p.add_argument("--check-docs", action="store_true", help="fail when a docs table differs from its CSV")
+    p.add_argument("--charts", action="store_true", help="with --write-docs: also redraw each folder's charts")
     args = p.parse_args(argv)
     if args.write_docs or args.check_docs:
         from training.doc_tables import stale_files, write_docs
 
-        changed = write_docs() if args.write_docs else stale_files()
+        changed = write_docs(args.charts) if args.write_docs else stale_files()
         verb = "rewrote" if args.write_docs else "stale"
         for path in changed:
             print(f"{verb}: {path}")
