@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,6 +104,15 @@ class CellResult:
 
 def train_cell(cell: Cell, encoded: EncodedData) -> CellResult:
     """Train the cell's model (seeded) on the encoded training rows, keep the best epoch, evaluate every split."""
+    started = time.time()
+    model, fitted = fit_cell(cell, encoded)
+    metrics = {split: evaluate(model, tensors) for split, tensors in encoded.evals.items()}
+    return CellResult(cell, model, fitted, metrics, started)
+
+
+def fit_cell(cell: Cell, encoded: EncodedData, on_epoch: Callable | None = None) -> tuple[CTRModel, TrainResult]:
+    """Train the cell's model (seeded), early-stopped on the valid split only; nothing else is evaluated.
+    `on_epoch(log)` sees every epoch's validation log (hyper-parameter search prunes with it)."""
     resample = None
     if cell.data.train_sampler is not None:
         sampler, data, seed = cell.data.train_sampler, cell.data, cell.seed
@@ -113,10 +123,7 @@ def train_cell(cell: Cell, encoded: EncodedData) -> CellResult:
     torch.manual_seed(cell.seed)
     model = cell.model_class(encoded.spec, **cell.model_options)
     print(f"== {cell.data.name} {cell.model} seed {cell.seed}", file=sys.stderr)
-    started = time.time()
-    fitted = fit(model, encoded.train, encoded.evals["valid"], cell.train, resample)
-    metrics = {split: evaluate(model, tensors) for split, tensors in encoded.evals.items()}
-    return CellResult(cell, model, fitted, metrics, started)
+    return model, fit(model, encoded.train, encoded.evals["valid"], cell.train, resample, on_epoch)
 
 
 def save_run(result: CellResult, spec: FeatureSpec, runs_dir: Path) -> Path:

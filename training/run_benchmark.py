@@ -13,6 +13,12 @@ trains a tiny world for two epochs (tests and smoke runs).
     .venv/bin/python training/run_benchmark.py --task recall --dataset synthetic \
         --models BPR,VBPR,FREEDOM,LGMRec --seeds 1,2,3 --threads 1 --out results/recall-synthetic
 
+Settings for any data (training/config.py): the dataset's config file, then --preset bars|taste, then
+--config FILE (YAML or JSON), then --set KEY=VALUE overrides, e.g.
+    .venv/bin/python training/run_benchmark.py --dataset hetrec-lastfm-2k --features id+cat --models DCNv2 \
+        --preset taste --set train.lr=0.001 --set models.DCNv2.model.hidden_units=[128,128] --out results/x
+--tune N searches the first model's settings with Optuna on validation AUC (training/tune.py).
+
 Each finished run also leaves `<out>/runs/<run-id>/` with the feature spec, the ONNX model, the weights
 (safetensors) and a manifest (config, data hashes, metrics, timings, library versions).
 """
@@ -65,6 +71,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--epochs", type=int, default=None, help="override the maximum number of epochs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    c = p.add_argument_group("settings (training/config.py; applied in this order)")
+    c.add_argument(
+        "--preset",
+        default=None,
+        help="named settings: bars (today's Frappe/BARS settings whole) or taste (TASTE's lr 0.005, batch 2048, "
+        "patience 10, per-model embedding sizes; --dataset taste uses it unless another is named)",
+    )
+    c.add_argument("--config", type=Path, default=None, help="YAML or JSON file: {train: {...}, models: {M: ...}}")
+    c.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, repeatable: train.lr=0.005, models.DeepFM.model.hidden_units=[256,256], "
+        "model.embedding_dim=32 (every selected model that takes it)",
+    )
+    o = p.add_argument_group("hyper-parameter search (training/tune.py; Optuna TPE, pruning on valid AUC)")
+    o.add_argument("--tune", type=int, default=None, metavar="TRIALS", help="search with this many trials")
+    o.add_argument("--tune-minutes", type=float, default=None, help="or stop the search after this many minutes")
+    o.add_argument("--tune-space", type=Path, default=None, help="search space (default training/configs/search.json)")
+    o.add_argument("--study", default=None, help="study name (default: dataset_features_content_model)")
     g = p.add_argument_group("generated and implicit-feedback datasets (synthetic)")
     g.add_argument("--cold", action="store_true", help="withhold 20%% of items; report pure-cold and mixed sets")
     g.add_argument("--quick", action="store_true", help="tiny world, at most 2 epochs: a fast end-to-end check")
@@ -136,6 +164,16 @@ def load_config(dataset: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"train": {}, "models": {}}
 
 
+def settings(args: argparse.Namespace, model_classes: dict) -> dict:
+    """The effective config from the dataset's file, the preset, --config and --set (logged, then checked)."""
+    from training.config import build_config, check_config, model_options
+
+    config, layers = build_config(args.dataset, model_options(model_classes), args.preset, args.config, args.overrides)
+    check_config(config, model_classes)
+    print(f"settings: {' < '.join(layers)}", file=sys.stderr)
+    return config
+
+
 def run(args: argparse.Namespace) -> Path:
     # Validate everything cheap before touching data or importing torch.
     model_names = split_list(args.models, "--models")
@@ -164,7 +202,7 @@ def run(args: argparse.Namespace) -> Path:
         raise EncoreError("--models is empty")
     torch.set_num_threads(args.threads)
     data_root = args.data_root or dataset.data_root()
-    config = load_config(args.dataset)
+    config = settings(args, model_classes)
     results = ResultsTable(args.out)
     reference = {m: c["bars_test_auc"] for m, c in config["models"].items() if "bars_test_auc" in c}
     epochs = args.epochs if args.epochs is not None else (2 if args.quick else None)
@@ -211,6 +249,12 @@ def run_cells(data, todo, model_classes, grid, results, reference=None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if args.tune is not None or args.tune_minutes is not None:
+            from training.tune import run_tune
+
+            out = run_tune(args)
+            print(f"search in {out / 'tune.db'}; best settings in {out / 'best.json'}")
+            return 0
         if args.task == "recall":
             from training.recall_benchmark import run_recall
 

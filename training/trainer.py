@@ -107,11 +107,13 @@ def fit(
     valid: TensorSplit,
     cfg: TrainConfig,
     resample: Callable[[int], TensorSplit] | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place and leave it holding the best-validation weights.
 
     `resample(epoch)`, when given, supplies the training rows of every epoch after the first (fresh
     negatives each epoch); `train` is epoch 1. Without it every epoch reuses `train` (fixed negatives).
+    `on_epoch(log)`, when given, sees each epoch's validation log; an exception from it ends training.
     """
     if cfg.precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16, got {cfg.precision!r}")
@@ -134,6 +136,8 @@ def fit(
         samples += len(train)
         log = _validate(model, valid, cfg, epoch, mean_loss, epoch_train, optimizer.param_groups[0]["lr"], cpu)
         history.append(log)
+        if on_epoch is not None:
+            on_epoch(log)
 
         score = log.valid[cfg.monitor]
         if score > best_score + 1e-6:
