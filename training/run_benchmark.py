@@ -102,6 +102,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--label-threshold", type=int, default=None, help="label = num_repeat >= N (default 2; hetrec 250)")
     g.add_argument("--negatives", type=int, default=None, help="negatives per observed row (default 1)")
     g.add_argument("--kcore", type=int, default=None, help="k-core filter (default 5)")
+    g.add_argument(
+        "--train-negatives",
+        default=None,
+        choices=["train", "all"],
+        help="what training negatives exclude: train (default) the user's training rows only; all every play, "
+        "held-out ones included (TASTE's rule, the committed grids'); eval negatives always exclude every play",
+    )
     g.add_argument("--missing-content", default=None, choices=["error", "zeros"], help="items without content")
     g.add_argument("--encoder", default=None, help="audio encoder for content (default mfcc)")
     r = p.add_argument_group("recall task (--task recall)")
@@ -129,6 +136,7 @@ def dataset_options(args: argparse.Namespace, dataset: Dataset) -> dict:
         "label_threshold": args.label_threshold,
         "negatives": args.negatives,
         "kcore": args.kcore,
+        "train_negatives": args.train_negatives,
         "cold_share": 0.2 if args.cold else None,
     }
     protocol = {k: v for k, v in protocol.items() if v is not None}
