@@ -239,11 +239,13 @@ def _oracle_scores(
     n_user_rows: pd.Series,
     n_neg: int,
 ) -> np.ndarray:
-    """Bayes score of a row: P(row is an observed play | user, item, in this set) * P(label | played).
+    """Estimated Bayes score of a row: P(row is an observed play | user, item, in this set) * P(label | played).
 
     An item reaches a user's eval rows as a play with probability ~ P(played) * share, or as a negative with
     probability ~ n_neg * share * n_user / |pool - user's items|; the shares cancel, leaving odds
-    r = P(played) * |pool - user's items| / (n_neg * n_user).
+    r = P(played) * |pool - user's items| / (n_neg * n_user). Approximations (so the "oracle AUC" is an estimate,
+    docs/benchmarks.md "The oracle is an estimate"): min(1, n * pi) for drawing without the item, no
+    (1 - P(played)) factor on the negative side, and the share taken over all of the user's rows.
     """
     users, items = frame[USER].to_numpy(np.int64), frame[ITEM].to_numpy(np.int64)
     p_label, p_played = truth(users, items)
