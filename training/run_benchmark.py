@@ -257,6 +257,9 @@ def run_cells(data, todo, model_classes, grid, results, reference=None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        ctr_only = args.preset or args.config or args.overrides or args.tune is not None or args.tune_minutes
+        if args.task == "recall" and ctr_only:
+            raise EncoreError("--preset, --config, --set and --tune apply to --task ctr only")
         if args.tune is not None or args.tune_minutes is not None:
             from training.tune import run_tune
 
