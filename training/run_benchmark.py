@@ -178,7 +178,7 @@ def settings(args: argparse.Namespace, model_classes: dict) -> dict:
 
     config, layers = build_config(args.dataset, model_options(model_classes), args.preset, args.config, args.overrides)
     check_config(config, model_classes)
-    print(f"settings: {' < '.join(layers)}", file=sys.stderr)
+    print(f"settings: {' < '.join(layers)}", flush=True)  # stdout: stderr's last line stays the error, if any
     return config
 
 
