@@ -21,7 +21,15 @@ from pathlib import Path
 import pandas as pd
 
 from encore.io import write_text_atomic
-from training.results import ResultsTable, markdown_summary, paired_grid_table, pattern_table, summarize, write_charts
+from training.results import (
+    ResultsTable,
+    markdown_summary,
+    mean_std,
+    paired_grid_table,
+    pattern_table,
+    summarize,
+    write_charts,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DOCS = PROJECT_ROOT / "docs"
@@ -59,6 +67,23 @@ def _mask(split: str, metrics: list[str]) -> Callable[[], list[str]]:
     return render
 
 
+def _tuning(name: str) -> Callable[[], list[str]]:
+    """Default against tuned settings (`<name>_default`, `<name>_tuned` result folders): mean ± std over seeds."""
+
+    def render() -> list[str]:
+        lines = ["| settings | seeds | valid AUC | test AUC | test GAUC | best epoch |", "|---|" + "---:|" * 5]
+        for label in ("default", "tuned"):
+            summary = summarize(_rows(f"{name}_{label}")).set_index("split")
+            test, valid = summary.loc["test"], summary.loc["valid"]
+            lines.append(
+                f"| {label} | {test['seeds']} | {mean_std(valid, 'auc')} | {mean_std(test, 'auc')} "
+                f"| {mean_std(test, 'gauc')} | {test['best_epoch']:.1f} |"
+            )
+        return lines
+
+    return render
+
+
 TABLES: dict[str, Callable[[], list[str]]] = {
     "synthetic-cold": _grid("synthetic_grid", "cold", ["gauc", "auc"]),
     "synthetic-test": _grid("synthetic_grid", "test", ["auc", "gauc"]),
@@ -67,6 +92,7 @@ TABLES: dict[str, Callable[[], list[str]]] = {
     "pattern": _pattern,
     "mask-cold": _mask("cold", ["gauc", "auc"]),
     "mask-test": _mask("test", ["auc", "gauc"]),
+    "tuning-hetrec-deepfm": _tuning("tune_hetrec_deepfm"),
 }
 
 

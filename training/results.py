@@ -141,7 +141,7 @@ def _content_columns(part: pd.DataFrame) -> list[str]:
     return [c for c in CONTENT_ORDER if c in seen] + [c for c in seen if c not in CONTENT_ORDER]
 
 
-def _mean_std(cell: pd.Series, metric: str) -> str:
+def mean_std(cell: pd.Series, metric: str) -> str:
     """Mean ± std over seeds; a single seed has no spread, so the cell says "(1 seed)" instead."""
     if cell["seeds"] < 2:
         return f"{cell[metric + '_mean']:.4f} (1 seed)"
@@ -182,7 +182,7 @@ def grid_tables(summary: pd.DataFrame) -> list[str]:
             lines.append("|---|---|" + "---:|" * len(contents))
             for (features, model), cell in part.groupby(["features", "model"], sort=False):
                 by_content = cell.set_index("content")
-                values = [_mean_std(by_content.loc[c], metric) if c in by_content.index else "–" for c in contents]
+                values = [mean_std(by_content.loc[c], metric) if c in by_content.index else "–" for c in contents]
                 lines.append(f"| {features} | {model} | " + " | ".join(values) + " |")
             lines.append("")
     return lines
@@ -203,7 +203,7 @@ def paired_grid_table(summary: pd.DataFrame, split: str, metrics: list[str], con
             cell = part[(part.features == features) & (part.model == model)].set_index("content")
             if cell.empty:
                 continue
-            values = [_mean_std(cell.loc[c], m) if c in cell.index else "–" for m in metrics for c in contents]
+            values = [mean_std(cell.loc[c], m) if c in cell.index else "–" for m in metrics for c in contents]
             lines.append(f"| {features} | {model} | " + " | ".join(values) + " |")
     return lines
 
