@@ -19,9 +19,10 @@ def test_every_table_is_generated_or_marked_not_reproducible(name):
 
 def test_a_changed_csv_number_makes_its_table_stale(tmp_path, monkeypatch):
     """Copy the grid CSVs, change one cell, and the docs no longer match: the check reads the CSV, not the doc."""
-    for folder in ("synthetic_grid", "hetrec_grid", "hetrec_mask_ablation"):
+    for source in doc_tables.result_folders():
+        folder = source.name
         (tmp_path / folder).mkdir()
-        rows = pd.read_csv(doc_tables.RESULTS / folder / "results.csv")
+        rows = pd.read_csv(source / "results.csv")
         if folder == "synthetic_grid":
             rows.loc[(rows.split == "cold") & (rows.model == "LR"), "gauc"] += 0.01
         rows.to_csv(tmp_path / folder / "results.csv", index=False)
