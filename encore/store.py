@@ -22,7 +22,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,15 +35,15 @@ import pyarrow.parquet as pq
 
 from encore import feature_names as fn
 from encore.errors import EncoreError
+from encore.settings import PROJECT_ROOT, EncoreSettings
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-FEATURE_REPO = REPO_ROOT / "feature_repo"
-DEFAULT_DATA_DIR = REPO_ROOT / "data" / "feast"
+FEATURE_REPO = PROJECT_ROOT / "feature_repo"
+DEFAULT_DATA_DIR = PROJECT_ROOT / "data" / "feast"
 DEFAULT_CODEBOOK_SIZE = 32  # TASTE's K; token ids must lie in [0, codebook_size)
 READ_CHUNK = 500  # entities per get_online_features call when loading many
 
@@ -77,8 +76,7 @@ class InvalidTrackError(StoreError):
 
 @dataclass(frozen=True)
 class StoreSettings:
-    """Where the store lives. `from_env` reads ENCORE_FEAST_DATA_DIR, ENCORE_FEAST_PROJECT,
-    ENCORE_FEAST_ONLINE (sqlite|redis) and ENCORE_REDIS_URL."""
+    """Where the store lives; built from ENCORE_FEAST_* and ENCORE_REDIS_URL by `encore.settings` (`.store()`)."""
 
     data_dir: Path = DEFAULT_DATA_DIR
     project: str = "encore"
@@ -91,17 +89,6 @@ class StoreSettings:
             raise StoreError(f"project name {self.project!r}: use letters, digits and '_' only")
         if self.online not in ("sqlite", "redis"):
             raise StoreError(f"ENCORE_FEAST_ONLINE={self.online!r}: expected 'sqlite' or 'redis'")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> StoreSettings:
-        env = os.environ if environ is None else environ
-        defaults = cls()
-        return cls(
-            data_dir=Path(env.get("ENCORE_FEAST_DATA_DIR") or defaults.data_dir),
-            project=env.get("ENCORE_FEAST_PROJECT") or defaults.project,
-            online=env.get("ENCORE_FEAST_ONLINE", defaults.online).lower(),  # type: ignore[arg-type]
-            redis_url=env.get("ENCORE_REDIS_URL") or defaults.redis_url,
-        )
 
     @property
     def offline_dir(self) -> Path:
@@ -296,7 +283,7 @@ class Store:
     """
 
     def __init__(self, settings: StoreSettings | None = None) -> None:
-        self.settings = settings or StoreSettings.from_env()
+        self.settings = settings or EncoreSettings().store()  # ENCORE_FEAST_*, ENCORE_REDIS_URL
         self._feast: FeatureStore | None = None
         self._defs: ModuleType | None = None
         self._init_lock = threading.Lock()
@@ -566,9 +553,3 @@ class Store:
         except Exception as error:  # any failure means "not reachable"; say why in the log
             log.warning("online store ping failed: %s", error)
             return False
-
-
-@lru_cache(maxsize=1)
-def get_store() -> Store:
-    """The process-wide store configured from the environment."""
-    return Store(StoreSettings.from_env())

@@ -35,7 +35,7 @@ def _running_system(tmp_path_factory, redis_url: str, bootstrap_args: list[str])
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ENCORE_")},
         "ENCORE_ARTIFACTS_DIR": str(base / "artifacts"),
-        "ENCORE_DATA_DIR": str(base / "data"),
+        "ENCORE_CACHE_DIR": str(base / "data"),
         "ENCORE_FEAST_DATA_DIR": str(base / "feast"),
         "ENCORE_FEAST_PROJECT": project,
         "ENCORE_FEAST_ONLINE": "redis",

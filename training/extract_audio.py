@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default <world>/content/<encoder>)")
-    p.add_argument("--data-root", type=Path, default=None, help="dataset cache root (default data/, ENCORE_DATA_DIR)")
+    p.add_argument("--data-root", type=Path, default=None, help="dataset cache root (default data/, ENCORE_CACHE_DIR)")
     p.add_argument("--size", default="default", help="synthetic world size: quick, small, default, large")
     p.add_argument("--world-seed", type=int, default=None, help="synthetic world seed")
     p.add_argument("--restart", action="store_true", help="discard finished vectors instead of resuming")

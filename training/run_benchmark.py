@@ -32,8 +32,7 @@ from encore.errors import EncoreError
 if TYPE_CHECKING:
     from training.datasets.dataset import Dataset
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = PROJECT_ROOT / "training" / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -191,7 +191,7 @@ def new_track_id() -> str:
 
 
 def check_track_id(track_id: str) -> str:
-    if not _TRACK_ID_RE.match(track_id):
+    if not _TRACK_ID_RE.fullmatch(track_id):
         raise EmbedError("invalid_request", f"track_id {track_id[:40]!r} does not match {TRACK_ID_PATTERN}")
     return track_id
 
@@ -258,6 +258,6 @@ def bundle_dir(artifacts_dir: Path, bundle_id: str | None) -> Path:
     """The folder of `bundle_id` under artifacts_dir, or the CURRENT one; never a path outside it."""
     if bundle_id is None:
         return current_bundle_path(artifacts_dir)
-    if not _BUNDLE_ID_RE.match(bundle_id):
+    if not _BUNDLE_ID_RE.fullmatch(bundle_id):
         raise EmbedError("invalid_request", f"bad bundle_id {bundle_id[:40]!r}")
     return artifacts_dir / bundle_id

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from fastapi import UploadFile
 
+from encore.settings import EmbedderSettings
 from services.common.limits import BodyLimit
-from services.embedder.config import EmbedderSettings
 from services.embedder.encode import EmbedError
 
 READ_CHUNK = 1 << 20

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Query, Request
 
+from encore.settings import RankerSettings
 from services.common.errors import ServiceError
-from services.ranker.config import RankerSettings
 from services.ranker.pipeline import Ranker
 
 

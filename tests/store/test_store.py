@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from encore import feature_names as fn
+from encore.settings import EncoreSettings
 from encore.store import InvalidTrackError, Store, StoreError, StoreSettings
 from encore.track_table import TrackTable
 from tests.conftest import free_port
@@ -310,17 +311,17 @@ def test_ping(store: Store, tmp_path: Path) -> None:
     assert not Store(StoreSettings(tmp_path, "p", "redis", f"redis://127.0.0.1:{closed_port}/0")).ping()
 
 
-def test_settings_from_env() -> None:
-    settings = StoreSettings.from_env(
-        {
-            "ENCORE_FEAST_DATA_DIR": "/srv/feast",
-            "ENCORE_FEAST_PROJECT": "encore_prod",
-            "ENCORE_FEAST_ONLINE": "Redis",
-            "ENCORE_REDIS_URL": "rediss://:s3cret@cache:6380/2",
-        }
-    )
-    assert settings.data_dir == Path("/srv/feast") and settings.online == "redis"
+def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENCORE_FEAST_DATA_DIR", "/srv/feast")
+    monkeypatch.setenv("ENCORE_FEAST_PROJECT", "encore_prod")
+    monkeypatch.setenv("ENCORE_FEAST_ONLINE", "Redis")
+    monkeypatch.setenv("ENCORE_REDIS_URL", "rediss://:s3cret@cache:6380/2")
+    settings = EncoreSettings().store()
+    assert settings.data_dir == Path("/srv/feast") and settings.online == "redis" and settings.project == "encore_prod"
     assert settings.feast_redis_connection() == "cache:6380,db=2,password=s3cret,ssl=true"
-    assert StoreSettings.from_env({}).online == "sqlite"
+    assert Store().settings == settings  # a store built without settings reads the same variables
+    for name in ("ENCORE_FEAST_DATA_DIR", "ENCORE_FEAST_ONLINE", "ENCORE_FEAST_PROJECT"):
+        monkeypatch.setenv(name, "")  # empty means the default, as before
+    assert EncoreSettings().store() == StoreSettings(redis_url="rediss://:s3cret@cache:6380/2")
     with pytest.raises(StoreError, match="project"):
         StoreSettings(project="no-dashes")

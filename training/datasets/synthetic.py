@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -27,7 +26,8 @@ from tqdm import tqdm
 from encore.errors import EncoreError
 from encore.io import sha256_file, write_json_atomic
 from encore.schema import FieldConfig
-from training.datasets.base import PROJECT_ROOT, DatasetSplits, taste_fields
+from encore.settings import EncoreSettings
+from training.datasets.base import DatasetSplits, taste_fields
 from training.datasets.content import CONTENT_MODES, ContentArrays, MissingPolicy, build_item_content
 from training.datasets.dataset import Dataset, RecallSource
 from training.datasets.protocol import USER, ProtocolConfig, ProtocolSplits, apply_protocol, joined_dataset
@@ -100,8 +100,8 @@ def params_hash(params: WorldParams) -> str:
 
 
 def default_root() -> Path:
-    """Where worlds are cached: $ENCORE_DATA_DIR, else data/ under the repository root (gitignored)."""
-    return Path(os.environ.get("ENCORE_DATA_DIR", PROJECT_ROOT / "data"))
+    """Where worlds are cached: $ENCORE_CACHE_DIR, else data/ under the repository root (gitignored)."""
+    return EncoreSettings().cache_dir
 
 
 # ---- the world on disk -------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from encore.audio import MfccEncoder
+from encore.settings import EmbedderSettings
 from encore.store import Store, StoreSettings
-from services.embedder.config import EmbedderSettings
 from services.embedder.main import create_app
 from tests.services.embedder.helpers import API_KEY, GOOD_BUNDLE, OTHER_REVISION_BUNDLE, Recorder, tone, write_bundle
 

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from encore.artifacts import set_current
 from encore.onnx_scorer import OnnxScorer
+from encore.settings import RankerSettings
 from encore.store import Store
-from services.ranker.config import RankerSettings
 from services.ranker.main import create_app
 from tests.services.error_shape import walk_routes
 from tests.services.ranker.conftest import (
