@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from encore.settings import EncoreSettings
 from services.stack import SERVICES, Stack
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-AUDIO = ROOT.parent / "shared" / "data" / "audio"
+AUDIO = EncoreSettings().datasets_dir / "audio"
 API_KEY = "e2e-key"
 
 pytestmark = pytest.mark.slow
