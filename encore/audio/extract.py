@@ -68,40 +68,55 @@ def extract_catalog(
         if vector is not None:
             n_reused += 1
         else:
-            try:
-                decoded = decode_audio(Path(path).read_bytes(), max_seconds=max_seconds)
-            except AudioError as exc:
-                skipped.append({"track_id": track_id, "code": exc.code, "message": exc.message})
+            vector = _encode_one(encoder, Path(path), max_seconds, done_path)
+            if isinstance(vector, dict):  # refused: one item's problem, not the run's
+                skipped.append({"track_id": track_id, **vector})
                 continue
-            except OSError as exc:  # a missing or unreadable file is one item's problem, not the run's
-                skipped.append({"track_id": track_id, "code": "unreadable", "message": str(exc)})
-                continue
-            vector = encoder.encode_decoded(decoded)
-            _save_npy_atomic(done_path, vector)
         track_ids.append(track_id)
         vectors.append(vector)
 
     layers = np.stack(vectors) if vectors else np.zeros((0, *expected_shape), np.float32)
     content_path = out_dir / CONTENT_FILE
     _save_npz_atomic(content_path, track_ids=np.array(track_ids, dtype=str), layers=layers)
-    manifest = {
+    counts = {"items": len(items), "encoded": len(track_ids), "reused": n_reused, "skipped": len(skipped)}
+    write_json_atomic(out_dir / MANIFEST_FILE, _manifest(encoder, max_seconds, content_path, layers, counts, skipped))
+    return content_path
+
+
+def _encode_one(
+    encoder: AudioEncoder, path: Path, max_seconds: float | None, done_path: Path
+) -> np.ndarray | dict[str, str]:
+    """One track's (L, D) vector, saved to `done_path` for resuming; or why it was skipped (code, message)."""
+    try:
+        decoded = decode_audio(path.read_bytes(), max_seconds=max_seconds)
+    except AudioError as exc:
+        return {"code": exc.code, "message": exc.message}
+    except OSError as exc:  # a missing or unreadable file
+        return {"code": "unreadable", "message": str(exc)}
+    vector = encoder.encode_decoded(decoded)
+    _save_npy_atomic(done_path, vector)
+    return vector
+
+
+def _manifest(
+    encoder: AudioEncoder,
+    max_seconds: float | None,
+    content_path: Path,
+    layers: np.ndarray,
+    counts: dict[str, int],
+    skipped: list[dict[str, str]],
+) -> dict[str, Any]:
+    return {
         "kind": "audio_content",
-        "encoder": info,
+        "encoder": encoder.describe(),
         # torch / onnx (numpy for MFCC): how the vectors were computed; the precision is in encoder.params.
         "runtime": getattr(encoder, "runtime", "numpy"),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "max_seconds": max_seconds,
-        "counts": {
-            "items": len(items),
-            "encoded": len(track_ids),
-            "reused": n_reused,
-            "skipped": len(skipped),
-        },
+        "counts": counts,
         "skipped": skipped,
         "files": {CONTENT_FILE: {"sha256": sha256_file(content_path), "shape": list(layers.shape)}},
     }
-    write_json_atomic(out_dir / MANIFEST_FILE, manifest)
-    return content_path
 
 
 def load_catalog(out_dir: str | Path) -> tuple[list[str], np.ndarray, dict[str, Any]]:
