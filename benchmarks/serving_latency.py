@@ -181,8 +181,8 @@ def services(world: ServingWorld, ranker_workers: int, n_candidates: int, log_di
     env = {
         **os.environ,
         **world.env(),
-        "ENCORE_RETRIEVER_URL": f"http://127.0.0.1:{ports['retriever']}",
-        "ENCORE_CANDIDATES": str(n_candidates),
+        "ENCORE_RANKER_RETRIEVER_URL": f"http://127.0.0.1:{ports['retriever']}",
+        "ENCORE_RANKER_CANDIDATES": str(n_candidates),
         "ENCORE_RETRIEVER_REFRESH_S": "0",
         "ENCORE_LOG_LEVEL": "warning",
         "OMP_NUM_THREADS": "1",

@@ -160,7 +160,7 @@ def _embed_response(
     if result.truncated:
         note = (
             f"only the first {result.seconds_used:.1f} s of {result.duration_seconds:.1f} s were encoded "
-            f"(ENCORE_MAX_AUDIO_SECONDS={settings.max_audio_seconds:g})"
+            f"(ENCORE_EMBEDDER_MAX_AUDIO_SECONDS={settings.max_audio_seconds:g})"
         )
     return EmbedResponse(
         track_id=track_id,
