@@ -29,7 +29,9 @@ def get_serving_ranker(request: Request) -> Ranker:
 
 def get_k(
     request: Request,
-    k: Annotated[int | None, Query(description="How many tracks to return (1..ENCORE_RANKER_MAX_K)", examples=[10])] = None,
+    k: Annotated[
+        int | None, Query(description="How many tracks to return (1..ENCORE_RANKER_MAX_K)", examples=[10])
+    ] = None,
 ) -> int:
     settings = get_settings(request)
     if k is None:
