@@ -56,7 +56,10 @@ def variable_names(field: FieldInfo) -> list[str]:
 
 
 class _Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    # populate_by_name: callers and tests pass fields by name (RankerSettings(max_k=10)). pydantic-settings then
+    # also reads the variable env_prefix + field name, so the prefix keeps it inside ENCORE_ (and every field's
+    # ENCORE_<FIELD> is one of its names: tests/test_configuration_doc.py).
+    model_config = SettingsConfigDict(env_prefix="ENCORE_", extra="ignore", populate_by_name=True)
 
     @model_validator(mode="after")
     def _warn_old_names(self) -> _Settings:

@@ -60,6 +60,27 @@ def test_every_variable_name_is_spelled_by_its_service() -> None:
     assert not set(current) & set(settings.deprecated_names())
 
 
+def test_only_listed_encore_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Generic names (REDIS_URL, API_KEY, MAX_K) never configure Encore; only the listed ENCORE_* names do."""
+    for name, value in {
+        "REDIS_URL": "redis://other:1/0",
+        "API_KEY": "leak",
+        "MAX_K": "7",
+        "LOG_LEVEL": "debug",
+    }.items():
+        monkeypatch.setenv(name, value)
+    ranker = RankerSettings()
+    assert (ranker.redis_url, ranker.api_key.get_secret_value(), ranker.max_k, ranker.log_level) == (
+        "redis://127.0.0.1:6379/0",
+        "",
+        100,
+        "info",
+    )
+    for _, cls, _ in settings.SECTIONS:  # pydantic-settings also reads ENCORE_<field name>: it must be listed
+        for name, field in settings.own_fields(cls).items():
+            assert f"ENCORE_{name.upper()}" in settings.variable_names(field), (cls.__name__, name)
+
+
 def test_old_names_still_work_with_a_warning(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("ENCORE_CANDIDATES", "321")
     monkeypatch.setenv("ENCORE_DATA_DIR", "/tmp/encore-old-cache")
