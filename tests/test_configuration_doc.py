@@ -37,6 +37,14 @@ def test_the_doc_is_the_settings_module_output() -> None:
     assert documented == settings.all_variable_names() - set(settings.deprecated_names())
 
 
+def test_the_docs_name_only_current_variables() -> None:
+    """A renamed or removed variable in a page would send a reader to a setting that is ignored or deprecated."""
+    current = settings.all_variable_names() - set(settings.deprecated_names())
+    pages = [p for p in sorted((ROOT / "docs").rglob("*.md")) if p != DOC]  # DOC lists the old names on purpose
+    named = {(p.name, n) for p in pages for n in re.findall(r"\bENCORE_[A-Z0-9_]*[A-Z0-9]\b", p.read_text())}
+    assert not {(page, n) for page, n in named if n not in current}
+
+
 def test_no_module_reads_the_environment_but_the_settings_module() -> None:
     readers = {
         str(path.relative_to(ROOT))
