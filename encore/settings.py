@@ -231,6 +231,16 @@ class RankerSettings(ServiceSettings):
         description="an id the store does not know is not re-read for this long",
         ge=0,
     )
+    cold_panel_weight: float | None = setting(
+        None,
+        "ENCORE_RANKER_COLD_PANEL_WEIGHT",
+        "ENCORE_COLD_PANEL_WEIGHT",
+        description="how far a new track's score follows this listener's place among the bundle's reference panel "
+        "(1) rather than how good a cold match it is overall (0); empty: the bundle's own "
+        "(encore/cold_calibration.py)",
+        ge=0,
+        le=1,
+    )
     expected_spec_hash: str = setting(
         "",
         "ENCORE_RANKER_EXPECTED_SPEC_HASH",
@@ -299,6 +309,14 @@ class RetrieverSettings(ServiceSettings):
         "ENCORE_RETRIEVER_MAX_ABS_CONTENT",
         description="`POST /items` refuses a content value with |x| above this (the content transform's bound)",
         gt=0,
+    )
+    retriever_cold_share: float = setting(
+        0.3,
+        "ENCORE_RETRIEVER_COLD_SHARE",
+        description="at least this share of a known user's candidates are tracks added since the bundle (their "
+        "best-matching ones), so new tracks reach the ranker; 0: new tracks compete on raw scores alone",
+        ge=0,
+        le=1,
     )
     retriever_model: str = setting(
         "",

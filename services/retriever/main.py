@@ -99,6 +99,7 @@ def search_options(settings: RetrieverSettings) -> SearchOptions:
         ivf_nprobe=settings.retriever_ivf_nprobe,
         ivf_target_recall=settings.retriever_ivf_target_recall,
         model=settings.retriever_model,
+        cold_share=settings.retriever_cold_share,
     )
 
 
