@@ -3,7 +3,7 @@
 Naming: settings shared by several parts (store, key, folders, encoder) are `ENCORE_*`; a service's own settings
 are `ENCORE_RANKER_*`, `ENCORE_RETRIEVER_*` or `ENCORE_EMBEDDER_*`; a setting about calling another service is
 named from the caller's side (`ENCORE_RANKER_RETRIEVER_URL`). Every field names its variable explicitly (the
-first name in `env(...)`); the names after it are old names that still work, with a DeprecationWarning.
+first name given to `setting(...)`); the names after it are old names that still work, with a DeprecationWarning.
 
 The classes: `EncoreSettings` (folders, store, encoder: training and services), `ServiceSettings` (what every
 HTTP service adds: key, limits), and `RankerSettings`, `RetrieverSettings`, `EmbedderSettings`.
@@ -38,20 +38,15 @@ _warned: set[tuple[str, str]] = set()
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
-def env(name: str, *old: str) -> AliasChoices:
-    """The variable a field reads (`name`), then its deprecated old names, in order (the first one set wins)."""
-    return AliasChoices(name, *old)
-
-
 def setting(default: Any, name: str, *old: str, description: str, **constraints: Any) -> Any:
-    """A settings field read from the variable `name` (or its `old` names, deprecated)."""
-    return Field(default, validation_alias=env(name, *old), description=description, **constraints)
+    """A settings field read from the variable `name`, else from its deprecated `old` names (the first set wins)."""
+    return Field(default, validation_alias=AliasChoices(name, *old), description=description, **constraints)
 
 
 def variable_names(field: FieldInfo) -> list[str]:
     """[current name, *deprecated names] of a settings field."""
     alias = field.validation_alias
-    assert isinstance(alias, AliasChoices), "every setting names its variable with env(...)"
+    assert isinstance(alias, AliasChoices), "every setting names its variable with setting(...)"
     return [str(choice) for choice in alias.choices]
 
 
