@@ -1,5 +1,6 @@
 """The online store on a real Redis Cluster (issue 23): memory per track and per user, bulk write and read
-rates through encore.store (Feast, redis_type: redis_cluster), and the failover time when a master dies.
+rates through encore.store (Feast, redis_type: redis_cluster; the same writes and reads on one plain
+redis-server beside them), and the failover time when a master dies.
 
     .venv/bin/python -m benchmarks.redis_cluster_failover --tracks 20000 --users 20000 --kills 3 \
         --out docs/results/redis_cluster
@@ -57,6 +58,45 @@ def used_memory(cluster: LocalCluster) -> int:
     import redis
 
     return sum(int(redis.Redis(port=p).info("memory")["used_memory"]) for p in cluster.masters())
+
+
+def single_redis(n_tracks: int, n_users: int, folder: Path) -> dict:
+    """The same writes and reads on one plain redis-server (ENCORE_FEAST_ONLINE=redis), side by side."""
+    import subprocess
+
+    import redis
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+                              stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        store = Store(StoreSettings(folder / "feast-single", "bench", "redis", f"redis://127.0.0.1:{port}/0"))
+        store.apply()
+        users, meta, content = frames(n_tracks, n_users)
+        base = int(client.info("memory")["used_memory"])
+        t0 = time.perf_counter()
+        store.materialize_frames(None, meta, content)
+        write_s = time.perf_counter() - t0
+        per_track = (int(client.info("memory")["used_memory"]) - base) / n_tracks
+        t0 = time.perf_counter()
+        assert len(store.get_tracks(meta[fn.TRACK_ID])) == n_tracks
+        read_s = time.perf_counter() - t0
+        return {"bytes_per_track": per_track, "write_tracks_per_s": n_tracks / write_s,
+                "read_tracks_per_s": n_tracks / read_s}  # fmt: skip
+    finally:
+        server.kill()
+        server.wait(timeout=10)
 
 
 def one_kill(n_tracks: int, n_users: int, folder: Path) -> dict:
@@ -140,12 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kills", type=int, default=3)
     p.add_argument("--out", type=Path, default=Path("docs/results/redis_cluster"))
     args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="encore-single-bench-") as folder:
+        single = single_redis(args.tracks, args.users, Path(folder))
+    print(f"single redis: {single}", file=sys.stderr)
     runs = []
     for i in range(args.kills):
         with tempfile.TemporaryDirectory(prefix="encore-cluster-bench-") as folder:
             runs.append(one_kill(args.tracks, args.users, Path(folder)))
         print(f"run {i + 1}: {runs[-1]}", file=sys.stderr)
-    result = {"tracks": args.tracks, "users": args.users, "node_timeout_ms": NODE_TIMEOUT_MS, "runs": runs}
+    result = {"tracks": args.tracks, "users": args.users, "node_timeout_ms": NODE_TIMEOUT_MS, "runs": runs,
+              "single_redis": single}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "results.json", result)
     keys = ["bytes_per_track", "bytes_per_user", "write_tracks_per_s", "write_users_per_s", "read_tracks_per_s",
@@ -155,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     for key in keys:
         values = [r[key] for r in runs]
         lines.append(f"| {key} | " + " | ".join(f"{v:,.2f}" for v in values) + f" | {np.median(values):,.2f} |")
+    lines.append("")
+    shown = "; ".join(f"{k} {v:,.2f}" for k, v in single.items())
+    lines.append(f"One plain redis-server, same frames: {shown}.")
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
