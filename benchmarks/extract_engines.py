@@ -27,16 +27,17 @@ import soundfile as sf
 from encore.audio.decode import decode_audio
 from encore.audio.extract import load_catalog
 from encore.io import write_json_atomic
+from training.datasets.dataset import shared_data_root
 
 ROOT = Path(__file__).resolve().parents[1]
-AUDIO = ROOT.parent / "shared" / "data" / "audio"
 
 
 def build_files(folder: Path, n: int, seconds: float = 15.0) -> list[Path]:
     """n excerpts of `seconds`, round-robin over the real clips, each starting further into its clip."""
-    clips = sorted(p for p in AUDIO.iterdir() if p.suffix != ".csv")
+    audio_dir = shared_data_root() / "audio"
+    clips = sorted(p for p in audio_dir.iterdir() if p.suffix != ".csv") if audio_dir.is_dir() else []
     if not clips:
-        raise SystemExit(f"no audio under {AUDIO}")
+        raise SystemExit(f"no audio under {audio_dir} (set ENCORE_DATA_ROOT)")
     folder.mkdir(parents=True, exist_ok=True)
     decoded = [decode_audio(p.read_bytes(), max_seconds=None) for p in clips]
     paths = []
