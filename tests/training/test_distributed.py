@@ -118,3 +118,21 @@ def test_two_rank_run_ends_within_seed_noise_of_one_rank(tmp_path: Path) -> None
     assert manifest["threads"] == max(1, (os.cpu_count() or 1) // 2)  # per rank: no oversubscription
     one = json.loads((tmp_path / "one" / "runs" / "frappe_all_none_FM_s1" / "manifest.json").read_text())
     assert one["world_size"] == 1 and one["batch_size_per_rank"] == one["train_config"]["batch_size"]
+
+
+def test_trainer_imports_without_service_dependencies() -> None:
+    """The lent GPU machines have torch and onnxruntime but no Feast or web stack: the trainer, the benchmark
+    entry point and the Frappe loader must import without them."""
+    code = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('feast', 'fastapi', 'redis', 'uvicorn', 'starlette', 'httpx', 'aiohttp', 'faiss'):
+            raise ImportError('service-only: ' + name)
+sys.meta_path.insert(0, Block())
+import training.cell, training.distributed, training.run_benchmark, training.trainer
+from training.datasets.registry import get_dataset
+get_dataset('frappe')
+"""
+    proc = _run([sys.executable, "-c", code])
+    assert proc.returncode == 0, proc.stderr[-2000:]
