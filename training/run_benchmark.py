@@ -232,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.task == "recall":
             from training.recall_benchmark import run_recall
 
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would write the same files
+                raise EncoreError("--task recall does not run data-parallel yet: launch it without torchrun")
             if args.threads is None:
                 args.threads = os.cpu_count() or 1
             out = run_recall(args)

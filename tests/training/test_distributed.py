@@ -136,3 +136,13 @@ get_dataset('frappe')
 """
     proc = _run([sys.executable, "-c", code])
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_recall_task_refuses_torchrun(tmp_path: Path) -> None:
+    """Not data-parallel yet: under torchrun every rank would write the same files, so it stops at once."""
+    env = os.environ | {"PYTHONPATH": str(ROOT), "WORLD_SIZE": "2"}
+    command = [sys.executable, str(ROOT / "training" / "run_benchmark.py"), "--task", "recall", "--dataset",
+               "synthetic", "--models", "BPR", "--out", str(tmp_path / "out")]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert proc.returncode == 2 and "does not run data-parallel yet" in proc.stderr
+    assert not (tmp_path / "out").exists()
