@@ -106,8 +106,8 @@ class EncoreSettings(_Settings):
         description="Feast registry, SQLite online db, offline parquet parts",
     )
     feast_project: str = setting("encore", "ENCORE_FEAST_PROJECT", description="Feast project (key prefix in Redis)")
-    feast_online: Literal["sqlite", "redis"] = setting(
-        "sqlite", "ENCORE_FEAST_ONLINE", description="online store: `sqlite` or `redis`"
+    feast_online: Literal["sqlite", "redis", "redis_cluster"] = setting(
+        "sqlite", "ENCORE_FEAST_ONLINE", description="online store: `sqlite`, `redis` or `redis_cluster`"
     )
     redis_url: str = setting(
         "redis://127.0.0.1:6379/0",

@@ -24,6 +24,7 @@ ENVIRON_ALLOWED = {
     "encore/settings.py": "the settings module itself (deprecated-name warnings)",
     "services/stack.py": "copies the environment into the three service processes it starts",
     "training/datasets/hetrec.py": "sets HF_HUB_OFFLINE, a library switch, before loading the text model",
+    "training/distributed.py": "reads the launcher's WORLD_SIZE, RANK, LOCAL_RANK (torchrun's contract, not settings)",
 }
 
 
