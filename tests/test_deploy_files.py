@@ -34,7 +34,6 @@ SERVICE_PORTS = {"ranker": 8000, "retriever": 8001, "embedder": 8002}
 ALL_SERVICES = {"redis", "bootstrap", *SERVICE_PORTS}
 
 
-
 # --- helpers ----------------------------------------------------------------------------------------------
 
 
