@@ -21,8 +21,8 @@ SCORE = "return odds / (1 + odds) * p_label"
 MUTATIONS = {
     "early-stop-on-test": (
         "training/cell.py",
-        'fit(model, encoded.train, encoded.evals["valid"], cell.train, resample, on_epoch)',
-        'fit(model, encoded.train, encoded.evals["test"], cell.train, resample, on_epoch)',
+        'fit(model, dist.shard(encoded.train), encoded.evals["valid"], cell.train, resample, dist, on_epoch)',
+        'fit(model, dist.shard(encoded.train), encoded.evals["test"], cell.train, resample, dist, on_epoch)',
         "test_the_best_epoch",
     ),
     "spec-fit-on-all-splits": (
