@@ -2,7 +2,9 @@
 
 ENCORE_ARTIFACTS_DIR, ENCORE_API_KEY, ENCORE_LOG_LEVEL (ServiceSettings), ENCORE_PORT, ENCORE_MAX_UPLOAD_MB,
 ENCORE_MAX_AUDIO_SECONDS, ENCORE_ENCODER, ENCORE_WEIGHTS_DIR, ENCORE_ENCODER_RUNTIME, ENCORE_ENCODER_THREADS,
-ENCORE_RETRIEVER_URL, ENCORE_RETRIEVER_TIMEOUT_S, ENCORE_CONCURRENCY, ENCORE_MAX_UPLOADS_IN_FLIGHT; the
+ENCORE_RETRIEVER_URL, ENCORE_RETRIEVER_TIMEOUT_S, ENCORE_CONCURRENCY, ENCORE_MAX_UPLOADS_IN_FLIGHT,
+ENCORE_EVENTS_MAX_BATCH, ENCORE_EVENTS_MAX_FUTURE_S, ENCORE_EVENTS_RETENTION_DAYS, ENCORE_EVENTS_RECENT_N,
+ENCORE_EVENTS_COMPACT_PARTS; the
 store reads ENCORE_FEAST_DATA_DIR, ENCORE_FEAST_PROJECT, ENCORE_FEAST_ONLINE and ENCORE_REDIS_URL
 (encore.store.StoreSettings).
 """
@@ -38,6 +40,12 @@ class EmbedderSettings(ServiceSettings):
     # Uploads held in memory at once (read, decoding, encoding or waiting for a core); beyond: 503 + Retry-After.
     # Each may take ~2.5x its file size while decoded, so this times ENCORE_MAX_UPLOAD_MB bounds upload memory.
     max_uploads_in_flight: int = Field(4, ge=1)
+    # POST /events (encore/events.py, docs/events.md)
+    events_max_batch: int = Field(1000, ge=1, le=10_000)  # events per request; more: 413
+    events_max_future_s: float = Field(300.0, ge=0)  # an event time further ahead than this is refused
+    events_retention_days: float = Field(7.0, gt=0)  # seen event ids kept; older events are refused
+    events_recent_n: int = Field(50, ge=1, le=1000)  # events kept in user_activity.recent_tracks
+    events_compact_parts: int = Field(64, ge=2)  # parts per level of the offline log before they are merged
 
     @property
     def max_upload_bytes(self) -> int:
