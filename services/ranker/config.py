@@ -21,6 +21,9 @@ class RankerSettings(ServiceSettings):
     user_cache_size: int = Field(100_000, ge=1)
     track_table_max_age_s: float = Field(300.0, gt=0)  # TrackTable re-reads known tracks after this
     track_miss_ttl_s: float = Field(1.0, ge=0)  # an id the store does not know is not re-read for this long
+    # Read user_activity (POST /events) on every request: recent tracks filtered, fold-in for new listeners.
+    read_events: bool = True
+    foldin_candidates: int = Field(50, ge=1)  # a new listener's fold-in candidates the model orders (activity.py)
     expected_spec_hash: str = ""  # when set, bundles built for another feature spec are refused
 
     @model_validator(mode="after")
