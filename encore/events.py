@@ -24,6 +24,7 @@ are refused (their ids may have been forgotten, so a repeat could not be recogni
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -172,7 +173,7 @@ class Activity:
 
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EVENT_TYPES, 0))
     recent: list[tuple[int, str, str]] = field(default_factory=list)  # (ts_us, track_id, type), newest first
-    profile_sum: list[float] = field(default_factory=list)
+    profile_sum: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     profile_n: int = 0
     stamp_us: int = 0  # event_timestamp of the last pushed row; strictly increasing
 
@@ -181,10 +182,12 @@ class Activity:
         if not text:
             return cls()
         doc = json.loads(text)
-        return cls(doc["counts"], [tuple(r) for r in doc["recent"]], doc["profile_sum"], doc["profile_n"], doc["stamp"])
+        profile = np.frombuffer(base64.b64decode(doc["profile_sum"]), dtype="<f8").copy()
+        return cls(doc["counts"], [tuple(r) for r in doc["recent"]], profile, doc["profile_n"], doc["stamp"])
 
     def to_json(self) -> str:
-        doc = {"counts": self.counts, "recent": self.recent, "profile_sum": self.profile_sum}
+        profile = base64.b64encode(self.profile_sum.astype("<f8").tobytes()).decode()  # exact, and fast to parse
+        doc = {"counts": self.counts, "recent": self.recent, "profile_sum": profile}
         return json.dumps(doc | {"profile_n": self.profile_n, "stamp": self.stamp_us}, separators=(",", ":"))
 
     def fold(self, event: Event, embedding: np.ndarray | None, recent_n: int) -> None:
@@ -194,13 +197,13 @@ class Activity:
         del self.recent[recent_n:]
         if embedding is not None and label(event.type, event.ms) == 1:
             if len(self.profile_sum) != len(embedding):  # first vector, or the encoder changed: start again
-                self.profile_sum, self.profile_n = [0.0] * len(embedding), 0
-            self.profile_sum = (np.asarray(self.profile_sum) + embedding.astype(np.float64)).tolist()
+                self.profile_sum, self.profile_n = np.zeros(len(embedding), np.float64), 0
+            self.profile_sum = self.profile_sum + embedding
             self.profile_n += 1
 
     def row(self, user_id: str) -> dict[str, Any]:
         plays, skips = self.counts["play"], self.counts["skip"]
-        profile = np.asarray(self.profile_sum, np.float64) / max(self.profile_n, 1)
+        profile = self.profile_sum / max(self.profile_n, 1)
         stamp = pd.Timestamp(self.stamp_us, unit="us", tz="UTC")
         return {
             fn.USER_ID: user_id,
