@@ -152,13 +152,25 @@ def run_phase(name: str, stack: Stack, batches: Batches, users: list[str], args,
     stop.set()
     for thread in threads:
         thread.join()
-    row = {"phase": name, "senders": senders, **rec, **ingest_summary(results, time.monotonic() - started)}
+    row = {
+        "store": args.online,
+        "workers": args.workers,
+        "phase": name,
+        "senders": senders,
+        **rec,
+        **ingest_summary(results, time.monotonic() - started),
+    }
     print(json.dumps(row), flush=True)
     return row
 
 
-def write_results(rows: list[dict], notes: list[str]) -> None:
+def write_results(rows: list[dict], notes: list[str], append: bool) -> None:
     OUT_CSV.parent.mkdir(parents=True, exist_ok=True)
+    if append and OUT_CSV.exists():
+        with OUT_CSV.open(newline="") as fh:
+            rows = [*csv.DictReader(fh), *rows]
+        text = DOC.read_text().split(TABLE_START, 1)[1].split(TABLE_END, 1)[0]
+        notes = [line for line in text.splitlines() if line.startswith("Run ")] + notes
     with OUT_CSV.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -171,7 +183,7 @@ def write_results(rows: list[dict], notes: list[str]) -> None:
 
 def markdown_table(rows: list[dict], notes: list[str]) -> str:
     """The docs table, made from the CSV rows only."""
-    cols = ["phase", "senders", "events_per_s", "batch_p50_ms", "batch_p99_ms", "batch_errors"]
+    cols = ["store", "workers", "phase", "senders", "events_per_s", "batch_p50_ms", "batch_p99_ms", "batch_errors"]
     cols += ["recommend_n", "recommend_p50_ms", "recommend_p99_ms", "recommend_errors"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(row[c]) for c in cols) + " |" for row in rows]
@@ -187,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
     parser.add_argument("--senders", type=int, default=4, help="concurrent senders in the ingest phase")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers per service")
+    parser.add_argument("--append", action="store_true", help="add the rows to the CSV instead of replacing it")
     parser.add_argument("--no-write", action="store_true", help="print only; leave the CSV and the docs alone")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -212,11 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     notes = [
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores (shared with other jobs, "
         f"client on the same machine), {args.workers} worker(s) per service, {args.online} store, quick world "
-        f"({len(tracks)} tracks); `python -m benchmarks.events_ingest --online {args.online} "
+        f"({len(tracks)} tracks{', reused' if args.world else ''}); `python -m benchmarks.events_ingest "
+        f"{'--world <dir> --project ' + args.project + ' ' if args.world else ''}--online {args.online} "
         f"--seconds {args.seconds:g} --senders {args.senders} --workers {args.workers}`.",
     ]
     if not args.no_write:
-        write_results(rows, notes)
+        write_results(rows, notes, args.append)
         print(f"wrote {OUT_CSV.relative_to(ROOT)} and the table in {DOC.relative_to(ROOT)}", flush=True)
     return 0
 
