@@ -13,6 +13,8 @@ One batch (POST /events on the embedder) goes through `EventLog.ingest`:
    d. every listener of the batch gets their `user_activity` row pushed online, stamped with a per-listener
       increasing time, so a newer row is never replaced by an older one (Redis refuses older stamps; SQLite keeps
       the last write, and pushes happen in lock order).
+   Batches that arrive while another is being written are written together next (group commit: one part, one
+   commit, one push for all of them), each answered with its own counts.
    A failure anywhere raises `EventStoreUnavailable` (HTTP 503; the client retries the same batch). A retry after
    (b) only adds offline rows with ids already logged (every reader keeps the first row per event_id); a retry
    after (c) finds the ids seen and re-pushes the listeners' rows (d), which repairs a lost push. So an event
@@ -321,6 +323,13 @@ class IngestResult:
     users: int  # listeners whose features were pushed
 
 
+@dataclass
+class _Ticket:
+    events: list[Event]
+    result: IngestResult | None = None
+    error: Exception | None = None
+
+
 @dataclass(frozen=True)
 class DeleteResult:
     events: int  # offline rows removed
@@ -349,7 +358,9 @@ class EventLog:
         else:
             self.state = _SqliteState(s.data_dir / "events.db")
         self.folder = s.offline_dir / fn.EVENTS
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the writer of this process (see ingest)
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Ticket] = []
         self._compacting = threading.Lock()
 
     @contextmanager
@@ -365,22 +376,44 @@ class EventLog:
             raise
         except Exception as error:  # the track check reads the store
             raise EventStoreUnavailable(f"track check failed: {type(error).__name__}") from error
-        try:
-            with self._exclusive():
-                return self._write(events)
-        except (EventRefused, EventStoreUnavailable):
-            raise
-        except Exception as error:  # redis / sqlite / OS errors, a failed lock: 503, the client retries
-            log.warning("event batch not written: %s: %s", type(error).__name__, error)
-            raise EventStoreUnavailable(f"event store unavailable: {type(error).__name__}") from error
+        ticket = _Ticket(list(events))
+        with self._queue_lock:
+            self._queue.append(ticket)
+        with self._lock:  # group commit: whoever holds the lock writes every batch queued by then
+            if ticket.result is None and ticket.error is None:
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                self._write_group(group)
+        if ticket.error is not None:
+            raise EventStoreUnavailable(f"event store unavailable: {type(ticket.error).__name__}") from ticket.error
+        assert ticket.result is not None
+        return ticket.result
 
-    def _write(self, events: Sequence[Event]) -> IngestResult:
+    def _write_group(self, group: list[_Ticket]) -> None:
+        try:
+            with self.store.write_lock(LOCK_NAME):
+                results = self._write([t.events for t in group])
+        except Exception as error:  # redis / sqlite / OS errors, a failed lock: 503 for all, the clients retry
+            log.warning("event batches not written: %s: %s", type(error).__name__, error, exc_info=True)
+            for ticket in group:
+                ticket.error = error
+            return
+        for ticket, result in zip(group, results, strict=True):
+            ticket.result = result
+
+    def _write(self, batches: list[list[Event]]) -> list[IngestResult]:
+        """Write batches as one (their order kept: a repeat in a later batch is that batch's duplicate)."""
+        events = [e for batch in batches for e in batch]
         ids = list(dict.fromkeys(e.event_id for e in events))
         seen = self.state.seen(ids)
         fresh: dict[str, Event] = {}
-        for event in events:  # the first occurrence of an unseen id wins
-            if event.event_id not in seen and event.event_id not in fresh:
-                fresh[event.event_id] = event
+        accepted = []
+        for batch in batches:
+            before = len(fresh)
+            for event in batch:  # the first occurrence of an unseen id wins
+                if event.event_id not in seen and event.event_id not in fresh:
+                    fresh[event.event_id] = event
+            accepted.append(len(fresh) - before)
         new = list(fresh.values())
         if new:
             self._append_part(new)
@@ -395,7 +428,10 @@ class EventLog:
         self.state.commit(list(fresh), activities, self.rules.retention_s)
         rows = [activity.row(user) for user, activity in activities.items()]
         self.store.push_online(fn.USER_ACTIVITY, pd.DataFrame(rows))
-        return IngestResult(len(new), len(events) - len(new), len(users))
+        return [
+            IngestResult(n, len(batch) - n, len({e.user_id for e in batch}))
+            for batch, n in zip(batches, accepted, strict=True)
+        ]
 
     def _append_part(self, events: list[Event]) -> None:
         created = pd.Timestamp.now(tz="UTC")

@@ -234,3 +234,33 @@ def test_compaction_merges_parts_and_keeps_every_event_once(store: Store, tracks
 def test_feast_offline_source_reads_the_log(events_client: TestClient, store: Store) -> None:
     source = store.feast.get_data_source(f"{fn.EVENTS}_parquet")
     assert source.path.endswith(fn.EVENTS)
+
+
+def test_batches_written_together_keep_their_own_counts(store: Store, tracks) -> None:
+    """Threads of one process share a writer (group commit); ids repeated across batches count once in all."""
+    from encore.events import Event
+
+    log = EventLog(store, EventRules())
+    user = _user()
+    now = datetime.now(UTC) - timedelta(seconds=1)
+    ids = [f"g-{uuid.uuid4().hex}" for _ in range(40)]
+    batches = [
+        [Event(i, user, tracks[k % DIM], "play", 60_000, now) for i in ids[k * 8 : k * 8 + 16]] for k in range(4)
+    ]
+    results = []
+
+    def send(batch: list) -> None:
+        results.append(log.ingest(batch, set(tracks).intersection))
+
+    threads = [threading.Thread(target=send, args=(b,)) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    distinct = len({e.event_id for b in batches for e in b})
+    assert sum(r.accepted for r in results) == distinct
+    assert sum(r.accepted + r.duplicates for r in results) == sum(len(b) for b in batches)
+    assert store.get_activity([user])[user]["n_play"] == distinct
+    logged = log.read()
+    assert (logged["user_id"] == user).sum() == distinct
+    log.close()
