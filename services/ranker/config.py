@@ -24,6 +24,9 @@ class RankerSettings(ServiceSettings):
     # Read user_activity (POST /events) on every request: recent tracks filtered, fold-in for new listeners.
     read_events: bool = True
     foldin_candidates: int = Field(50, ge=1)  # a new listener's fold-in candidates the model orders (activity.py)
+    # How far a new track's score follows this listener's place among the bundle's reference panel (1) rather
+    # than how good a cold match it is overall (0); unset: the bundle's own (encore/cold_calibration.py).
+    cold_panel_weight: float | None = Field(None, ge=0, le=1)
     expected_spec_hash: str = ""  # when set, bundles built for another feature spec are refused
 
     @model_validator(mode="after")
