@@ -59,6 +59,29 @@ VIEW_FIELDS: dict[str, tuple[str, ...]] = {
     TRACK_META: TRACK_META_FIELDS,
     TRACK_CONTENT: TRACK_CONTENT_FIELDS,
 }
+# Feast dtype of every view field, as str(Field.dtype); encore.store checks that features.py declares the same
+# (the Feast-free online reader decodes by these).
+FIELD_DTYPES: dict[str, str] = {
+    "country": "String",
+    "age": "Int64",
+    "gender": "String",
+    "n_plays": "Int64",
+    "n_tracks": "Int64",
+    "artist_id": "String",
+    "genre": "String",
+    "key": "Int64",
+    "mode": "Int64",
+    "language": "String",
+    "release_year": "Int64",
+    "popularity": "Float32",
+    "embedding": "Array(Float32)",
+    "tokens": "Array(Int64)",
+    "encoder": "String",
+    "encoder_revision": "String",
+    "typicality": "Float32",
+    "tags": "String",
+}
+assert set(FIELD_DTYPES) == {name for fields in VIEW_FIELDS.values() for name in fields}
 VIEW_ENTITY_KEY: dict[str, str] = {USER_PROFILE: USER_ID, TRACK_META: TRACK_ID, TRACK_CONTENT: TRACK_ID}
 TRACK_VIEWS: tuple[str, ...] = (TRACK_META, TRACK_CONTENT)
 PUSH_SOURCE_OF_VIEW: dict[str, str] = {TRACK_META: TRACK_META_PUSH, TRACK_CONTENT: TRACK_CONTENT_PUSH}
