@@ -43,6 +43,7 @@ KNOWN_ENV = {
     "ENCORE_API_KEY": "services/common/settings.py ServiceSettings.api_key",
     "ENCORE_RETRIEVER_URL": "services/embedder/config.py EmbedderSettings.retriever_url (and the ranker's)",
     "ENCORE_DATA_DIR": "training/datasets/synthetic.py default_root (demo-world cache)",
+    "ENCORE_ONNX_DEVICE": "services/common/settings.py ServiceSettings.onnx_device (docker-compose.gpu.yml)",
 }
 CODE_DIRS = ("encore", "services", "training")
 

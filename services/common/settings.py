@@ -1,6 +1,7 @@
 """Settings base: every value from an ENCORE_* environment variable (pydantic-settings)."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +17,9 @@ class ServiceSettings(BaseSettings):
     # settings object that reaches a log or a traceback shows ********** instead of the key.
     api_key: SecretStr = SecretStr("")
     log_level: str = "info"
+    # ONNX Runtime device of every session (encore.onnx_scorer): auto (CUDA when the onnxruntime-gpu build can
+    # load it, else CPU), cuda (refuse to start without it) or cpu.
+    onnx_device: Literal["auto", "cuda", "cpu"] = "auto"
     # Request hardening (services/common/limits.py): any body but an upload is cut off past this (413).
     max_json_mb: float = Field(1.0, gt=0)
     max_in_flight: int = Field(256, ge=1)  # requests handled at once per process; beyond: 503 + Retry-After
