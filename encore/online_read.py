@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from encore.store import StoreSettings
 
 Blob = bytes | None
+Blobs = Sequence[Blob]  # a list, or a 1-d object array
 STRING_TYPE = 2  # feast.types.Value.ValueType.STRING
 SQLITE_CHUNK = 900  # ids per "IN (...)" query (under SQLite's oldest variable limit of 999)
 SQLITE_SCAN_FROM = 20_000  # from this many ids on, one scan of the table beats per-id index probes
@@ -139,7 +140,7 @@ class OnlineReader:
     def __init__(self, settings: StoreSettings):
         self.settings = settings
 
-    def blobs(self, join_key: str, ids: Sequence[str], views: Sequence[str]) -> dict[str, dict[str, list[Blob]]]:
+    def blobs(self, join_key: str, ids: Sequence[str], views: Sequence[str]) -> dict[str, dict[str, Blobs]]:
         raise NotImplementedError
 
 
@@ -161,31 +162,40 @@ class SqliteReader(OnlineReader):
             self._local.conn = conn
         return conn
 
-    def blobs(self, join_key: str, ids: Sequence[str], views: Sequence[str]) -> dict[str, dict[str, list[Blob]]]:
+    def blobs(self, join_key: str, ids: Sequence[str], views: Sequence[str]) -> dict[str, dict[str, Blobs]]:
+        """One row per entity: SQLite pivots the (entity, feature) rows itself, so Python touches each entity once."""
         slots = {entity_key(join_key, i): n for n, i in enumerate(ids)}
-        result: dict[str, dict[str, list[Blob]]] = {}
+        result: dict[str, dict[str, Blobs]] = {}
         conn = self._connection()
         for view in views:
-            columns: dict[str, list[Blob]] = {name: [None] * len(ids) for name in fn.VIEW_FIELDS[view]}
-            query = f"SELECT entity_key, feature_name, value FROM {sqlite_table(self.settings.project, view)}"
-            try:
-                if len(slots) >= SQLITE_SCAN_FROM:
-                    batches = [conn.execute(query)]
-                else:
-                    keys = list(slots)
-                    batches = (
-                        conn.execute(f"{query} WHERE entity_key IN ({','.join('?' * len(chunk))})", chunk)
-                        for chunk in (keys[s : s + SQLITE_CHUNK] for s in range(0, len(keys), SQLITE_CHUNK))
+            names = fn.VIEW_FIELDS[view]
+            pivot = ", ".join("max(CASE WHEN feature_name = ? THEN value END)" for _ in names)
+            query = f"SELECT entity_key, {pivot} FROM {sqlite_table(self.settings.project, view)}"
+            keys = list(slots)
+            if len(keys) >= SQLITE_SCAN_FROM:
+                batches = [(query + " GROUP BY entity_key", list(names))]
+            else:
+                batches = [
+                    (
+                        f"{query} WHERE entity_key IN ({','.join('?' * len(chunk))}) GROUP BY entity_key",
+                        [*names, *chunk],
                     )
-                for cursor in batches:
-                    for key, name, value in cursor:
-                        slot = slots.get(key)
-                        column = columns.get(name)
-                        if slot is not None and column is not None:
-                            column[slot] = value
+                    for chunk in (keys[s : s + SQLITE_CHUNK] for s in range(0, len(keys), SQLITE_CHUNK))
+                ]
+            columns = [np.full(len(ids), None, dtype=object) for _ in names]
+            try:
+                for sql, params in batches:
+                    rows = conn.execute(sql, params).fetchall()
+                    if not rows:
+                        continue
+                    found, *values = zip(*rows, strict=True)
+                    positions = np.fromiter((slots.get(k, -1) for k in found), np.int64, count=len(found))
+                    asked = positions >= 0  # a scan also meets entities nobody asked for
+                    for column, fetched in zip(columns, values, strict=True):
+                        column[positions[asked]] = np.array(fetched, dtype=object)[asked]
             except sqlite3.Error as error:
                 raise StoreError(f"online store {self.settings.sqlite_path}, view {view}: {error}") from error
-            result[view] = columns
+            result[view] = dict(zip(names, columns, strict=True))
         return result
 
 
@@ -198,7 +208,7 @@ class RedisReader(OnlineReader):
 
         self._client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=30)
 
-    def blobs(self, join_key: str, ids: Sequence[str], views: Sequence[str]) -> dict[str, dict[str, list[Blob]]]:
+    def blobs(self, join_key: str, ids: Sequence[str], views: Sequence[str]) -> dict[str, dict[str, Blobs]]:
         names = [(view, name) for view in views for name in fn.VIEW_FIELDS[view]]
         fields = [redis_field(view, name) for view, name in names]
         suffix = self.settings.project.encode()
@@ -208,7 +218,7 @@ class RedisReader(OnlineReader):
                 for entity_id in ids[start : start + REDIS_CHUNK]:
                     pipe.hmget(entity_key(join_key, entity_id) + suffix, fields)
                 replies.extend(pipe.execute())
-        result: dict[str, dict[str, list[Blob]]] = {view: {} for view in views}
+        result: dict[str, dict[str, Blobs]] = {view: {} for view in views}
         for position, (view, name) in enumerate(names):
             result[view][name] = [reply[position] for reply in replies]
         return result
@@ -251,7 +261,7 @@ class Columns:
 class _Packed:
     """The non-empty blobs of a column joined into one buffer, with each blob's start and length."""
 
-    def __init__(self, blobs: list[Blob]):
+    def __init__(self, blobs: Blobs):
         lengths = np.fromiter((len(b) if b else 0 for b in blobs), np.int64, count=len(blobs))
         self.present = lengths > 0
         self.lengths = lengths[self.present]
@@ -308,7 +318,7 @@ def _scalar_fast(packed: _Packed, dtype: str) -> np.ndarray | None:
     return None
 
 
-def _scalar_column(blobs: list[Blob], dtype: str) -> tuple[np.ndarray, np.ndarray]:
+def _scalar_column(blobs: Blobs, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """(values with the fill where absent, present mask) of one scalar field."""
     packed = _Packed(blobs)
     values = _scalar_fast(packed, dtype)
@@ -335,7 +345,7 @@ def _varint_bytes(value: int) -> bytes:
     return bytes(out)
 
 
-def _array_column(blobs: list[Blob], dtype: str, width: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+def _array_column(blobs: Blobs, dtype: str, width: int | None) -> tuple[np.ndarray, np.ndarray, int]:
     """(n, width) matrix, mask of rows that hold a value of that width, and the width.
 
     `width` None: the most common length among present rows decides. Rows in the usual layout (packed,
