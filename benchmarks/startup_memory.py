@@ -163,7 +163,7 @@ def summarize(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear script
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--catalogs", default="10000,100000")
     parser.add_argument("--before", default="ecc88e0", help="git ref of the 'before' code")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 from pydantic import Field, model_validator
 
 from services.common.settings import ServiceSettings
@@ -21,6 +25,9 @@ class RankerSettings(ServiceSettings):
     user_cache_size: int = Field(100_000, ge=1)
     track_table_max_age_s: float = Field(300.0, gt=0)  # TrackTable re-reads known tracks after this
     track_miss_ttl_s: float = Field(1.0, ge=0)  # an id the store does not know is not re-read for this long
+    # Encoded item inputs, written once and memory-mapped by every worker of this host (one copy in memory);
+    # empty: each worker keeps its own. Must be private to the service's user (0700).
+    item_cache_dir: Path | None = Path(tempfile.gettempdir()) / f"encore-ranker-items-{os.getuid()}"
     expected_spec_hash: str = ""  # when set, bundles built for another feature spec are refused
 
     @model_validator(mode="after")

@@ -45,6 +45,7 @@ def create_app(settings: RankerSettings | None = None, store: Store | None = Non
             ItemFeatures(feature_store, settings.track_table_max_age_s, settings.track_miss_ttl_s, guard),
             n_candidates=settings.candidates,
             metrics=RankerMetrics(app.state.registry),
+            item_cache_dir=settings.item_cache_dir,
         )
         ranker.load()
         try:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -321,10 +322,11 @@ class Ranker:
         item_features: ItemFeatures,
         n_candidates: int,
         metrics: RankerMetrics | None = None,
+        item_cache_dir: Path | None = None,
     ):
         self.holder = holder
         self.user_features, self.retrieve, self.item_features = user_features, retrieve, item_features
-        self.score = Score(ItemInputCache(lambda: self.item_features.table))
+        self.score = Score(ItemInputCache(lambda: self.item_features.table, item_cache_dir))
         self.order = Order()
         self.n_candidates = n_candidates
         self.metrics = metrics or RankerMetrics(CollectorRegistry())
