@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from services.common.settings import ServiceSettings
 
@@ -29,6 +29,11 @@ class RankerSettings(ServiceSettings):
     # empty: each worker keeps its own. Must be private to the service's user (0700).
     item_cache_dir: Path | None = Path(tempfile.gettempdir()) / f"encore-ranker-items-{os.getuid()}"
     expected_spec_hash: str = ""  # when set, bundles built for another feature spec are refused
+
+    @field_validator("item_cache_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _k_fits(self) -> RankerSettings:

@@ -102,3 +102,12 @@ def test_workers_share_one_memory_mapped_copy(trained_bundle: TrainedBundle, sto
         cache.packed(model.spec, "u1", user, items),
         trained_bundle.spec.encode_packed(trained_bundle.frame_for("u1", ["t70", "t3"])),
     )
+
+
+def test_empty_item_cache_dir_setting_means_per_worker(monkeypatch) -> None:
+    from services.ranker.config import RankerSettings
+
+    monkeypatch.setenv("ENCORE_ITEM_CACHE_DIR", "")
+    assert RankerSettings().item_cache_dir is None
+    monkeypatch.setenv("ENCORE_ITEM_CACHE_DIR", "/srv/items")
+    assert str(RankerSettings().item_cache_dir) == "/srv/items"
