@@ -163,6 +163,29 @@ def summarize(runs: list[dict]) -> list[dict]:
     return rows
 
 
+def save(args: argparse.Namespace, argv: list[str] | None, previous: Path, runs: list[dict]) -> list[dict]:
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(runs)
+    earlier = json.loads(previous.read_text())["commands"] if args.append and previous.exists() else []
+    command = "python -m benchmarks.startup_memory " + " ".join(sys.argv[1:] if argv is None else argv)
+    report = {
+        "commands": earlier if earlier and earlier[-1] == command else [*earlier, command],
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "note": "shared 2-core machine under load from other jobs: re-measure on a quiet machine",
+        "workers": args.workers,
+        "runs": runs,
+        "summary": summary,
+    }
+    with atomic_path(args.out / "startup_memory.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    if summary:
+        with atomic_path(args.out / "startup_memory.csv") as tmp, open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(summary[0]))
+            writer.writeheader()
+            writer.writerows(summary)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--catalogs", default="10000,100000")
@@ -182,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     refs = {name: rev_parse(ref)[:12] for name, ref in (("before", args.before), ("after", args.after))}
     previous = args.out / "startup_memory.json"
     runs: list[dict] = json.loads(previous.read_text())["runs"] if args.append and previous.exists() else []
+    summary: list[dict] = []
     for catalog in (int(c) for c in args.catalogs.split(",")):
         label = size_label(catalog)
         world = build_world(WORLDS, catalog, StoreSettings(WORLDS / label / "feast", f"bench_{label}", "sqlite"))
@@ -199,26 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = run_once(versions[version], env, args.workers, args.timeout_s)
                 runs.append({"catalog": catalog, "version": version, "ref": refs[version], "repeat": repeat, **result})
                 print(f"[{label}] {version}: {json.dumps(result)}", flush=True)
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(runs)
-    report = {
-        "commands": [
-            *(json.loads(previous.read_text())["commands"] if args.append and previous.exists() else []),
-            "python -m benchmarks.startup_memory " + " ".join(sys.argv[1:] if argv is None else argv),
-        ],
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "note": "shared 2-core machine under load from other jobs: re-measure on a quiet machine",
-        "workers": args.workers,
-        "runs": runs,
-        "summary": summary,
-    }
-    with atomic_path(args.out / "startup_memory.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-    with atomic_path(args.out / "startup_memory.csv") as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(summary[0]))
-        writer.writeheader()
-        writer.writerows(summary)
+                summary = save(args, argv, previous, runs)  # after every run: a long run can be cut short
     print(json.dumps(summary, indent=2))
     return 0
 
