@@ -28,6 +28,9 @@ class RankerSettings(ServiceSettings):
     # Encoded item inputs, written once and memory-mapped by every worker of this host (one copy in memory);
     # empty: each worker keeps its own. Must be private to the service's user (0700).
     item_cache_dir: Path | None = Path(tempfile.gettempdir()) / f"encore-ranker-items-{os.getuid()}"
+    # How far a new track's score follows this listener's place among the bundle's reference panel (1) rather
+    # than how good a cold match it is overall (0); unset: the bundle's own (encore/cold_calibration.py).
+    cold_panel_weight: float | None = Field(None, ge=0, le=1)
     expected_spec_hash: str = ""  # when set, bundles built for another feature spec are refused
 
     @field_validator("item_cache_dir", mode="before")
