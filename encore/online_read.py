@@ -135,7 +135,7 @@ def decode_value(blob: Blob) -> Any:
 
 
 class OnlineReader:
-    """Raw Value blobs per (view, feature) for a list of entity ids, aligned with the ids (None: no value)."""
+    """Raw Value blobs per (view, feature) for a list of unique entity ids, aligned with them (None: no value)."""
 
     def __init__(self, settings: StoreSettings):
         self.settings = settings
@@ -156,7 +156,7 @@ class SqliteReader(OnlineReader):
         if conn is None:
             path = self.settings.sqlite_path
             try:
-                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, check_same_thread=False)
+                conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=10, check_same_thread=False)
             except sqlite3.Error as error:
                 raise StoreError(f"online store {path}: {error}") from error
             self._local.conn = conn
@@ -165,6 +165,8 @@ class SqliteReader(OnlineReader):
     def blobs(self, join_key: str, ids: Sequence[str], views: Sequence[str]) -> dict[str, dict[str, Blobs]]:
         """One row per entity: SQLite pivots the (entity, feature) rows itself, so Python touches each entity once."""
         slots = {entity_key(join_key, i): n for n, i in enumerate(ids)}
+        if len(slots) != len(ids):
+            raise ValueError("entity ids must be unique")
         result: dict[str, dict[str, Blobs]] = {}
         conn = self._connection()
         for view in views:
