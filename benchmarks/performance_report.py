@@ -26,12 +26,12 @@ def table(report: dict) -> str:
     rows = {(r["catalog"], r["version"]): r for r in report["summary"]}
     lines = [
         "| catalog | version | runs | ready s (median) | PSS MiB / worker | USS MiB / worker | RSS MiB / worker "
-        "| load avg (1 min) | ready: before / after |",
+        "| load avg (1 min) | ready: before / this |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for (catalog, version), r in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1] != "before")):
+    for (catalog, version), r in rows.items():  # the summary's order: by catalog, versions as first run
         before = rows.get((catalog, "before"))
-        ratio = f"{before['ready_s_median'] / r['ready_s_median']:.1f}x" if before and version == "after" else ""
+        ratio = f"{before['ready_s_median'] / r['ready_s_median']:.1f}x" if before and version != "before" else ""
         lines.append(
             f"| {size_label(catalog)} | {version} ({_ref(report, version)}) | {r['runs']} | {r['ready_s_median']:.1f} "
             f"| {r['pss_mib_per_worker_median']:.0f} | {r['uss_mib_per_worker_median']:.0f} "
@@ -52,7 +52,8 @@ def chart(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for version, style in (("before", "o--"), ("after", "s-")):
+    versions = list(dict.fromkeys(r["version"] for r in report["summary"]))
+    for version, style in zip(versions, ("o--", "s-", "^-.", "d:"), strict=False):
         rows = sorted((r for r in report["summary"] if r["version"] == version), key=lambda r: r["catalog"])
         if not rows:
             continue

@@ -143,8 +143,9 @@ def run_once(code: Path, env: dict[str, str], n_workers: int, timeout_s: float) 
 
 def summarize(runs: list[dict]) -> list[dict]:
     rows = []
+    versions = list(dict.fromkeys(r["version"] for r in runs))  # in order of first appearance
     for catalog in sorted({r["catalog"] for r in runs}):
-        for version in ("before", "after"):
+        for version in versions:
             ok = [r for r in runs if r["catalog"] == catalog and r["version"] == version and r["status"] == "ok"]
             if not ok:
                 continue
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--after", default="HEAD", help="git ref of the 'after' code (exported: edits meanwhile are safe)"
     )
+    parser.add_argument("--after-name", default="after", help="the after version's name in the results")
     parser.add_argument("--append", action="store_true", help="add these runs to the existing results")
     parser.add_argument("--before-max-catalog", type=int, default=100_000, help="larger catalogs: after only")
     parser.add_argument("--repeats", type=int, default=2)
@@ -221,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             for version in names if repeat % 2 == 0 else names[::-1]:
                 print(f"[{label}] {version} run {repeat + 1}/{args.repeats} (load {load_average()})", flush=True)
                 result = run_once(versions[version], env, args.workers, args.timeout_s)
-                runs.append({"catalog": catalog, "version": version, "ref": refs[version], "repeat": repeat, **result})
+                name = args.after_name if version == "after" else version
+                runs.append({"catalog": catalog, "version": name, "ref": refs[version], "repeat": repeat, **result})
                 print(f"[{label}] {version}: {json.dumps(result)}", flush=True)
                 summary = save(args, argv, previous, runs)  # after every run: a long run can be cut short
     print(json.dumps(summary, indent=2))
