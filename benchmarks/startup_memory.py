@@ -21,6 +21,7 @@ import csv
 import json
 import os
 import platform
+import shlex
 import socket
 import subprocess
 import sys
@@ -168,7 +169,7 @@ def save(args: argparse.Namespace, argv: list[str] | None, previous: Path, runs:
     args.out.mkdir(parents=True, exist_ok=True)
     summary = summarize(runs)
     earlier = json.loads(previous.read_text())["commands"] if args.append and previous.exists() else []
-    command = "python -m benchmarks.startup_memory " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.startup_memory " + shlex.join(sys.argv[1:] if argv is None else argv)
     report = {
         "commands": earlier if earlier and earlier[-1] == command else [*earlier, command],
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
