@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from encore import feature_names as fn
-from encore.store import StoreError
+from encore.store import REDIS_KINDS, StoreError, redis_client
 
 if TYPE_CHECKING:
     from encore.store import StoreSettings
@@ -202,13 +202,11 @@ class SqliteReader(OnlineReader):
 
 
 class RedisReader(OnlineReader):
-    """HMGET per entity over redis-py pipelines (one round trip per REDIS_CHUNK ids)."""
+    """HMGET per entity over redis-py pipelines (one round trip per REDIS_CHUNK ids; per node on a cluster)."""
 
     def __init__(self, settings: StoreSettings):
         super().__init__(settings)
-        import redis
-
-        self._client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=30)
+        self._client = redis_client(settings, connect_timeout_s=2, timeout_s=30)
 
     def blobs(self, join_key: str, ids: Sequence[str], views: Sequence[str]) -> dict[str, dict[str, Blobs]]:
         names = [(view, name) for view in views for name in fn.VIEW_FIELDS[view]]
@@ -227,7 +225,7 @@ class RedisReader(OnlineReader):
 
 
 def open_reader(settings: StoreSettings) -> OnlineReader:
-    return RedisReader(settings) if settings.online == "redis" else SqliteReader(settings)
+    return RedisReader(settings) if settings.online in REDIS_KINDS else SqliteReader(settings)
 
 
 # --- rows (python values) --------------------------------------------------------------------------------------

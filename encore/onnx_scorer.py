@@ -1,11 +1,11 @@
 """ONNX Runtime sessions for every model Encore serves (ranker scorer, audio encoders, bundle checks).
 
-Providers are chosen in one place, `providers_for`, from one setting, ENCORE_ONNX_DEVICE (ServiceSettings
-.onnx_device; services call `use_device` at start-up): `auto` takes CUDA when this onnxruntime build offers
-it, else the CPU; `cuda` insists on CUDA (a session that could not load it is refused); `cpu` never tries
-CUDA. CUDA comes with the onnxruntime-gpu build (`make install ONNXRUNTIME=gpu`); with the CPU build, or a
-GPU build on a machine whose CUDA libraries do not load, `auto` ends up on the CPU. /readyz reports
-session.get_providers(), what a session really runs on.
+Providers are chosen in one place, `providers_for`, from one setting, ENCORE_ONNX_DEVICE (encore.settings
+ServiceSettings.onnx_device; services call `use_device` at start-up): `auto` takes CUDA when this onnxruntime
+build offers it, else the CPU; `cuda` insists on CUDA (a session that could not load it is refused); `cpu`
+never tries CUDA. CUDA comes with the onnxruntime-gpu build (`make install ONNXRUNTIME=gpu`); with the CPU
+build, or a GPU build on a machine whose CUDA libraries do not load, `auto` ends up on the CPU. /readyz
+reports session.get_providers(), what a session really runs on.
 """
 
 from __future__ import annotations

@@ -11,15 +11,14 @@ import yaml
 from tests.test_deploy_files import (
     COMPOSE,
     DOCKER_DIR,
-    KNOWN_ENV,
     ROOT,
     SERVICE_PORTS,
     _chain,
     _check_compose,
     _compose_env,
-    _env_names_read_by_code,
     _installed_packages,
     _parse_dockerfile,
+    _settings_names,
 )
 
 COMPOSE_GPU = ROOT / "docker-compose.gpu.yml"
@@ -63,4 +62,5 @@ def test_each_image_holds_one_onnxruntime_build(service: str) -> None:
 
 def test_gpu_env_names_are_known_and_read(gpu: dict[str, Any]) -> None:
     used = {k for s in gpu["services"].values() for k in _compose_env(s)}
-    assert used <= set(KNOWN_ENV) and used <= _env_names_read_by_code()
+    current, _ = _settings_names()
+    assert used and used <= current, sorted(used - current)

@@ -8,10 +8,10 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from encore.onnx_scorer import use_device
+from encore.settings import ServiceSettings
 from services.common.errors import OnError, add_error_handlers
 from services.common.limits import BodyLimit, RequestGuard, json_limit
 from services.common.observability import add_observability
-from services.common.settings import ServiceSettings
 
 
 def build_skeleton(

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from encore import onnx_scorer
 from encore.onnx_scorer import CPU, CUDA, OnnxDeviceError, onnx_session, providers_for, use_device
-from services.common.settings import ServiceSettings
+from encore.settings import ServiceSettings
 
 TENSORRT = "TensorrtExecutionProvider"
 

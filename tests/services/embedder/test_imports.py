@@ -18,7 +18,7 @@ def test_embedder_writes_through_feast_without_torch(
         "ENCORE_ARTIFACTS_DIR": str(artifacts_dir),
         "ENCORE_API_KEY": API_KEY,
         "ENCORE_ENCODER": "mfcc",
-        "ENCORE_RETRIEVER_URL": retriever.url,
+        "ENCORE_EMBEDDER_RETRIEVER_URL": retriever.url,
         "ENCORE_FEAST_DATA_DIR": str(store.settings.data_dir),
         "ENCORE_FEAST_PROJECT": store.settings.project,
     }

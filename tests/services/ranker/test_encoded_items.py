@@ -105,9 +105,10 @@ def test_workers_share_one_memory_mapped_copy(trained_bundle: TrainedBundle, sto
 
 
 def test_empty_item_cache_dir_setting_means_per_worker(monkeypatch) -> None:
-    from services.ranker.config import RankerSettings
+    from encore.settings import RankerSettings
 
-    monkeypatch.setenv("ENCORE_ITEM_CACHE_DIR", "")
-    assert RankerSettings().item_cache_dir is None
-    monkeypatch.setenv("ENCORE_ITEM_CACHE_DIR", "/srv/items")
-    assert str(RankerSettings().item_cache_dir) == "/srv/items"
+    assert RankerSettings().item_cache_path.name.startswith("encore-ranker-items-")  # auto
+    monkeypatch.setenv("ENCORE_RANKER_ITEM_CACHE_DIR", "")
+    assert RankerSettings().item_cache_path is None
+    monkeypatch.setenv("ENCORE_RANKER_ITEM_CACHE_DIR", "/srv/items")
+    assert str(RankerSettings().item_cache_path) == "/srv/items"

@@ -16,7 +16,7 @@ def test_ranker_imports_neither_feast_nor_torch(
         "ENCORE_FEAST_DATA_DIR": str(store_settings.data_dir),
         "ENCORE_FEAST_PROJECT": store_settings.project,
         "ENCORE_FEAST_ONLINE": "sqlite",
-        "ENCORE_RETRIEVER_URL": retriever.url,
+        "ENCORE_RANKER_RETRIEVER_URL": retriever.url,
         "ENCORE_API_KEY": "imports-key",
     }
     calls = [("GET", "/readyz", {}), ("GET", "/recommend", {"params": {"user_id": "u5"}})]
