@@ -247,6 +247,7 @@ class RankerSettings(ServiceSettings):
     item_cache_dir: str = setting(
         "auto",
         "ENCORE_RANKER_ITEM_CACHE_DIR",
+        "ENCORE_ITEM_CACHE_DIR",  # pydantic-settings reads ENCORE_<field> too: listed, so it warns
         description="folder of the encoded item inputs, written once and memory-mapped by every worker of the host "
         "(one copy in memory); must be private to the service's user (0700); `auto`: "
         "`<temp dir>/encore-ranker-items-<uid>`; empty: each worker keeps its own",
