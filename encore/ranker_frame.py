@@ -30,7 +30,7 @@ import pandas as pd
 
 from encore import feature_names as fn
 from encore.errors import SpecError
-from encore.schema import FieldConfig, FieldSpec
+from encore.schema import FeatureSpec, FieldConfig, FieldSpec
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def is_item_field(f: Field) -> bool:
 
 
 def build_frame(
-    fields: Sequence[Field] | Any,
+    fields: FeatureSpec | Sequence[Field],
     user_id: str,
     user: Mapping[str, Any] | None,
     items: TrackFeatures,
@@ -147,7 +147,7 @@ def build_frame(
     n = len(items)
     context = context or {}
     return _frame(
-        getattr(fields, "fields", fields),
+        fields.fields if isinstance(fields, FeatureSpec) else fields,
         items,
         user_id=lambda: _constant(user_id, n),
         user=lambda name: _constant(None if user is None else user.get(name), n),

@@ -28,8 +28,10 @@ import pandas as pd
 from encore import feature_names as fn
 from encore.artifacts import BundleBuilder, BundleError, current_bundle_path, load_bundle
 from encore.audio import Codebooks, extract_catalog, get_encoder, load_catalog
+from encore.audio.codebooks import CodebookMismatch
 from encore.audio.content import ContentComponent
 from encore.audio.encoder import DEFAULT_ENCODER, ENCODERS
+from encore.audio.extract import load_catalog_tags
 from encore.cold_calibration import ColdCalibration
 from encore.errors import EncoreError
 from encore.io import write_json_atomic
@@ -101,8 +103,11 @@ def track_metadata(tracks: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
     return meta[[fn.TRACK_ID, *fn.TRACK_META_FIELDS]]
 
 
-def track_content(ids: list[str], layers: np.ndarray, content: ContentComponent, revision: str) -> pd.DataFrame:
-    """The store's track_content rows: the same `ContentComponent.features` the embedder runs on an upload."""
+def track_content(
+    ids: list[str], layers: np.ndarray, content: ContentComponent, revision: str, tags: dict[str, str]
+) -> pd.DataFrame:
+    """The store's track_content rows: the same `ContentComponent.features` (and tag heads) the embedder runs on
+    an upload."""
     features = content.features(layers)
     return pd.DataFrame(
         {
@@ -112,7 +117,7 @@ def track_content(ids: list[str], layers: np.ndarray, content: ContentComponent,
             "encoder": content.encoder,
             "encoder_revision": revision,
             "typicality": features.typicality,
-            "tags": "",  # catalog tracks carry no tags yet (uploads do: /embed)
+            "tags": [tags.get(t, "") for t in ids],
         }
     )
 
@@ -168,8 +173,9 @@ def build(args: argparse.Namespace) -> str:
     encoder = get_encoder(args.encoder, args.weights_dir)
     print(f"[bootstrap] encoder {encoder.name} ({encoder.revision})", flush=True)
     catalog_dir = world.folder / f"content-{encoder.name}"
-    extract_catalog(world.audio_paths(), encoder, catalog_dir, progress=not args.quiet)
+    extract_catalog(world.audio_paths(), encoder, catalog_dir, progress=not args.quiet, tags=True)
     ids, layers, _ = load_catalog(catalog_dir)
+    catalog_tags = load_catalog_tags(catalog_dir)
     ids = [str(i) for i in ids]
 
     splits = apply_protocol(world.plays, ProtocolConfig(), out_dir=None)
@@ -180,12 +186,12 @@ def build(args: argparse.Namespace) -> str:
 
     bundle_id = args.bundle_id or f"demo-{args.size}-{time.strftime('%Y%m%d-%H%M%S')}"
     with BundleBuilder(artifacts_dir(), bundle_id) as bundle:
-        content = ContentComponent(books, encoder.name, DENSE_LAYER, standardize=True).write(bundle)
+        content = ContentComponent(books, encoder.name, DENSE_LAYER, standardize=True, catalog_tags=True).write(bundle)
         revision = content.revision(encoder.revision)
         tables = FeatureTables(
             user_profiles(world.users, train_rows),
             track_metadata(world.tracks, train_rows),
-            track_content(ids, layers, content, revision),
+            track_content(ids, layers, content, revision, catalog_tags),
         )
         without_content = set(world.tracks[fn.TRACK_ID].astype(str)) - set(ids)
         if without_content:
@@ -275,15 +281,18 @@ def store_is_filled(bundle_id: str) -> bool:
         return False
 
 
-def existing_bundle(size: str, encoder: str) -> str | None:
+def existing_bundle(size: str, encoder_info: dict) -> str | None:
     """The CURRENT bundle when it verifies, has this content format and encoder, was built for this size, and has
-    its feature tables saved; anything else is rebuilt, never reused."""
+    its feature tables and catalog tags saved; anything else is rebuilt, never reused."""
     try:
         bundle = load_bundle(current_bundle_path(artifacts_dir()))
-        books = ContentComponent.read(bundle).codebooks  # an older content format is refused
-    except (BundleError, ValueError, OSError):
+        content = ContentComponent.read(bundle)  # an older content format is refused
+        content.codebooks.check_encoder(encoder_info)  # another encoder, or the same with other settings
+    except (BundleError, ValueError, OSError, CodebookMismatch):
         return None
-    if books.encoder_info.get("backend") != encoder or bundle.manifest.get("dataset", {}).get("size") != size:
+    if bundle.manifest.get("dataset", {}).get("size") != size:
+        return None
+    if not content.catalog_tags:  # built before the catalog carried tags
         return None
     return bundle.id if (tables_dir(bundle.id) / "users.parquet").exists() else None
 
@@ -318,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
-        bundle_id = None if args.force else existing_bundle(args.size, args.encoder)
+        bundle_id = (
+            None if args.force else existing_bundle(args.size, get_encoder(args.encoder, args.weights_dir).describe())
+        )
         if bundle_id is None:
             bundle_id = build(args)
         else:

@@ -3,7 +3,8 @@
 Files: `codebooks/codebooks.safetensors` + `codebooks/codebooks.json` (encore/audio/codebooks.py).
 Manifest: `components.codebooks` = {"dir": "codebooks", "encoder": <encoder.describe()>} and
 `components.content` = {"encoder": <backend name>, "dense_layer": "last" | "mean" | <layer index>,
-"standardize": true}. The bootstrap writes it; the embedder and the bundle check read it.
+"standardize": true, "catalog_tags": true (only when the catalog's tracks carry the encoder's tags)}.
+The bootstrap writes it; the embedder and the bundle check read it.
 
 `features(layers)` is the one place the store's content fields (embedding, tokens, typicality) are computed
 from an encoder's pooled layers: for the catalog (bootstrap) and for uploads (embedder) alike.
@@ -47,6 +48,7 @@ class ContentComponent:
     encoder: str  # the encoder backend the codebooks were fit on ("mfcc", "musicnn", ...)
     dense_layer: str | int = "last"  # "last", "mean" or a layer index (Codebooks.embedding)
     standardize: bool = True
+    catalog_tags: bool = False  # the catalog's content rows carry the encoder's tags (the bootstrap's, since issue 19)
     codebooks_sha256: str = ""  # of the tensors file, as the manifest lists it (set by write and read)
 
     def features(self, layers: np.ndarray) -> ContentFeatures:
@@ -69,6 +71,7 @@ class ContentComponent:
             "encoder": self.encoder,
             "dense_layer": self.dense_layer,
             "standardize": self.standardize,
+            **({"catalog_tags": True} if self.catalog_tags else {}),
         }
         return replace(self, codebooks_sha256=sha256_file(builder.path / self.CODEBOOKS / TENSORS_FILE))
 
@@ -105,8 +108,9 @@ class ContentComponent:
         layer = content_spec.get("dense_layer", "last")
         if layer not in ("last", "mean") and not (type(layer) is int and 0 <= layer < books.n_layers):
             raise BundleError(f"bundle {bundle.id}: dense_layer {layer!r} is not 'last', 'mean' or a layer index")
-        return cls(books, str(content_spec.get("encoder", "")), layer, bool(content_spec.get("standardize", True)),
-                   bundle.manifest["files"][tensors])  # fmt: skip
+        standardize, catalog_tags = bool(content_spec.get("standardize", True)), bool(content_spec.get("catalog_tags"))
+        encoder_name = str(content_spec.get("encoder", ""))
+        return cls(books, encoder_name, layer, standardize, catalog_tags, bundle.manifest["files"][tensors])
 
 
 def _load_codebooks(bundle: Bundle, folder: str) -> Codebooks:

@@ -7,7 +7,7 @@ against the spec, the cold calibration wired in, and two all-unknown rows scored
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,7 @@ class RankerModel:
         return self.scorer.providers
 
 
-def load_ranker_model(bundle: Bundle, onnx_threads: int = 1) -> RankerModel:
+def load_ranker_model(bundle: Bundle, onnx_threads: int = 1, cold_panel_weight: float | None = None) -> RankerModel:
     """Build the ranker state from a verified bundle; any inconsistency raises BundleError."""
     component = RankerComponent.read(bundle)
     spec = component.spec
@@ -59,6 +59,8 @@ def load_ranker_model(bundle: Bundle, onnx_threads: int = 1) -> RankerModel:
     calibration = component.cold_calibration
     cold_scores = None
     if calibration is not None:
+        if cold_panel_weight is not None:
+            calibration = replace(calibration, panel_weight=cold_panel_weight)
         cold_scores = ColdScores(spec, calibration, _panel_inputs(spec, calibration.reference_users))
     model = RankerModel(bundle.id, component.model, spec, scorer, component.popularity, cold_scores)
     _smoke_test(model)

@@ -21,6 +21,9 @@ class RankerSettings(ServiceSettings):
     user_cache_size: int = Field(100_000, ge=1)
     track_table_max_age_s: float = Field(300.0, gt=0)  # TrackTable re-reads known tracks after this
     track_miss_ttl_s: float = Field(1.0, ge=0)  # an id the store does not know is not re-read for this long
+    # How far a new track's score follows this listener's place among the bundle's reference panel (1) rather
+    # than how good a cold match it is overall (0); unset: the bundle's own (encore/cold_calibration.py).
+    cold_panel_weight: float | None = Field(None, ge=0, le=1)
     expected_spec_hash: str = ""  # when set, bundles built for another feature spec are refused
 
     @model_validator(mode="after")
