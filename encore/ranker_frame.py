@@ -23,7 +23,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,9 @@ import pandas as pd
 from encore import feature_names as fn
 from encore.errors import SpecError
 from encore.schema import FeatureSpec, FieldConfig, FieldSpec
+
+if TYPE_CHECKING:  # the track table reads the store; training builds frames without one
+    from encore.track_table import TrackBatch, TrackTable
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +64,12 @@ class TrackFeatures:
     valid: dict[str, np.ndarray]  # view (track_meta, track_content) -> (n,) bool: the row holds real values
     rows: np.ndarray | None = None  # rows in `table` when every track was found there (serving: lets the
     generation: int = -1  # ranker gather pre-encoded item inputs instead of encoding them again)
-    table: Any = None  # the encore.track_table.TrackTable `rows` index into, at `generation`
+    table: TrackTable | None = None  # the table `rows` index into, at `generation`
 
     @classmethod
-    def align(cls, track_ids: Sequence[str], found: np.ndarray, batch: Any, table: Any = None) -> TrackFeatures:
+    def align(
+        cls, track_ids: Sequence[str], found: np.ndarray, batch: TrackBatch, table: TrackTable | None = None
+    ) -> TrackFeatures:
         """Scatter a TrackBatch (rows of the found tracks, in order) onto all tracks.
 
         `found[i]` says whether track i is in `batch`; the rest get placeholder values marked invalid.
