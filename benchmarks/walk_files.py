@@ -104,6 +104,17 @@ def build_world(folder: Path) -> dict[str, str]:
     return {"world": str(world.artifacts_dir), "feast": str(folder / "feast"), "content": str(content)}
 
 
+def settings_class(service: str, name: str) -> Any:
+    """A service's settings class: encore/settings.py since issue 18's settings work, services/<name>/config.py
+    before (so the same script runs the walks on either checkout)."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module("encore.settings"), name)
+    except ModuleNotFoundError:
+        return getattr(importlib.import_module(f"services.{service}.config"), name)
+
+
 def run_side(side: str, paths: dict[str, str], root: Path) -> dict[str, list[str]]:
     """Run one side of a walk in this process; returns the project files touched and loaded."""
     touched = Touched(root)
@@ -115,16 +126,18 @@ def run_side(side: str, paths: dict[str, str], root: Path) -> dict[str, list[str
     store = Store(StoreSettings(Path(paths["feast"]), "walks", "sqlite"))
     nowhere = "http://127.0.0.1:9"  # the other side runs in its own process; its answer does not change the files
     if side == "ranker":
-        from services.ranker.config import RankerSettings
         from services.ranker.main import create_app
+
+        RankerSettings = settings_class("ranker", "RankerSettings")  # noqa: N806
 
         app = create_app(RankerSettings(artifacts_dir=paths["world"], retriever_url=nowhere, api_key="k"), store)
         with TestClient(app) as client:
             assert client.get("/recommend", params={"user_id": "u2", "k": 10}).status_code == 200  # warm-up
             files = touched.measure(lambda: client.get("/recommend", params={"user_id": "u1", "k": 10}))
     elif side in ("retriever-recommend", "retriever-embed"):
-        from services.retriever.config import RetrieverSettings
         from services.retriever.main import create_app
+
+        RetrieverSettings = settings_class("retriever", "RetrieverSettings")  # noqa: N806
 
         app = create_app(RetrieverSettings(artifacts_dir=paths["world"], api_key="k", retriever_refresh_s=0), store)
         with TestClient(app) as client:
@@ -141,8 +154,9 @@ def run_side(side: str, paths: dict[str, str], root: Path) -> dict[str, list[str
         import numpy as np
         import soundfile as sf
 
-        from services.embedder.config import EmbedderSettings
         from services.embedder.main import create_app
+
+        EmbedderSettings = settings_class("embedder", "EmbedderSettings")  # noqa: N806
 
         settings = EmbedderSettings(artifacts_dir=paths["content"], api_key="k", retriever_url=nowhere, encoder="mfcc")
         buf = io.BytesIO()

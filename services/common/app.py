@@ -7,10 +7,10 @@ from collections.abc import Callable, Collection, Mapping
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from encore.settings import ServiceSettings
 from services.common.errors import OnError, add_error_handlers
 from services.common.limits import BodyLimit, RequestGuard, json_limit
 from services.common.observability import add_observability
-from services.common.settings import ServiceSettings
 
 
 def build_skeleton(

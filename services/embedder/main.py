@@ -19,10 +19,10 @@ from starlette.concurrency import run_in_threadpool
 
 from encore.artifacts import BundleError, BundleHolder, current_bundle_path
 from encore.audio import AudioError, EncoderUnavailable, get_encoder
-from encore.store import Store, StoreSettings
+from encore.settings import EmbedderSettings
+from encore.store import Store
 from services.common.app import build_skeleton
 from services.common.errors import error_response, validation_message
-from services.embedder.config import EmbedderSettings
 from services.embedder.deps import EmbedderMetrics, Runtime
 from services.embedder.encode import ERROR_STATUS, EmbedderState, EmbedError, build_state
 from services.embedder.retriever import RetrieverNotifier
@@ -40,7 +40,7 @@ def create_app(settings: EmbedderSettings | None = None, *, store: Store | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await _start(settings, store or Store(StoreSettings.from_env()), metrics)
+        runtime = await _start(settings, store or Store(settings.store()), metrics)
         app.state.runtime = runtime
         try:
             yield

@@ -27,12 +27,10 @@ from encore.audio.content import ContentComponent
 from encore.ranker_bundle import RankerComponent
 from encore.retriever_bundle import RetrieverComponent
 from encore.schema import FeatureSpec
+from encore.settings import EmbedderSettings, RankerSettings, RetrieverSettings
 from encore.store import Store, StoreSettings
-from services.embedder.config import EmbedderSettings
 from services.embedder.main import create_app as create_embedder
-from services.ranker.config import RankerSettings
 from services.ranker.main import create_app as create_ranker
-from services.retriever.config import RetrieverSettings
 from services.retriever.main import create_app as create_retriever
 from tests.factories import clone_bundle, edit_manifest, externalize_onnx_weights, relist
 from tests.services.embedder.helpers import tone

@@ -17,7 +17,7 @@ from encore.audio import Codebooks, content_revision, decode_audio, get_encoder
 from encore.audio.codebooks import TENSORS_FILE
 from encore.audio.content import ContentComponent
 from encore.audio.random_weights import write_random_weights
-from services.embedder.config import EmbedderSettings
+from encore.settings import EmbedderSettings
 from tests.services.embedder.helpers import AUTH, GOOD_BUNDLE, post_embed, tone, wav_bytes
 
 MakeClient = Callable[..., AbstractContextManager[TestClient]]
