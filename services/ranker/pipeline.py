@@ -37,6 +37,7 @@ from encore.ranker_frame import TrackFeatures, build_frame
 from encore.schema import FeatureSpec
 from encore.store import Store
 from encore.track_table import TrackTable
+from services.ranker.activity import FOLDIN_SOURCE, NO_RECENT, Recent, RecentActivity
 from services.ranker.bundle import RankerModel
 from services.ranker.encoded_items import ItemInputCache
 from services.ranker.reasons import reason as reason_for
@@ -55,6 +56,10 @@ class Candidates:
     cold: dict[str, bool]
     source: str
     degraded_reason: str | None = None
+
+    def head(self, n: int) -> Candidates:
+        ids = self.track_ids[:n]
+        return Candidates(ids, {t: self.cold.get(t, False) for t in ids}, self.source, self.degraded_reason)
 
 
 class UserRow(NamedTuple):
@@ -214,19 +219,22 @@ class Retrieve:
             await self.session.close()
             self.session = None
 
-    async def __call__(self, user_id: str, n: int, popularity: Sequence[str]) -> Candidates:
+    async def __call__(self, user_id: str, n: int, popularity: Sequence[str], recent: Recent = NO_RECENT) -> Candidates:
         try:
-            return await self._from_retriever(user_id, n)
+            return await self._from_retriever(user_id, n, recent)
         except Exception as error:  # any failure (down, slow, bad body) degrades instead of failing the request
             reason = f"retriever unavailable: {type(error).__name__}: {error}".rstrip(": ")
             warn_throttled("retriever", "%s; serving popularity candidates for user %s", reason, user_id)
-            ids = list(popularity[:n])
+            drop = set(recent.exclude)
+            ids = [t for t in popularity[: n + len(drop)] if t not in drop][:n]
             return Candidates(ids, dict.fromkeys(ids, False), POPULARITY_SOURCE, reason)
 
-    async def _from_retriever(self, user_id: str, n: int) -> Candidates:
+    async def _from_retriever(self, user_id: str, n: int, recent: Recent = NO_RECENT) -> Candidates:
         if self.session is None:
             raise RuntimeError("Retrieve.load() was not called")
-        async with self.session.get(self.url, params={"user_id": user_id, "k": str(n)}) as response:
+        params = [("user_id", user_id), ("k", str(n))]
+        params += [("played", t) for t in recent.played] + [("exclude", t) for t in recent.exclude]
+        async with self.session.get(self.url, params=params) as response:
             if response.status != 200:
                 raise RuntimeError(f"HTTP {response.status} from {self.url}")
             body = await response.json()
@@ -360,8 +368,12 @@ class Ranker:
         item_features: ItemFeatures,
         n_candidates: int,
         metrics: RankerMetrics | None = None,
+        recent: RecentActivity | None = None,
+        foldin_candidates: int = 50,
     ):
+        self.foldin_candidates = foldin_candidates
         self.holder = holder
+        self.recent = recent  # real-time events (services/ranker/activity.py); None: not read
         self.user_features, self.retrieve, self.item_features = user_features, retrieve, item_features
         self.score = Score(ItemInputCache())
         self.order = Order()
@@ -393,8 +405,16 @@ class Ranker:
         clock = _StageClock(self.metrics.stage_seconds)
 
         user = await self.user_features(user_id)
+        recent, activity_degraded = NO_RECENT, None
+        if self.recent is not None:
+            try:
+                recent = await self.recent(user_id)
+            except Exception as error:  # served without the recent filter and fold-in
+                activity_degraded = f"activity store unavailable: {type(error).__name__}: {error}"
         clock.lap("user_features")
-        candidates = await self.retrieve(user_id, max(self.n_candidates, k), model.popularity)
+        candidates = await self.retrieve(user_id, max(self.n_candidates, k), model.popularity, recent)
+        if candidates.source == FOLDIN_SOURCE:  # the fold-in's order is the only personal signal (activity.py)
+            candidates = candidates.head(max(k, self.foldin_candidates))
         clock.lap("retrieve")
         items = await self.item_features(candidates.track_ids)
         clock.lap("item_features")
@@ -403,7 +423,8 @@ class Ranker:
         ranked = self.order(candidates, items.features, scores, k)
         clock.lap("order")
 
-        reasons = [r for r in (user.degraded, candidates.degraded_reason, items.degraded) if r]
+        degraded = (user.degraded, activity_degraded, candidates.degraded_reason, items.degraded)
+        reasons = [r for r in degraded if r]
         for reason in reasons:
             self.metrics.degraded.labels(reason.split(":", 1)[0]).inc()
         return Recommendation(user_id, model.bundle_id, model.model_name, candidates.source, ranked, reasons)
