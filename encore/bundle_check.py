@@ -371,9 +371,9 @@ def _check_codebooks(bundle: Bundle) -> None:
 
 
 def _onnx_session(path: Path) -> Any:
-    from encore.onnx_scorer import cpu_session
+    from encore.onnx_scorer import onnx_session
 
-    return cpu_session(path, threads=1)
+    return onnx_session(path, threads=1, device="cpu")
 
 
 def _zeros(graph_input: Any) -> np.ndarray:
