@@ -38,6 +38,7 @@ from benchmarks.serving_world import ServingWorld, build_world, size_label
 from encore import feature_names as fn
 from encore.artifacts import load_bundle
 from encore.io import atomic_path
+from encore.ranker_frame import AUDIO_EMBEDDING, AUDIO_MISSING, AUDIO_TOKEN, audio_token
 from encore.settings import PROJECT_ROOT, EncoreSettings
 from encore.store import Store, StoreSettings
 from encore.track_table import TrackTable
@@ -58,7 +59,7 @@ class EncoreHotPath:
         self.model = model
         self.user_features = UserFeatures(store)
         self.item_features = ItemFeatures(store)
-        self.score = Score(ItemInputCache(lambda: self.item_features.table))
+        self.score = Score(ItemInputCache())
         self.order = Order()
 
     def load(self, track_ids: list[str]) -> float:
@@ -67,14 +68,13 @@ class EncoreHotPath:
         self.user_features.load()
         self.item_features.table = TrackTable(self.item_features.store)
         self.item_features.table.load(track_ids)
-        assert self.score.cache is not None
-        self.score.cache.build(self.model.spec)
+        self.score.prepare(self.model.spec, self.item_features.table)
         return time.perf_counter() - started
 
     async def __call__(self, user_id: str, track_ids: list[str]) -> list[tuple[str, float]]:
         user = await self.user_features(user_id)
         items, _ = await self.item_features(track_ids)
-        scores = self.score(self.model, user_id, user, items)
+        scores = self.score(self.model, user_id, user.profile, items)
         candidates = Candidates(track_ids, {}, "bench")
         return [(item.track_id, item.score) for item in self.order(candidates, items, scores, K)]
 
@@ -86,7 +86,7 @@ class FeastPerRequest:
         self.store, self.model = store, model
         views = (fn.USER_PROFILE, *fn.TRACK_VIEWS)
         self.refs = [f"{view}:{name}" for view in views for name in fn.VIEW_FIELDS[view]]
-        self.n_tokens = sum(1 for f in model.spec.fields if f.column.startswith("audio_tok_"))
+        self.n_tokens = sum(1 for f in model.spec.fields if AUDIO_TOKEN.match(f.column))
 
     def __call__(self, user_id: str, track_ids: list[str]) -> list[tuple[str, float]]:
         rows = [{fn.USER_ID: user_id, fn.TRACK_ID: t} for t in track_ids]
@@ -96,10 +96,10 @@ class FeastPerRequest:
         embeddings = [
             np.zeros(dim, np.float32) if e is None else np.asarray(e, np.float32) for e in values["embedding"]
         ]
-        frame["audio_emb"] = embeddings
+        frame[AUDIO_EMBEDDING] = embeddings
         for i in range(self.n_tokens):
-            frame[f"audio_tok_{i}"] = [None if t is None else t[i] for t in values["tokens"]]
-        frame["audio_missing"] = [int(e is None) for e in values["embedding"]]
+            frame[audio_token(i)] = [None if t is None else t[i] for t in values["tokens"]]
+        frame[AUDIO_MISSING] = [int(e is None) for e in values["embedding"]]
         import pandas as pd
 
         scores = self.model.scorer.score(self.model.spec.encode_packed(pd.DataFrame(frame)))

@@ -2,7 +2,8 @@
 
 No audio: track content is random (embedding + tokens), so a 1M-track catalog builds in minutes. The ranker is
 the bootstrap's DCNv2 (same fields, same hyper-parameters) exported untrained: latency does not depend on the
-weights. The retriever files are written with training's own writer (random BPR-shaped vectors). Feature
+weights. The bundle is written with the components' own writers (encore/ranker_bundle.py, encore/retriever_bundle.py;
+random BPR-shaped retriever vectors). Feature
 tables go into the online store of `ENCORE_FEAST_*` (Redis in the benchmarks) under project `bench_<size>`.
 A world that is already built and filled is reused.
 """
@@ -20,6 +21,8 @@ import pandas as pd
 from encore import feature_names as fn
 from encore.artifacts import BundleBuilder
 from encore.io import write_json_atomic
+from encore.ranker_bundle import RankerComponent
+from encore.retriever_bundle import RetrieverComponent
 from encore.schema import FeatureSpec
 from encore.store import Store, StoreSettings
 from training.bootstrap import RANKER_HPARAMS, RANKER_MODEL, TOKEN_GROUPS, FeatureTables, ranker_fields, ranker_frame
@@ -147,7 +150,6 @@ def _write_bundle(world: ServingWorld, tables: FeatureTables) -> None:
 
     from training.export import export_onnx
     from training.models.registry import get_ctr_model
-    from training.train_recall import RecallArtifacts, RecallConfig, write_retriever_files
 
     rng = np.random.default_rng(1)
     n_rows = min(SPEC_ROWS_MAX, 2 * world.n_tracks)
@@ -158,13 +160,15 @@ def _write_bundle(world: ServingWorld, tables: FeatureTables) -> None:
             "label": rng.integers(0, 2, n_rows),
         }
     )
-    spec = FeatureSpec.fit(ranker_frame(rows, tables), ranker_fields(TOKEN_GROUPS, EMBEDDING_DIM))
+    fields = ranker_fields(TOKEN_GROUPS, EMBEDDING_DIM)
+    spec = FeatureSpec.fit(ranker_frame(rows, tables, fields), fields)
     torch.manual_seed(0)
     model = get_ctr_model(RANKER_MODEL)(spec, **RANKER_HPARAMS)
 
     n_seen = 20
     seen = np.sort(rng.integers(0, world.n_tracks, (world.n_users, n_seen)), axis=1)
-    recall = RecallArtifacts(
+    recall = RetrieverComponent(
+        model="BPR",
         user_ids=np.array(world.user_ids()),
         user_vectors=rng.standard_normal((world.n_users, RETRIEVER_DIM), dtype=np.float32),
         item_ids=np.array(world.track_ids()),
@@ -173,30 +177,11 @@ def _write_bundle(world: ServingWorld, tables: FeatureTables) -> None:
         seen_indices=seen.reshape(-1).astype(np.int32),
         popularity=rng.integers(0, 1000, world.n_tracks).astype(np.int64),
         projection=None,
-        metrics={},
-        config=RecallConfig(),
     )
     popular = tables.track_meta.sort_values("popularity", ascending=False)[fn.TRACK_ID].head(5000).tolist()
     with BundleBuilder(world.artifacts_dir, world.bundle_id) as bundle:
-        (bundle.path / "ranker").mkdir()
-        spec.save(bundle.path / "ranker" / "spec.json")
-        export_onnx(model, bundle.path / "ranker" / "model.onnx")
-        write_json_atomic(bundle.path / "popularity.json", {"track_ids": popular})
-        bundle.manifest.update(
-            {
-                "dataset": {"name": "bench", "n_tracks": world.n_tracks, "n_users": world.n_users},
-                "feature_spec_hash": spec.hash,
-                "components": {
-                    "ranker": {
-                        "model": RANKER_MODEL,
-                        "hparams": RANKER_HPARAMS,
-                        "onnx": "ranker/model.onnx",
-                        "spec": "ranker/spec.json",
-                        "popularity": "popularity.json",
-                        "metrics": {},
-                    },
-                    "retriever": write_retriever_files(recall, bundle.path),
-                },
-            }
-        )
+        ranker = RankerComponent(RANKER_MODEL, spec, popular, hparams=RANKER_HPARAMS)
+        ranker.write(bundle, lambda path: export_onnx(model, path))
+        recall.write(bundle)
+        bundle.manifest["dataset"] = {"name": "bench", "n_tracks": world.n_tracks, "n_users": world.n_users}
     (world.folder / "spec_rows.json").write_text(json.dumps({"rows": n_rows}))

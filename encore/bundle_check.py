@@ -226,7 +226,7 @@ def check_contents(bundle: Bundle) -> None:
     if "retriever" in bundle.components:
         _check_retriever(bundle, bundle.components["retriever"])
     if "codebooks" in bundle.components:
-        _check_codebooks(bundle, bundle.components["codebooks"], bundle.components.get("content"))
+        _check_codebooks(bundle)
 
 
 def _onnx_external_files(bundle: Bundle, relative: str) -> set[str]:
@@ -345,10 +345,12 @@ def _check_ranker(bundle: Bundle, component: dict, opened: dict[str, Any]) -> No
 
 def _check_retriever(bundle: Bundle, component: dict) -> None:
     """The user and item vectors match the counts and width the manifest entry gives, as finite float32."""
+    from encore.retriever_bundle import RetrieverComponent
+
     folder = component.get("path")
     counts = {"user": component.get("n_users"), "item": component.get("n_items")}
     for side, count in counts.items():
-        relative = f"{folder}/{side}_vectors.npy"
+        relative = f"{folder}/{RetrieverComponent.VECTORS[side]}"
         if relative not in bundle.manifest["files"]:
             raise BundleError(f"bundle {bundle.id}: the retriever has no {relative}")
         vectors = np.load(bundle.file(relative), mmap_mode="r", allow_pickle=False)
@@ -361,25 +363,11 @@ def _check_retriever(bundle: Bundle, component: dict) -> None:
             raise BundleError(f"bundle {bundle.id}: {relative} holds NaN or infinite values")
 
 
-def _check_codebooks(bundle: Bundle, component: dict, content: dict | None) -> None:
-    """The codebooks load, match the encoder the manifest names, and hold the layer `content` picks."""
-    from encore.audio.codebooks import CodebookMismatch, Codebooks
+def _check_codebooks(bundle: Bundle) -> None:
+    """The codebooks load, match the encoder the manifest names, and hold the layer the content entry picks."""
+    from encore.audio.content import ContentComponent
 
-    folder = component.get("dir")
-    if not folder:
-        raise BundleError(f"bundle {bundle.id}: components.codebooks.dir is missing")
-    try:
-        books = Codebooks.load(bundle.path / folder)
-    except Exception as exc:  # noqa: BLE001 - its messages name host paths: logged, not returned
-        log.warning("bundle %s: codebooks in %s failed to load: %s", bundle.id, folder, exc)
-        raise BundleError(f"bundle {bundle.id}: the codebooks in {folder} do not load ({type(exc).__name__})") from None
-    try:
-        books.check_encoder(component.get("encoder") or {})
-    except CodebookMismatch as exc:
-        raise BundleError(f"bundle {bundle.id}: components.codebooks.encoder disagrees with {folder}: {exc}") from None
-    layer = (content or {}).get("dense_layer", "last")
-    if layer not in ("last", "mean") and not (type(layer) is int and 0 <= layer < books.n_layers):
-        raise BundleError(f"bundle {bundle.id}: dense_layer {layer!r} is not 'last', 'mean' or a layer index")
+    ContentComponent.read(bundle)
 
 
 def _onnx_session(path: Path) -> Any:

@@ -10,7 +10,7 @@ good cold match?), and where it falls among the same track's scores for the pane
 more than most?); the score given is the warm score at that quantile. A cold track's score is thereby bounded
 by the warm range, and every track ranks high for the listeners it suits best rather than for everyone or no one.
 
-Written by the bootstrap as `ranker/cold_calibration.json`; read by the ranker (services/ranker/bundle.py).
+A file of the ranker's bundle component (encore/ranker_bundle.py): written by the bootstrap, read by the ranker.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import numpy as np
 from encore.io import write_json_atomic
 from encore.schema import OOV, FeatureSpec
 
-FILE = "ranker/cold_calibration.json"
 FORMAT_VERSION = 1
 N_QUANTILES = 101
 _LEVELS = np.linspace(0, 1, N_QUANTILES)

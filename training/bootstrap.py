@@ -26,14 +26,16 @@ import pandas as pd
 
 from encore import feature_names as fn
 from encore.artifacts import BundleBuilder, BundleError, current_bundle_path, load_bundle
-from encore.audio import Codebooks, content_revision, extract_catalog, get_encoder, load_catalog
+from encore.audio import Codebooks, extract_catalog, get_encoder, load_catalog
 from encore.audio.codebooks import CodebookMismatch
+from encore.audio.content import ContentComponent
 from encore.audio.encoder import DEFAULT_ENCODER, ENCODERS
 from encore.audio.extract import load_catalog_tags
-from encore.cold_calibration import FILE as COLD_CALIBRATION_FILE
 from encore.cold_calibration import ColdCalibration
 from encore.errors import EncoreError
-from encore.io import sha256_file, write_json_atomic
+from encore.io import write_json_atomic
+from encore.ranker_bundle import RankerComponent
+from encore.ranker_frame import AUDIO_EMBEDDING, audio_token, training_frame
 from encore.schema import FeatureSpec, FieldConfig
 from encore.settings import EncoreSettings
 
@@ -101,19 +103,19 @@ def track_metadata(tracks: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
 
 
 def track_content(
-    ids: list[str], layers: np.ndarray, books: Codebooks, revision: str, encoder: str, tags: dict[str, str]
+    ids: list[str], layers: np.ndarray, content: ContentComponent, revision: str, tags: dict[str, str]
 ) -> pd.DataFrame:
-    """The store's track_content rows: the same codebook calls (and tag heads) the embedder uses for an upload."""
-    emb = books.embedding(layers, layer=DENSE_LAYER, standardize=True).astype(np.float32)
-    tokens = books.tokenize(layers)
+    """The store's track_content rows: the same `ContentComponent.features` (and tag heads) the embedder runs on
+    an upload."""
+    features = content.features(layers)
     return pd.DataFrame(
         {
             fn.TRACK_ID: ids,
-            "embedding": list(emb),
-            "tokens": list(tokens.astype(np.int64)),
-            "encoder": encoder,
+            "embedding": list(features.embedding),
+            "tokens": list(features.tokens),
+            "encoder": content.encoder,
             "encoder_revision": revision,
-            "typicality": books.typicality(layers),
+            "typicality": features.typicality,
             "tags": [tags.get(t, "") for t in ids],
         }
     )
@@ -129,24 +131,15 @@ def ranker_fields(n_tokens: int, emb_dim: int) -> list[FieldConfig]:
         FieldConfig(fn.TRACK_ID, "id", owner="item"),
         *[FieldConfig(name, "categorical", owner=owner) for name, owner in cat],
         *[FieldConfig(name, "numeric", owner=owner, numeric_mode="quantile", n_buckets=10) for name, owner in num],
-        FieldConfig("audio_emb", "dense", owner="item", dim=emb_dim),
-        *[FieldConfig(f"audio_tok_{i}", "categorical", owner="item") for i in range(n_tokens)],
+        FieldConfig(AUDIO_EMBEDDING, "dense", owner="item", dim=emb_dim),
+        *[FieldConfig(audio_token(i), "categorical", owner="item") for i in range(n_tokens)],
     ]
 
 
-def ranker_frame(rows: pd.DataFrame, tables: FeatureTables) -> pd.DataFrame:
-    """(user_id, track_id, label) rows joined with the store's feature tables, as the ranker builds them."""
-    frame = rows[[fn.USER_ID, fn.TRACK_ID, "label"]].astype({fn.USER_ID: str, fn.TRACK_ID: str})
-    frame = frame.merge(tables.users, on=fn.USER_ID, how="left").merge(tables.track_meta, on=fn.TRACK_ID, how="left")
-    content = tables.track_content.set_index(fn.TRACK_ID)
-    tokens = np.stack(content["tokens"].to_numpy())
-    order = content.index.get_indexer(frame[fn.TRACK_ID])
-    if (order < 0).any():
-        raise EncoreError(f"{int((order < 0).sum())} rows have tracks without content")
-    frame["audio_emb"] = list(np.stack(content["embedding"].to_numpy())[order])
-    for i in range(tokens.shape[1]):
-        frame[f"audio_tok_{i}"] = tokens[order, i]
-    return frame
+def ranker_frame(rows: pd.DataFrame, tables: FeatureTables, fields: list[FieldConfig]) -> pd.DataFrame:
+    """(user_id, track_id, label) rows joined with the store's feature tables: the ranker's own frame builder
+    (encore/ranker_frame.py), so what training sees is what serving builds from the store."""
+    return training_frame(rows, tables.users, tables.track_meta, tables.track_content, fields)
 
 
 def as_cold(frame: pd.DataFrame, share: float, seed: int) -> pd.DataFrame:
@@ -168,7 +161,7 @@ def build(args: argparse.Namespace) -> str:
     from training.datasets.synthetic import load_world, world_params
     from training.export import export_onnx
     from training.models.registry import get_ctr_model
-    from training.train_recall import train_recall, write_retriever_files
+    from training.train_recall import train_recall
     from training.trainer import TrainConfig, evaluate, fit, predict
 
     started = time.time()
@@ -192,44 +185,48 @@ def build(args: argparse.Namespace) -> str:
 
     bundle_id = args.bundle_id or f"demo-{args.size}-{time.strftime('%Y%m%d-%H%M%S')}"
     with BundleBuilder(artifacts_dir(), bundle_id) as bundle:
-        books.save(bundle.path / "codebooks")
-        revision = content_revision(encoder.revision, sha256_file(bundle.path / "codebooks" / "codebooks.safetensors"))
+        content = ContentComponent(books, encoder.name, DENSE_LAYER, standardize=True, catalog_tags=True).write(bundle)
+        revision = content.revision(encoder.revision)
         tables = FeatureTables(
             user_profiles(world.users, train_rows),
             track_metadata(world.tracks, train_rows),
-            track_content(ids, layers, books, revision, encoder.name, catalog_tags),
+            track_content(ids, layers, content, revision, catalog_tags),
         )
+        without_content = set(world.tracks[fn.TRACK_ID].astype(str)) - set(ids)
+        if without_content:
+            raise EncoreError(f"{len(without_content)} catalog tracks have no content")
         # Ranker: DCNv2 on id + categorical + numeric + audio (dense and tokens), fresh negatives each epoch.
         fields = ranker_fields(books.n_fields, int(layers.shape[2]))
-        train_frame = as_cold(ranker_frame(splits.sampler(1, args.seed), tables), args.cold_row_share, args.seed)
+        train_frame = as_cold(
+            ranker_frame(splits.sampler(1, args.seed), tables, fields), args.cold_row_share, args.seed
+        )
         spec = FeatureSpec.fit(train_frame, fields)
         model = get_ctr_model(RANKER_MODEL)(spec, **RANKER_HPARAMS)
-        valid = TensorSplit.from_frame("valid", spec, ranker_frame(splits.evals["valid"], tables), fn.USER_ID)
+        valid = TensorSplit.from_frame("valid", spec, ranker_frame(splits.evals["valid"], tables, fields), fn.USER_ID)
 
         def resample(epoch: int) -> TensorSplit:
-            frame = ranker_frame(splits.sampler(epoch, args.seed), tables)
+            frame = ranker_frame(splits.sampler(epoch, args.seed), tables, fields)
             return TensorSplit.from_frame("train", spec, as_cold(frame, args.cold_row_share, args.seed * 1000 + epoch))
 
         cfg = TrainConfig(lr=1e-3, batch_size=2048, epochs=args.epochs, embedding_l2=1e-5, seed=args.seed,
                           progress=not args.quiet)  # fmt: skip
         result = fit(model, TensorSplit.from_frame("train", spec, train_frame), valid, cfg, resample=resample)
-        valid_frame = ranker_frame(splits.evals["valid"], tables)
+        valid_frame = ranker_frame(splits.evals["valid"], tables, fields)
         valid_as_cold = TensorSplit.from_frame("valid", spec, as_cold(valid_frame, 1.0, 0), fn.USER_ID)
         panel = tables.users.sample(min(REFERENCE_USERS, len(tables.users)), random_state=args.seed)
         calibration = ColdCalibration.fit(
             predict(model, valid), predict(model, valid_as_cold), panel.to_dict("records")
         )
-        test_frame = ranker_frame(splits.evals["test"], tables)
+        test_frame = ranker_frame(splits.evals["test"], tables, fields)
         test = TensorSplit.from_frame("test", spec, test_frame, fn.USER_ID)
         # The same test rows with every track shown as an upload: how well the audio alone ranks for a user.
         test_as_cold = TensorSplit.from_frame("test", spec, as_cold(test_frame, 1.0, 0), fn.USER_ID)
         ranker_metrics = {"valid": result.best_valid, "test": evaluate(model, test),
                           "test_as_cold": evaluate(model, test_as_cold), "best_epoch": result.best_epoch,
                           "cold_row_share": args.cold_row_share}  # fmt: skip
-        (bundle.path / "ranker").mkdir()
-        spec.save(bundle.path / "ranker" / "spec.json")
-        export_onnx(model, bundle.path / "ranker" / "model.onnx")
-        calibration.write(bundle.path / COLD_CALIBRATION_FILE)
+        popular = train_rows[fn.TRACK_ID].astype(str).value_counts().index.tolist()
+        ranker = RankerComponent(RANKER_MODEL, spec, popular, calibration, RANKER_HPARAMS, ranker_metrics)
+        ranker.write(bundle, lambda path: export_onnx(model, path))
 
         # Retriever (BPR unless --recall-model) on every training play, with the content-to-item map for
         # tracks uploaded later.
@@ -244,33 +241,8 @@ def build(args: argparse.Namespace) -> str:
             test_fraction=0.0,
             cold_item_fraction=0.0,
         )
-        popular = train_rows[fn.TRACK_ID].astype(str).value_counts().index.tolist()
-        write_json_atomic(bundle.path / "popularity.json", {"track_ids": popular})
-        bundle.manifest.update(
-            {
-                "dataset": {"name": "synthetic", "size": args.size, "world": world.folder.name},
-                "feature_spec_hash": spec.hash,
-                "components": {
-                    "ranker": {
-                        "model": RANKER_MODEL,
-                        "hparams": RANKER_HPARAMS,
-                        "onnx": "ranker/model.onnx",
-                        "spec": "ranker/spec.json",
-                        "popularity": "popularity.json",
-                        "cold_calibration": COLD_CALIBRATION_FILE,
-                        "metrics": ranker_metrics,
-                    },  # fmt: skip
-                    "retriever": write_retriever_files(recall, bundle.path),
-                    "codebooks": {"dir": "codebooks", "encoder": encoder.describe()},
-                    "content": {
-                        "encoder": encoder.name,
-                        "dense_layer": DENSE_LAYER,
-                        "standardize": True,
-                        "catalog_tags": True,
-                    },
-                },
-            }
-        )
+        recall.component().write(bundle)
+        bundle.manifest["dataset"] = {"name": "synthetic", "size": args.size, "world": world.folder.name}
     tables.save(tables_dir(bundle_id))
     auc, cold_auc = ranker_metrics["test"]["auc"], ranker_metrics["test_as_cold"]["auc"]
     print(f"[bootstrap] bundle {bundle_id}: ranker test AUC {auc:.4f}, as cold tracks {cold_auc:.4f} "
@@ -313,13 +285,13 @@ def existing_bundle(size: str, encoder_info: dict) -> str | None:
     its feature tables and catalog tags saved; anything else is rebuilt, never reused."""
     try:
         bundle = load_bundle(current_bundle_path(artifacts_dir()))
-        books = Codebooks.load(bundle.path / "codebooks")  # an older content format raises
-        books.check_encoder(encoder_info)  # another encoder, or the same with other settings: the embedder's check
+        content = ContentComponent.read(bundle)  # an older content format is refused
+        content.codebooks.check_encoder(encoder_info)  # another encoder, or the same with other settings
     except (BundleError, ValueError, OSError, CodebookMismatch):
         return None
     if bundle.manifest.get("dataset", {}).get("size") != size:
         return None
-    if not bundle.components.get("content", {}).get("catalog_tags"):  # built before the catalog carried tags
+    if not content.catalog_tags:  # built before the catalog carried tags
         return None
     return bundle.id if (tables_dir(bundle.id) / "users.parquet").exists() else None
 

@@ -203,7 +203,6 @@ def _done(rows: pd.DataFrame, dataset: str, variant: str, content: str, model: s
 def _save_run(runs: Path, dataset: str, variant: str, content: str, artifacts: RecallArtifacts) -> Path:
     """One servable bundle per run: its retriever files and a manifest naming the model."""
     from encore.artifacts import BundleBuilder
-    from training.train_recall import write_retriever_files
 
     run_id = f"{dataset}_{variant}_{content}_{artifacts.model}_s{artifacts.config.seed}"
     run_id = "".join(c if c.isalnum() or c in "._-" else "-" for c in run_id)
@@ -213,9 +212,8 @@ def _save_run(runs: Path, dataset: str, variant: str, content: str, artifacts: R
 
         shutil.rmtree(target)
     with BundleBuilder(runs, run_id, make_current=False) as builder:
-        entry = write_retriever_files(artifacts, builder.path)
-        builder.manifest.update({"kind": "recall_run", "dataset": {"name": dataset, "variant": variant},
-                                 "components": {"retriever": entry}})  # fmt: skip
+        artifacts.component().write(builder)
+        builder.manifest.update({"kind": "recall_run", "dataset": {"name": dataset, "variant": variant}})
     return target
 
 

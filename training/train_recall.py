@@ -9,7 +9,7 @@
   the bootstrap and the retriever tests use this). The data side (RecallData) lives in training/recall_data.py,
   the BPR training loop in training/recall_loop.py, the metrics and the warm evaluation in
   training/recall_metrics.py, the models in training/models/recall/.
-- `write_retriever_files(artifacts, bundle)` writes `<bundle>/retriever/`.
+- `RecallArtifacts.component()` is what the retriever serves (encore/retriever_bundle.py writes and reads it).
 
 Content-to-item mapping (every model has one, so a track uploaded later gets an item vector without retraining):
 BPR, FREEDOM and LGMRec use a ridge regression from standardized content to the trained item vectors, fit on
@@ -24,7 +24,6 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,7 @@ import torch
 
 from encore import feature_names as fn
 from encore.errors import EncoreError
-from encore.io import write_json_atomic
+from encore.retriever_bundle import ContentProjection, RetrieverComponent
 from training.models.recall import CONTENT_MODELS, RECALL_MODELS, VBPR, RecallInputs, RecallModel
 from training.recall_data import Content, RecallData, content_from_frame, content_matrix, split_frame
 from training.recall_loop import train_loop
@@ -41,9 +40,6 @@ from training.recall_metrics import KS, grouped, rank_metrics, seen_csr, warm_me
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-RETRIEVER_DIR = "retriever"  # the component's folder inside a bundle
-META_FILE = "retriever.json"
 _MIN_STD = 1e-8  # a constant content dimension is left unscaled instead of divided by ~0
 
 
@@ -67,24 +63,6 @@ class RecallConfig:
     progress: bool = False  # a tqdm bar over epochs
 
 
-@dataclass(frozen=True)
-class ContentProjection:
-    """item vector = ((content - mean) / std) @ weight + bias; fit on training items only."""
-
-    weight: np.ndarray  # (C, D) float32
-    bias: np.ndarray  # (D,) float32
-    mean: np.ndarray  # (C,) float32
-    std: np.ndarray  # (C,) float32
-    alpha: float
-    encoder: dict[str, str]  # {"encoder": name, "encoder_revision": rev}: vectors from anything else are refused
-    cv_r2: float  # cross-validated R^2 at the chosen alpha, over training items (VBPR: of the id part)
-    method: str = "ridge"  # "ridge", or "vbpr" (model's content layer + ridge for the id part)
-
-    def apply(self, content: np.ndarray) -> np.ndarray:
-        """(n, C) -> (n, D) float32. The retriever service applies the same formula to the saved arrays."""
-        return (((content - self.mean) / self.std) @ self.weight + self.bias).astype(np.float32)
-
-
 @dataclass
 class RecallArtifacts:
     """Everything the retriever serves, plus how it was trained and how well it ranks."""
@@ -105,6 +83,14 @@ class RecallArtifacts:
     @property
     def model(self) -> str:
         return self.config.model
+
+    def component(self) -> RetrieverComponent:
+        """What the retriever serves from a bundle (`.write(builder)` puts it there)."""
+        return RetrieverComponent(
+            self.model, self.user_ids, self.user_vectors, self.item_ids, self.item_vectors, self.seen_indptr,
+            self.seen_indices, self.popularity, self.projection, self.metrics,
+            {"config": asdict(self.config), "data": self.data, "history": self.history},
+        )  # fmt: skip
 
 
 # --- The model ------------------------------------------------------------------------------------------
@@ -329,45 +315,6 @@ def train_bpr(interactions: pd.DataFrame, content: Content | None = None, **kwar
     return train_recall(interactions, content, **{"model": "BPR", **kwargs})
 
 
-# --- Bundle files -------------------------------------------------------------------------------------
-
-
-def write_retriever_files(artifacts: RecallArtifacts, bundle_path: str | Path) -> dict[str, Any]:
-    """Write `<bundle_path>/retriever/` and return the manifest entry for `components["retriever"]`.
-
-    Files: user_ids.npy, item_ids.npy (unicode arrays), user_vectors.npy, item_vectors.npy (float32),
-    seen.npz (indptr, indices), popularity.npy, projection.npz (weight, bias, mean, std; only with
-    content) and retriever.json (format, model, encoder, metrics, config). Nothing needs pickle to load.
-    """
-    a = artifacts
-    folder = Path(bundle_path) / RETRIEVER_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / "user_ids.npy", a.user_ids.astype(str), allow_pickle=False)
-    np.save(folder / "item_ids.npy", a.item_ids.astype(str), allow_pickle=False)
-    np.save(folder / "user_vectors.npy", a.user_vectors.astype(np.float32), allow_pickle=False)
-    np.save(folder / "item_vectors.npy", a.item_vectors.astype(np.float32), allow_pickle=False)
-    np.save(folder / "popularity.npy", a.popularity.astype(np.int64), allow_pickle=False)
-    np.savez(folder / "seen.npz", indptr=a.seen_indptr.astype(np.int64), indices=a.seen_indices.astype(np.int32))
-    projection = None
-    if a.projection is not None:
-        p = a.projection
-        np.savez(folder / "projection.npz", weight=p.weight, bias=p.bias, mean=p.mean, std=p.std)
-        projection = {"method": p.method, "alpha": p.alpha, "cv_r2": round(p.cv_r2, 6), "content_dim": len(p.mean)}
-    entry = {
-        "model": a.model,
-        "path": RETRIEVER_DIR,
-        "format_version": FORMAT_VERSION,
-        "dim": int(a.item_vectors.shape[1]),
-        "n_users": len(a.user_ids),
-        "n_items": len(a.item_ids),
-        "encoder": a.projection.encoder if a.projection else None,
-        "projection": projection,
-        "metrics": a.metrics,
-    }
-    write_json_atomic(folder / META_FILE, {**entry, "config": asdict(a.config), "data": a.data, "history": a.history})
-    return entry
-
-
 __all__ = [
     "KS",
     "ContentProjection",
@@ -380,5 +327,4 @@ __all__ = [
     "split_plays",
     "train_bpr",
     "train_recall",
-    "write_retriever_files",
 ]

@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from encore import feature_names as fn
-from encore.artifacts import Bundle, BundleError, current_bundle_path
-from encore.audio import AudioEncoder, AudioError, Codebooks, content_revision, decode_audio
-from encore.audio.codebooks import META_FILE, TENSORS_FILE
+from encore.artifacts import Bundle, current_bundle_path
+from encore.audio import AudioEncoder, AudioError, Codebooks, decode_audio
+from encore.audio.content import ContentComponent
 from encore.audio.decode import MIN_AUDIO_SECONDS
 from encore.audio.encoder import Tags, format_tags
 from encore.errors import EncoreError
@@ -68,13 +68,6 @@ ERROR_STATUS: dict[str, int] = {
     "encoder_unavailable": 503,
 }
 
-# Bundle contract (what training writes, what build_state reads):
-#   manifest["components"]["codebooks"] = {"dir": "codebooks", "encoder": <encoder.describe()>}
-#   manifest["components"]["content"] = {"encoder": "mfcc", "dense_layer": "last", "standardize": true}
-# with <dir>/codebooks.safetensors and <dir>/codebooks.json listed (checksummed) in manifest["files"].
-CODEBOOKS_COMPONENT = "codebooks"
-CONTENT_COMPONENT = "content"
-
 
 T = TypeVar("T")
 
@@ -95,10 +88,12 @@ class EmbedderState:
 
     bundle_id: str
     encoder: AudioEncoder
-    codebooks: Codebooks
-    dense_layer: str | int  # "last", "mean" or a layer index (Codebooks.embedding)
-    standardize: bool
+    content: ContentComponent  # codebooks + how the dense vector is cut (encore/audio/content.py)
     content_revision: str  # encoder revision + codebook version: what the stored vector's revision says
+
+    @property
+    def codebooks(self) -> Codebooks:
+        return self.content.codebooks
 
 
 @dataclass(frozen=True)
@@ -115,43 +110,10 @@ class Embedding:
 
 
 def build_state(bundle: Bundle, encoder: AudioEncoder) -> EmbedderState:
-    """Read the content components of a verified bundle; raise BundleError when they do not fit `encoder`.
-
-    Codebooks fit on another encoder (name, revision, sample rate, window, shape or parameters) are refused
-    here, at load time, so vectors from two encoders never meet in one codebook.
-    """
-    books_spec = bundle.components.get(CODEBOOKS_COMPONENT)
-    content_spec = bundle.components.get(CONTENT_COMPONENT)
-    if not isinstance(books_spec, dict) or not isinstance(content_spec, dict):
-        raise BundleError(
-            f"bundle {bundle.id} has no components.{CODEBOOKS_COMPONENT} / components.{CONTENT_COMPONENT}"
-        )
-    if content_spec.get("encoder") != encoder.name:
-        raise BundleError(
-            f"bundle {bundle.id} holds content for encoder {content_spec.get('encoder')!r}, "
-            f"this embedder runs {encoder.name!r}"
-        )
-    folder = str(books_spec.get("dir", ""))
-    if not folder or Path(folder).is_absolute() or ".." in Path(folder).parts:
-        raise BundleError(f"bundle {bundle.id}: codebooks dir {folder!r} must be a folder inside the bundle")
-    tensors, meta = f"{folder}/{TENSORS_FILE}", f"{folder}/{META_FILE}"
-    for relative in (tensors, meta):
-        bundle.file(relative)  # raises unless listed in the manifest, hence checksummed by load_bundle
-    codebooks = Codebooks.load(bundle.path / folder, encoder_info=encoder.describe())
-    codebooks.check_encoder(books_spec.get("encoder") or {})  # the manifest must say the same
-    dense_layer = content_spec.get("dense_layer", "last")
-    if dense_layer not in ("last", "mean") and not (
-        isinstance(dense_layer, int) and 0 <= dense_layer < codebooks.n_layers
-    ):
-        raise BundleError(f"bundle {bundle.id}: dense_layer {dense_layer!r} is not 'last', 'mean' or a layer index")
-    return EmbedderState(
-        bundle_id=bundle.id,
-        encoder=encoder,
-        codebooks=codebooks,
-        dense_layer=dense_layer,
-        standardize=bool(content_spec.get("standardize", True)),
-        content_revision=content_revision(encoder.revision, bundle.manifest["files"][tensors]),
-    )
+    """Read the content component of a verified bundle; raise BundleError (or CodebookMismatch) when it does
+    not fit `encoder`, so vectors from two encoders never meet in one codebook."""
+    content = ContentComponent.read(bundle, encoder)
+    return EmbedderState(bundle.id, encoder, content, content.revision(encoder.revision))
 
 
 def embed_audio(data: bytes, state: EmbedderState, *, max_seconds: float) -> Embedding:
@@ -167,13 +129,12 @@ def embed_audio(data: bytes, state: EmbedderState, *, max_seconds: float) -> Emb
         )
     decoded_at = time.perf_counter()
     layers, tags = state.encoder.encode_with_tags(decoded)  # (L, D)
-    embedding = state.codebooks.embedding(layers, layer=state.dense_layer, standardize=state.standardize)[0]
-    tokens = state.codebooks.tokenize(layers)[0]
+    content = state.content.features(layers)
     done = time.perf_counter()
     return Embedding(
-        embedding=embedding.astype(np.float32),
-        tokens=tokens,
-        typicality=float(state.codebooks.typicality(layers)[0]),
+        embedding=content.embedding[0],
+        tokens=content.tokens[0],
+        typicality=float(content.typicality[0]),
         tags=tags,
         seconds_used=decoded.seconds_used,
         duration_seconds=decoded.duration_seconds,

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from encore.io import atomic_path
+from encore.ranker_frame import TrackFeatures, build_frame, is_item_field
 from encore.schema import FeatureSpec
 from encore.track_table import TrackBatch, TrackTable
-from services.ranker.features import CandidateFeatures, build_frame, is_item_field
 
 log = logging.getLogger("encore.ranker")
 
@@ -144,7 +144,7 @@ class SplitSpec:
         self.request = FeatureSpec([f for f in spec.fields if not is_item_field(f)], label=None)
 
 
-def encode_item_rows(split: SplitSpec, items: CandidateFeatures) -> dict[str, np.ndarray]:
+def encode_item_rows(split: SplitSpec, items: TrackFeatures) -> dict[str, np.ndarray]:
     """The item fields of `items`, encoded exactly as the full path encodes them."""
     return split.items.encode(build_frame(split.items, "?", None, items))
 
@@ -152,8 +152,7 @@ def encode_item_rows(split: SplitSpec, items: CandidateFeatures) -> dict[str, np
 class ItemInputCache:
     """Gathers pre-encoded item inputs for requests; (re)builds them in a background thread when stale."""
 
-    def __init__(self, table: Callable[[], TrackTable | None], share_dir: Path | None = None):
-        self._table = table
+    def __init__(self, share_dir: Path | None = None):
         self.share_dir = share_dir
         self._encoded: EncodedItems | None = None
         self._split: SplitSpec | None = None
@@ -173,9 +172,10 @@ class ItemInputCache:
         return split
 
     def packed(
-        self, spec: FeatureSpec, user_id: str, user: Mapping[str, Any] | None, items: CandidateFeatures
+        self, spec: FeatureSpec, user_id: str, user: Mapping[str, Any] | None, items: TrackFeatures
     ) -> dict[str, np.ndarray] | None:
-        """Packed model inputs from the cache, or None when it does not cover this request (then rebuilds)."""
+        """Packed model inputs from the cache, or None when it does not cover this request (then rebuilds from
+        the table `items` came from)."""
         encoded = self._encoded
         rows = items.rows
         if rows is None:  # some candidate is not in the table: nothing a rebuild would change
@@ -186,7 +186,7 @@ class ItemInputCache:
             or encoded.generation != items.generation
             or (len(rows) and int(rows.max()) >= encoded.n_rows)
         ):
-            self.build_in_background(spec)
+            self.build_in_background(spec, items.table)
             return None
         split = self.split(spec)
         n = len(rows)
@@ -199,15 +199,14 @@ class ItemInputCache:
         hit = self._users.get(user_id)
         if hit is not None and hit[0] is user:  # the user cache hands out the same row object until it expires
             return hit[1]
-        encoded = split.request.encode(build_frame(split.request, user_id, user, CandidateFeatures.unknown(["?"])))
+        encoded = split.request.encode(build_frame(split.request, user_id, user, TrackFeatures.unknown(["?"])))
         if len(self._users) >= USER_CACHE_SIZE:
             self._users.pop(next(iter(self._users)))
         self._users[user_id] = (user, encoded)
         return encoded
 
-    def build(self, spec: FeatureSpec) -> EncodedItems | None:
-        """Encode every table row not yet covered (all of them for a new spec or generation); swap it in."""
-        table = self._table()
+    def build(self, spec: FeatureSpec, table: TrackTable | None) -> EncodedItems | None:
+        """Encode every row of `table` not yet covered (all of them for a new spec or generation); swap it in."""
         if table is None:
             return None
         split = SplitSpec(spec)
@@ -242,12 +241,12 @@ class ItemInputCache:
             batch = table.slice(chunk, min(chunk + BUILD_CHUNK, stop))
             if batch.generation != generation:
                 return None
-            items = CandidateFeatures(batch.track_ids, batch.columns, batch.present)
+            items = TrackFeatures(batch.track_ids, batch.columns, batch.present)
             for name, values in encode_item_rows(split, items).items():
                 parts.setdefault(name, []).append(values)
         return {name: np.concatenate(chunks) if len(chunks) > 1 else chunks[0] for name, chunks in parts.items()}
 
-    def build_in_background(self, spec: FeatureSpec) -> None:
+    def build_in_background(self, spec: FeatureSpec, table: TrackTable | None) -> None:
         with self._lock:
             if self._building:
                 return
@@ -255,7 +254,7 @@ class ItemInputCache:
 
         def run() -> None:
             try:
-                self.build(spec)
+                self.build(spec, table)
             except Exception:  # the full encoding path keeps serving; the next miss tries again
                 log.exception("encoding item inputs failed")
             finally:

@@ -1,9 +1,21 @@
 """The recommend path as steps: user features >> retrieve >> item features >> score >> order.
 
 Each step takes its config in `__init__`, opens heavy resources in `load()`, and does the work in
-`__call__`. `Ranker.recommend` wires them; the model state comes from one bundle per request.
-Blocking store reads (a user cache miss, tracks the in-process table does not hold) run in a worker thread
-so the event loop keeps serving.
+`__call__`, which takes and gives only what this table says (no step reaches into another):
+
+| step           | takes                                         | gives                                          |
+|----------------|-----------------------------------------------|------------------------------------------------|
+| `UserFeatures` | user_id                                       | `UserRow`: profile (None: unknown), degraded   |
+| `Retrieve`     | user_id, n, the bundle's popularity list      | `Candidates`: ids, cold flags, source, degraded |
+| `ItemFeatures` | track ids                                     | `ItemRows`: TrackFeatures in that order, degraded |
+| `Score`        | model, user_id, profile, TrackFeatures        | (n,) scores                                    |
+| `Order`        | Candidates, TrackFeatures, scores, k          | ranked items                                   |
+
+An unknown user or track is decided once, where it is looked up (UserFeatures: profile None; ItemFeatures:
+the track's rows marked invalid), and encoded by the one frame builder (encore/ranker_frame.py) as OOV /
+zeros. A step that had to degrade says why in its output; `Ranker.recommend` wires the steps and collects
+those reasons; the model state comes from one bundle per request. Blocking store reads (a user cache miss,
+tracks the in-process table does not hold) run in a worker thread so the event loop keeps serving.
 """
 
 from __future__ import annotations
@@ -15,19 +27,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import aiohttp
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from encore.artifacts import BundleHolder
+from encore.ranker_frame import TrackFeatures, build_frame
+from encore.schema import FeatureSpec
 from encore.store import Store
 from encore.track_table import TrackTable
 from services.ranker.activity import FOLDIN_SOURCE, NO_RECENT, Recent, RecentActivity
 from services.ranker.bundle import RankerModel
 from services.ranker.encoded_items import ItemInputCache
-from services.ranker.features import CandidateFeatures, build_frame
 from services.ranker.reasons import reason as reason_for
 
 log = logging.getLogger("encore.ranker")
@@ -48,6 +61,20 @@ class Candidates:
     def head(self, n: int) -> Candidates:
         ids = self.track_ids[:n]
         return Candidates(ids, {t: self.cold.get(t, False) for t in ids}, self.source, self.degraded_reason)
+
+
+class UserRow(NamedTuple):
+    """What UserFeatures gives: the user's profile (None when unknown or unreadable), and why it degraded."""
+
+    profile: dict[str, Any] | None
+    degraded: str | None = None
+
+
+class ItemRows(NamedTuple):
+    """What ItemFeatures gives: the tracks' features in request order, and why it degraded."""
+
+    features: TrackFeatures
+    degraded: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,10 +161,10 @@ class StoreGuard:
 
 
 class UserFeatures:
-    """user_id -> user_profile row (None when unknown), behind a small TTL cache in front of the store.
+    """user_id -> UserRow: the user_profile row (None when unknown), behind a small TTL cache before the store.
 
-    When the store fails, an expired entry is served rather than nothing; a user never cached raises (the
-    ranker then scores without a profile and flags the answer degraded).
+    When the store fails, an expired entry is served rather than nothing; a user never cached is scored
+    without a profile and the row says why (the answer is flagged degraded).
     """
 
     def __init__(self, store: Store, ttl_s: float = 60.0, max_entries: int = 100_000, guard: StoreGuard | None = None):
@@ -148,7 +175,15 @@ class UserFeatures:
     def load(self) -> None:
         self._cache.clear()
 
-    async def __call__(self, user_id: str) -> dict[str, Any] | None:
+    async def __call__(self, user_id: str) -> UserRow:
+        try:
+            return UserRow(await self._profile(user_id))
+        except Exception as error:  # an unknown user and a store hiccup are scored the same way
+            reason = f"user store unavailable: {type(error).__name__}: {error}"
+            warn_throttled("user", "%s; user %s scored without profile", reason, user_id)
+            return UserRow(None, reason)
+
+    async def _profile(self, user_id: str) -> dict[str, Any] | None:
         now = time.monotonic()
         hit = self._cache.get(user_id)
         if hit is not None and hit[0] > now:
@@ -213,7 +248,8 @@ class Retrieve:
 
 
 class ItemFeatures:
-    """track ids -> CandidateFeatures from the in-process TrackTable (unknown ids read from the store)."""
+    """track ids -> ItemRows from the in-process TrackTable; ids it does not hold are read from the store first,
+    and those the store does not know either (or could not be asked) come back marked missing."""
 
     def __init__(
         self, store: Store, max_age_s: float = 300.0, miss_ttl_s: float = 1.0, guard: StoreGuard | None = None
@@ -230,43 +266,48 @@ class ItemFeatures:
         except Exception:  # serve anyway: tracks are then read from the store on their first request
             log.exception("track table could not be loaded at start; tracks will be read on demand")
 
-    async def __call__(self, track_ids: Sequence[str]) -> tuple[CandidateFeatures, str | None]:
-        """Features in request order, and a degraded reason when the store could not be read."""
+    async def __call__(self, track_ids: Sequence[str]) -> ItemRows:
         table = self.table
         if table is None:
             raise RuntimeError("ItemFeatures.load() was not called")
+        reason = None
         if any(t not in table for t in track_ids):
             try:  # off the event loop: this is a store read
                 await self.guard.read(table.refresh, track_ids)
             except Exception as error:
                 reason = f"track store unavailable: {type(error).__name__}: {error}"
                 warn_throttled("tracks", "%s; unknown candidates scored without features", reason)
-                known = [t for t in track_ids if t in table]
-                found = np.fromiter((t in table for t in track_ids), dtype=bool, count=len(track_ids))
-                return CandidateFeatures.align(track_ids, found, table.lookup(known)), reason
-        batch = table.lookup(track_ids)  # refresh above remembered the store's misses, so no store read here
-        missing = set(batch.missing)
-        found = np.fromiter((t not in missing for t in track_ids), dtype=bool, count=len(track_ids))
-        return CandidateFeatures.align(track_ids, found, batch), None
+        found = np.fromiter((t in table for t in track_ids), dtype=bool, count=len(track_ids))
+        batch = table.lookup([t for t, held in zip(track_ids, found, strict=True) if held])  # held ids only
+        if batch.missing:  # a reload dropped one meanwhile (the lookup read it again): missing too
+            gone = set(batch.missing)
+            found &= np.fromiter((t not in gone for t in track_ids), dtype=bool, count=len(track_ids))
+        return ItemRows(TrackFeatures.align(track_ids, found, batch, table), reason)
 
 
 class Score:
-    """(user, candidates) -> click probabilities, encoded with the bundle's feature spec.
+    """(model, user, candidates' TrackFeatures) -> click probabilities, encoded with the bundle's feature spec.
 
-    With an ItemInputCache, item inputs are gathered pre-encoded when it covers the request; otherwise (and
-    without one) every field goes through the spec encoder. Both give the model the same inputs.
+    With an ItemInputCache, item inputs are gathered pre-encoded when it covers the request (the features say
+    which table rows they are); otherwise (and without one) every field goes through the spec encoder. Both
+    give the model the same inputs.
     """
 
     def __init__(self, cache: ItemInputCache | None = None):
         self.cache = cache
 
+    def prepare(self, spec: FeatureSpec, table: TrackTable | None) -> None:
+        """Encode the item inputs of every row of `table` for `spec` (start-up, after a reload)."""
+        if self.cache is not None:
+            self.cache.build(spec, table)
+
     def encode(
-        self, model: RankerModel, user_id: str, user: dict[str, Any] | None, items: CandidateFeatures
+        self, model: RankerModel, user_id: str, user: dict[str, Any] | None, items: TrackFeatures
     ) -> dict[str, np.ndarray]:
         return model.spec.encode_packed(build_frame(model.spec, user_id, user, items))
 
     def __call__(
-        self, model: RankerModel, user_id: str, user: dict[str, Any] | None, items: CandidateFeatures
+        self, model: RankerModel, user_id: str, user: dict[str, Any] | None, items: TrackFeatures
     ) -> np.ndarray:
         if len(items) == 0:
             return np.zeros(0, dtype=np.float32)
@@ -279,14 +320,12 @@ class Score:
 class Order:
     """Top-k by score; ties keep retrieval order (stable sort), so answers are deterministic."""
 
-    def __call__(
-        self, candidates: Candidates, items: CandidateFeatures, scores: np.ndarray, k: int
-    ) -> list[RankedItem]:
+    def __call__(self, candidates: Candidates, items: TrackFeatures, scores: np.ndarray, k: int) -> list[RankedItem]:
         top = np.argsort(-scores, kind="stable")[:k]
         return [self.item(candidates, items, scores, i, rank) for rank, i in enumerate(top.tolist(), start=1)]
 
     @staticmethod
-    def item(candidates: Candidates, items: CandidateFeatures, scores: np.ndarray, i: int, rank: int) -> RankedItem:
+    def item(candidates: Candidates, items: TrackFeatures, scores: np.ndarray, i: int, rank: int) -> RankedItem:
         cold, genre = candidates.cold.get(items.track_ids[i], False), items.value("genre", i)
         return RankedItem(
             track_id=items.track_ids[i],
@@ -338,7 +377,7 @@ class Ranker:
         self.holder = holder
         self.recent = recent  # real-time events (services/ranker/activity.py); None: not read
         self.user_features, self.retrieve, self.item_features = user_features, retrieve, item_features
-        self.score = Score(ItemInputCache(lambda: self.item_features.table, item_cache_dir))
+        self.score = Score(ItemInputCache(item_cache_dir))
         self.order = Order()
         self.n_candidates = n_candidates
         self.metrics = metrics or RankerMetrics(CollectorRegistry())
@@ -355,8 +394,8 @@ class Ranker:
         Then moves what start-up or the reload left in memory out of the GC's generations, so full
         collections do not walk it on the hot path (the p99 spikes in DESIGN section 3).
         """
-        if self.holder.loaded and self.score.cache is not None:
-            self.score.cache.build(self.holder.state.spec)
+        if self.holder.loaded:
+            self.score.prepare(self.holder.state.spec, self.item_features.table)
         gc.collect()
         gc.freeze()
 
@@ -365,41 +404,29 @@ class Ranker:
 
     async def recommend(self, user_id: str, k: int) -> Recommendation:
         model = self.holder.state  # one bundle for the whole request, even if a reload swaps it meanwhile
-        reasons: list[str] = []
         clock = _StageClock(self.metrics.stage_seconds)
 
-        try:
-            user = await self.user_features(user_id)
-        except Exception as error:  # an unknown user and a store hiccup are scored the same way
-            reasons.append(f"user store unavailable: {type(error).__name__}: {error}")
-            warn_throttled("user", "%s; user %s scored without profile", reasons[-1], user_id)
-            user = None
-        recent = NO_RECENT
+        user = await self.user_features(user_id)
+        recent, activity_degraded = NO_RECENT, None
         if self.recent is not None:
             try:
                 recent = await self.recent(user_id)
             except Exception as error:  # served without the recent filter and fold-in
-                reasons.append(f"activity store unavailable: {type(error).__name__}: {error}")
+                activity_degraded = f"activity store unavailable: {type(error).__name__}: {error}"
         clock.lap("user_features")
-
         candidates = await self.retrieve(user_id, max(self.n_candidates, k), model.popularity, recent)
         if candidates.source == FOLDIN_SOURCE:  # the fold-in's order is the only personal signal (activity.py)
             candidates = candidates.head(max(k, self.foldin_candidates))
-        if candidates.degraded_reason:
-            reasons.append(candidates.degraded_reason)
         clock.lap("retrieve")
-
-        items, item_reason = await self.item_features(candidates.track_ids)
-        if item_reason:
-            reasons.append(item_reason)
+        items = await self.item_features(candidates.track_ids)
         clock.lap("item_features")
-
-        scores = self.score(model, user_id, user, items)
+        scores = self.score(model, user_id, user.profile, items.features)
         clock.lap("score")
-
-        ranked = self.order(candidates, items, scores, k)
+        ranked = self.order(candidates, items.features, scores, k)
         clock.lap("order")
 
+        degraded = (user.degraded, activity_degraded, candidates.degraded_reason, items.degraded)
+        reasons = [r for r in degraded if r]
         for reason in reasons:
             self.metrics.degraded.labels(reason.split(":", 1)[0]).inc()
         return Recommendation(user_id, model.bundle_id, model.model_name, candidates.source, ranked, reasons)

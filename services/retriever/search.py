@@ -1,7 +1,7 @@
 """The retriever's logic, callable without HTTP: recall vectors from a bundle, top-k search, cold tracks.
 
-- `RecallIndex.from_bundle` reads and checks `<bundle>/retriever/` (written by training/train_recall.py for
-  any recall model: BPR, VBPR, FREEDOM, LGMRec; the manifest names it and it becomes the candidates' source).
+- `RecallIndex.from_bundle` reads `<bundle>/retriever/` through encore/retriever_bundle.py (written by
+  training for any recall model: BPR, VBPR, FREEDOM, LGMRec; it becomes the candidates' source).
 - `RecallIndex.candidates`: known user -> dot product with every item (trained and cold), played items
   masked, top-k by `argpartition` (exact), or through a faiss IVF index for large catalogs (`SearchOptions`);
   unknown user -> the bundle's most played items.
@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -26,7 +25,7 @@ import numpy as np
 
 from encore import feature_names as fn
 from encore.artifacts import Bundle, BundleError, BundleHolder
-from encore.errors import EncoreError
+from encore.retriever_bundle import ColdItemRefused, ContentProjection, RetrieverComponent
 from encore.store import Store
 
 if TYPE_CHECKING:
@@ -34,45 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COMPONENT = "retriever"
-FORMAT_VERSION = 1
 STORE_READ_CHUNK = 500
 FOLDIN_SOURCE = "foldin"  # candidates of a listener unknown to the bundle, from their played tracks' vectors
-
-
-class ColdItemRefused(EncoreError):
-    """A new track's content cannot be projected with this bundle (wrong encoder or length, no projection)."""
-
-
-# --- Bundle contents ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Projection:
-    """item vector = ((content - mean) / std) @ weight + bias, the formula training fit (same arrays)."""
-
-    weight: np.ndarray  # (C, D)
-    bias: np.ndarray  # (D,)
-    mean: np.ndarray  # (C,)
-    std: np.ndarray  # (C,)
-    encoder: dict[str, str]  # {"encoder", "encoder_revision"} the content must come from
-
-    @property
-    def content_dim(self) -> int:
-        return len(self.mean)
-
-    def apply(self, content: np.ndarray) -> np.ndarray:
-        return (((content - self.mean) / self.std) @ self.weight + self.bias).astype(np.float32)
-
-    def check(self, embedding: np.ndarray, encoder: str, encoder_revision: str) -> None:
-        """Raise ColdItemRefused unless the vector comes from this projection's encoder and has its length."""
-        got = {"encoder": encoder, "encoder_revision": encoder_revision}
-        if got != self.encoder:
-            raise ColdItemRefused(f"content from encoder {got} cannot be mixed with this bundle's {self.encoder}")
-        if embedding.ndim != 1 or len(embedding) != self.content_dim:
-            raise ColdItemRefused(f"embedding has length {embedding.size}, bundle's encoder gives {self.content_dim}")
-        if not np.isfinite(embedding).all():
-            raise ColdItemRefused("embedding contains NaN or inf (or overflows float32)")
 
 
 @dataclass(frozen=True)
@@ -155,15 +117,6 @@ def build_ivf(vectors: np.ndarray, nlist: int, nprobe: int, seed: int = 0) -> fa
     return index
 
 
-def _load_npy(bundle: Bundle, name: str) -> np.ndarray:
-    return np.load(bundle.file(f"{COMPONENT}/{name}"), allow_pickle=False)
-
-
-def _require(condition: bool, bundle: Bundle, message: str) -> None:
-    if not condition:
-        raise BundleError(f"bundle {bundle.id}: retriever files are inconsistent: {message}")
-
-
 def calibrate_nprobe(
     index: faiss.Index, users: np.ndarray, items: np.ndarray, target: float, k: int, n_users: int, seed: int = 0
 ) -> float:
@@ -200,7 +153,7 @@ class RecallIndex:
         seen_indptr: np.ndarray,
         seen_indices: np.ndarray,
         popularity: np.ndarray,
-        projection: Projection | None,
+        projection: ContentProjection | None,
         model: str = "BPR",
         options: SearchOptions | None = None,
     ) -> None:
@@ -239,41 +192,14 @@ class RecallIndex:
     def from_bundle(cls, bundle: Bundle, options: SearchOptions | None = None) -> RecallIndex:
         """Read `<bundle>/retriever/` (already checksum-verified by load_bundle) and check its shapes."""
         options = options or SearchOptions()
-        if COMPONENT not in bundle.components:
-            raise BundleError(f"bundle {bundle.id} has no retriever component (components: {list(bundle.components)})")
-        meta = json.loads(bundle.file(f"{COMPONENT}/retriever.json").read_text())
-        _require(meta.get("format_version") == FORMAT_VERSION, bundle, f"format {meta.get('format_version')}")
-        model = str(meta.get("model", "BPR"))
-        if options.model and model.lower() != options.model.lower():
+        files = RetrieverComponent.read(bundle)
+        if options.model and files.model.lower() != options.model.lower():
             raise BundleError(
-                f"bundle {bundle.id} holds a {model} retriever, but this service is set to serve {options.model}"
+                f"bundle {bundle.id} holds a {files.model} retriever, but this service is set to serve {options.model}"
             )
-        user_ids, item_ids = _load_npy(bundle, "user_ids.npy"), _load_npy(bundle, "item_ids.npy")
-        users, items = _load_npy(bundle, "user_vectors.npy"), _load_npy(bundle, "item_vectors.npy")
-        popularity = _load_npy(bundle, "popularity.npy")
-        with np.load(bundle.file(f"{COMPONENT}/seen.npz"), allow_pickle=False) as seen:
-            indptr, indices = seen["indptr"], seen["indices"]
-        n_users, n_items = len(user_ids), len(item_ids)
-        _require(users.shape == (n_users, meta["dim"]), bundle, f"user_vectors {users.shape}")
-        _require(items.shape == (n_items, meta["dim"]), bundle, f"item_vectors {items.shape}")
-        _require(users.dtype == items.dtype == np.float32, bundle, "vectors must be float32")
-        _require(bool(np.isfinite(users).all() and np.isfinite(items).all()), bundle, "vectors hold NaN or inf")
-        _require(len(set(user_ids)) == n_users and len(set(item_ids)) == n_items, bundle, "duplicate ids")
-        _require(popularity.shape == (n_items,), bundle, f"popularity {popularity.shape}")
-        _require(indptr.shape == (n_users + 1,) and indptr[0] == 0 and indptr[-1] == len(indices), bundle, "seen")
-        _require(bool((np.diff(indptr) >= 0).all()), bundle, "seen.indptr is not monotone")
-        _require(len(indices) == 0 or 0 <= indices.min() <= indices.max() < n_items, bundle, "seen item out of range")
-        projection = None
-        if meta.get("projection"):
-            with np.load(bundle.file(f"{COMPONENT}/projection.npz"), allow_pickle=False) as p:
-                projection = Projection(p["weight"], p["bias"], p["mean"], p["std"], dict(meta["encoder"]))
-            c = projection.content_dim
-            _require(projection.weight.shape == (c, meta["dim"]), bundle, f"projection {projection.weight.shape}")
-            _require(projection.bias.shape == (meta["dim"],) and projection.std.shape == (c,), bundle, "projection")
-            _require(bool((projection.std > 0).all()), bundle, "projection.std must be positive")
         return cls(
-            bundle.id, user_ids.tolist(), users, item_ids.tolist(), items, indptr, indices, popularity, projection,
-            model, options,
+            bundle.id, files.user_ids.tolist(), files.user_vectors, files.item_ids.tolist(), files.item_vectors,
+            files.seen_indptr, files.seen_indices, files.popularity, files.projection, files.model, options,
         )  # fmt: skip
 
     def seen(self, user_row: int) -> np.ndarray:

@@ -23,7 +23,9 @@ from fastapi.testclient import TestClient
 from encore import feature_names as fn
 from encore.artifacts import BundleBuilder
 from encore.audio import Codebooks, MfccEncoder
-from encore.io import write_json_atomic
+from encore.audio.content import ContentComponent
+from encore.ranker_bundle import RankerComponent
+from encore.retriever_bundle import RetrieverComponent
 from encore.schema import FeatureSpec
 from encore.settings import EmbedderSettings, RankerSettings, RetrieverSettings
 from encore.store import Store, StoreSettings
@@ -32,23 +34,24 @@ from services.ranker.main import create_app as create_ranker
 from services.retriever.main import create_app as create_retriever
 from tests.factories import clone_bundle, edit_manifest, externalize_onnx_weights, relist
 from tests.services.embedder.helpers import tone
-from tests.services.ranker.conftest import SPEC_FIELDS, make_source_frames, training_frame
+from tests.services.ranker.conftest import SPEC_FIELDS, make_source_frames
 from tests.services.retriever.planted import ENCODER, make_planted
+from training.bootstrap import ranker_frame
 from training.export import export_onnx
 from training.models.ctr.dcnv2 import DCNv2
-from training.train_recall import train_bpr, write_retriever_files
+from training.train_recall import train_bpr
 
 API_KEY = "test-key"
 AUTH = {"X-API-Key": API_KEY}
 GOOD = "good-1"
-ONNX = "ranker/model.onnx"
-VECTORS = "retriever/item_vectors.npy"
+ONNX = RankerComponent.ONNX
+VECTORS = f"{RetrieverComponent.NAME}/{RetrieverComponent.VECTORS['item']}"
 
 
 def write_full_bundle(root: Path) -> None:
     """GOOD, with the components all three services read, as training writes them."""
     frames = make_source_frames()
-    spec = FeatureSpec.fit(training_frame(frames.users, frames.meta, frames.content, frames.interactions), SPEC_FIELDS)
+    spec = FeatureSpec.fit(ranker_frame(frames.interactions, frames.tables, SPEC_FIELDS), SPEC_FIELDS)
     torch.manual_seed(0)
     ranker = DCNv2(spec, embedding_dim=4, num_cross_layers=1, hidden_units=(8,))  # untrained: scores suffice
     planted = make_planted()
@@ -56,20 +59,11 @@ def write_full_bundle(root: Path) -> None:
     encoder = MfccEncoder()
     layers = np.stack([encoder.encode(tone(f, 2.0, bpm=b)) for f in (110, 220, 440, 880) for b in (90, 150)])
     with BundleBuilder(root, GOOD) as builder:
-        (builder.path / "ranker").mkdir()
-        export_onnx(ranker, builder.path / ONNX)
-        spec.save(builder.path / "ranker" / "spec.json")
-        write_json_atomic(builder.path / "popularity.json", {"track_ids": frames.meta[fn.TRACK_ID].tolist()})
-        Codebooks.fit(layers, encoder_info=encoder.describe(), k=4, seed=0).save(builder.path / "codebooks")
-        builder.manifest.update(
-            feature_spec_hash=spec.hash,
-            components={
-                "ranker": {"model": "DCNv2", "onnx": ONNX, "spec": "ranker/spec.json", "popularity": "popularity.json"},
-                "retriever": write_retriever_files(recall, builder.path),
-                "codebooks": {"dir": "codebooks", "encoder": encoder.describe()},
-                "content": {"encoder": "mfcc", "dense_layer": "last", "standardize": True},
-            },
-        )
+        popularity = frames.meta[fn.TRACK_ID].tolist()
+        RankerComponent("DCNv2", spec, popularity).write(builder, lambda path: export_onnx(ranker, path))
+        recall.component().write(builder)
+        books = Codebooks.fit(layers, encoder_info=encoder.describe(), k=4, seed=0)
+        ContentComponent(books, encoder.name).write(builder)
 
 
 @pytest.fixture(scope="module")
@@ -114,14 +108,15 @@ def outside_listed_path(bad: Path, outside: Path) -> None:
 def outside_component_path(bad: Path, outside: Path) -> None:
     (outside / "pop.json").write_text(json.dumps({"track_ids": ["planted"]}))
     doc = json.loads((bad / "manifest.json").read_text())
-    ranker = {**doc["components"]["ranker"], "popularity": os.path.relpath(outside / "pop.json", bad)}
-    edit_manifest(bad, components={**doc["components"], "ranker": ranker})
+    ranker = {**doc["components"][RankerComponent.NAME], "popularity": os.path.relpath(outside / "pop.json", bad)}
+    edit_manifest(bad, components={**doc["components"], RankerComponent.NAME: ranker})
 
 
 def symlinked_file(bad: Path, outside: Path) -> None:
-    (outside / "pop.json").write_bytes((bad / "popularity.json").read_bytes())  # same bytes: only the link is wrong
-    (bad / "popularity.json").unlink()
-    (bad / "popularity.json").symlink_to(outside / "pop.json")
+    popularity = bad / RankerComponent.POPULARITY
+    (outside / "pop.json").write_bytes(popularity.read_bytes())  # same bytes: only the link is wrong
+    popularity.unlink()
+    popularity.symlink_to(outside / "pop.json")
 
 
 def symlinked_manifest(bad: Path, outside: Path) -> None:
@@ -148,7 +143,7 @@ def unlisted_onnx_external_data(bad: Path, outside: Path) -> None:
 
 def onnx_external_data_outside(bad: Path, outside: Path) -> None:
     """The ranker's weights read from a file beside artifacts/, never checksummed (the graph is relisted)."""
-    externalize_onnx_weights(bad / ONNX, os.path.relpath(outside / "weights.data", bad / "ranker"))
+    externalize_onnx_weights(bad / ONNX, os.path.relpath(outside / "weights.data", (bad / ONNX).parent))
     relist(bad, ONNX)
 
 
@@ -176,15 +171,15 @@ def broken_onnx(bad: Path, outside: Path) -> None:
 
 
 def spec_not_json(bad: Path, outside: Path) -> None:
-    (bad / "ranker" / "spec.json").write_text("{'fields': [")
-    relist(bad, "ranker/spec.json")
+    (bad / RankerComponent.SPEC).write_text("{'fields': [")
+    relist(bad, RankerComponent.SPEC)
 
 
 def codebooks_manifest_disagrees(bad: Path, outside: Path) -> None:
     doc = json.loads((bad / "manifest.json").read_text())
-    books = doc["components"]["codebooks"]
+    books = doc["components"][ContentComponent.CODEBOOKS]
     books = {**books, "encoder": {**books["encoder"], "revision": "0"}}
-    edit_manifest(bad, components={**doc["components"], "codebooks": books})
+    edit_manifest(bad, components={**doc["components"], ContentComponent.CODEBOOKS: books})
 
 
 def retriever_vectors_hold_nan(bad: Path, outside: Path) -> None:
@@ -197,7 +192,7 @@ def retriever_vectors_hold_nan(bad: Path, outside: Path) -> None:
 TAMPERINGS: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "outside_listed_path": (outside_listed_path, "is not a plain path inside the bundle"),
     "outside_component_path": (outside_component_path, "is not a plain path inside the bundle"),
-    "symlinked_file": (symlinked_file, "popularity.json is a symlink"),
+    "symlinked_file": (symlinked_file, f"{RankerComponent.POPULARITY} is a symlink"),
     "symlinked_manifest": (symlinked_manifest, "manifest.json is missing or is not a plain file"),
     "symlinked_folder": (symlinked_folder, "is missing or is not a plain folder"),
     "unlisted_file": (unlisted_file, "retriever/extra.npy is in the folder but not in the manifest"),
@@ -208,7 +203,7 @@ TAMPERINGS: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "unknown_component": (unknown_component, "unknown component(s) ['reranker']"),
     "huge_file_of_the_wrong_size": (huge_file_of_the_wrong_size, f"{VECTORS} is missing or does not match"),
     "broken_onnx": (broken_onnx, f"{ONNX} is not a valid ONNX model"),
-    "spec_not_json": (spec_not_json, "ranker/spec.json does not load as json"),
+    "spec_not_json": (spec_not_json, f"{RankerComponent.SPEC} does not load as json"),
     "retriever_vectors_hold_nan": (retriever_vectors_hold_nan, f"{VECTORS} holds NaN or infinite values"),
     "codebooks_manifest_disagrees": (codebooks_manifest_disagrees, "components.codebooks.encoder disagrees"),
 }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch
 
 from encore.artifacts import SAFE_SUFFIXES, BundleBuilder, load_bundle
 from encore.errors import EncoreError
+from encore.retriever_bundle import RetrieverComponent
 from tests.services.retriever.planted import ENCODER, Planted, make_planted
 from training.models.recall import BPR
 from training.train_recall import (
@@ -19,7 +19,6 @@ from training.train_recall import (
     content_from_frame,
     fit_projection,
     train_bpr,
-    write_retriever_files,
 )
 
 
@@ -74,20 +73,22 @@ def test_seen_holds_the_training_plays_and_leaves_test_plays_out(planted: Plante
 
 def test_bundle_files_are_safe_and_round_trip(tmp_path: Path, trained: RecallArtifacts) -> None:
     with BundleBuilder(tmp_path, "r1") as builder:
-        entry = write_retriever_files(trained, builder.path)
-        builder.manifest["components"] = {"retriever": entry}
+        entry = trained.component().write(builder)
     bundle = load_bundle(tmp_path / "r1")
     assert bundle.components["retriever"]["model"] == "BPR"
     assert entry["dim"] == 33 and entry["n_items"] == len(trained.item_ids) and entry["encoder"] == ENCODER
     assert entry["metrics"]["recall@20"] == trained.metrics["recall@20"]
     files = [p for p in (tmp_path / "r1" / "retriever").iterdir()]
     assert {p.suffix for p in files} <= SAFE_SUFFIXES
-    vectors = np.load(bundle.file("retriever/item_vectors.npy"), allow_pickle=False)
-    np.testing.assert_array_equal(vectors, trained.item_vectors)
-    ids = np.load(bundle.file("retriever/item_ids.npy"), allow_pickle=False)
-    assert ids.tolist() == trained.item_ids.tolist()
-    meta = json.loads(bundle.file("retriever/retriever.json").read_text())
-    assert meta["config"]["dim"] == 32 and meta["projection"]["method"] == "ridge"
+    served = RetrieverComponent.read(bundle)
+    np.testing.assert_array_equal(served.item_vectors, trained.item_vectors)
+    np.testing.assert_array_equal(served.user_vectors, trained.user_vectors)
+    assert served.item_ids.tolist() == trained.item_ids.tolist()
+    assert served.user_ids.tolist() == trained.user_ids.tolist()
+    np.testing.assert_array_equal(served.seen_indices, trained.seen_indices)
+    np.testing.assert_array_equal(served.popularity, trained.popularity)
+    assert served.details["config"]["dim"] == 32 and served.projection is not None
+    assert served.projection.method == "ridge" and served.projection.encoder == ENCODER
 
 
 def test_exported_vectors_give_the_model_scores() -> None:

@@ -11,6 +11,7 @@ import torch
 
 from encore.artifacts import BundleBuilder, load_bundle
 from encore.errors import EncoreError
+from encore.retriever_bundle import RetrieverComponent
 from tests.services.retriever.planted import ENCODER, Planted, make_planted
 from training.models.recall import RECALL_MODELS, VBPR
 from training.recall_metrics import rank_metrics
@@ -21,7 +22,6 @@ from training.train_recall import (
     build_model,
     fit_recall,
     train_recall,
-    write_retriever_files,
 )
 
 MODELS = list(RECALL_MODELS)
@@ -79,14 +79,16 @@ def test_training_stops_after_patience_epochs_without_gain(planted: Planted) -> 
 def test_bundle_records_the_model_and_round_trips(tmp_path: Path, trained, model: str) -> None:
     a = trained[model]
     with BundleBuilder(tmp_path, "r") as builder:
-        builder.manifest["components"] = {"retriever": write_retriever_files(a, builder.path)}
-    entry = load_bundle(tmp_path / "r").components["retriever"]
+        a.component().write(builder)
+    bundle = load_bundle(tmp_path / "r")
+    entry = bundle.components["retriever"]
     assert entry["model"] == model and entry["dim"] == a.item_vectors.shape[1]
     assert entry["projection"]["method"] == ("vbpr" if model == "VBPR" else "ridge")
-    projection = np.load(tmp_path / "r" / "retriever" / "projection.npz")
+    served = RetrieverComponent.read(bundle)  # what the retriever serves
+    assert served.model == model and served.projection is not None
+    assert served.projection.method == entry["projection"]["method"]
     content = np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32)
-    served = ((content - projection["mean"]) / projection["std"]) @ projection["weight"] + projection["bias"]
-    np.testing.assert_allclose(served, a.projection.apply(content), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(served.projection.apply(content), a.projection.apply(content), rtol=1e-5, atol=1e-5)
 
 
 def test_vbpr_content_half_of_a_cold_vector_is_the_models_own(planted: Planted) -> None:

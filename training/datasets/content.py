@@ -18,14 +18,15 @@ from encore.audio.codebooks import Codebooks
 from encore.audio.extract import load_catalog
 from encore.audio.transform import ContentTransform
 from encore.errors import EncoreError
+from encore.ranker_frame import AUDIO_EMBEDDING, AUDIO_MISSING, AUDIO_TOKEN_PREFIX, audio_token
 from encore.schema import FieldConfig
 
 ContentMode = Literal["none", "dense", "tokens"]
 MissingPolicy = Literal["error", "zeros"]
 CONTENT_MODES = ("none", "dense", "tokens")
-DENSE_FIELD = "audio_emb"
-TOKEN_PREFIX = "audio_tok_"
-MASK_FIELD = "audio_missing"
+DENSE_FIELD = AUDIO_EMBEDDING  # the ranker's column names (encore/ranker_frame.py), so a benchmark cell's
+TOKEN_PREFIX = AUDIO_TOKEN_PREFIX  # content fields read like the served ranker's
+MASK_FIELD = AUDIO_MISSING
 ITEM = "track_id"
 
 
@@ -121,7 +122,7 @@ def build_item_content(
         tokens = books.tokenize(arrays.layers[np.maximum(rows, 0)]).astype(np.float64)
         tokens[absent] = np.nan  # encoded as OOV
         for f in range(books.n_fields):
-            name = f"{TOKEN_PREFIX}{f}"
+            name = audio_token(f)
             table[name] = pd.array(tokens[:, f], dtype="Int64")
             fields.append(FieldConfig(name, "categorical", owner="item"))
         if out_dir is not None:

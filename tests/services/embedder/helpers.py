@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from encore.artifacts import BundleBuilder
 from encore.audio import Codebooks
+from encore.audio.content import ContentComponent
 from encore.store import Store
-from services.embedder.encode import CODEBOOKS_COMPONENT, CONTENT_COMPONENT
 
 API_KEY = "test-key"
 AUTH = {"X-API-Key": API_KEY}
@@ -42,11 +42,7 @@ def write_bundle(root: Path, bundle_id: str, layers: np.ndarray, info: dict, *, 
     """A bundle holding only what the embedder reads: codebooks + the content component."""
     books = Codebooks.fit(layers, encoder_info=info, k=K, seed=0)
     with BundleBuilder(root, bundle_id, make_current=current) as builder:
-        books.save(builder.path / "codebooks")
-        builder.manifest["components"] = {
-            CODEBOOKS_COMPONENT: {"dir": "codebooks", "encoder": info},
-            CONTENT_COMPONENT: {"encoder": "mfcc", "dense_layer": "last", "standardize": True},
-        }
+        ContentComponent(books, "mfcc").write(builder)
 
 
 @dataclass

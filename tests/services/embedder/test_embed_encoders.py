@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -13,11 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from encore.artifacts import BundleBuilder
+from encore.artifacts import BundleBuilder, load_bundle
 from encore.audio import Codebooks, content_revision, decode_audio, get_encoder
+from encore.audio.codebooks import TENSORS_FILE
+from encore.audio.content import ContentComponent
 from encore.audio.random_weights import write_random_weights
 from encore.settings import EmbedderSettings
-from services.embedder.encode import CODEBOOKS_COMPONENT, CONTENT_COMPONENT
 from tests.services.embedder.helpers import AUTH, GOOD_BUNDLE, post_embed, tone, wav_bytes
 
 MakeClient = Callable[..., AbstractContextManager[TestClient]]
@@ -35,11 +35,7 @@ def muq_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     books = Codebooks.fit(layers, encoder_info=info, k=4, seed=0)
     artifacts = tmp_path_factory.mktemp("artifacts")
     with BundleBuilder(artifacts, "muq-1", make_current=True) as builder:
-        books.save(builder.path / "codebooks")
-        builder.manifest["components"] = {
-            CODEBOOKS_COMPONENT: {"dir": "codebooks", "encoder": info},
-            CONTENT_COMPONENT: {"encoder": "muq", "dense_layer": "last", "standardize": True},
-        }
+        ContentComponent(books, "muq").write(builder)
     return weights, artifacts
 
 
@@ -73,10 +69,10 @@ def test_muq_embedder_reports_encoder_and_revision_and_stores_what_the_encoder_c
         assert response.status_code == 200, response.text
         body = response.json()
     encoder = get_encoder("muq", weights, runtime="torch")
-    books = Codebooks.load(artifacts / "muq-1" / "codebooks", encoder_info=encoder.describe())
+    bundle = load_bundle(artifacts / "muq-1")
+    books = ContentComponent.read(bundle, encoder).codebooks
     assert body["encoder"] == "muq" and (body["n_layers"], body["dim"], body["n_tokens"]) == (3, 32, 3)
-    manifest = json.loads((artifacts / "muq-1" / "manifest.json").read_text())
-    books_sha = manifest["files"]["codebooks/codebooks.safetensors"]
+    books_sha = bundle.manifest["files"][f"{ContentComponent.CODEBOOKS}/{TENSORS_FILE}"]
     assert body["encoder_revision"] == content_revision(encoder.revision, books_sha)
     layers = encoder.encode_decoded(decode_audio(audio, max_seconds=None))
     np.testing.assert_allclose(body["embedding"], books.embedding(layers)[0], rtol=1e-4, atol=1e-4)

@@ -11,6 +11,7 @@ import soundfile as sf
 
 from encore.artifacts import BundleError, load_bundle
 from encore.audio import AudioError, CodebookMismatch, MfccEncoder
+from encore.audio.content import ContentComponent
 from services.embedder.encode import build_state, embed_audio
 from tests.services.embedder.helpers import GOOD_BUNDLE, OTHER_REVISION_BUNDLE, K, tone, wav_bytes
 
@@ -37,7 +38,7 @@ def test_bundle_for_another_encoder_revision_or_backend_is_refused(artifacts_dir
     with pytest.raises(CodebookMismatch, match="n_mels"):
         build_state(load_bundle(artifacts_dir / GOOD_BUNDLE), MfccEncoder(n_mels=40))
     bundle = load_bundle(artifacts_dir / GOOD_BUNDLE)
-    bundle.manifest["components"]["content"] = {"encoder": "clap"}
+    bundle.manifest["components"][ContentComponent.CONTENT] = {"encoder": "clap"}
     with pytest.raises(BundleError, match="clap"):
         build_state(bundle, MfccEncoder())
 

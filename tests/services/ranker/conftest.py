@@ -20,9 +20,11 @@ import torch
 
 from encore import feature_names as fn
 from encore.artifacts import BundleBuilder
+from encore.ranker_bundle import RankerComponent
 from encore.schema import FeatureSpec, FieldConfig
 from encore.store import Store, StoreSettings
 from tests.conftest import free_port
+from training.bootstrap import FeatureTables, ranker_frame
 from training.data import TensorSplit
 from training.export import export_onnx
 from training.models.ctr.dcnv2 import DCNv2
@@ -62,6 +64,11 @@ class SourceFrames:
     meta: pd.DataFrame
     content: pd.DataFrame
     interactions: pd.DataFrame  # user_id, track_id, label
+
+    @property
+    def tables(self) -> FeatureTables:
+        """The frames as the bootstrap holds them (what it writes into the store and joins training rows from)."""
+        return FeatureTables(self.users, self.meta, self.content)
 
 
 def make_source_frames(seed: int = 3) -> SourceFrames:
@@ -108,27 +115,11 @@ def make_source_frames(seed: int = 3) -> SourceFrames:
             fn.TRACK_ID: rng.choice(track_ids[:N_TRAIN_TRACKS], n),
         }
     )
-    frame = training_frame(users, meta, content, pairs)
+    frame = ranker_frame(pairs, FeatureTables(users, meta, content), SPEC_FIELDS)
     emb = np.stack(frame["audio_emb"].to_numpy())
     logit = 1.5 * (frame["genre"] == "jazz") + 1.2 * emb[:, 0] - 0.8 * (frame["country"] == "BR")
     pairs["label"] = (rng.random(n) < 1 / (1 + np.exp(-logit.to_numpy()))).astype(int)
     return SourceFrames(users, meta, content, pairs)
-
-
-def training_frame(users: pd.DataFrame, meta: pd.DataFrame, content: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
-    """How training joins (user, track) rows to the store's views: left joins, store column names,
-    `audio_emb` <- embedding (zeros when a track has no content), `audio_tok_i` <- tokens[i], and
-    `audio_missing` = 1 for tracks without content."""
-    frame = pairs.merge(users, on=fn.USER_ID, how="left").merge(meta, on=fn.TRACK_ID, how="left")
-    cont = content.set_index(fn.TRACK_ID)
-    zeros = np.zeros(EMBEDDING_DIM, dtype=np.float32)
-    has = frame[fn.TRACK_ID].isin(cont.index).to_numpy()
-    frame["audio_emb"] = [cont.at[t, "embedding"] if h else zeros for t, h in zip(frame[fn.TRACK_ID], has, strict=True)]
-    for layer in range(N_LAYERS):
-        tokens = [cont.at[t, "tokens"][layer] if h else np.nan for t, h in zip(frame[fn.TRACK_ID], has, strict=True)]
-        frame[f"audio_tok_{layer}"] = pd.Series(tokens, dtype=np.int64 if has.all() else np.float64)
-    frame["audio_missing"] = (~has).astype(np.int64)
-    return frame
 
 
 @dataclass
@@ -138,19 +129,20 @@ class TrainedBundle:
     spec: FeatureSpec
     frames: SourceFrames
     onnx_path: Path
+    train_frame: pd.DataFrame  # the frame the model was fit on, as the bootstrap built it
 
     def frame_for(self, user_id: str, track_ids: list[str]) -> pd.DataFrame:
-        """The training-side frame of (user_id, track) rows, built from the source frames."""
+        """The bootstrap's frame of (user_id, track) rows (training/bootstrap.py `ranker_frame`)."""
         pairs = pd.DataFrame({fn.USER_ID: user_id, fn.TRACK_ID: track_ids})
-        return training_frame(self.frames.users, self.frames.meta, self.frames.content, pairs)
+        return ranker_frame(pairs, self.frames.tables, SPEC_FIELDS)
 
 
 @pytest.fixture(scope="session")
 def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> TrainedBundle:
-    """DCNv2 trained for two epochs on the generated rows, exported to ONNX and written as a bundle."""
+    """DCNv2 trained for two epochs on the bootstrap's frames of the generated rows, exported to ONNX and written
+    as a bundle by the ranker component's writer."""
     frames = make_source_frames()
-    rows = training_frame(frames.users, frames.meta, frames.content, frames.interactions)
-    rows["label"] = frames.interactions["label"].to_numpy()
+    rows = ranker_frame(frames.interactions, frames.tables, SPEC_FIELDS)
     train, valid = rows.iloc[:2400], rows.iloc[2400:]
     spec = FeatureSpec.fit(train, SPEC_FIELDS)
     torch.manual_seed(0)
@@ -164,23 +156,9 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> TrainedBundle:
     artifacts = tmp_path_factory.mktemp("artifacts")
     popularity = frames.meta.sort_values("popularity", ascending=False)[fn.TRACK_ID].tolist()
     with BundleBuilder(artifacts, BUNDLE_ID) as builder:
-        (builder.path / "ranker").mkdir()
-        export_onnx(model, builder.path / "ranker" / "model.onnx")
-        spec.save(builder.path / "ranker" / "spec.json")
-        (builder.path / "popularity.json").write_text(json.dumps({"track_ids": popularity}))
-        builder.manifest.update(
-            feature_spec_hash=spec.hash,
-            components={
-                "ranker": {
-                    "model": "DCNv2",
-                    "onnx": "ranker/model.onnx",
-                    "spec": "ranker/spec.json",
-                    "popularity": "popularity.json",
-                    "metrics": result.best_valid,
-                }
-            },
-        )
-    return TrainedBundle(artifacts, BUNDLE_ID, spec, frames, artifacts / BUNDLE_ID / "ranker" / "model.onnx")
+        component = RankerComponent("DCNv2", spec, popularity, metrics=result.best_valid)
+        component.write(builder, lambda path: export_onnx(model, path))
+    return TrainedBundle(artifacts, BUNDLE_ID, spec, frames, artifacts / BUNDLE_ID / RankerComponent.ONNX, train)
 
 
 def copy_bundle(source: Path, root: Path, bundle_id: str, corrupt_onnx: bool = False) -> Path:
@@ -191,7 +169,7 @@ def copy_bundle(source: Path, root: Path, bundle_id: str, corrupt_onnx: bool = F
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
         if corrupt_onnx:
-            (builder.path / "ranker" / "model.onnx").write_bytes(b"not an onnx graph")
+            (builder.path / RankerComponent.ONNX).write_bytes(b"not an onnx graph")
         manifest = json.loads((source / "manifest.json").read_text())
         builder.manifest.update({k: manifest[k] for k in ("feature_spec_hash", "components")})
     return root / bundle_id

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from encore.artifacts import set_current
 from encore.onnx_scorer import OnnxScorer
+from encore.ranker_bundle import RankerComponent
 from encore.settings import RankerSettings
 from encore.store import Store
 from services.ranker.main import create_app
@@ -190,7 +191,7 @@ def test_a_corrupt_bundle_is_refused_and_the_old_one_keeps_serving(
         assert refused.status_code == 422
         detail = refused.json()["detail"]
         assert detail["code"] == "bundle_refused" and detail["serving_bundle_id"] == trained_bundle.bundle_id
-        assert detail["message"].startswith("bundle refused: bundle corrupt: ranker/model.onnx is not a valid")
+        assert detail["message"].startswith(f"bundle refused: bundle corrupt: {RankerComponent.ONNX} is not a valid")
         assert str(root) not in refused.text and "onnxruntime" not in refused.text.lower()  # the log has the details
         assert any(
             r.message.startswith("bundle refused:") and f"still serving {trained_bundle.bundle_id}" in r.message

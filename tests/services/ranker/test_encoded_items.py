@@ -22,12 +22,12 @@ def _setup(bundle: TrainedBundle, store: Store, track_ids: list[str]):
     item_features = ItemFeatures(store)
     item_features.table = TrackTable(store)
     item_features.table.load(track_ids)  # part of the catalog: the rest arrives as "new" tracks
-    return model, item_features, ItemInputCache(lambda: item_features.table)
+    return model, item_features, ItemInputCache()
 
 
 def test_gathered_inputs_equal_training_encoding(trained_bundle: TrainedBundle, store: Store) -> None:
     model, item_features, cache = _setup(trained_bundle, store, [f"t{i}" for i in range(60)])
-    assert cache.build(model.spec) is not None
+    assert cache.build(model.spec, item_features.table) is not None
     track_ids = ["t3", "t59", "t12", "t3", "t40", "t0"]
     for user_id in ("u7", "u7", "nobody"):  # the second u7 comes from the per-user cache
         items, _ = asyncio.run(item_features(track_ids))
@@ -42,7 +42,7 @@ def test_new_rows_bundles_and_unknown_ids_fall_back_then_get_covered(
     trained_bundle: TrainedBundle, store: Store
 ) -> None:
     model, item_features, cache = _setup(trained_bundle, store, [f"t{i}" for i in range(60)])
-    cache.build(model.spec)
+    cache.build(model.spec, item_features.table)
     user = store.get_users(["u2"])["u2"]
 
     # t70 and the content-only upload are read from the store on first sight and appended to the table
@@ -50,7 +50,7 @@ def test_new_rows_bundles_and_unknown_ids_fall_back_then_get_covered(
     items, _ = asyncio.run(item_features(fresh))
     assert items.rows is not None and int(items.rows.max()) >= cache.encoded.n_rows
     assert cache.packed(model.spec, "u2", user, items) is None  # not covered yet: the full path serves it
-    grown = cache.build(model.spec)  # what the background rebuild does: encodes only the new rows
+    grown = cache.build(model.spec, item_features.table)  # what the background rebuild does: encodes only the new rows
     assert grown is not None and grown.n_rows == len(item_features.table)
     assert_same_arrays(
         cache.packed(model.spec, "u2", user, items),
@@ -61,10 +61,10 @@ def test_new_rows_bundles_and_unknown_ids_fall_back_then_get_covered(
     item_features.table.load([f"t{i}" for i in range(10, 20)])
     items, _ = asyncio.run(item_features(["t11", "t12"]))
     assert cache.packed(model.spec, "u2", user, items) is None
-    cache.build(model.spec)
+    cache.build(model.spec, item_features.table)
     other = load_ranker_model(load_bundle(trained_bundle.artifacts_dir / trained_bundle.bundle_id))
     assert cache.packed(other.spec, "u2", user, items) is None
-    cache.build(other.spec)
+    cache.build(other.spec, item_features.table)
     packed = cache.packed(other.spec, "u2", user, items)
     assert packed is not None
     assert_same_arrays(packed, trained_bundle.spec.encode_packed(trained_bundle.frame_for("u2", ["t11", "t12"])))
@@ -79,12 +79,12 @@ def test_workers_share_one_memory_mapped_copy(trained_bundle: TrainedBundle, sto
     """Two caches over equal tables (two workers) map the same files, holding what a private build holds."""
     ids = [f"t{i}" for i in range(60)]
     model, item_features, private = _setup(trained_bundle, store, ids)
-    expected = private.build(model.spec).arrays
+    expected = private.build(model.spec, item_features.table).arrays
     workers = []
     for _ in range(2):
         _, features, _ = _setup(trained_bundle, store, ids)
-        workers.append((features, ItemInputCache(lambda features=features: features.table, tmp_path / "items")))
-    built = [cache.build(model.spec) for _, cache in workers]
+        workers.append((features, ItemInputCache(tmp_path / "items")))
+    built = [cache.build(model.spec, features.table) for features, cache in workers]
     for name, values in expected.items():
         first, second = (encoded.blocks[0][name] for encoded in built)
         assert isinstance(first, np.memmap) and first.filename == second.filename
@@ -95,7 +95,7 @@ def test_workers_share_one_memory_mapped_copy(trained_bundle: TrainedBundle, sto
     # a pushed track is appended as a private block; gathered inputs still equal training's encoding
     features, cache = workers[0]
     items, _ = asyncio.run(features(["t70", "t3"]))
-    grown = cache.build(model.spec)
+    grown = cache.build(model.spec, features.table)
     assert grown is not None and len(grown.blocks) == 2 and isinstance(grown.blocks[0]["track_id"], np.memmap)
     user = store.get_users(["u1"])["u1"]
     assert_same_arrays(

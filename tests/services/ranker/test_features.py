@@ -1,4 +1,5 @@
-"""Serving encoding equals training encoding, bit for bit, for the same (user, track) rows."""
+"""Serving encoding equals the bootstrap's, bit for bit, for the same (user, track) rows: the frame the model was
+trained on, and the bootstrap's frame builder (training/bootstrap.py `ranker_frame`) for any other rows."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import asyncio
 import numpy as np
 import pytest
 
+from encore import feature_names as fn
 from encore.artifacts import BundleError, load_bundle
 from encore.errors import SpecError
-from encore.schema import OOV, FeatureSpec, FieldSpec
+from encore.ranker_frame import check_fields
+from encore.schema import OOV, FieldSpec
 from encore.store import Store
 from services.ranker.bundle import load_ranker_model
-from services.ranker.features import check_spec
 from services.ranker.pipeline import ItemFeatures, Score
 from tests.services.ranker.conftest import CONTENT_ONLY, NOT_IN_STORE, TrainedBundle
 
@@ -35,7 +37,17 @@ def assert_same_arrays(actual: dict[str, np.ndarray], expected: dict[str, np.nda
         np.testing.assert_array_equal(actual[name], expected[name], err_msg=name, strict=True)
 
 
-def test_ranker_encoding_equals_training_encoding(trained_bundle: TrainedBundle, store: Store) -> None:
+def test_ranker_encoding_equals_the_frame_the_model_was_trained_on(trained_bundle: TrainedBundle, store: Store) -> None:
+    """The rows the bootstrap's frame builder gave the trainer, asked for again through the serving path."""
+    train = trained_bundle.train_frame
+    user_id = train[fn.USER_ID].value_counts().index[0]
+    rows = train[train[fn.USER_ID] == user_id].head(8)
+    assert len(rows) >= 5
+    expected = trained_bundle.spec.encode_packed(rows.reset_index(drop=True))
+    assert_same_arrays(ranker_packed(trained_bundle, store, user_id, rows[fn.TRACK_ID].tolist()), expected)
+
+
+def test_ranker_encoding_equals_the_bootstrap_frame(trained_bundle: TrainedBundle, store: Store) -> None:
     # known tracks (in and out of the training rows), repeated ids, all with meta and content
     track_ids = ["t3", "t75", "t12", "t3", "t40", "t79", "t0"]
     expected = trained_bundle.spec.encode_packed(trained_bundle.frame_for("u7", track_ids))
@@ -57,9 +69,8 @@ def test_missing_features_encode_like_training_left_joins(trained_bundle: Traine
 
 
 def test_a_spec_field_without_a_store_source_is_refused() -> None:
-    spec = FeatureSpec([FieldSpec(name="mood", kind="categorical", owner="item", column="mood", vocab=["sad"])])
     with pytest.raises(SpecError, match="mood"):
-        check_spec(spec)
+        check_fields([FieldSpec(name="mood", kind="categorical", owner="item", column="mood", vocab=["sad"])])
 
 
 def test_a_bundle_whose_spec_does_not_match_its_hash_is_refused(trained_bundle: TrainedBundle, tmp_path) -> None:

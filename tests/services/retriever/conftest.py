@@ -12,7 +12,7 @@ import pytest
 from encore.artifacts import BundleBuilder
 from encore.store import Store, StoreSettings
 from tests.services.retriever.planted import ENCODER, Planted, make_planted
-from training.train_recall import RecallArtifacts, train_bpr, write_retriever_files
+from training.train_recall import RecallArtifacts, train_bpr
 
 API_KEY = "test-key"
 
@@ -29,7 +29,7 @@ def trained(planted: Planted) -> RecallArtifacts:
 
 def write_bundle(root: Path, bundle_id: str, artifacts: RecallArtifacts, make_current: bool = True) -> Path:
     with BundleBuilder(root, bundle_id, make_current=make_current) as builder:
-        builder.manifest["components"] = {"retriever": write_retriever_files(artifacts, builder.path)}
+        artifacts.component().write(builder)
     return root / bundle_id
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from encore.retriever_bundle import RetrieverComponent
 from encore.settings import RetrieverSettings
 from encore.store import Store
 from services.retriever.main import create_app
@@ -76,7 +77,7 @@ def test_reload_refuses_a_corrupt_bundle_and_switches_to_a_good_one(
     params = {"user_id": str(trained.user_ids[1]), "k": 30}
     before = client.get("/candidates", params=params).json()
     bad = write_bundle(artifacts_root, "broken", trained, make_current=False)
-    corrupt(bad / "retriever" / "item_vectors.npy")
+    corrupt(bad / RetrieverComponent.NAME / RetrieverComponent.VECTORS["item"])
     refused = client.post("/admin/reload", headers=AUTH, json={"bundle_id": "broken"})
     assert refused.status_code == 422
     detail = refused.json()["detail"]

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from encore.store import Store
+from encore.store import Store, StoreSettings
 from tests.conftest import service_process
 from tests.services.retriever.conftest import API_KEY, write_bundle
 from tests.services.retriever.planted import ENCODER, Planted
@@ -22,9 +22,11 @@ STARTUP_TIMEOUT_S = 120
 K = 200
 
 
-def test_http_recall_at_200_equals_offline_recall_for_every_model(
-    tmp_path: Path, store: Store, planted: Planted
-) -> None:
+def test_http_recall_at_200_equals_offline_recall_for_every_model(tmp_path: Path, planted: Planted) -> None:
+    # A store of its own: tracks other tests pushed to the shared one would join the candidates as new tracks,
+    # while offline recall ranks the bundle's items only.
+    store = Store(StoreSettings(data_dir=tmp_path / "feast", project="recall_http"))
+    store.apply()
     # lr 0.01 for all: well-trained vectors keep the 200th and 201st scores apart, so float32 rounding (batched
     # offline vs one user at a time served) cannot swap them.
     cfg = RecallConfig(

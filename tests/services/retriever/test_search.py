@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from encore.artifacts import BundleError
+from encore.retriever_bundle import RetrieverComponent
 from encore.store import Store
 from services.retriever.search import ColdItemRefused, Retriever, SearchOptions
 from tests.services.retriever.conftest import corrupt, write_bundle
@@ -131,8 +132,9 @@ def test_corrupt_bundle_is_refused_and_the_old_one_keeps_serving(
     user = str(trained.user_ids[3])
     before = retriever.candidates(user, 20)
     bad = write_bundle(artifacts_root, "b2", trained, make_current=False)
-    corrupt(bad / "retriever" / "item_vectors.npy")
-    with pytest.raises(BundleError, match="retriever/item_vectors.npy is missing or does not match the manifest"):
+    vectors = f"{RetrieverComponent.NAME}/{RetrieverComponent.VECTORS['item']}"
+    corrupt(bad / vectors)
+    with pytest.raises(BundleError, match=f"{vectors} is missing or does not match the manifest"):
         retriever.reload(bad)
     assert retriever.candidates(user, 20) == before
 

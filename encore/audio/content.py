@@ -1,0 +1,121 @@
+"""The content part of an artifact bundle: the codebooks, and how the stored dense vector is cut from the layers.
+
+Files: `codebooks/codebooks.safetensors` + `codebooks/codebooks.json` (encore/audio/codebooks.py).
+Manifest: `components.codebooks` = {"dir": "codebooks", "encoder": <encoder.describe()>} and
+`components.content` = {"encoder": <backend name>, "dense_layer": "last" | "mean" | <layer index>,
+"standardize": true, "catalog_tags": true (only when the catalog's tracks carry the encoder's tags)}.
+The bootstrap writes it; the embedder and the bundle check read it.
+
+`features(layers)` is the one place the store's content fields (embedding, tokens, typicality) are computed
+from an encoder's pooled layers: for the catalog (bootstrap) and for uploads (embedder) alike.
+`revision(encoder_revision)` is the `encoder_revision` stored with them (encore/audio/codebooks.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from encore.artifacts import Bundle, BundleBuilder, BundleError
+from encore.audio.codebooks import META_FILE, TENSORS_FILE, CodebookMismatch, Codebooks, content_revision
+from encore.io import sha256_file
+
+if TYPE_CHECKING:
+    from encore.audio.encoder import AudioEncoder
+
+log = logging.getLogger("encore.artifacts")
+
+
+@dataclass(frozen=True)
+class ContentFeatures:
+    """The store's content fields of N tracks."""
+
+    embedding: np.ndarray  # (N, D) float32: the chosen layer of the bounded content transform
+    tokens: np.ndarray  # (N, L * groups) int64 codebook ids
+    typicality: np.ndarray  # (N,) in [0, 1]
+
+
+@dataclass(frozen=True)
+class ContentComponent:
+    CODEBOOKS: ClassVar[str] = "codebooks"  # the manifest component, and the codebooks' folder
+    CONTENT: ClassVar[str] = "content"
+
+    codebooks: Codebooks
+    encoder: str  # the encoder backend the codebooks were fit on ("mfcc", "musicnn", ...)
+    dense_layer: str | int = "last"  # "last", "mean" or a layer index (Codebooks.embedding)
+    standardize: bool = True
+    catalog_tags: bool = False  # the catalog's content rows carry the encoder's tags (the bootstrap's, since issue 19)
+    codebooks_sha256: str = ""  # of the tensors file, as the manifest lists it (set by write and read)
+
+    def features(self, layers: np.ndarray) -> ContentFeatures:
+        """(N, L, D) or (L, D) pooled layers -> the content fields the store holds."""
+        books = self.codebooks
+        embedding = books.embedding(layers, layer=self.dense_layer, standardize=self.standardize)
+        return ContentFeatures(embedding.astype(np.float32), books.tokenize(layers), books.typicality(layers))
+
+    def revision(self, encoder_revision: str) -> str:
+        """The content revision stored with every track's content (the retriever refuses any other)."""
+        return content_revision(encoder_revision, self.codebooks_sha256)
+
+    def write(self, builder: BundleBuilder) -> ContentComponent:
+        """Save the codebooks into the bundle being built and record both components; returns the component
+        with `codebooks_sha256` set."""
+        self.codebooks.save(builder.path / self.CODEBOOKS)
+        components = builder.manifest.setdefault("components", {})
+        components[self.CODEBOOKS] = {"dir": self.CODEBOOKS, "encoder": self.codebooks.encoder_info}
+        components[self.CONTENT] = {
+            "encoder": self.encoder,
+            "dense_layer": self.dense_layer,
+            "standardize": self.standardize,
+            **({"catalog_tags": True} if self.catalog_tags else {}),
+        }
+        return replace(self, codebooks_sha256=sha256_file(builder.path / self.CODEBOOKS / TENSORS_FILE))
+
+    @classmethod
+    def read(cls, bundle: Bundle, encoder: AudioEncoder | None = None) -> ContentComponent:
+        """The component of a bundle; BundleError when it is inconsistent, CodebookMismatch when `encoder` (if
+        given: the embedder's) is not the one the codebooks were fit on. Without an encoder the content entry
+        may be absent (a bundle with codebooks only is checked as far as it goes)."""
+        books_spec, content_spec = bundle.components.get(cls.CODEBOOKS), bundle.components.get(cls.CONTENT)
+        if not isinstance(books_spec, dict) or (encoder is not None and not isinstance(content_spec, dict)):
+            raise BundleError(f"bundle {bundle.id} has no components.{cls.CODEBOOKS} / components.{cls.CONTENT}")
+        content_spec = content_spec if isinstance(content_spec, dict) else {}
+        if encoder is not None and content_spec.get("encoder") != encoder.name:
+            raise BundleError(
+                f"bundle {bundle.id} holds content for encoder {content_spec.get('encoder')!r}, "
+                f"this embedder runs {encoder.name!r}"
+            )
+        folder = books_spec.get("dir")
+        if not folder:
+            raise BundleError(f"bundle {bundle.id}: components.codebooks.dir is missing")
+        if not isinstance(folder, str) or Path(folder).is_absolute() or ".." in Path(folder).parts:
+            raise BundleError(f"bundle {bundle.id}: codebooks dir {folder!r} must be a folder inside the bundle")
+        tensors = f"{folder}/{TENSORS_FILE}"
+        for relative in (tensors, f"{folder}/{META_FILE}"):
+            bundle.file(relative)  # raises unless listed in the manifest, hence checksummed by load_bundle
+        books = _load_codebooks(bundle, folder)
+        try:
+            books.check_encoder(books_spec.get("encoder") or {})
+        except CodebookMismatch as exc:
+            message = f"bundle {bundle.id}: components.codebooks.encoder disagrees with {folder}: {exc}"
+            raise BundleError(message) from None
+        if encoder is not None:
+            books.check_encoder(encoder.describe())
+        layer = content_spec.get("dense_layer", "last")
+        if layer not in ("last", "mean") and not (type(layer) is int and 0 <= layer < books.n_layers):
+            raise BundleError(f"bundle {bundle.id}: dense_layer {layer!r} is not 'last', 'mean' or a layer index")
+        standardize, catalog_tags = bool(content_spec.get("standardize", True)), bool(content_spec.get("catalog_tags"))
+        encoder_name = str(content_spec.get("encoder", ""))
+        return cls(books, encoder_name, layer, standardize, catalog_tags, bundle.manifest["files"][tensors])
+
+
+def _load_codebooks(bundle: Bundle, folder: str) -> Codebooks:
+    try:
+        return Codebooks.load(bundle.path / folder)
+    except Exception as exc:  # noqa: BLE001 - its messages name host paths: logged, not returned
+        log.warning("bundle %s: codebooks in %s failed to load: %s", bundle.id, folder, exc)
+        raise BundleError(f"bundle {bundle.id}: the codebooks in {folder} do not load ({type(exc).__name__})") from None
