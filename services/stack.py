@@ -65,6 +65,12 @@ class Stack:
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {**self.env, "ENCORE_RETRIEVER_URL": self.env.get("ENCORE_RETRIEVER_URL") or self.url("retriever")}
+        # The demo's listening room: the ranker's page calls the embedder directly (CORS for the page's origin)
+        # and plays kept uploads.
+        page = [self.url("ranker"), f"http://localhost:{self.ports['ranker']}"]
+        env.setdefault("ENCORE_CORS_ORIGINS", ",".join(page))
+        env.setdefault("ENCORE_EMBEDDER_PUBLIC_URL", self.url("embedder"))
+        env.setdefault("ENCORE_KEEP_AUDIO", "true")
         for spec in SERVICES:
             cmd = [
                 sys.executable, "-m", "uvicorn", f"services.{spec.name}.main:create_app", "--factory",
@@ -120,7 +126,7 @@ def curl_examples(stack: Stack, audio: str, user_id: str) -> str:
     """The example commands; the key is left as $ENCORE_API_KEY for the shell to fill in, never printed."""
     return "\n".join(
         [
-            "Encore is up. Try:",
+            f"Encore is up. Open {stack.url('ranker')}/ (the listening room), or try:",
             f"  curl -s '{stack.url('ranker')}/recommend?user_id={user_id}&k=10'",
             f"  curl -s '{stack.url('ranker')}/recommend?user_id=somebody-new&k=10'",
             f"  curl -s '{stack.url('retriever')}/candidates?user_id={user_id}&k=20'",
@@ -128,7 +134,7 @@ def curl_examples(stack: Stack, audio: str, user_id: str) -> str:
             f"{stack.url('embedder')}/embed",
             f"  curl -s '{stack.url('embedder')}/tracks/my-upload'",
             f"  curl -s {stack.url('ranker')}/readyz   # also /healthz, /metrics, /docs on every service",
-            "Write calls take the key in ENCORE_API_KEY (README: 'Run it'). Ctrl-C stops everything.",
+            "Write calls take the key in ENCORE_API_KEY (make run: encore-dev-key). Ctrl-C stops everything.",
         ]
     )
 

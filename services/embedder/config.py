@@ -2,8 +2,9 @@
 
 ENCORE_ARTIFACTS_DIR, ENCORE_API_KEY, ENCORE_LOG_LEVEL (ServiceSettings), ENCORE_PORT, ENCORE_MAX_UPLOAD_MB,
 ENCORE_MAX_AUDIO_SECONDS, ENCORE_ENCODER, ENCORE_WEIGHTS_DIR, ENCORE_ENCODER_RUNTIME, ENCORE_ENCODER_THREADS,
-ENCORE_RETRIEVER_URL, ENCORE_RETRIEVER_TIMEOUT_S, ENCORE_CONCURRENCY, ENCORE_MAX_UPLOADS_IN_FLIGHT; the
-store reads ENCORE_FEAST_DATA_DIR, ENCORE_FEAST_PROJECT, ENCORE_FEAST_ONLINE and ENCORE_REDIS_URL
+ENCORE_RETRIEVER_URL, ENCORE_RETRIEVER_TIMEOUT_S, ENCORE_CONCURRENCY, ENCORE_MAX_UPLOADS_IN_FLIGHT,
+ENCORE_CORS_ORIGINS, ENCORE_KEEP_AUDIO, ENCORE_AUDIO_DIR, ENCORE_AUDIO_MAX_MB, ENCORE_AUDIO_LINK_TTL_S,
+ENCORE_DATA_DIR; the store reads ENCORE_FEAST_DATA_DIR, ENCORE_FEAST_PROJECT, ENCORE_FEAST_ONLINE and ENCORE_REDIS_URL
 (encore.store.StoreSettings).
 """
 
@@ -38,6 +39,16 @@ class EmbedderSettings(ServiceSettings):
     # Uploads held in memory at once (read, decoding, encoding or waiting for a core); beyond: 503 + Retry-After.
     # Each may take ~2.5x its file size while decoded, so this times ENCORE_MAX_UPLOAD_MB bounds upload memory.
     max_uploads_in_flight: int = Field(4, ge=1)
+    # The listening room (services/embedder/listen.py). Origins whose pages may call this service from a
+    # browser (CORS), comma-separated: the ranker's page by default.
+    cors_origins: str = "http://127.0.0.1:8000,http://localhost:8000"
+    # Keep uploaded audio for playback (the demo stack turns it on): content-addressed under audio_dir, the
+    # least recently used files evicted past audio_max_mb (services/embedder/audio_store.py).
+    keep_audio: bool = False
+    audio_dir: Path = PROJECT_ROOT / "data" / "audio"
+    audio_max_mb: float = Field(512.0, gt=0)
+    audio_link_ttl_s: int = Field(600, ge=1, le=86_400)  # how long a signed audio link opens the audio
+    data_dir: Path = PROJECT_ROOT / "data"  # the bootstrap's worlds (ENCORE_DATA_DIR): catalog tracks' audio
 
     @property
     def max_upload_bytes(self) -> int:

@@ -21,6 +21,9 @@ class RankerSettings(ServiceSettings):
     user_cache_size: int = Field(100_000, ge=1)
     track_table_max_age_s: float = Field(300.0, gt=0)  # TrackTable re-reads known tracks after this
     track_miss_ttl_s: float = Field(1.0, ge=0)  # an id the store does not know is not re-read for this long
+    # The embedder's address as the page's browser reaches it (uploads, audio, events go there directly, by
+    # CORS); empty: the page's own host on port 8002.
+    embedder_public_url: str = ""
     expected_spec_hash: str = ""  # when set, bundles built for another feature spec are refused
 
     @model_validator(mode="after")

@@ -27,6 +27,7 @@ from services.ranker.bundle import RankerModel
 from services.ranker.encoded_items import ItemInputCache
 from services.ranker.features import CandidateFeatures, build_frame
 from services.ranker.reasons import reason as reason_for
+from services.ranker.reasons import sound_tags
 
 log = logging.getLogger("encore.ranker")
 
@@ -54,6 +55,7 @@ class RankedItem:
     release_year: int | None
     cold: bool
     reason: str
+    tags: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -279,6 +281,7 @@ class Order:
     @staticmethod
     def item(candidates: Candidates, items: CandidateFeatures, scores: np.ndarray, i: int, rank: int) -> RankedItem:
         cold, genre = candidates.cold.get(items.track_ids[i], False), items.value("genre", i)
+        tags = items.value("tags", i)
         return RankedItem(
             track_id=items.track_ids[i],
             score=float(scores[i]),
@@ -287,7 +290,8 @@ class Order:
             genre=genre,
             release_year=items.value("release_year", i),
             cold=cold,
-            reason=reason_for(cold=cold, genre=genre, tags=items.value("tags", i)),
+            reason=reason_for(cold=cold, genre=genre, tags=tags),
+            tags=sound_tags(tags),
         )
 
 

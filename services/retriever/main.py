@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits
 from encore.artifacts import BundleError, current_bundle_path
 from encore.store import Store, get_store
 from services.common.app import build_skeleton
+from services.retriever.catalog import router as catalog_router
 from services.retriever.config import RetrieverSettings, get_settings
 from services.retriever.metrics import RetrieverMetrics
 from services.retriever.routes import router
@@ -105,6 +106,7 @@ def create_app(settings: RetrieverSettings | None = None, store: Store | None = 
     registry = build_skeleton(app, SERVICE, settings, lambda: _readiness(app), write_routes=write_routes)
     app.state.metrics = RetrieverMetrics.register(registry, app.state.retriever)
     app.include_router(router)
+    app.include_router(catalog_router)
     return app
 
 
