@@ -155,13 +155,15 @@ def save(report: Report, out_dir: Path = OUT) -> Path:
 def table(out_dir: Path = OUT) -> str:
     """Markdown: one row per saved label."""
     rows = ["| run | uploads accepted | slot share | catalog share | ratio (goal <= 3) | max user share (goal <= 0.2) "
-            "| unreachable real clips | refused |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for path in sorted(out_dir.glob("*.json")):
+            "| unreachable real clips | fewest listeners of a real clip (top-50) | refused |",
+            "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for path in sorted(out_dir.glob("*.json"), key=lambda p: (int(p.name.split("-")[0]), p.name)):
         r = json.loads(path.read_text())
         accepted = sum(u["status"] == 200 for u in r["uploads"])
+        fewest = min(u["users_top50"] for u in r["uploads"] if u["real"] and u["status"] == 200)
         rows.append(
             f"| {r['label']} | {accepted} | {r['upload_slot_share']:.3f} | {r['upload_catalog_share']:.3f} "
-            f"| {r['upload_slot_ratio']:.2f} | {r['max_user_share']:.3f} | {len(r['unreachable'])} "
+            f"| {r['upload_slot_ratio']:.2f} | {r['max_user_share']:.3f} | {len(r['unreachable'])} | {fewest} "
             f"| {', '.join(r['refused']) or '-'} |"
         )
     return "\n".join(rows)

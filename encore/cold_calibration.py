@@ -35,11 +35,15 @@ class ColdCalibration:
     cold_quantiles: np.ndarray  # (N_QUANTILES,) non-decreasing: the model's scores of rows shown as cold
     warm_quantiles: np.ndarray  # (N_QUANTILES,) non-decreasing: its scores of the same rows as they are
     reference_users: list[dict]  # the panel: user_id + profile fields, as the store holds them
-    panel_weight: float = 0.5  # of the panel quantile against the global one
+    # Of the panel quantile against the global one. 1.0: a new track's place in a list depends only on how much
+    # more this listener likes it than the panel does, so every track reaches the listeners it suits best. At 0.5
+    # a real clip, whose raw score against a rendered catalog is low for everyone, could not rise above the warm
+    # median for anyone, and 1 of 12 real clips reached nobody's top-50 (docs/real_audio.md, rows 12 and 13).
+    panel_weight: float = 1.0
 
     @classmethod
     def fit(
-        cls, warm_scores: np.ndarray, cold_scores: np.ndarray, reference_users: list[dict], panel_weight: float = 0.5
+        cls, warm_scores: np.ndarray, cold_scores: np.ndarray, reference_users: list[dict], panel_weight: float = 1.0
     ) -> ColdCalibration:
         calibration = cls(
             np.quantile(np.asarray(cold_scores, np.float64), _LEVELS),

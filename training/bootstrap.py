@@ -28,7 +28,9 @@ import pandas as pd
 from encore import feature_names as fn
 from encore.artifacts import BundleBuilder, BundleError, current_bundle_path, load_bundle
 from encore.audio import Codebooks, content_revision, extract_catalog, get_encoder, load_catalog
+from encore.audio.codebooks import CodebookMismatch
 from encore.audio.encoder import DEFAULT_ENCODER, ENCODERS
+from encore.audio.extract import load_catalog_tags
 from encore.cold_calibration import FILE as COLD_CALIBRATION_FILE
 from encore.cold_calibration import ColdCalibration
 from encore.errors import EncoreError
@@ -99,8 +101,10 @@ def track_metadata(tracks: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
     return meta[[fn.TRACK_ID, *fn.TRACK_META_FIELDS]]
 
 
-def track_content(ids: list[str], layers: np.ndarray, books: Codebooks, revision: str, encoder: str) -> pd.DataFrame:
-    """The store's track_content rows: the same codebook calls the embedder makes for an upload."""
+def track_content(
+    ids: list[str], layers: np.ndarray, books: Codebooks, revision: str, encoder: str, tags: dict[str, str]
+) -> pd.DataFrame:
+    """The store's track_content rows: the same codebook calls (and tag heads) the embedder uses for an upload."""
     emb = books.embedding(layers, layer=DENSE_LAYER, standardize=True).astype(np.float32)
     tokens = books.tokenize(layers)
     return pd.DataFrame(
@@ -111,7 +115,7 @@ def track_content(ids: list[str], layers: np.ndarray, books: Codebooks, revision
             "encoder": encoder,
             "encoder_revision": revision,
             "typicality": books.typicality(layers),
-            "tags": "",  # catalog tracks carry no tags yet (uploads do: /embed)
+            "tags": [tags.get(t, "") for t in ids],
         }
     )
 
@@ -176,8 +180,9 @@ def build(args: argparse.Namespace) -> str:
     encoder = get_encoder(args.encoder, args.weights_dir)
     print(f"[bootstrap] encoder {encoder.name} ({encoder.revision})", flush=True)
     catalog_dir = world.folder / f"content-{encoder.name}"
-    extract_catalog(world.audio_paths(), encoder, catalog_dir, progress=not args.quiet)
+    extract_catalog(world.audio_paths(), encoder, catalog_dir, progress=not args.quiet, tags=True)
     ids, layers, _ = load_catalog(catalog_dir)
+    catalog_tags = load_catalog_tags(catalog_dir)
     ids = [str(i) for i in ids]
 
     splits = apply_protocol(world.plays, ProtocolConfig(), out_dir=None)
@@ -193,7 +198,7 @@ def build(args: argparse.Namespace) -> str:
         tables = FeatureTables(
             user_profiles(world.users, train_rows),
             track_metadata(world.tracks, train_rows),
-            track_content(ids, layers, books, revision, encoder.name),
+            track_content(ids, layers, books, revision, encoder.name, catalog_tags),
         )
         # Ranker: DCNv2 on id + categorical + numeric + audio (dense and tokens), fresh negatives each epoch.
         fields = ranker_fields(books.n_fields, int(layers.shape[2]))
@@ -258,7 +263,12 @@ def build(args: argparse.Namespace) -> str:
                     },  # fmt: skip
                     "retriever": write_retriever_files(recall, bundle.path),
                     "codebooks": {"dir": "codebooks", "encoder": encoder.describe()},
-                    "content": {"encoder": encoder.name, "dense_layer": DENSE_LAYER, "standardize": True},
+                    "content": {
+                        "encoder": encoder.name,
+                        "dense_layer": DENSE_LAYER,
+                        "standardize": True,
+                        "catalog_tags": True,
+                    },
                 },
             }
         )
@@ -299,15 +309,18 @@ def store_is_filled(bundle_id: str) -> bool:
         return False
 
 
-def existing_bundle(size: str, encoder: str) -> str | None:
+def existing_bundle(size: str, encoder_info: dict) -> str | None:
     """The CURRENT bundle when it verifies, has this content format and encoder, was built for this size, and has
-    its feature tables saved; anything else is rebuilt, never reused."""
+    its feature tables and catalog tags saved; anything else is rebuilt, never reused."""
     try:
         bundle = load_bundle(current_bundle_path(artifacts_dir()))
         books = Codebooks.load(bundle.path / "codebooks")  # an older content format raises
-    except (BundleError, ValueError, OSError):
+        books.check_encoder(encoder_info)  # another encoder, or the same with other settings: the embedder's check
+    except (BundleError, ValueError, OSError, CodebookMismatch):
         return None
-    if books.encoder_info.get("backend") != encoder or bundle.manifest.get("dataset", {}).get("size") != size:
+    if bundle.manifest.get("dataset", {}).get("size") != size:
+        return None
+    if not bundle.components.get("content", {}).get("catalog_tags"):  # built before the catalog carried tags
         return None
     return bundle.id if (tables_dir(bundle.id) / "users.parquet").exists() else None
 
@@ -342,7 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
-        bundle_id = None if args.force else existing_bundle(args.size, args.encoder)
+        bundle_id = (
+            None if args.force else existing_bundle(args.size, get_encoder(args.encoder, args.weights_dir).describe())
+        )
         if bundle_id is None:
             bundle_id = build(args)
         else:

@@ -1,6 +1,7 @@
 """Batch content extraction for a catalog: decode -> encode every track, resumable, atomic outputs.
 
-Writes out_dir/content.npz (track_ids (N,) str, layers (N, L, D) float32) and out_dir/manifest.json.
+Writes out_dir/content.npz (track_ids (N,) str, layers (N, L, D) float32, and with tags=True each track's top
+tags in the store's form, encore.audio.encoder.format_tags) and out_dir/manifest.json.
 Per-track vectors live in out_dir/work/<encoder fingerprint>/ until the run finishes, so a killed run
 continues where it stopped and a changed encoder never reuses another encoder's vectors.
 """
@@ -22,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from encore.audio.decode import AudioError, decode_audio
-from encore.audio.encoder import AudioEncoder
+from encore.audio.encoder import AudioEncoder, format_tags
 from encore.io import sha256_file, write_json_atomic
 
 CONTENT_FILE = "content.npz"
@@ -43,12 +44,14 @@ def extract_catalog(
     resume: bool = True,
     max_seconds: float | None = None,
     progress: bool = True,
+    tags: bool = False,
 ) -> Path:
     """Encode every track in `items` (track id -> audio file); returns the path of content.npz.
 
     A track that fails to decode is listed in the manifest under "skipped" with its AudioError code (or
     "unreadable") and is tried again on the next run. Finished vectors stay in out_dir/work/ for resuming;
-    delete that folder once the run is final. resume=False discards them and starts over.
+    delete that folder once the run is final. resume=False discards them and starts over. tags=True also keeps
+    the encoder's top tags per track (an encoder without tag heads gives "" for every track).
     """
     out_dir = Path(out_dir)
     info = encoder.describe()
@@ -60,12 +63,15 @@ def extract_catalog(
 
     track_ids: list[str] = []
     vectors: list[np.ndarray] = []
+    track_tags: list[str] = []
     skipped: list[dict[str, str]] = []
     n_reused = 0
     for track_id, path in tqdm(items.items(), desc=f"extract {encoder.name}", unit="track", disable=not progress):
         done_path = work_dir / f"{hashlib.sha256(track_id.encode()).hexdigest()[:32]}.npy"
+        tags_path = done_path.with_suffix(".tags.json")
         vector = _load_done(done_path, expected_shape) if resume else None
-        if vector is not None:
+        text = _load_tags(tags_path) if tags and vector is not None else ""
+        if vector is not None and text is not None:
             n_reused += 1
         else:
             try:
@@ -76,14 +82,23 @@ def extract_catalog(
             except OSError as exc:  # a missing or unreadable file is one item's problem, not the run's
                 skipped.append({"track_id": track_id, "code": "unreadable", "message": str(exc)})
                 continue
-            vector = encoder.encode_decoded(decoded)
+            if tags:
+                vector, found = encoder.encode_with_tags(decoded)
+                text = format_tags(found)
+                write_json_atomic(tags_path, {"tags": text})
+            else:
+                vector = encoder.encode_decoded(decoded)
             _save_npy_atomic(done_path, vector)
         track_ids.append(track_id)
         vectors.append(vector)
+        track_tags.append(text or "")
 
     layers = np.stack(vectors) if vectors else np.zeros((0, *expected_shape), np.float32)
     content_path = out_dir / CONTENT_FILE
-    _save_npz_atomic(content_path, track_ids=np.array(track_ids, dtype=str), layers=layers)
+    arrays = {"track_ids": np.array(track_ids, dtype=str), "layers": layers}
+    if tags:
+        arrays["tags"] = np.array(track_tags, dtype=str)
+    _save_npz_atomic(content_path, **arrays)
     manifest = {
         "kind": "audio_content",
         "encoder": info,
@@ -112,6 +127,24 @@ def load_catalog(out_dir: str | Path) -> tuple[list[str], np.ndarray, dict[str, 
         raise ValueError(f"{out_dir / CONTENT_FILE} does not match the checksum in {MANIFEST_FILE}")
     with np.load(out_dir / CONTENT_FILE, allow_pickle=False) as npz:
         return [str(t) for t in npz["track_ids"]], npz["layers"], manifest
+
+
+def load_catalog_tags(out_dir: str | Path) -> dict[str, str]:
+    """track id -> top tags in the store's form, as extract_catalog(tags=True) kept them ({} when it did not)."""
+    out_dir = Path(out_dir)
+    with np.load(out_dir / CONTENT_FILE, allow_pickle=False) as npz:
+        if "tags" not in npz:
+            return {}
+        return {str(t): str(tags) for t, tags in zip(npz["track_ids"], npz["tags"], strict=True)}
+
+
+def _load_tags(path: Path) -> str | None:
+    """A finished track's tags, or None when absent or unreadable (then the track is encoded again)."""
+    try:
+        text = json.loads(path.read_text())["tags"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return text if isinstance(text, str) else None
 
 
 def _load_done(path: Path, shape: tuple[int, int]) -> np.ndarray | None:

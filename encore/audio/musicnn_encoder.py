@@ -31,6 +31,10 @@ EMBEDDING_HEAD = "msd"  # the network whose layers are the content vectors (trai
 OUTPUTS = ("tags", "penultimate", "pooled")  # the network's outputs, torch and ONNX alike
 PATCH_FRAMES = 187  # 3 s: librosa.time_to_frames(3, sr=16000, n_fft=512, hop_length=256) + 1
 MIN_LAST_FRACTION = 0.5
+# A bounded excerpt: a track longer than this many patches (60 s) is heard through that many, spread evenly from
+# its first patch to its last. Two networks over a 3-minute upload took 6 s of one core with every patch (30x
+# real time); the effect on the vectors and tags is measured in docs/encoders.md.
+MAX_PATCHES = 20
 
 
 class MusicnnFrontEnd:
@@ -81,6 +85,13 @@ def split_patches(mel: np.ndarray, patch_frames: int = PATCH_FRAMES) -> np.ndarr
         if len(chunk) < patch_frames:
             patches[i, len(chunk) :] = np.resize(mel, (patch_frames - len(chunk), mel.shape[1]))
     return patches
+
+
+def spread_patches(patches: np.ndarray, max_patches: int = MAX_PATCHES) -> np.ndarray:
+    """(P, ...) -> at most max_patches of them, evenly spaced from the first to the last (all when P fits)."""
+    if len(patches) <= max_patches:
+        return patches
+    return patches[np.round(np.linspace(0, len(patches) - 1, max_patches)).astype(int)]
 
 
 @dataclass(frozen=True)
@@ -148,7 +159,8 @@ class MusicnnEncoder(AudioEncoder):
     window_seconds = 3.0  # 187 frames of 256 samples at 16 kHz (2.99 s)
     window_policy = (
         f"back-to-back {PATCH_FRAMES}-frame (3 s) log-mel patches from the start; a last partial patch kept if "
-        f">= {MIN_LAST_FRACTION} of a patch, its tail (and a shorter track) filled by repeating the track's frames"
+        f">= {MIN_LAST_FRACTION} of a patch, its tail (and a shorter track) filled by repeating the track's frames; "
+        f"a track of more than {MAX_PATCHES} patches is heard through {MAX_PATCHES} spread evenly over its length"
     )
     pooling = "per 3 s patch, then the mean over patches; (1, 200) = the MSD network's penultimate layer"
     sample_rate = MusicnnFrontEnd.sample_rate
@@ -177,6 +189,7 @@ class MusicnnEncoder(AudioEncoder):
             "checkpoint": self.folders[EMBEDDING_HEAD].config["checkpoint"],
             "layer": "penultimate",
             "patch_frames": PATCH_FRAMES,
+            "max_patches": MAX_PATCHES,
             "mel": "16 kHz, n_fft 512, hop 256, 96 Slaney bands, log10(10000 mel + 1), float32",
         }
 
@@ -187,8 +200,8 @@ class MusicnnEncoder(AudioEncoder):
         return info
 
     def patches(self, mono: np.ndarray) -> np.ndarray:
-        """Mono 16 kHz -> (P, 187, 96) log-mel patches."""
-        return split_patches(self.front_end(mono))
+        """Mono 16 kHz -> (P, 187, 96) log-mel patches, P <= MAX_PATCHES."""
+        return spread_patches(split_patches(self.front_end(mono)))
 
     def run(self, patches: np.ndarray, head: str = EMBEDDING_HEAD) -> dict[str, np.ndarray]:
         """Per-patch outputs of one network: tags (P, 50), penultimate (P, 200), pooled (P, 753)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,7 @@ class RankerModel:
         return self.scorer.providers
 
 
-def load_ranker_model(bundle: Bundle, onnx_threads: int = 1) -> RankerModel:
+def load_ranker_model(bundle: Bundle, onnx_threads: int = 1, cold_panel_weight: float | None = None) -> RankerModel:
     """Build the ranker state from a verified bundle; any inconsistency raises BundleError."""
     component = bundle.components.get("ranker")
     if not isinstance(component, dict):
@@ -92,6 +92,8 @@ def load_ranker_model(bundle: Bundle, onnx_threads: int = 1) -> RankerModel:
             calibration = ColdCalibration.read(bundle.file(component["cold_calibration"]))
         except (ValueError, TypeError) as exc:
             raise BundleError(f"bundle {bundle.id}: {component['cold_calibration']}: {exc}") from exc
+        if cold_panel_weight is not None:
+            calibration = replace(calibration, panel_weight=cold_panel_weight)
         cold_scores = ColdScores(spec, calibration, _panel_inputs(spec, calibration.reference_users))
     popular = list(dict.fromkeys(track_ids))
     model = RankerModel(bundle.id, str(component["model"]), spec, scorer, popular, cold_scores)

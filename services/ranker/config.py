@@ -24,6 +24,9 @@ class RankerSettings(ServiceSettings):
     # The embedder's address as the page's browser reaches it (uploads, audio, events go there directly, by
     # CORS); empty: the page's own host on port 8002.
     embedder_public_url: str = ""
+    # How far a new track's score follows this listener's place among the bundle's reference panel (1) rather
+    # than how good a cold match it is overall (0); unset: the bundle's own (encore/cold_calibration.py).
+    cold_panel_weight: float | None = Field(None, ge=0, le=1)
     expected_spec_hash: str = ""  # when set, bundles built for another feature spec are refused
 
     @model_validator(mode="after")

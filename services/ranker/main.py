@@ -35,7 +35,7 @@ def create_app(settings: RankerSettings | None = None, store: Store | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         feature_store = store or Store(StoreSettings.from_env())
         holder: BundleHolder[RankerModel] = BundleHolder(
-            lambda bundle: load_ranker_model(bundle, settings.onnx_threads),
+            lambda bundle: load_ranker_model(bundle, settings.onnx_threads, settings.cold_panel_weight),
             expect_spec_hash=settings.expected_spec_hash or None,
         )
         guard = StoreGuard(feature_store)  # one view of "is the store down" for user and track reads

@@ -31,6 +31,9 @@ class RetrieverSettings(ServiceSettings):
     retriever_max_abs_content: float = Field(default=MAX_ABS_CONTENT, gt=0)
     # Refuse bundles whose retriever is another model (BPR, VBPR, FREEDOM, LGMRec); empty: serve any.
     retriever_model: str = ""
+    # At least this share of a known user's candidates are tracks added since the bundle (their best-matching
+    # ones), so new tracks reach the ranker, which judges them; 0: new tracks compete on raw scores alone.
+    retriever_cold_share: float = Field(default=0.3, ge=0, le=1)
 
     def search_options(self) -> SearchOptions:
         return SearchOptions(
@@ -40,6 +43,7 @@ class RetrieverSettings(ServiceSettings):
             ivf_nprobe=self.retriever_ivf_nprobe,
             ivf_target_recall=self.retriever_ivf_target_recall,
             model=self.retriever_model,
+            cold_share=self.retriever_cold_share,
         )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -130,6 +131,7 @@ class SearchOptions:
     ivf_check_k: int = 200
     ivf_check_users: int = 64
     model: str = ""  # e.g. "FREEDOM"; empty: serve whichever model the bundle holds
+    cold_share: float = 0.3  # of each known user's k, at least this share goes to tracks added since the bundle
 
     def use_ivf(self, n_items: int) -> bool:
         return self.index == "ivf" or (self.index == "auto" and n_items >= self.ivf_min_items)
@@ -290,6 +292,9 @@ class RecallIndex:
             top, scores = self._ivf_top(user, seen, cold, k)
         else:
             top, scores = self._exact_top(user, seen, cold, k)
+        quota = min(len(cold), math.ceil(self.options.cold_share * k))
+        if quota:
+            top, scores = self._reserve_cold(top, scores, cold, user, quota, k)
         n_items = len(self.item_ids)
         found = [
             Candidate(self.item_ids[i], float(s), False)
@@ -311,6 +316,30 @@ class RecallIndex:
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
         return top, scores[top]
+
+    def _reserve_cold(
+        self, top: np.ndarray, scores: np.ndarray, cold: ColdItems, user: np.ndarray, quota: int, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """At least `quota` of the k rows are cold: this listener's best-matching new tracks take the places of
+        the lowest-scored trained ones. A projected content vector scores lower than a trained one (the ridge map
+        shrinks it), so without a quota new tracks rarely reach the ranker, which is the one to judge them."""
+        n_items = len(self.item_ids)
+        missing = quota - int((top >= n_items).sum())
+        if missing <= 0:
+            return top, scores
+        cold_scores = cold.vectors @ user
+        best = n_items + np.argsort(-cold_scores, kind="stable")[:quota]
+        extra = best[~np.isin(best, top)][:missing]
+        rows = np.concatenate([top, extra])
+        all_scores = np.concatenate([scores, cold_scores[extra - n_items]])
+        drop = len(rows) - k
+        if drop > 0:  # the lowest-scored trained rows make room
+            warm = np.flatnonzero(rows < n_items)
+            keep = np.ones(len(rows), bool)
+            keep[warm[np.argsort(all_scores[warm], kind="stable")[:drop]]] = False
+            rows, all_scores = rows[keep], all_scores[keep]
+        order = np.argsort(-all_scores, kind="stable")
+        return rows[order], all_scores[order]
 
     def _ivf_top(self, user: np.ndarray, seen: np.ndarray, cold: ColdItems, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Like _exact_top, with trained items from the IVF index (asked for k + |seen| so that k survive)."""

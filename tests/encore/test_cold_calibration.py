@@ -37,6 +37,16 @@ def test_the_panel_lifts_a_track_for_the_listeners_it_suits_best():
     np.testing.assert_allclose(only_global.warm_scores(raw, np.array([0.0, 0.5, 1.0])), only_global.warm_scores(raw))
 
 
+def test_by_default_every_track_tops_the_lists_of_listeners_who_like_it_more_than_the_whole_panel():
+    calibration = ColdCalibration.fit(np.linspace(0, 1, 500), np.linspace(0.2, 0.3, 500), PANEL)
+    assert calibration.panel_weight == 1.0
+    raw = np.array([0.0, 0.2, 0.3])  # however poor the cold match is overall
+    top = calibration.warm_scores(raw, panel_quantile=np.ones(3))
+    np.testing.assert_allclose(top, calibration.warm_quantiles[-1])
+    bottom = calibration.warm_scores(raw, panel_quantile=np.zeros(3))
+    np.testing.assert_allclose(bottom, calibration.warm_quantiles[0])
+
+
 def test_round_trip_and_bad_documents(tmp_path):
     calibration = _calibration()
     calibration.write(tmp_path / "c.json")

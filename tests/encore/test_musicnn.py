@@ -15,7 +15,18 @@ import pytest
 import soundfile as sf
 
 from encore.audio import EncoderUnavailable, decode_audio, extract_catalog, get_encoder, load_catalog
-from encore.audio.musicnn_encoder import HEADS, PATCH_FRAMES, MusicnnEncoder, MusicnnFrontEnd, split_patches, top_tags
+from encore.audio.encoder import format_tags, parse_tags
+from encore.audio.extract import load_catalog_tags
+from encore.audio.musicnn_encoder import (
+    HEADS,
+    MAX_PATCHES,
+    PATCH_FRAMES,
+    MusicnnEncoder,
+    MusicnnFrontEnd,
+    split_patches,
+    spread_patches,
+    top_tags,
+)
 from encore.audio.onnx_export import export_encoder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,6 +125,16 @@ def test_patches_are_back_to_back_with_a_repeat_filled_tail() -> None:
     assert short.shape[0] == 1 and np.array_equal(short[0, :, 0], np.arange(PATCH_FRAMES) % 50)
 
 
+def test_a_long_track_is_heard_through_max_patches_spread_from_its_start_to_its_end() -> None:
+    patches = np.arange(60, dtype=np.float32)[:, None, None] * np.ones((1, 4, 2), np.float32)
+    excerpt = spread_patches(patches)
+    assert len(excerpt) == MAX_PATCHES
+    firsts = excerpt[:, 0, 0].astype(int).tolist()
+    assert firsts[0] == 0 and firsts[-1] == 59 and firsts == sorted(set(firsts))  # ends kept, no repeats
+    assert max(np.diff(firsts)) - min(np.diff(firsts)) <= 1  # evenly spaced
+    np.testing.assert_array_equal(spread_patches(patches[:MAX_PATCHES]), patches[:MAX_PATCHES])  # short: all
+
+
 def _music(seconds: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * 16_000)) / 16_000
@@ -181,6 +202,21 @@ def test_catalog_extraction_stores_the_penultimate(encoders, tmp_path: Path) -> 
     assert manifest["encoder"]["backend"] == "musicnn" and manifest["runtime"] == "onnx"
     decoded = decode_audio(items["t1"].read_bytes(), max_seconds=None)
     np.testing.assert_allclose(layers[1], encoders["onnx"].encode_decoded(decoded), rtol=1e-6)
+    assert load_catalog_tags(tmp_path / "out") == {}  # not asked for
+
+    # With tags (the bootstrap's catalog): the same vectors, and each track's top tags in the store's form.
+    extract_catalog(items, encoders["onnx"], tmp_path / "tagged", progress=False, tags=True)
+    _, tagged_layers, _ = load_catalog(tmp_path / "tagged")
+    np.testing.assert_allclose(tagged_layers, layers, rtol=1e-6)
+    tags = load_catalog_tags(tmp_path / "tagged")
+    _, want = encoders["onnx"].encode_with_tags(decoded)
+    assert set(tags) == {"t0", "t1"} and tags["t1"] == format_tags(want)
+    assert set(parse_tags(tags["t0"])) == {"msd", "mtt"}
+    # A resumed run reuses vectors and tags; a vector whose tags file is gone is encoded again.
+    work = next((tmp_path / "tagged" / "work").iterdir())
+    next(work.glob("*.tags.json")).unlink()
+    extract_catalog(items, encoders["onnx"], tmp_path / "tagged", progress=False, tags=True)
+    assert load_catalog_tags(tmp_path / "tagged") == tags
 
 
 def test_top_tags_of_both_heads(encoders) -> None:

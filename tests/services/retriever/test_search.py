@@ -76,7 +76,9 @@ def test_serving_projection_equals_training_projection(trained: RecallArtifacts,
     np.testing.assert_array_equal(retriever.index.projection.apply(content), trained.projection.apply(content))
 
 
-def test_cold_track_competes_for_users_whose_taste_matches(planted: Planted, retriever: Retriever) -> None:
+def test_cold_track_competes_for_users_whose_taste_matches(planted: Planted, artifacts_root: Path) -> None:
+    retriever = Retriever(SearchOptions(cold_share=0))  # raw scores only: no places kept for new tracks
+    retriever.reload(artifacts_root / "b1")
     users = _single_taste_users(planted, retriever)
     cluster = next(iter(planted.user_clusters[users[0]]))
     fan = users[0]
@@ -87,6 +89,26 @@ def test_cold_track_competes_for_users_whose_taste_matches(planted: Planted, ret
     assert "upload-1" not in {c.track_id for c in retriever.candidates(stranger, 100).candidates}
     assert retriever.add_item("upload-1", planted.centroids[cluster].tolist(), **ENCODER) == "replaced"
     assert len(retriever.index.cold) == 1
+
+
+def test_new_tracks_keep_a_share_of_every_known_users_candidates(planted: Planted, artifacts_root: Path) -> None:
+    """cold_share of k goes to the listener's best-matching new tracks, whatever their raw scores."""
+    retriever = Retriever(SearchOptions(cold_share=0.1))
+    retriever.reload(artifacts_root / "b1")
+    users = _single_taste_users(planted, retriever)
+    clusters = sorted({c for u in users for c in planted.user_clusters[u]})
+    for i, cluster in enumerate(clusters[:3]):
+        # Far weaker than any trained item, so no new track would make a top-20 on its raw score.
+        assert retriever.add_item(f"upload-{i}", (0.01 * planted.centroids[cluster]).tolist(), **ENCODER) == "added"
+    fan = next(u for u in users if planted.user_clusters[u] == {clusters[0]})
+    for user in users[:20]:
+        found = retriever.candidates(user, 20).candidates
+        assert len(found) == 20
+        assert sum(c.cold for c in found) == 2  # ceil(0.1 * 20)
+        scores = [c.score for c in found]
+        assert scores == sorted(scores, reverse=True)
+    fan_cold = [c.track_id for c in retriever.candidates(fan, 20).candidates if c.cold]
+    assert "upload-0" in fan_cold  # the fan's best-matching new track is among the two kept
 
 
 def test_new_content_that_does_not_fit_is_refused(planted: Planted, retriever: Retriever) -> None:
