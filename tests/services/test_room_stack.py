@@ -12,7 +12,7 @@ import pytest
 from services.stack import SERVICES
 from tests.stack_world import API_KEY, running_stack
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # the first one builds the quick world
 
 
 @pytest.fixture(scope="module")
