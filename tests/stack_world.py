@@ -81,7 +81,6 @@ def quick_world(base: Path) -> Iterator[World]:
         "ENCORE_FEAST_ONLINE": "redis",
         "ENCORE_REDIS_URL": redis.url,
         "ENCORE_API_KEY": API_KEY,
-        "ENCORE_AUDIO_DIR": str(base / "audio"),
     }
     try:
         cmd = [sys.executable, "-m", "training.bootstrap", "--size", "quick", "--epochs", "2", "--quiet"]

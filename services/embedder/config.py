@@ -45,10 +45,14 @@ class EmbedderSettings(ServiceSettings):
     # Keep uploaded audio for playback (the demo stack turns it on): content-addressed under audio_dir, the
     # least recently used files evicted past audio_max_mb (services/embedder/audio_store.py).
     keep_audio: bool = False
-    audio_dir: Path = PROJECT_ROOT / "data" / "audio"
+    audio_dir: Path | None = None  # unset: <ENCORE_DATA_DIR>/audio
     audio_max_mb: float = Field(512.0, gt=0)
     audio_link_ttl_s: int = Field(600, ge=1, le=86_400)  # how long a signed audio link opens the audio
     data_dir: Path = PROJECT_ROOT / "data"  # the bootstrap's worlds (ENCORE_DATA_DIR): catalog tracks' audio
+
+    @property
+    def audio_folder(self) -> Path:
+        return self.audio_dir or self.data_dir / "audio"
 
     @property
     def max_upload_bytes(self) -> int:

@@ -109,7 +109,7 @@ async def _start(settings: EmbedderSettings, store: Store, metrics: EmbedderMetr
         ),
         cpu_limiter=anyio.CapacityLimiter(settings.concurrency),
         metrics=metrics,
-        audio=AudioStore(settings.audio_dir, int(settings.audio_max_mb * 2**20)) if settings.keep_audio else None,
+        audio=AudioStore(settings.audio_folder, int(settings.audio_max_mb * 2**20)) if settings.keep_audio else None,
     )
 
 
