@@ -286,7 +286,7 @@ def bootstrap(base: Path) -> tuple[dict[str, str], list[str]]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ENCORE_")},
         "ENCORE_ARTIFACTS_DIR": str(base / "artifacts"),
-        "ENCORE_DATA_DIR": str(base / "data"),
+        "ENCORE_CACHE_DIR": str(base / "data"),
         "ENCORE_FEAST_DATA_DIR": str(base / "feast"),
         "ENCORE_API_KEY": KEY,
         "ENCORE_RETRIEVER_REFRESH_S": "0",

@@ -38,13 +38,13 @@ from benchmarks.serving_world import ServingWorld, build_world, size_label
 from encore import feature_names as fn
 from encore.artifacts import load_bundle
 from encore.io import atomic_path
+from encore.settings import PROJECT_ROOT, EncoreSettings
 from encore.store import Store, StoreSettings
 from encore.track_table import TrackTable
 from services.ranker.bundle import RankerModel, load_ranker_model
 from services.ranker.encoded_items import ItemInputCache
 from services.ranker.pipeline import Candidates, ItemFeatures, Order, Score, UserFeatures
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 K = 20
 
 
@@ -181,8 +181,8 @@ def services(world: ServingWorld, ranker_workers: int, n_candidates: int, log_di
     env = {
         **os.environ,
         **world.env(),
-        "ENCORE_RETRIEVER_URL": f"http://127.0.0.1:{ports['retriever']}",
-        "ENCORE_CANDIDATES": str(n_candidates),
+        "ENCORE_RANKER_RETRIEVER_URL": f"http://127.0.0.1:{ports['retriever']}",
+        "ENCORE_RANKER_CANDIDATES": str(n_candidates),
         "ENCORE_RETRIEVER_REFRESH_S": "0",
         "ENCORE_LOG_LEVEL": "warning",
         "OMP_NUM_THREADS": "1",
@@ -396,8 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients for the HTTP part")
     parser.add_argument("--http-seconds", type=float, default=20.0)
     parser.add_argument("--memory-seconds", type=float, default=60.0)
-    parser.add_argument("--redis-url", default=os.environ.get("ENCORE_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    default_root = Path(os.environ.get("ENCORE_DATA_DIR", PROJECT_ROOT / "data")) / "bench-serving"
+    settings = EncoreSettings()
+    parser.add_argument("--redis-url", default=settings.redis_url)
+    default_root = settings.cache_dir / "bench-serving"
     parser.add_argument("--world-root", type=Path, default=default_root)
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "serving")
     parser.add_argument("--chart", type=Path, default=PROJECT_ROOT / "docs" / "serving_scaling.png")

@@ -84,7 +84,7 @@ class BundleBuilder:
     """
 
     def __init__(self, root: str | Path, bundle_id: str, make_current: bool = True):
-        if not BUNDLE_ID.match(bundle_id):
+        if not BUNDLE_ID.fullmatch(bundle_id):
             raise BundleError(f"bad bundle id {bundle_id!r}: letters, digits, '.', '_' and '-' only")
         self.root, self.bundle_id, self.make_current = Path(root), bundle_id, make_current
         self.manifest: dict = {}
@@ -165,7 +165,7 @@ def current_bundle_path(root: str | Path) -> Path:
             bundle_id = fh.read(256).decode("utf-8", "replace").strip()
     except OSError:  # missing, a symlink (ELOOP) or unreadable: no bundle to load
         raise BundleError(f"no current bundle: {CURRENT} is missing or not a plain file (run the bootstrap)") from None
-    if not BUNDLE_ID.match(bundle_id):
+    if not BUNDLE_ID.fullmatch(bundle_id):
         raise BundleError(f"{CURRENT} holds a bad bundle id {bundle_id[:40]!r}")
     return Path(root) / bundle_id
 

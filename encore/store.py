@@ -22,7 +22,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,19 +35,20 @@ import pyarrow.parquet as pq
 
 from encore import feature_names as fn
 from encore.errors import EncoreError
+from encore.settings import PROJECT_ROOT, EncoreSettings
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-FEATURE_REPO = REPO_ROOT / "feature_repo"
-DEFAULT_DATA_DIR = REPO_ROOT / "data" / "feast"
+FEATURE_REPO = PROJECT_ROOT / "feature_repo"
+DEFAULT_DATA_DIR = PROJECT_ROOT / "data" / "feast"
 DEFAULT_CODEBOOK_SIZE = 32  # TASTE's K; token ids must lie in [0, codebook_size)
 READ_CHUNK = 500  # entities per get_online_features call when loading many
 
-OnlineKind = Literal["sqlite", "redis"]
+OnlineKind = Literal["sqlite", "redis", "redis_cluster"]
+REDIS_KINDS = ("redis", "redis_cluster")
 _PROJECT_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")  # Feast's rule, and safe inside a Redis SCAN pattern
 
 # Feast dtype (as str) -> parquet type; the offline parts all share one schema per view, so a folder of
@@ -77,8 +77,7 @@ class InvalidTrackError(StoreError):
 
 @dataclass(frozen=True)
 class StoreSettings:
-    """Where the store lives. `from_env` reads ENCORE_FEAST_DATA_DIR, ENCORE_FEAST_PROJECT,
-    ENCORE_FEAST_ONLINE (sqlite|redis) and ENCORE_REDIS_URL."""
+    """Where the store lives; built from ENCORE_FEAST_* and ENCORE_REDIS_URL by `encore.settings` (`.store()`)."""
 
     data_dir: Path = DEFAULT_DATA_DIR
     project: str = "encore"
@@ -89,19 +88,8 @@ class StoreSettings:
         object.__setattr__(self, "data_dir", Path(self.data_dir).resolve())
         if not _PROJECT_RE.match(self.project):
             raise StoreError(f"project name {self.project!r}: use letters, digits and '_' only")
-        if self.online not in ("sqlite", "redis"):
-            raise StoreError(f"ENCORE_FEAST_ONLINE={self.online!r}: expected 'sqlite' or 'redis'")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> StoreSettings:
-        env = os.environ if environ is None else environ
-        defaults = cls()
-        return cls(
-            data_dir=Path(env.get("ENCORE_FEAST_DATA_DIR") or defaults.data_dir),
-            project=env.get("ENCORE_FEAST_PROJECT") or defaults.project,
-            online=env.get("ENCORE_FEAST_ONLINE", defaults.online).lower(),  # type: ignore[arg-type]
-            redis_url=env.get("ENCORE_REDIS_URL") or defaults.redis_url,
-        )
+        if self.online not in ("sqlite", *REDIS_KINDS):
+            raise StoreError(f"ENCORE_FEAST_ONLINE={self.online!r}: expected 'sqlite', 'redis' or 'redis_cluster'")
 
     @property
     def offline_dir(self) -> Path:
@@ -118,7 +106,9 @@ class StoreSettings:
             raise StoreError(f"ENCORE_REDIS_URL={self.redis_url!r}: expected redis://host:port/db")
         parts = [f"{url.hostname or '127.0.0.1'}:{url.port or 6379}"]
         db = url.path.lstrip("/")
-        if db:
+        if db and self.online == "redis_cluster" and int(db) != 0:
+            raise StoreError(f"ENCORE_REDIS_URL={self.redis_url!r}: a Redis Cluster has database 0 only")
+        if db and self.online != "redis_cluster":
             parts.append(f"db={int(db)}")
         if url.username:
             parts.append(f"username={unquote(url.username)}")
@@ -127,6 +117,18 @@ class StoreSettings:
         if url.scheme == "rediss":
             parts.append("ssl=true")
         return ",".join(parts)
+
+
+def redis_client(settings: StoreSettings, *, connect_timeout_s: float, timeout_s: float) -> Any:
+    """A redis-py client for the store's Redis: `RedisCluster` (seeded by the URL's node; it learns the others
+    and follows failovers) for redis_cluster, a plain `Redis` otherwise."""
+    import redis
+
+    if settings.online == "redis_cluster":
+        return redis.RedisCluster.from_url(
+            settings.redis_url, socket_connect_timeout=connect_timeout_s, socket_timeout=timeout_s
+        )
+    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=connect_timeout_s, socket_timeout=timeout_s)
 
 
 # --- Definitions ---------------------------------------------------------------------------------------
@@ -296,7 +298,7 @@ class Store:
     """
 
     def __init__(self, settings: StoreSettings | None = None) -> None:
-        self.settings = settings or StoreSettings.from_env()
+        self.settings = settings or EncoreSettings().store()  # ENCORE_FEAST_*, ENCORE_REDIS_URL
         self._feast: FeatureStore | None = None
         self._defs: ModuleType | None = None
         self._init_lock = threading.Lock()
@@ -323,10 +325,11 @@ class Store:
         from feast import FeatureStore, RepoConfig
 
         s = self.settings
-        yaml_name = "feature_store.redis.yaml" if s.online == "redis" else "feature_store.yaml"
+        yaml_name = "feature_store.redis.yaml" if s.online in REDIS_KINDS else "feature_store.yaml"
         values = {"ENCORE_FEAST_PROJECT": s.project, "ENCORE_FEAST_DATA_DIR": str(s.data_dir)}
-        if s.online == "redis":
+        if s.online in REDIS_KINDS:
             values["ENCORE_FEAST_REDIS"] = s.feast_redis_connection()
+            values["ENCORE_FEAST_REDIS_TYPE"] = s.online  # Feast's redis_type: redis or redis_cluster
         # Our settings fill the placeholders (not the process env), so tests can run several stores.
         text = string.Template((FEATURE_REPO / yaml_name).read_text()).substitute(values)
         config = RepoConfig(**yaml.safe_load(text))
@@ -471,11 +474,12 @@ class Store:
         version = self.feast.config.entity_key_serialization_version
         key = EntityKey(join_keys=[fn.TRACK_ID], entity_values=[Value(string_val=track_id)])
         serialized = serialize_entity_key(key, entity_key_serialization_version=version)
-        if self.settings.online == "redis":
-            import redis
-
-            with redis.Redis.from_url(self.settings.redis_url, socket_timeout=5) as client:
+        if self.settings.online in REDIS_KINDS:
+            client = redis_client(self.settings, connect_timeout_s=2, timeout_s=5)
+            try:
                 client.delete(serialized + self.settings.project.encode())  # Feast's key: entity key + project
+            finally:
+                client.close()
         else:
             with sqlite3.connect(self.settings.sqlite_path, timeout=5) as conn:
                 for view_name in fn.TRACK_VIEWS:
@@ -549,10 +553,10 @@ class Store:
         is a hash of `name`: no caller input becomes a path. Raises StoreError when not acquired in time.
         """
         digest = hashlib.sha256(name.encode()).hexdigest()[:32]
-        if self.settings.online == "redis":
+        if self.settings.online in REDIS_KINDS:
             import redis
 
-            client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+            client = redis_client(self.settings, connect_timeout_s=2, timeout_s=5)
             lock = client.lock(f"{self.settings.project}:lock:{digest}", timeout=timeout_s, blocking_timeout=timeout_s)
             if not lock.acquire():
                 raise StoreError(f"lock {name!r} still held by another process after {timeout_s:.0f} s")
@@ -587,13 +591,9 @@ class Store:
     def ping(self) -> bool:
         """Whether the online store answers (for /readyz); never raises, never imports feast."""
         try:
-            if self.settings.online == "redis":
+            if self.settings.online in REDIS_KINDS:
                 if self._ping_client is None:
-                    import redis
-
-                    self._ping_client = redis.Redis.from_url(
-                        self.settings.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5
-                    )
+                    self._ping_client = redis_client(self.settings, connect_timeout_s=0.5, timeout_s=0.5)
                 return bool(self._ping_client.ping())
             path = self.settings.sqlite_path
             if not path.exists():  # nothing applied yet: not ready
@@ -604,9 +604,3 @@ class Store:
         except Exception as error:  # any failure means "not reachable"; say why in the log
             log.warning("online store ping failed: %s", error)
             return False
-
-
-@lru_cache(maxsize=1)
-def get_store() -> Store:
-    """The process-wide store configured from the environment."""
-    return Store(StoreSettings.from_env())

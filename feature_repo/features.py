@@ -6,17 +6,15 @@ Offline sources are folders of parquet part files under $ENCORE_FEAST_DATA_DIR/o
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
-from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Array, Float32, Int64, String
 
 from encore import feature_names as fn
+from encore.settings import EncoreSettings
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "feast"
-DATA_DIR = Path(os.environ.get("ENCORE_FEAST_DATA_DIR") or DEFAULT_DATA_DIR)
+DATA_DIR = EncoreSettings().feast_data_dir  # ENCORE_FEAST_DATA_DIR, default data/feast/
 OFFLINE_DIR = DATA_DIR / "offline"
 
 # Catalog and profile features do not expire: a track's audio never changes, and a profile stays valid

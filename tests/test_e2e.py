@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from encore.settings import EncoreSettings
 from services.stack import SERVICES, Stack
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-AUDIO = ROOT.parent / "shared" / "data" / "audio"
+AUDIO = EncoreSettings().datasets_dir / "audio"
 API_KEY = "e2e-key"
 
 pytestmark = pytest.mark.slow
@@ -35,7 +36,7 @@ def _running_system(tmp_path_factory, redis_url: str, bootstrap_args: list[str])
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ENCORE_")},
         "ENCORE_ARTIFACTS_DIR": str(base / "artifacts"),
-        "ENCORE_DATA_DIR": str(base / "data"),
+        "ENCORE_CACHE_DIR": str(base / "data"),
         "ENCORE_FEAST_DATA_DIR": str(base / "feast"),
         "ENCORE_FEAST_PROJECT": project,
         "ENCORE_FEAST_ONLINE": "redis",

@@ -77,8 +77,8 @@ def test_the_quick_start_names_the_two_commands_make_has() -> None:
 
 
 def test_every_example_make_run_prints_works_in_a_fresh_clone(stack, quick_world, monkeypatch) -> None:
-    monkeypatch.setenv("ENCORE_DATA_DIR", str(quick_world.base / "data"))
-    monkeypatch.setattr("services.stack.PROJECT_ROOT", quick_world.base / "clone")  # no ../shared beside it
+    monkeypatch.setenv("ENCORE_CACHE_DIR", str(quick_world.base / "data"))
+    monkeypatch.setenv("ENCORE_DATASETS_DIR", str(quick_world.base / "no-shared"))  # a fresh clone has no ../shared
     audio = example_audio()
     assert audio.is_file() and audio.suffix == ".flac"  # a rendered demo track, as a fresh clone has
     printed = curl_examples(stack, str(audio), "0")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from encore.cold_calibration import ColdCalibration
 from encore.errors import EncoreError
 from encore.io import sha256_file, write_json_atomic
 from encore.schema import FeatureSpec, FieldConfig
-from training.datasets.base import PROJECT_ROOT
+from encore.settings import EncoreSettings
 
 KEYS = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 DENSE_LAYER = "last"
@@ -52,7 +51,7 @@ RANKER_HPARAMS = {"embedding_dim": 16, "num_cross_layers": 2, "hidden_units": [1
 
 
 def artifacts_dir() -> Path:
-    return Path(os.environ.get("ENCORE_ARTIFACTS_DIR", PROJECT_ROOT / "artifacts"))
+    return EncoreSettings().artifacts_dir
 
 
 @dataclass
@@ -280,15 +279,15 @@ def build(args: argparse.Namespace) -> str:
 
 
 def tables_dir(bundle_id: str) -> Path:
-    """The feature tables a bundle was trained with, kept beside the worlds (ENCORE_DATA_DIR)."""
-    return Path(os.environ.get("ENCORE_DATA_DIR", PROJECT_ROOT / "data")) / "bootstrap" / bundle_id
+    """The feature tables a bundle was trained with, kept beside the worlds (ENCORE_CACHE_DIR)."""
+    return EncoreSettings().cache_dir / "bootstrap" / bundle_id
 
 
 def fill_store(bundle_id: str) -> None:
     """Apply the Feast repo and write the bundle's feature tables into the online store."""
-    from encore.store import Store, StoreSettings
+    from encore.store import Store
 
-    store = Store(StoreSettings.from_env())
+    store = Store(EncoreSettings().store())
     tables = FeatureTables.load(tables_dir(bundle_id))
     store.apply()
     store.materialize_frames(tables.users, tables.track_meta, tables.track_content)
@@ -297,14 +296,14 @@ def fill_store(bundle_id: str) -> None:
 
 def store_is_filled(bundle_id: str) -> bool:
     """The online store answers for a track of this bundle (Redis may have been restarted empty)."""
-    from encore.store import Store, StoreSettings
+    from encore.store import Store
 
     folder = tables_dir(bundle_id)
     if not (folder / "store.json").exists():
         return False
     track = str(pd.read_parquet(folder / "track_meta.parquet", columns=[fn.TRACK_ID]).iloc[0, 0])
     try:
-        return bool(Store(StoreSettings.from_env()).get_tracks([track]))
+        return bool(Store(EncoreSettings().store()).get_tracks([track]))
     except Exception:  # noqa: BLE001 - any store failure means "fill it again"
         return False
 
@@ -330,14 +329,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="small", help="synthetic world size: quick, small, default, large")
     parser.add_argument(
         "--encoder",
-        default=os.environ.get("ENCORE_ENCODER", DEFAULT_ENCODER),
+        default=EncoreSettings().encoder,
         choices=sorted(ENCODERS),
         help=f"audio encoder of the catalog and the bundle (ENCORE_ENCODER; default {DEFAULT_ENCODER})",
     )
     parser.add_argument(
         "--weights-dir",
         type=Path,
-        default=Path(os.environ.get("ENCORE_WEIGHTS_DIR", PROJECT_ROOT / "weights")),
+        default=EncoreSettings().weights_dir,
         help="local weight folders (ENCORE_WEIGHTS_DIR)",
     )
     parser.add_argument("--epochs", type=int, default=3, help="ranker training epochs")

@@ -22,6 +22,7 @@ from encore.io import atomic_path, write_json_atomic
 from encore.schema import FeatureSpec
 from training.data import TensorSplit
 from training.datasets.base import DatasetSplits
+from training.distributed import Dist
 from training.export import export_onnx
 from training.models.base import CTRModel
 from training.sysinfo import library_versions
@@ -97,26 +98,32 @@ class CellResult:
     cell: Cell
     model: CTRModel  # holding the best epoch's weights
     fit: TrainResult
-    metrics: dict[str, dict[str, float]]  # eval split -> auc, logloss, gauc
+    metrics: dict[str, dict[str, float]]  # eval split -> auc, logloss, gauc (rank 0 only when data-parallel)
     started: float = field(default_factory=time.time)  # wall clock when training began
+    dist: Dist = field(default_factory=Dist)
 
 
-def train_cell(cell: Cell, encoded: EncodedData) -> CellResult:
-    """Train the cell's model (seeded) on the encoded training rows, keep the best epoch, evaluate every split."""
+def train_cell(cell: Cell, encoded: EncodedData, dist: Dist | None = None) -> CellResult:
+    """Train the cell's model (seeded) on the encoded training rows, keep the best epoch, evaluate every split.
+
+    Data-parallel (`dist`, training/distributed.py): each rank trains on its shard of the training rows (and
+    draws its own negatives, seeded per rank); rank 0 alone evaluates, so other ranks return no metrics."""
+    dist = dist or Dist()
     resample = None
     if cell.data.train_sampler is not None:
-        sampler, data, seed = cell.data.train_sampler, cell.data, cell.seed
+        sampler, data, seed = cell.data.train_sampler, cell.data, dist.rank_seed(cell.seed)
 
         def resample(epoch: int) -> TensorSplit:  # fresh negatives each epoch
-            return TensorSplit.from_frame("train", encoded.spec, sampler(epoch, seed), data.group_column)
+            return dist.shard(TensorSplit.from_frame("train", encoded.spec, sampler(epoch, seed), data.group_column))
 
-    torch.manual_seed(cell.seed)
+    torch.manual_seed(cell.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = cell.model_class(encoded.spec, **cell.model_options)
-    print(f"== {cell.data.name} {cell.model} seed {cell.seed}", file=sys.stderr)
+    if dist.is_main:
+        print(f"== {cell.data.name} {cell.model} seed {cell.seed}", file=sys.stderr)
     started = time.time()
-    fitted = fit(model, encoded.train, encoded.evals["valid"], cell.train, resample)
-    metrics = {split: evaluate(model, tensors) for split, tensors in encoded.evals.items()}
-    return CellResult(cell, model, fitted, metrics, started)
+    fitted = fit(model, dist.shard(encoded.train), encoded.evals["valid"], cell.train, resample, dist)
+    metrics = {split: evaluate(model, tensors) for split, tensors in encoded.evals.items()} if dist.is_main else {}
+    return CellResult(cell, model, fitted, metrics, started, dist)
 
 
 def save_run(result: CellResult, spec: FeatureSpec, runs_dir: Path) -> Path:
@@ -160,7 +167,9 @@ def run_manifest(result: CellResult, spec: FeatureSpec) -> dict[str, Any]:
         "train_seconds": fitted.train_seconds,
         "train_samples_per_s": fitted.samples_per_s,
         "wall_seconds": time.time() - result.started,
-        "threads": cell.threads,
+        "threads": cell.threads,  # per rank
+        **result.dist.record(),
+        "batch_size_per_rank": result.dist.per_rank_batch(cell.train.batch_size),
         "history": [vars(e) for e in fitted.history],
         "versions": library_versions(),
         "created": datetime.now(UTC).isoformat(),

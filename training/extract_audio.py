@@ -7,6 +7,11 @@ Writes OUT/content.npz (track_ids, layers (N, L, D)) and OUT/manifest.json (enco
 windows, pooling, layers, runtime, counts, checksum). For a dataset OUT defaults to <world>/content/<encoder>/,
 where the benchmark's content settings look for it; with --audio-dir every audio file under DIR is a track
 whose id is its path relative to DIR without the suffix.
+
+--engine ray runs the same extraction as a Ray Data pipeline (training/extract_ray.py; the `ray` extra):
+decode in tasks, encode in a pool of --actors actors each holding one encoder session, parquet parts under
+OUT/parts/; same resume files and the same content.npz. --address HOST:PORT joins a running Ray cluster;
+without it Ray starts locally.
 """
 
 from __future__ import annotations
@@ -33,11 +38,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default <world>/content/<encoder>)")
-    p.add_argument("--data-root", type=Path, default=None, help="dataset cache root (default data/, ENCORE_DATA_DIR)")
+    p.add_argument("--data-root", type=Path, default=None, help="dataset cache root (default data/, ENCORE_CACHE_DIR)")
     p.add_argument("--size", default="default", help="synthetic world size: quick, small, default, large")
     p.add_argument("--world-seed", type=int, default=None, help="synthetic world seed")
     p.add_argument("--restart", action="store_true", help="discard finished vectors instead of resuming")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r = p.add_argument_group("engine")
+    r.add_argument("--engine", choices=["local", "ray"], default="local", help="local (one process, default) or ray")
+    r.add_argument("--address", default=None, help="ray: address of a running cluster (default: start one locally)")
+    r.add_argument("--actors", type=int, default=2, help="ray: encoder actors (default 2)")
     return p.parse_args(argv)
 
 
@@ -48,6 +57,10 @@ def run(args: argparse.Namespace) -> Path:
         raise EncoreError("--audio-dir needs --out")
     if args.dataset is not None and args.dataset not in DATASETS:
         raise EncoreError(f"no audio catalog for dataset {args.dataset!r}; known: {', '.join(DATASETS)}")
+    if args.engine == "local" and (args.address is not None):
+        raise EncoreError("--address needs --engine ray")
+    if args.actors < 1:
+        raise EncoreError("--actors must be >= 1")
     # Fails on an unknown or uninstalled encoder before any world is built or file listed.
     encoder = get_encoder(args.encoder, args.weights_dir, runtime=args.runtime, threads=args.threads)
     if args.audio_dir is not None:
@@ -58,6 +71,17 @@ def run(args: argparse.Namespace) -> Path:
         progress = not args.no_progress
         world = load_world(world_params(args.size, args.world_seed), args.data_root or default_root(), progress)
         items, out = world.audio_paths(), args.out or content_dir(world, args.encoder)
+    if args.engine == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise EncoreError("--engine ray needs the ray extra: pip install -e '.[ray]'") from None
+        from training.extract_ray import EncoderRecipe, extract_catalog_ray
+
+        recipe = EncoderRecipe(args.encoder, args.weights_dir, args.runtime, args.threads or 1)
+        extract_catalog_ray(items, recipe, out, address=args.address, actors=args.actors,
+                            resume=not args.restart, progress=not args.no_progress)  # fmt: skip
+        return out
     extract_catalog(items, encoder, out, resume=not args.restart, progress=not args.no_progress)
     return out
 

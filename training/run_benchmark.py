@@ -13,6 +13,11 @@ trains a tiny world for two epochs (tests and smoke runs).
     .venv/bin/python training/run_benchmark.py --task recall --dataset synthetic \
         --models BPR,VBPR,FREEDOM,LGMRec --seeds 1,2,3 --threads 1 --out results/recall-synthetic
 
+Data-parallel (training/distributed.py): the same command under torchrun trains each cell on every rank's
+shard of the rows (gloo on CPU); rank 0 alone evaluates and writes the results and run folders:
+    torchrun --standalone --nproc_per_node=2 training/run_benchmark.py --dataset frappe --models DeepFM \
+        --seeds 2021 --out DIR
+
 Each finished run also leaves `<out>/runs/<run-id>/` with the feature spec, the ONNX model, the weights
 (safetensors) and a manifest (config, data hashes, metrics, timings, library versions).
 """
@@ -32,8 +37,7 @@ from encore.errors import EncoreError
 if TYPE_CHECKING:
     from training.datasets.dataset import Dataset
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = PROJECT_ROOT / "training" / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,7 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--out", required=True, type=Path, help="output folder for results.csv/results.md/runs")
     p.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default ../shared/data)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch intra-op threads")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads per rank (default: the cores / local ranks)"
+    )
     p.add_argument(
         "--precision",
         choices=["fp32", "bf16"],
@@ -150,10 +156,16 @@ def run(args: argparse.Namespace) -> Path:
     feature_list = split_list(args.features or dataset.default_features, "--features")
     content_list = split_list(args.content or "none", "--content")
     dataset.check_settings(feature_list, content_list)
-    if args.threads < 1:
+    if args.threads is not None and args.threads < 1:
         raise EncoreError("--threads must be >= 1")
 
     import torch
+
+    from training import distributed
+
+    dist = distributed.context()  # joins the torchrun group when launched by torchrun; one rank otherwise
+    if args.threads is None:
+        args.threads = dist.threads()
 
     from training.cell import GridSettings
     from training.models.registry import get_ctr_model
@@ -168,13 +180,16 @@ def run(args: argparse.Namespace) -> Path:
     results = ResultsTable(args.out)
     reference = {m: c["bars_test_auc"] for m, c in config["models"].items() if "bars_test_auc" in c}
     epochs = args.epochs if args.epochs is not None else (2 if args.quick else None)
-    grid = GridSettings(config, epochs, args.threads, not args.no_progress, args.precision)
-    for features in feature_list:
-        for content in content_list:
-            todo = cells_to_run(results, args.dataset, variant, features, content, list(model_classes), seeds)
-            if todo:  # else nothing to train: do not even load the data
-                data = dataset.load(data_root, features, content, **options)
-                run_cells(data, todo, model_classes, grid, results, reference)
+    grid = GridSettings(config, epochs, args.threads, not args.no_progress and dist.is_main, args.precision)
+    try:
+        for features in feature_list:
+            for content in content_list:
+                todo = cells_to_run(results, args.dataset, variant, features, content, list(model_classes), seeds)
+                if todo:  # else nothing to train: do not even load the data
+                    data = dataset.load(data_root, features, content, **options)
+                    run_cells(data, todo, model_classes, grid, results, reference, dist)
+    finally:
+        distributed.shutdown()
     return args.out
 
 
@@ -191,17 +206,19 @@ def cells_to_run(results, dataset: str, variant: str, features: str, content: st
     return todo
 
 
-def run_cells(data, todo, model_classes, grid, results, reference=None) -> None:
+def run_cells(data, todo, model_classes, grid, results, reference=None, dist=None) -> None:
     """Train the (model, seed) cells in `todo` on one loaded dataset setting; the features are encoded once.
 
     Each cell's run folder is saved and its rows written before the next cell starts, so an interrupted grid
-    keeps every finished cell."""
+    keeps every finished cell. Data-parallel, every rank trains and rank 0 alone writes."""
     from training.cell import Cell, EncodedData, result_rows, save_run, summary_line, train_cell
 
     encoded = EncodedData.encode(data)
     runs_dir = results.out_dir / "runs"
     for name, seed in todo:
-        result = train_cell(Cell.make(data, name, model_classes[name], seed, grid), encoded)
+        result = train_cell(Cell.make(data, name, model_classes[name], seed, grid), encoded, dist)
+        if not result.dist.is_main:
+            continue
         run_dir = save_run(result, encoded.spec, runs_dir)
         results.add(result_rows(result, run_dir))
         results.write(reference or None)
@@ -209,18 +226,25 @@ def run_cells(data, todo, model_classes, grid, results, reference=None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from training.distributed import launched_rank, launched_world_size
+
     args = parse_args(argv)
     try:
         if args.task == "recall":
             from training.recall_benchmark import run_recall
 
+            if launched_world_size() > 1:  # every rank would write the same files
+                raise EncoreError("--task recall does not run data-parallel yet: launch it without torchrun")
+            if args.threads is None:
+                args.threads = os.cpu_count() or 1
             out = run_recall(args)
         else:
             out = run(args)
     except EncoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"results in {out / 'results.csv'} and {out / 'results.md'}")
+    if launched_rank() == 0:  # torchrun: rank 0 alone reports
+        print(f"results in {out / 'results.csv'} and {out / 'results.md'}")
     return 0
 
 

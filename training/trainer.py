@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from training.data import TensorSplit
+from training.distributed import Dist
 from training.metrics import binary_metrics
 from training.models.base import CTRModel
 from training.sysinfo import CpuTimes
@@ -107,16 +108,24 @@ def fit(
     valid: TensorSplit,
     cfg: TrainConfig,
     resample: Callable[[int], TensorSplit] | None = None,
+    dist: Dist | None = None,
 ) -> TrainResult:
     """Train `model` in place and leave it holding the best-validation weights.
 
     `resample(epoch)`, when given, supplies the training rows of every epoch after the first (fresh
     negatives each epoch); `train` is epoch 1. Without it every epoch reuses `train` (fixed negatives).
+
+    Data-parallel (`dist` of several ranks, training/distributed.py): `train` and `resample` give this rank's
+    shard, cfg.batch_size is global, gradients are averaged across ranks, and rank 0 alone validates; its
+    "improved" verdict is broadcast, so the lr decay, patience and best weights move alike on every rank.
     """
     if cfg.precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16, got {cfg.precision!r}")
-    seed_everything(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    dist = dist or Dist()
+    seed_everything(dist.rank_seed(cfg.seed))
+    generator = torch.Generator().manual_seed(dist.rank_seed(cfg.seed))
+    batch_size = dist.per_rank_batch(cfg.batch_size)
+    net = dist.wrap(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     loss_fn = nn.BCEWithLogitsLoss()
     table_ids = {id(t) for t in model.embedding_tables()}
@@ -124,20 +133,26 @@ def fit(
     net_weights = [p for p in model.parameters() if id(p) not in table_ids]
 
     best_score, best_epoch, best_state, best_valid = -np.inf, 0, None, {}
-    bad_epochs, history, train_seconds, samples = 0, [], 0.0, 0
+    bad_epochs, history, train_seconds, samples, epochs_run = 0, [], 0.0, 0, 0
     for epoch in range(1, cfg.epochs + 1):
+        epochs_run = epoch
         if resample is not None and epoch > 1:
             train = resample(epoch)
         cpu = CpuTimes.now()
-        mean_loss, epoch_train = _train_epoch(model, train, optimizer, loss_fn, cfg, generator, epoch, net_weights)
+        mean_loss, epoch_train = _train_epoch(
+            net, model, train, optimizer, loss_fn, cfg, generator, epoch, net_weights, batch_size
+        )
         train_seconds += epoch_train
-        samples += len(train)
-        log = _validate(model, valid, cfg, epoch, mean_loss, epoch_train, optimizer.param_groups[0]["lr"], cpu)
-        history.append(log)
-
-        score = log.valid[cfg.monitor]
-        if score > best_score + 1e-6:
-            best_score, best_epoch, best_valid, bad_epochs = score, epoch, log.valid, 0
+        samples += len(train) * dist.world_size
+        improved = False
+        if dist.is_main:
+            log = _validate(model, valid, cfg, epoch, mean_loss, epoch_train, optimizer.param_groups[0]["lr"], cpu)
+            history.append(log)
+            improved = log.valid[cfg.monitor] > best_score + 1e-6
+            if improved:
+                best_score, best_valid = log.valid[cfg.monitor], log.valid
+        if dist.agree(improved):
+            best_epoch, bad_epochs = epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         elif epoch > cfg.warmup_epochs:
             bad_epochs += 1
@@ -147,10 +162,31 @@ def fit(
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
-    return TrainResult(best_epoch, best_valid, len(history), train_seconds, samples, history)
+    return TrainResult(best_epoch, best_valid, epochs_run, train_seconds, samples, history)
+
+
+def batch_loss(
+    net: nn.Module,
+    tables: list[nn.Parameter],
+    net_weights: list[nn.Parameter],
+    inputs: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    loss_fn: nn.Module,
+    cfg: TrainConfig,
+) -> torch.Tensor:
+    """The training loss of one batch: BCE on the logits plus the configured L2 penalties."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        logits = net(inputs)
+    loss = loss_fn(logits.float(), labels)
+    if cfg.embedding_l2 > 0:
+        loss = loss + cfg.embedding_l2 / 2 * sum(t.pow(2).sum() for t in tables)
+    if cfg.net_l2 > 0:
+        loss = loss + cfg.net_l2 / 2 * sum(w.pow(2).sum() for w in net_weights)
+    return loss
 
 
 def _train_epoch(
+    net: nn.Module,
     model: CTRModel,
     train: TensorSplit,
     optimizer: torch.optim.Optimizer,
@@ -159,15 +195,18 @@ def _train_epoch(
     generator: torch.Generator,
     epoch: int,
     net_weights: list[nn.Parameter],
+    batch_size: int,
 ) -> tuple[float, float]:
-    """One pass over `train` in shuffled batches, penalties and clipping included; (mean batch loss, seconds)."""
+    """One pass over `train` in shuffled batches, penalties and clipping included; (mean batch loss, seconds).
+
+    `net` is `model` itself or its DistributedDataParallel wrapper (which averages gradients in backward)."""
     tables = model.embedding_tables()
-    model.train()
+    net.train()
     t0 = time.perf_counter()
     total_loss, n_batches = 0.0, 0
-    n_steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size
+    n_steps = (len(train) + batch_size - 1) // batch_size
     bar = tqdm(
-        train.batches(cfg.batch_size, generator),
+        train.batches(batch_size, generator),
         total=n_steps,
         desc=f"epoch {epoch}",
         leave=False,
@@ -175,13 +214,7 @@ def _train_epoch(
         mininterval=1.0,
     )
     for inputs, labels in bar:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            logits = model(inputs)
-        loss = loss_fn(logits.float(), labels)
-        if cfg.embedding_l2 > 0:
-            loss = loss + cfg.embedding_l2 / 2 * sum(t.pow(2).sum() for t in tables)
-        if cfg.net_l2 > 0:
-            loss = loss + cfg.net_l2 / 2 * sum(w.pow(2).sum() for w in net_weights)
+        loss = batch_loss(net, tables, net_weights, inputs, labels, loss_fn, cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)

@@ -74,21 +74,11 @@ def extract_catalog(
         if vector is not None and text is not None:
             n_reused += 1
         else:
-            try:
-                decoded = decode_audio(Path(path).read_bytes(), max_seconds=max_seconds)
-            except AudioError as exc:
-                skipped.append({"track_id": track_id, "code": exc.code, "message": exc.message})
+            encoded = _encode_one(encoder, Path(path), max_seconds, done_path, tags_path if tags else None)
+            if isinstance(encoded, dict):  # refused: one item's problem, not the run's
+                skipped.append({"track_id": track_id, **encoded})
                 continue
-            except OSError as exc:  # a missing or unreadable file is one item's problem, not the run's
-                skipped.append({"track_id": track_id, "code": "unreadable", "message": str(exc)})
-                continue
-            if tags:
-                vector, found = encoder.encode_with_tags(decoded)
-                text = format_tags(found)
-                write_json_atomic(tags_path, {"tags": text})
-            else:
-                vector = encoder.encode_decoded(decoded)
-            _save_npy_atomic(done_path, vector)
+            vector, text = encoded
         track_ids.append(track_id)
         vectors.append(vector)
         track_tags.append(text or "")
@@ -99,24 +89,51 @@ def extract_catalog(
     if tags:
         arrays["tags"] = np.array(track_tags, dtype=str)
     _save_npz_atomic(content_path, **arrays)
-    manifest = {
+    counts = {"items": len(items), "encoded": len(track_ids), "reused": n_reused, "skipped": len(skipped)}
+    write_json_atomic(out_dir / MANIFEST_FILE, _manifest(encoder, max_seconds, content_path, layers, counts, skipped))
+    return content_path
+
+
+def _encode_one(
+    encoder: AudioEncoder, path: Path, max_seconds: float | None, done_path: Path, tags_path: Path | None
+) -> tuple[np.ndarray, str] | dict[str, str]:
+    """One track's (L, D) vector and tags ("" unless `tags_path`), saved for resuming; or why it was skipped."""
+    try:
+        decoded = decode_audio(path.read_bytes(), max_seconds=max_seconds)
+    except AudioError as exc:
+        return {"code": exc.code, "message": exc.message}
+    except OSError as exc:  # a missing or unreadable file
+        return {"code": "unreadable", "message": str(exc)}
+    text = ""
+    if tags_path is not None:
+        vector, found = encoder.encode_with_tags(decoded)
+        text = format_tags(found)
+        write_json_atomic(tags_path, {"tags": text})
+    else:
+        vector = encoder.encode_decoded(decoded)
+    _save_npy_atomic(done_path, vector)
+    return vector, text
+
+
+def _manifest(
+    encoder: AudioEncoder,
+    max_seconds: float | None,
+    content_path: Path,
+    layers: np.ndarray,
+    counts: dict[str, int],
+    skipped: list[dict[str, str]],
+) -> dict[str, Any]:
+    return {
         "kind": "audio_content",
-        "encoder": info,
+        "encoder": encoder.describe(),
         # torch / onnx (numpy for MFCC): how the vectors were computed; the precision is in encoder.params.
         "runtime": getattr(encoder, "runtime", "numpy"),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "max_seconds": max_seconds,
-        "counts": {
-            "items": len(items),
-            "encoded": len(track_ids),
-            "reused": n_reused,
-            "skipped": len(skipped),
-        },
+        "counts": counts,
         "skipped": skipped,
         "files": {CONTENT_FILE: {"sha256": sha256_file(content_path), "shape": list(layers.shape)}},
     }
-    write_json_atomic(out_dir / MANIFEST_FILE, manifest)
-    return content_path
 
 
 def load_catalog(out_dir: str | Path) -> tuple[list[str], np.ndarray, dict[str, Any]]:

@@ -1,1 +1,4 @@
-"""Pieces every service shares: settings base, health and metrics routes, API-key check."""
+"""Pieces every service shares: the app skeleton, errors, request limits, health and metrics, API-key check.
+
+Their settings (`ServiceSettings`) live in encore/settings.py with every other setting.
+"""

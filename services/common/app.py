@@ -8,11 +8,11 @@ from collections.abc import Callable, Collection, Mapping
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from encore.settings import ServiceSettings
 from services.common.docs import add_offline_docs
 from services.common.errors import OnError, add_error_handlers
 from services.common.limits import BodyLimit, RequestGuard, json_limit
 from services.common.observability import add_observability
-from services.common.settings import ServiceSettings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -24,7 +24,7 @@ from functools import lru_cache
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from services.common.settings import ServiceSettings
+from encore.settings import ServiceSettings
 
 
 @lru_cache(maxsize=1)

@@ -1,9 +1,9 @@
 """Uploaded audio kept for listening: a content-addressed folder with a size cap, and signed links to it.
 
-Layout under ENCORE_AUDIO_DIR:
+Layout under ENCORE_EMBEDDER_AUDIO_DIR:
     blobs/<sha256[:2]>/<sha256>     the bytes, once per distinct content (two ids uploading one file share it)
     refs/<sha256 of the track id>.json   {"track_id", "sha256", "media_type", "bytes"}
-Eviction: when keeping a file would take the blobs past ENCORE_AUDIO_MAX_MB, the least recently used blobs
+Eviction: when keeping a file would take the blobs past ENCORE_EMBEDDER_AUDIO_MAX_MB, the least recently used blobs
 (by modification time; every play touches it) are deleted, with their refs, until it fits. A file larger
 than the whole cap is not kept. Every write goes through encore.io.atomic_path (no partial files).
 

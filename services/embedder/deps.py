@@ -12,9 +12,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from encore.artifacts import BundleHolder
 from encore.audio import AudioEncoder
+from encore.settings import EmbedderSettings
 from encore.store import Store
 from services.embedder.audio_store import AudioStore
-from services.embedder.config import EmbedderSettings
 from services.embedder.encode import EmbedderState, EmbedError
 from services.embedder.retriever import RetrieverNotifier
 

@@ -38,7 +38,7 @@ from encore.audio.decode import MIN_AUDIO_SECONDS
 from encore.audio.encoder import Tags, format_tags
 from encore.errors import EncoreError
 from encore.store import InvalidTrackError, Store
-from services.common.patterns import BUNDLE_ID_RE, TRACK_ID_PATTERN, TRACK_ID_RE
+from services.common.patterns import BUNDLE_ID_RE
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,6 @@ ERROR_STATUS: dict[str, int] = {
     "store_unavailable": 503,
     "encoder_unavailable": 503,
 }
-
-# The id rules live once, in services/common/patterns.py (the retriever's POST /items applies them too).
-_TRACK_ID_RE, _BUNDLE_ID_RE = TRACK_ID_RE, BUNDLE_ID_RE
 
 # Bundle contract (what training writes, what build_state reads):
 #   manifest["components"]["codebooks"] = {"dir": "codebooks", "encoder": <encoder.describe()>}
@@ -190,12 +187,6 @@ def new_track_id() -> str:
     return uuid.uuid4().hex
 
 
-def check_track_id(track_id: str) -> str:
-    if not _TRACK_ID_RE.match(track_id):
-        raise EmbedError("invalid_request", f"track_id {track_id[:40]!r} does not match {TRACK_ID_PATTERN}")
-    return track_id
-
-
 def track_meta(given: dict[str, Any]) -> dict[str, Any]:
     """A full track_meta row: the given fields over the store's unknown values (None means not given)."""
     return fn.NEW_TRACK_META | {name: value for name, value in given.items() if value is not None}
@@ -258,6 +249,6 @@ def bundle_dir(artifacts_dir: Path, bundle_id: str | None) -> Path:
     """The folder of `bundle_id` under artifacts_dir, or the CURRENT one; never a path outside it."""
     if bundle_id is None:
         return current_bundle_path(artifacts_dir)
-    if not _BUNDLE_ID_RE.match(bundle_id):
+    if not BUNDLE_ID_RE.fullmatch(bundle_id):
         raise EmbedError("invalid_request", f"bad bundle_id {bundle_id[:40]!r}")
     return artifacts_dir / bundle_id

@@ -63,7 +63,7 @@ def find_audio(runtime: Runtime, track_id: str) -> tuple[FilePath, str] | None:
         return kept.path, kept.media_type
     bundle = runtime.holder.bundle
     world = (bundle.manifest.get("dataset") or {}).get("world") if bundle else None
-    rendered = _world_audio(runtime.settings.data_dir / "synthetic" / world).get(track_id) if world else None
+    rendered = _world_audio(runtime.settings.cache_dir / "synthetic" / world).get(track_id) if world else None
     if rendered is None or not rendered.is_file():
         return None
     return rendered, media_type_of(rendered.read_bytes()[:4], rendered.name)
@@ -119,7 +119,7 @@ async def audio(
 async def audio_link(track_id: TrackId, runtime: RuntimeDep) -> AudioLink:
     if await run_in_threadpool(find_audio, runtime, track_id) is None:
         raise ServiceError(404, "not_found", f"no audio kept for track {track_id!r}")
-    expires = int(time.time()) + runtime.settings.audio_link_ttl_s
+    expires = int(time.time()) + runtime.settings.embedder_audio_link_ttl_s
     signature = sign(runtime.settings.api_key.get_secret_value(), track_id, expires)
     return AudioLink(url=f"/tracks/{track_id}/audio?expires={expires}&sig={signature}", expires=expires)
 

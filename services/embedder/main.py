@@ -20,11 +20,11 @@ from starlette.concurrency import run_in_threadpool
 
 from encore.artifacts import BundleError, BundleHolder, current_bundle_path
 from encore.audio import AudioError, EncoderUnavailable, get_encoder
-from encore.store import Store, StoreSettings
+from encore.settings import EmbedderSettings
+from encore.store import Store
 from services.common.app import build_skeleton
 from services.common.errors import error_response, validation_message
 from services.embedder.audio_store import AudioStore
-from services.embedder.config import EmbedderSettings
 from services.embedder.deps import EmbedderMetrics, Runtime
 from services.embedder.encode import ERROR_STATUS, EmbedderState, EmbedError, build_state
 from services.embedder.listen import router as listen_router
@@ -43,7 +43,7 @@ def create_app(settings: EmbedderSettings | None = None, *, store: Store | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await _start(settings, store or Store(StoreSettings.from_env()), metrics)
+        runtime = await _start(settings, store or Store(settings.store()), metrics)
         app.state.runtime = runtime
         try:
             yield
@@ -73,7 +73,7 @@ def create_app(settings: EmbedderSettings | None = None, *, store: Store | None 
     # Outermost, so refusals (401, 413, 503) carry the headers too and the page can show their message.
     app.add_middleware(
         CORSMiddleware,
-        allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
+        allow_origins=[o.strip() for o in settings.embedder_cors_origins.split(",") if o.strip()],
         allow_methods=["GET", "POST", "DELETE"],
         allow_headers=["X-API-Key", "Content-Type", "Range"],
         expose_headers=["Content-Range", "Content-Length", "Accept-Ranges"],
@@ -109,7 +109,9 @@ async def _start(settings: EmbedderSettings, store: Store, metrics: EmbedderMetr
         ),
         cpu_limiter=anyio.CapacityLimiter(settings.concurrency),
         metrics=metrics,
-        audio=AudioStore(settings.audio_folder, int(settings.audio_max_mb * 2**20)) if settings.keep_audio else None,
+        audio=AudioStore(settings.audio_folder, int(settings.embedder_audio_max_mb * 2**20))
+        if settings.embedder_keep_audio
+        else None,
     )
 
 

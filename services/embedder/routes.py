@@ -15,11 +15,11 @@ from starlette.concurrency import run_in_threadpool
 from encore import feature_names as fn
 from encore.artifacts import BundleError
 from encore.audio.encoder import parse_tags
+from encore.settings import EmbedderSettings
 from encore.store import Store
 from services.common.auth import ApiKey
 from services.common.errors import bundle_refused
 from services.common.patterns import TRACK_ID_PATTERN
-from services.embedder.config import EmbedderSettings
 from services.embedder.deps import Runtime, RuntimeDep, SettingsDep, StateDep, StoreDep
 from services.embedder.encode import (
     EmbedderState,
@@ -162,7 +162,7 @@ def _embed_response(
     if result.truncated:
         note = (
             f"only the first {result.seconds_used:.1f} s of {result.duration_seconds:.1f} s were encoded "
-            f"(ENCORE_MAX_AUDIO_SECONDS={settings.max_audio_seconds:g})"
+            f"(ENCORE_EMBEDDER_MAX_AUDIO_SECONDS={settings.max_audio_seconds:g})"
         )
     return EmbedResponse(
         track_id=track_id,

@@ -63,7 +63,7 @@ class EmbedResponse(BaseModel):
     )
     seconds_used: float = Field(description="Seconds of audio encoded.")
     duration_seconds: float = Field(description="Length of the uploaded audio (header estimate when cut).")
-    truncated: bool = Field(description="True when only the first ENCORE_MAX_AUDIO_SECONDS were encoded.")
+    truncated: bool = Field(description="True when only the first ENCORE_EMBEDDER_MAX_AUDIO_SECONDS were encoded.")
     note: str | None = Field(None, description="Human-readable remark, e.g. that the audio was cut.")
     overwritten: bool = Field(description="True when an existing track was replaced (overwrite=true).")
     retriever_notified: bool = Field(description="Whether the retriever accepted the new item at once.")
@@ -88,7 +88,7 @@ class EmbedResponse(BaseModel):
                     "seconds_used": 600.0,
                     "duration_seconds": 743.2,
                     "truncated": True,
-                    "note": "only the first 600 s of 743.2 s were encoded (ENCORE_MAX_AUDIO_SECONDS)",
+                    "note": "only the first 600 s of 743.2 s were encoded (ENCORE_EMBEDDER_MAX_AUDIO_SECONDS)",
                     "overwritten": False,
                     "retriever_notified": True,
                     "processing_ms": 412.5,

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from fastapi import UploadFile
 
+from encore.settings import EmbedderSettings
 from services.common.limits import BodyLimit
-from services.embedder.config import EmbedderSettings
 from services.embedder.encode import EmbedError
 
 READ_CHUNK = 1 << 20
 
 
 def too_large_message(limit_bytes: int) -> str:
-    return f"the upload is larger than the limit of {limit_bytes / 2**20:.2f} MiB (ENCORE_MAX_UPLOAD_MB)"
+    return f"the upload is larger than the limit of {limit_bytes / 2**20:.2f} MiB (ENCORE_EMBEDDER_MAX_UPLOAD_MB)"
 
 
 def upload_limit(settings: EmbedderSettings) -> BodyLimit:

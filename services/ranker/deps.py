@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Query, Request
 
+from encore.settings import RankerSettings
 from services.common.errors import ServiceError
-from services.ranker.config import RankerSettings
 from services.ranker.pipeline import Ranker
 
 
@@ -29,7 +29,9 @@ def get_serving_ranker(request: Request) -> Ranker:
 
 def get_k(
     request: Request,
-    k: Annotated[int | None, Query(description="How many tracks to return (1..ENCORE_MAX_K)", examples=[10])] = None,
+    k: Annotated[
+        int | None, Query(description="How many tracks to return (1..ENCORE_RANKER_MAX_K)", examples=[10])
+    ] = None,
 ) -> int:
     settings = get_settings(request)
     if k is None:

@@ -14,10 +14,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from encore.artifacts import BundleError, BundleHolder
-from encore.store import Store, StoreSettings
+from encore.settings import RankerSettings
+from encore.store import Store
 from services.common.app import build_skeleton
 from services.ranker.bundle import RankerModel, load_ranker_model, reload_bundle, resolve_bundle_path
-from services.ranker.config import RankerSettings
 from services.ranker.pipeline import ItemFeatures, Ranker, RankerMetrics, Retrieve, StoreGuard, UserFeatures
 from services.ranker.room import add_room
 from services.ranker.routes import build_router
@@ -33,7 +33,7 @@ def create_app(settings: RankerSettings | None = None, store: Store | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        feature_store = store or Store(StoreSettings.from_env())
+        feature_store = store or Store(settings.store())
         holder: BundleHolder[RankerModel] = BundleHolder(
             lambda bundle: load_ranker_model(bundle, settings.onnx_threads, settings.cold_panel_weight),
             expect_spec_hash=settings.expected_spec_hash or None,

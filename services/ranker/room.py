@@ -2,7 +2,7 @@
 calls it makes through the ranker (demo users, history, nearest catalog tracks; answered by the retriever).
 
 Uploads, audio and events go from the page straight to the embedder, allowed there by CORS for the ranker's
-origin (ENCORE_CORS_ORIGINS): upload bodies and audio streams then never pass through the ranker's hot path,
+origin (ENCORE_EMBEDDER_CORS_ORIGINS): upload bodies and audio streams then never pass through the ranker's hot path,
 and the embedder's own limits and key check apply unchanged (docs/listening_room.md).
 """
 
@@ -18,9 +18,9 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from encore.audio.encoder import parse_tags
+from encore.settings import RankerSettings
 from services.common.errors import COMMON_STATUS, ServiceError, error_responses
 from services.common.patterns import TRACK_ID_PATTERN
-from services.ranker.config import RankerSettings
 from services.ranker.pipeline import Ranker
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -65,7 +65,7 @@ def config(request: Request) -> dict[str, Any]:
     ranker: Ranker = request.app.state.ranker
     bundle = ranker.holder.bundle
     return {
-        "embedder_url": settings.embedder_public_url,  # "" -> the page uses its own host, port 8002
+        "embedder_url": settings.ranker_embedder_url,  # "" -> the page uses its own host, port 8002
         "default_k": settings.default_k,
         "max_k": settings.max_k,
         "bundle_id": bundle.id if bundle else None,

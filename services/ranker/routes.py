@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Query
 
 from encore.artifacts import BundleError
+from encore.settings import RankerSettings
 from services.common.auth import ApiKey
 from services.common.errors import bundle_refused, error_responses
 from services.ranker.bundle import reload_bundle, resolve_bundle_path
-from services.ranker.config import RankerSettings
 from services.ranker.deps import get_k, get_ranker, get_serving_ranker
 from services.ranker.pipeline import Ranker
 from services.ranker.schemas import RecommendedTrack, RecommendResponse, ReloadRequest, ReloadResponse

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
+from encore.settings import RetrieverSettings
 from services.common.errors import ServiceError
-from services.retriever.config import RetrieverSettings
 from services.retriever.metrics import RetrieverMetrics
 from services.retriever.search import Retriever
 

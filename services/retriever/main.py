@@ -17,13 +17,13 @@ from fastapi import FastAPI
 from threadpoolctl import threadpool_limits
 
 from encore.artifacts import BundleError, current_bundle_path
-from encore.store import Store, get_store
+from encore.settings import RetrieverSettings
+from encore.store import Store
 from services.common.app import build_skeleton
 from services.retriever.catalog import router as catalog_router
-from services.retriever.config import RetrieverSettings, get_settings
 from services.retriever.metrics import RetrieverMetrics
 from services.retriever.routes import router
-from services.retriever.search import Retriever
+from services.retriever.search import Retriever, SearchOptions
 
 log = logging.getLogger(__name__)
 SERVICE = "retriever"
@@ -92,16 +92,28 @@ def _readiness(app: FastAPI) -> tuple[bool, dict]:
     return retriever.loaded and store_ok, details
 
 
+def search_options(settings: RetrieverSettings) -> SearchOptions:
+    return SearchOptions(
+        index=settings.retriever_index,
+        ivf_min_items=settings.retriever_ivf_min_items,
+        ivf_nlist=settings.retriever_ivf_nlist,
+        ivf_nprobe=settings.retriever_ivf_nprobe,
+        ivf_target_recall=settings.retriever_ivf_target_recall,
+        model=settings.retriever_model,
+        cold_share=settings.retriever_cold_share,
+    )
+
+
 def create_app(settings: RetrieverSettings | None = None, store: Store | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    settings = settings or RetrieverSettings()
     app = FastAPI(
         title="Encore retriever",
         version="0.1.0",
         summary="Candidate tracks per user: recall-model vectors, exact or IVF top-k, cold tracks by their content",
         lifespan=_lifespan,
     )
-    app.state.store = store or get_store()
-    app.state.retriever = Retriever(settings.search_options())
+    app.state.store = store or Store(settings.store())
+    app.state.retriever = Retriever(search_options(settings))
     write_routes = {("POST", "/admin/reload"), ("POST", "/items")}
     registry = build_skeleton(app, SERVICE, settings, lambda: _readiness(app), write_routes=write_routes)
     app.state.metrics = RetrieverMetrics.register(registry, app.state.retriever)
@@ -113,7 +125,7 @@ def create_app(settings: RetrieverSettings | None = None, store: Store | None = 
 def main() -> None:
     import uvicorn
 
-    settings = get_settings()
+    settings = RetrieverSettings()
     from services.common.server import GuardedHttpToolsProtocol
 
     uvicorn.run(

@@ -1,27 +1,26 @@
 """The listening room in a real browser: Debian's headless Chromium driven by Selenium over a running stack.
 
 Skips with the reason where Chromium, chromedriver or selenium is missing (`make install` installs Chromium
-when it can). The upload step needs a real clip from ../shared/data/audio and skips on its own without it.
-ENCORE_SHARED_DIR overrides where shared/ is; ENCORE_ROOM_SCREENSHOT=path saves a screenshot of the page after
-the upload (how docs/img/listening_room.png was made).
+when it can). The upload step needs a real clip from ../shared/data/audio (ENCORE_DATASETS_DIR) and skips on its
+own without it. ENCORE_ROOM_SCREENSHOT=path saves a screenshot of the page after the upload (how
+docs/listening_room.png was made).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
+from encore.settings import EncoreSettings
 from tests.stack_world import API_KEY, running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # the first one builds the quick world
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-SHARED = Path(os.environ.get("ENCORE_SHARED_DIR") or Path(__file__).resolve().parents[2].parent / "shared")
-CLIP = SHARED / "data" / "audio" / "gtzan_country.00000.wav"
+CLIP = EncoreSettings().datasets_dir / "audio" / "gtzan_country.00000.wav"  # ENCORE_DATASETS_DIR, ../shared/data
 WAIT_S = 60  # the longest any step may take on a busy 2-core machine (an upload encodes 30 s of audio)
 
 if CHROMIUM is None or CHROMEDRIVER is None:

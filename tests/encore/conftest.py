@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from encore.settings import EncoreSettings
+
+SHARED_DATA = EncoreSettings().datasets_dir  # ENCORE_DATASETS_DIR, default ../shared/data
 AUDIO_DIR = SHARED_DATA / "audio"
 
 

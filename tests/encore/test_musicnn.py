@@ -4,7 +4,6 @@ on real clips, and refusals. Needs weights/musicnn-{msd,mtt} (the weights comman
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from encore.audio.musicnn_encoder import (
     top_tags,
 )
 from encore.audio.onnx_export import export_encoder
+from encore.settings import EncoreSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "musicnn_reference.npz"
@@ -239,14 +239,13 @@ PLAUSIBLE = {
 
 @pytest.fixture(scope="module")
 def audio_dir() -> Path:
-    """The real clips: ENCORE_DATA_ROOT/audio, or shared/data/audio beside the checkout (or beside its worktree
-    folder)."""
-    roots = [Path(os.environ["ENCORE_DATA_ROOT"])] if os.environ.get("ENCORE_DATA_ROOT") else []
-    roots += [ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data"]
+    """The real clips: ENCORE_DATASETS_DIR/audio (default shared/data beside the checkout), or shared/data beside
+    its worktree folder."""
+    roots = [EncoreSettings().datasets_dir, ROOT.parent.parent / "shared" / "data"]
     for root in roots:
         if all((root / "audio" / clip).is_file() for clip in PLAUSIBLE):
             return root / "audio"
-    pytest.skip(f"real audio clips not found under {' or '.join(map(str, roots))} (set ENCORE_DATA_ROOT)")
+    pytest.skip(f"real audio clips not found under {' or '.join(map(str, roots))} (set ENCORE_DATASETS_DIR)")
 
 
 @pytest.mark.parametrize("clip", sorted(PLAUSIBLE))

@@ -25,12 +25,10 @@ from encore.artifacts import BundleBuilder
 from encore.audio import Codebooks, MfccEncoder
 from encore.io import write_json_atomic
 from encore.schema import FeatureSpec
+from encore.settings import EmbedderSettings, RankerSettings, RetrieverSettings
 from encore.store import Store, StoreSettings
-from services.embedder.config import EmbedderSettings
 from services.embedder.main import create_app as create_embedder
-from services.ranker.config import RankerSettings
 from services.ranker.main import create_app as create_ranker
-from services.retriever.config import RetrieverSettings
 from services.retriever.main import create_app as create_retriever
 from tests.factories import clone_bundle, edit_manifest, externalize_onnx_weights, relist
 from tests.services.embedder.helpers import tone

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from encore import feature_names as fn
+from encore.settings import EncoreSettings
 from encore.store import InvalidTrackError, Store, StoreError, StoreSettings
 from encore.track_table import TrackTable
 from tests.conftest import free_port
@@ -66,7 +67,7 @@ def _frames() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return users, meta, content
 
 
-@pytest.fixture(scope="module", params=["sqlite", "redis"])
+@pytest.fixture(scope="module", params=["sqlite", "redis", "redis_cluster"])
 def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """One applied and materialized store per backend, with a unique project (keys cleaned up after)."""
     online = request.param
@@ -74,16 +75,18 @@ def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     data_dir = tmp_path_factory.mktemp(f"feast_{online}")
     if online == "redis":
         settings = StoreSettings(data_dir, project, "redis", request.getfixturevalue("redis_url"))
+    elif online == "redis_cluster":
+        settings = StoreSettings(data_dir, project, "redis_cluster", request.getfixturevalue("redis_cluster").url)
     else:
         settings = StoreSettings(data_dir, project, "sqlite")
     store = Store(settings)
     store.apply()
     store.materialize_frames(*_frames())
     yield store
-    if online == "redis":
-        import redis
+    if online in ("redis", "redis_cluster"):
+        from encore.store import redis_client
 
-        client = redis.Redis.from_url(settings.redis_url)
+        client = redis_client(settings, connect_timeout_s=2, timeout_s=5)
         # Feast's keys end in the project name; the unique name makes this pattern ours alone.
         keys = list(client.scan_iter(match=f"*{project}".encode(), count=1000))
         if keys:
@@ -320,17 +323,39 @@ def test_ping(store: Store, tmp_path: Path) -> None:
     assert not Store(StoreSettings(tmp_path, "p", "redis", f"redis://127.0.0.1:{closed_port}/0")).ping()
 
 
-def test_settings_from_env() -> None:
-    settings = StoreSettings.from_env(
-        {
-            "ENCORE_FEAST_DATA_DIR": "/srv/feast",
-            "ENCORE_FEAST_PROJECT": "encore_prod",
-            "ENCORE_FEAST_ONLINE": "Redis",
-            "ENCORE_REDIS_URL": "rediss://:s3cret@cache:6380/2",
-        }
-    )
-    assert settings.data_dir == Path("/srv/feast") and settings.online == "redis"
+def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENCORE_FEAST_DATA_DIR", "/srv/feast")
+    monkeypatch.setenv("ENCORE_FEAST_PROJECT", "encore_prod")
+    monkeypatch.setenv("ENCORE_FEAST_ONLINE", "Redis")
+    monkeypatch.setenv("ENCORE_REDIS_URL", "rediss://:s3cret@cache:6380/2")
+    settings = EncoreSettings().store()
+    assert settings.data_dir == Path("/srv/feast") and settings.online == "redis" and settings.project == "encore_prod"
     assert settings.feast_redis_connection() == "cache:6380,db=2,password=s3cret,ssl=true"
-    assert StoreSettings.from_env({}).online == "sqlite"
+    assert Store().settings == settings  # a store built without settings reads the same variables
+    for name in ("ENCORE_FEAST_DATA_DIR", "ENCORE_FEAST_ONLINE", "ENCORE_FEAST_PROJECT"):
+        monkeypatch.setenv(name, "")  # empty means the default, as before
+    assert EncoreSettings().store() == StoreSettings(redis_url="rediss://:s3cret@cache:6380/2")
     with pytest.raises(StoreError, match="project"):
         StoreSettings(project="no-dashes")
+
+
+def test_redis_cluster_settings() -> None:
+    """ENCORE_FEAST_ONLINE=redis_cluster: Feast's connection string carries no database (a cluster has db 0)."""
+    settings = StoreSettings(online="redis_cluster", redis_url="redis://:pw@redis-cluster:6379")
+    assert settings.feast_redis_connection() == "redis-cluster:6379,password=pw"
+    assert StoreSettings(online="redis_cluster", redis_url="redis://h:7000/0").feast_redis_connection() == "h:7000"
+    with pytest.raises(StoreError, match="database 0 only"):
+        StoreSettings(online="redis_cluster", redis_url="redis://h:7000/3").feast_redis_connection()
+    with pytest.raises(StoreError, match="redis_cluster"):
+        StoreSettings(online="memcached")  # type: ignore[arg-type]
+
+
+def test_cluster_store_spreads_keys_over_three_masters(store: Store) -> None:
+    if store.settings.online != "redis_cluster":
+        pytest.skip("the cluster backend only")
+    import redis
+
+    masters = redis.RedisCluster.from_url(store.settings.redis_url).get_primaries()
+    assert len(masters) == 3
+    counts = [redis.Redis(host=n.host, port=n.port).dbsize() for n in masters]
+    assert all(c > 0 for c in counts), counts  # users and tracks hashed over every master's slots

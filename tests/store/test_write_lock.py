@@ -13,14 +13,17 @@ from encore.store import Store, StoreError, StoreSettings
 
 def _settings(kind: str, tmp_path: Path, redis_url: str | None) -> StoreSettings:
     project = f"lock_{uuid.uuid4().hex[:8]}"
-    if kind == "redis":
-        return StoreSettings(tmp_path, project, "redis", redis_url or "")
+    if kind in ("redis", "redis_cluster"):
+        return StoreSettings(tmp_path, project, kind, redis_url or "")
     return StoreSettings(tmp_path, project, "sqlite")
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "redis_cluster"])
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSettings:
-    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    redis_url = {
+        "redis": lambda: request.getfixturevalue("redis_url"),
+        "redis_cluster": lambda: request.getfixturevalue("redis_cluster").url,
+    }.get(request.param, lambda: None)()
     return _settings(request.param, tmp_path, redis_url)
 
 

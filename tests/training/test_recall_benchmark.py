@@ -29,7 +29,7 @@ def run_cli(*args: str) -> int:
 def test_quick_grid_writes_results_and_bundles_and_skips_finished_cells(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("ENCORE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ENCORE_CACHE_DIR", str(tmp_path / "data"))
     out = tmp_path / "out"
     args = ["--dataset", "synthetic", "--size", "quick", "--models", "BPR,LGMRec", "--seeds", "1",
             "--epochs", "3", "--out", str(out)]  # fmt: skip

@@ -11,9 +11,6 @@ import pandas as pd
 from encore.errors import EncoreError
 from encore.schema import FieldConfig
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA_ROOT = PROJECT_ROOT.parent / "shared" / "data"
-
 
 @dataclass
 class DatasetSplits:

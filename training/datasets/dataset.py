@@ -5,7 +5,6 @@ Each dataset module defines `DATASET = Dataset(...)`; training/datasets/registry
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from encore.errors import EncoreError
-from training.datasets.base import DEFAULT_DATA_ROOT, FEATURE_SETTINGS, DatasetSplits
+from encore.settings import EncoreSettings
+from training.datasets.base import FEATURE_SETTINGS, DatasetSplits
 from training.datasets.protocol import ProtocolConfig, ProtocolSplits
 
 if TYPE_CHECKING:
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 
 def shared_data_root() -> Path:
-    """The folder holding the downloaded datasets: $ENCORE_DATA_ROOT, else ../shared/data."""
-    return Path(os.environ.get("ENCORE_DATA_ROOT", DEFAULT_DATA_ROOT))
+    """The folder holding the downloaded datasets: $ENCORE_DATASETS_DIR, else ../shared/data."""
+    return EncoreSettings().datasets_dir
 
 
 def no_variant(**_options: object) -> str:

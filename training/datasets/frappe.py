@@ -25,7 +25,7 @@ def load_frappe(root: Path, features: str = "all", content: str = "none") -> Dat
         raise EncoreError(f"frappe supports only --features all --content none (got {features!r}, {content!r})")
     folder = root / "frappe" / "x1"
     if not folder.is_dir():
-        raise EncoreError(f"dataset folder not found: {folder} (set --data-root or ENCORE_DATA_ROOT)")
+        raise EncoreError(f"dataset folder not found: {folder} (set --data-root or ENCORE_DATASETS_DIR)")
     splits, files = {}, {}
     for name in ("train", "valid", "test"):
         path = require_file(folder / f"{name}.csv")

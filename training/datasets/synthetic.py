@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -27,7 +26,8 @@ from tqdm import tqdm
 from encore.errors import EncoreError
 from encore.io import sha256_file, write_json_atomic
 from encore.schema import FieldConfig
-from training.datasets.base import PROJECT_ROOT, DatasetSplits, taste_fields
+from encore.settings import EncoreSettings
+from training.datasets.base import DatasetSplits, taste_fields
 from training.datasets.content import CONTENT_MODES, ContentArrays, MissingPolicy, build_item_content
 from training.datasets.dataset import Dataset, RecallSource
 from training.datasets.protocol import USER, ProtocolConfig, ProtocolSplits, apply_protocol, joined_dataset
@@ -100,8 +100,8 @@ def params_hash(params: WorldParams) -> str:
 
 
 def default_root() -> Path:
-    """Where worlds are cached: $ENCORE_DATA_DIR, else data/ under the repository root (gitignored)."""
-    return Path(os.environ.get("ENCORE_DATA_DIR", PROJECT_ROOT / "data"))
+    """Where worlds are cached: $ENCORE_CACHE_DIR, else data/ under the repository root (gitignored)."""
+    return EncoreSettings().cache_dir
 
 
 # ---- the world on disk -------------------------------------------------------------------------------
@@ -204,10 +204,37 @@ def build_world(params: WorldParams, folder: Path, progress: bool = True) -> Pat
 
 # ---- the generative model ----------------------------------------------------------------------------
 def generate_tables(params: WorldParams) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
-    """Users, tracks, plays and the latent factors behind them (all vectorized numpy)."""
-    rng = np.random.default_rng([params.seed, 1])
-    n_u, n_t, n_a, n_g = params.n_users, params.n_tracks, params.n_artists, len(GENRES)
+    """Users, tracks, plays and the latent factors behind them (all vectorized numpy).
 
+    One generator draws everything in a fixed order (catalog, listeners, plays, their outcomes, the tracks'
+    keys); a world's checksum depends on that order, so the steps below keep it.
+    """
+    rng = np.random.default_rng([params.seed, 1])
+    catalog = _draw_catalog(rng, params)
+    listeners = _draw_listeners(rng, params)
+    latent = {
+        "u_audio": listeners["u_audio"], "u_genre": listeners["u_genre"], "p": listeners["p"],
+        "user_language": listeners["user_language"], "peak_year": (2024 - listeners["age"] + 18).astype(np.float64),
+        "audio": catalog["audio"], "genre": catalog["genre"], "q": catalog["q"], "language": catalog["language"],
+        "year": catalog["year"].astype(np.float64), "pop": catalog["pop"],
+        "n_plays": listeners["n_plays"].astype(np.float64),
+    }  # fmt: skip
+    pu, pi = _draw_plays(rng, params, latent, listeners["n_plays"])  # sets latent["log_z"]
+    plays_df = _play_outcomes(rng, params, latent, pu, pi, listeners["n_plays"])
+    users_df = pd.DataFrame(
+        {
+            "user_id": np.arange(params.n_users),
+            "country": np.array(COUNTRIES)[listeners["country"]],
+            "age": listeners["age"],
+            "gender": listeners["gender"],
+        }
+    )
+    return users_df, _tracks_frame(rng, catalog), plays_df, latent
+
+
+def _draw_catalog(rng: np.random.Generator, params: WorldParams) -> dict[str, np.ndarray]:
+    """Artists and their tracks: sound, genre, language, year, popularity and the tracks' MF factors."""
+    n_t, n_a, n_g = params.n_tracks, params.n_artists, len(GENRES)
     # Genres set the centre of their artists' sound; artists set the centre of their tracks'.
     genre_audio = rng.normal(0, 1.0, (n_g, 3))
     genre_major = rng.uniform(0.2, 0.85, n_g)
@@ -235,7 +262,16 @@ def generate_tables(params: WorldParams) -> tuple[pd.DataFrame, pd.DataFrame, pd
     appeal = audio @ appeal_dir / np.sqrt(N_AUDIO)
     pop = params.w_appeal * appeal + artist_pop[track_artist] + rng.normal(0, 0.5, n_t)
     q = (0.6 * artist_mf[track_artist] + 0.8 * rng.normal(0, 1, (n_t, params.mf_dim))) / np.sqrt(params.mf_dim)
+    return {
+        "track_artist": track_artist, "genre": genre, "continuous": continuous, "major": major,
+        "instrument": instrument, "audio": audio, "year": year, "pop": pop, "q": q,
+        "language": artist_language[track_artist],
+    }  # fmt: skip
 
+
+def _draw_listeners(rng: np.random.Generator, params: WorldParams) -> dict[str, np.ndarray]:
+    """Users: country, age, gender, audio and genre taste (shared within segments), MF factors, activity."""
+    n_u, n_g = params.n_users, len(GENRES)
     country = rng.choice(len(COUNTRIES), n_u, p=_zipf(len(COUNTRIES), 0.9, rng))
     age = np.clip(np.round(16 + rng.gamma(2.2, 8.0, n_u)), 15, 80).astype(np.int64)
     gender = rng.choice(np.array(["f", "m", "x"]), n_u, p=[0.47, 0.49, 0.04])
@@ -248,22 +284,26 @@ def generate_tables(params: WorldParams) -> tuple[pd.DataFrame, pd.DataFrame, pd
     u_genre = rng.normal(0, 1, (n_u, n_g))
     p = rng.normal(0, 1, (n_u, params.mf_dim)) / np.sqrt(params.mf_dim) * 1.5
     user_language = np.array([LANGUAGES.index(COUNTRY_LANGUAGE[COUNTRIES[c]]) for c in country])
-    n_plays = np.clip(np.round(rng.lognormal(np.log(params.mean_plays), 0.5, n_u)), 8, n_t // 3).astype(np.int64)
-
-    latent = {
-        "u_audio": u_audio, "u_genre": u_genre, "p": p, "user_language": user_language,
-        "peak_year": (2024 - age + 18).astype(np.float64), "audio": audio, "genre": genre, "q": q,
-        "language": artist_language[track_artist], "year": year.astype(np.float64), "pop": pop,
-        "n_plays": n_plays.astype(np.float64),
+    n_plays = np.clip(np.round(rng.lognormal(np.log(params.mean_plays), 0.5, n_u)), 8, params.n_tracks // 3)
+    return {
+        "country": country, "age": age, "gender": gender, "u_audio": u_audio, "u_genre": u_genre, "p": p,
+        "user_language": user_language, "n_plays": n_plays.astype(np.int64),
     }  # fmt: skip
 
-    # Each user's plays: a draw without replacement, weighted by exposure (Gumbel top-k), in user blocks.
+
+def _draw_plays(
+    rng: np.random.Generator, params: WorldParams, latent: dict[str, np.ndarray], n_plays: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's plays: a draw without replacement, weighted by exposure (Gumbel top-k), in user blocks.
+
+    Returns (user, track) per play and stores each user's exposure normalizer as latent["log_z"]."""
+    n_u, n_t = params.n_users, params.n_tracks
     log_z = np.empty(n_u)
     chosen_u, chosen_i = [], []
     for start in range(0, n_u, 512):
         users = np.arange(start, min(start + 512, n_u))
         taste = _taste(latent, users[:, None], np.arange(n_t)[None, :], params)
-        logits = pop[None, :] + params.exposure_taste * taste
+        logits = latent["pop"][None, :] + params.exposure_taste * taste
         log_z[users] = logsumexp(logits, axis=1)
         keys = logits + rng.gumbel(size=logits.shape)
         order = np.argsort(-keys, axis=1)
@@ -271,39 +311,28 @@ def generate_tables(params: WorldParams) -> tuple[pd.DataFrame, pd.DataFrame, pd
             chosen_u.append(np.full(n_plays[u], u))
             chosen_i.append(order[row, : n_plays[u]])
     latent["log_z"] = log_z
-    pu, pi = np.concatenate(chosen_u), np.concatenate(chosen_i)
+    return np.concatenate(chosen_u), np.concatenate(chosen_i)
 
+
+def _play_outcomes(
+    rng: np.random.Generator,
+    params: WorldParams,
+    latent: dict[str, np.ndarray],
+    pu: np.ndarray,
+    pi: np.ndarray,
+    n_plays: np.ndarray,
+) -> pd.DataFrame:
+    """Clicks, repeats and timestamps of the plays, with each play's click and inclusion probability."""
     taste = _taste(latent, pu, pi, params)
     p_click = expit(params.click_bias + params.click_scale * taste)
     clicked = rng.random(len(pu)) < p_click
     num_repeat = np.where(clicked, 2 + rng.poisson(params.repeat_rate * p_click), 1)
     # Two years of listening; each user is active in a window of their own.
-    start_s = rng.uniform(0, 365 * 86400, n_u)
+    start_s = rng.uniform(0, 365 * 86400, params.n_users)
     timestamp = (1_704_067_200 + start_s[pu] + rng.uniform(0, 365 * 86400, len(pu))).astype(np.int64)
-    p_include = np.minimum(1.0, n_plays[pu] * np.exp(pop[pi] + params.exposure_taste * taste - log_z[pu]))
-
-    users_df = pd.DataFrame(
-        {"user_id": np.arange(n_u), "country": np.array(COUNTRIES)[country], "age": age, "gender": gender}
-    )
-    tracks_df = pd.DataFrame(
-        {
-            "track_id": np.arange(n_t),
-            "artist_id": track_artist,
-            "genre": np.array(GENRES)[genre],
-            "key": np.array(["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"])[
-                rng.integers(0, 12, n_t)
-            ],
-            "mode": np.where(major, "major", "minor"),
-            "language": np.array(LANGUAGES)[latent["language"]],
-            "release_year": year,
-            "tempo_bpm": np.clip(110 * 2 ** (0.35 * continuous[:, 0]), 60, 190),
-            "brightness": continuous[:, 1],
-            "density": continuous[:, 2],
-            "instrument": np.array(INSTRUMENTS)[instrument],
-            "audio_file": [f"audio/{t:06d}.flac" for t in range(n_t)],
-        }
-    )
-    plays_df = pd.DataFrame(
+    exposure = latent["pop"][pi] + params.exposure_taste * taste - latent["log_z"][pu]
+    p_include = np.minimum(1.0, n_plays[pu] * np.exp(exposure))
+    return pd.DataFrame(
         {
             "user_id": pu,
             "track_id": pi,
@@ -313,7 +342,28 @@ def generate_tables(params: WorldParams) -> tuple[pd.DataFrame, pd.DataFrame, pd
             "p_include": p_include,
         }
     ).sort_values(["user_id", "timestamp"], ignore_index=True)
-    return users_df, tracks_df, plays_df, latent
+
+
+def _tracks_frame(rng: np.random.Generator, catalog: dict[str, np.ndarray]) -> pd.DataFrame:
+    n_t, continuous = len(catalog["track_artist"]), catalog["continuous"]
+    return pd.DataFrame(
+        {
+            "track_id": np.arange(n_t),
+            "artist_id": catalog["track_artist"],
+            "genre": np.array(GENRES)[catalog["genre"]],
+            "key": np.array(["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"])[
+                rng.integers(0, 12, n_t)
+            ],
+            "mode": np.where(catalog["major"], "major", "minor"),
+            "language": np.array(LANGUAGES)[catalog["language"]],
+            "release_year": catalog["year"],
+            "tempo_bpm": np.clip(110 * 2 ** (0.35 * continuous[:, 0]), 60, 190),
+            "brightness": continuous[:, 1],
+            "density": continuous[:, 2],
+            "instrument": np.array(INSTRUMENTS)[catalog["instrument"]],
+            "audio_file": [f"audio/{t:06d}.flac" for t in range(n_t)],
+        }
+    )
 
 
 def _taste(lat: dict[str, np.ndarray], u: np.ndarray, i: np.ndarray, params: WorldParams) -> np.ndarray:

@@ -22,7 +22,6 @@ which is indexing, not a statistic: vocabularies, bucket edges and codebooks are
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,7 +31,8 @@ import pandas as pd
 from encore.errors import EncoreError
 from encore.io import sha256_file
 from encore.schema import FieldConfig
-from training.datasets.base import FEATURE_SETTINGS, PROJECT_ROOT, DatasetSplits, require_file
+from encore.settings import EncoreSettings
+from training.datasets.base import FEATURE_SETTINGS, DatasetSplits, require_file
 from training.datasets.content import ContentArrays, MissingPolicy, build_item_content
 from training.datasets.content_files import CONTENT_SUFFIXES, read_content_file
 from training.datasets.dataset import Dataset
@@ -47,7 +47,7 @@ _PROTOCOL_CACHE: dict[tuple, ProtocolSplits] = {}
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("ENCORE_DATA_DIR", PROJECT_ROOT / "data")) / NAME
+    return EncoreSettings().cache_dir / NAME
 
 
 def variant_of(

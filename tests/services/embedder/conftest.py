@@ -16,12 +16,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from encore.audio import MfccEncoder
+from encore.settings import EmbedderSettings, EncoreSettings
 from encore.store import Store, StoreSettings
-from services.embedder.config import EmbedderSettings
 from services.embedder.main import create_app
 from tests.services.embedder.helpers import API_KEY, GOOD_BUNDLE, OTHER_REVISION_BUNDLE, Recorder, tone, write_bundle
 
-AUDIO_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "audio"
+AUDIO_DIR = EncoreSettings().datasets_dir / "audio"
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,8 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
+from encore.settings import EmbedderSettings
 from encore.store import Store
-from services.embedder.config import EmbedderSettings
 from services.embedder.main import create_app
 from tests.services.embedder.helpers import AUTH, RATE, offline_parts, tone, wav_bytes
 

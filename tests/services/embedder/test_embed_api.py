@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from encore import feature_names as fn
 from encore.store import Store
-from services.embedder.encode import TRACK_ID_PATTERN
+from services.common.patterns import TRACK_ID_PATTERN
 from tests.services.embedder.helpers import (
     API_KEY,
     AUTH,

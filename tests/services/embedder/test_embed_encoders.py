@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from encore.artifacts import BundleBuilder
 from encore.audio import Codebooks, content_revision, decode_audio, get_encoder
 from encore.audio.random_weights import write_random_weights
-from services.embedder.config import EmbedderSettings
+from encore.settings import EmbedderSettings
 from services.embedder.encode import CODEBOOKS_COMPONENT, CONTENT_COMPONENT
 from tests.services.embedder.helpers import AUTH, GOOD_BUNDLE, post_embed, tone, wav_bytes
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from encore.settings import EmbedderSettings
 from encore.store import Store, StoreSettings
-from services.embedder.config import EmbedderSettings
 from services.embedder.main import create_app
 from tests.conftest import free_port
 from tests.services.embedder.helpers import API_KEY, AUTH, offline_parts, post_embed, tone, wav_bytes

@@ -25,8 +25,8 @@ def server(artifacts_dir: Path, store: Store, retriever: Recorder) -> Iterator[s
         "ENCORE_API_KEY": API_KEY,
         "ENCORE_FEAST_DATA_DIR": str(store.settings.data_dir),
         "ENCORE_FEAST_PROJECT": store.settings.project,
-        "ENCORE_RETRIEVER_URL": retriever.url,
-        "ENCORE_MAX_UPLOAD_MB": "2",
+        "ENCORE_EMBEDDER_RETRIEVER_URL": retriever.url,
+        "ENCORE_EMBEDDER_MAX_UPLOAD_MB": "2",
         "ENCORE_ENCODER": "mfcc",  # the test bundles are MFCC
     }
     with service_process("embedder", env, STARTUP_TIMEOUT_S) as url:

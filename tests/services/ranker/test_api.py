@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from encore.artifacts import set_current
 from encore.onnx_scorer import OnnxScorer
+from encore.settings import RankerSettings
 from encore.store import Store
-from services.ranker.config import RankerSettings
 from services.ranker.main import create_app
 from tests.services.error_shape import walk_routes
 from tests.services.ranker.conftest import (
@@ -62,7 +62,7 @@ def test_recommend_ranks_candidates_with_the_bundle_model(
     response = client.get("/recommend", params={"user_id": "u3", "k": 10})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert retriever.requests[-1] == {"user_id": "u3", "k": 100}  # ENCORE_CANDIDATES asked, not k
+    assert retriever.requests[-1] == {"user_id": "u3", "k": 100}  # ENCORE_RANKER_CANDIDATES asked, not k
     assert body["degraded"] is False and body["degraded_reason"] is None
     assert (body["bundle_id"], body["model"], body["candidate_source"]) == (trained_bundle.bundle_id, "DCNv2", "bpr")
     items = body["items"]

@@ -157,10 +157,10 @@ def deployed(
         "ENCORE_FEAST_PROJECT": settings.project,
         "ENCORE_FEAST_ONLINE": "redis",
         "ENCORE_REDIS_URL": redis.url,
-        "ENCORE_RETRIEVER_URL": retriever.url,
+        "ENCORE_RANKER_RETRIEVER_URL": retriever.url,
         "ENCORE_API_KEY": API_KEY,
-        "ENCORE_CANDIDATES": "60",
-        "ENCORE_USER_CACHE_TTL_S": "0.5",  # warm users' entries expire during the outage: served stale
+        "ENCORE_RANKER_CANDIDATES": "60",
+        "ENCORE_RANKER_USER_CACHE_TTL_S": "0.5",  # warm users' entries expire during the outage: served stale
     }
     try:
         with service_process("ranker", env) as url:

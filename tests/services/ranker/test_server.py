@@ -23,9 +23,9 @@ def test_uvicorn_process_serves_recommendations(
         "ENCORE_FEAST_DATA_DIR": str(store_settings.data_dir),
         "ENCORE_FEAST_PROJECT": store_settings.project,
         "ENCORE_FEAST_ONLINE": "sqlite",
-        "ENCORE_RETRIEVER_URL": retriever.url,
+        "ENCORE_RANKER_RETRIEVER_URL": retriever.url,
         "ENCORE_API_KEY": "process-key",
-        "ENCORE_DEFAULT_K": "8",
+        "ENCORE_RANKER_DEFAULT_K": "8",
     }
     with service_process("ranker", env) as base:
         response = httpx.get(f"{base}/recommend", params={"user_id": "u5"}, timeout=10)

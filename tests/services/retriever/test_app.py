@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from encore.settings import RetrieverSettings
 from encore.store import Store
-from services.retriever.config import RetrieverSettings
 from services.retriever.main import create_app
 from tests.services.error_shape import walk_routes
 from tests.services.retriever.conftest import API_KEY, corrupt, write_bundle

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from encore.settings import RetrieverSettings
 from encore.store import Store
-from services.retriever.config import RetrieverSettings
 from services.retriever.main import create_app
 from tests.schema_fuzz import fuzz_app
 from tests.services.retriever.conftest import API_KEY

@@ -21,7 +21,7 @@ DATA = hetrec.DATASET.data_root()
 pytestmark = pytest.mark.skipif(
     not (DATA / hetrec.HETREC_DIR).is_dir() or not (DATA / hetrec.SPOTIFY_DIR).is_dir(),
     reason=f"real data not found: {DATA / hetrec.HETREC_DIR} and {DATA / hetrec.SPOTIFY_DIR} "
-    "(set ENCORE_DATA_ROOT or provide ../shared/data)",
+    "(set ENCORE_DATASETS_DIR or provide ../shared/data)",
 )
 
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(
 def cache_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hetrec_cache")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ENCORE_DATA_DIR", str(folder))
+        mp.setenv("ENCORE_CACHE_DIR", str(folder))
         yield folder
 
 
@@ -137,7 +137,7 @@ def test_cli_tiny_grid_writes_results(cache_dir, tmp_path):
     cmd = [sys.executable, str(ROOT / "training" / "run_benchmark.py"), "--threads", "1", "--no-progress"]
     cmd += ["--dataset", hetrec.NAME, "--models", "LR", "--features", "id+cat", "--content", "none,dense"]
     cmd += ["--epochs", "1", "--seeds", "1", "--out", str(out)]
-    env = {**os.environ, "ENCORE_DATA_DIR": str(cache_dir)}
+    env = {**os.environ, "ENCORE_CACHE_DIR": str(cache_dir)}
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = pd.read_csv(out / "results.csv")

@@ -24,7 +24,7 @@ N_USERS, N_ITEMS, DIM, LAYERS = 60, 90, 8, 4
 
 @pytest.fixture(autouse=True)
 def _cache_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setenv("ENCORE_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("ENCORE_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def write_atomic(path: Path, header: list[str], rows: list[list]) -> None:
@@ -226,7 +226,7 @@ def test_convert_reads_numpy_pickles_and_torch_files_and_refuses_code(tmp_path):
 def test_benchmark_cli_runs_on_taste_files(tmp_path):
     folder = write_taste_folder(tmp_path / "data")
     cmd = [sys.executable, str(ROOT / "training" / "run_benchmark.py"), "--threads", "1", "--no-progress"]
-    env = {**os.environ, "ENCORE_DATA_DIR": str(tmp_path / "cache")}
+    env = {**os.environ, "ENCORE_CACHE_DIR": str(tmp_path / "cache")}
     args = ["--dataset", "taste", "--data-root", str(folder), "--models", "DeepFM", "--features", "id+cat"]
     proc = subprocess.run(
         [*cmd, *args, "--content", "none,tokens", "--epochs", "2", "--cold", "--out", str(tmp_path / "out")],
