@@ -87,6 +87,38 @@ VIEW_ENTITY_KEY: dict[str, str] = {
     TRACK_CONTENT: TRACK_ID,
     USER_ACTIVITY: USER_ID,
 }
+# Feast dtype of every view field, as str(Field.dtype); encore.store checks that features.py declares the same
+# (the Feast-free online reader decodes by these).
+FIELD_DTYPES: dict[str, str] = {
+    "country": "String",
+    "age": "Int64",
+    "gender": "String",
+    "n_plays": "Int64",
+    "n_tracks": "Int64",
+    "artist_id": "String",
+    "genre": "String",
+    "key": "Int64",
+    "mode": "Int64",
+    "language": "String",
+    "release_year": "Int64",
+    "popularity": "Float32",
+    "embedding": "Array(Float32)",
+    "tokens": "Array(Int64)",
+    "encoder": "String",
+    "encoder_revision": "String",
+    "typicality": "Float32",
+    "tags": "String",
+    "recent_tracks": "Array(String)",
+    "recent_types": "Array(String)",
+    "n_play": "Int64",
+    "n_skip": "Int64",
+    "n_like": "Int64",
+    "n_dislike": "Int64",
+    "skip_rate": "Float32",
+    "profile": "Array(Float32)",
+    "profile_n": "Int64",
+}
+assert set(FIELD_DTYPES) == {name for fields in VIEW_FIELDS.values() for name in fields}
 TRACK_VIEWS: tuple[str, ...] = (TRACK_META, TRACK_CONTENT)
 PUSH_SOURCE_OF_VIEW: dict[str, str] = {
     TRACK_META: TRACK_META_PUSH,

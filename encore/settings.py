@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -164,6 +165,13 @@ class ServiceSettings(EncoreSettings):
     max_connections: int = setting(
         2048, "ENCORE_MAX_CONNECTIONS", description="open connections per process; beyond: 503 and closed", ge=1
     )
+    onnx_device: Literal["auto", "cuda", "cpu"] = setting(
+        "auto",
+        "ENCORE_ONNX_DEVICE",
+        description="ONNX Runtime providers of every session (encore/onnx_scorer.py): `auto` (CUDA when the "
+        "onnxruntime-gpu build can load it, else CPU), `cuda` (no CPU fallback) or `cpu`; `/readyz` reports "
+        "`session.get_providers()`",
+    )
 
     @property
     def max_json_bytes(self) -> int:
@@ -256,12 +264,29 @@ class RankerSettings(ServiceSettings):
         description="a new listener's fold-in candidates the model orders",
         ge=1,
     )
+    item_cache_dir: str = setting(
+        "auto",
+        "ENCORE_RANKER_ITEM_CACHE_DIR",
+        "ENCORE_ITEM_CACHE_DIR",  # pydantic-settings reads ENCORE_<field> too: listed, so it warns
+        description="folder of the encoded item inputs, written once and memory-mapped by every worker of the host "
+        "(one copy in memory); must be private to the service's user (0700); `auto`: "
+        "`<temp dir>/encore-ranker-items-<uid>`; empty: each worker keeps its own",
+    )
     expected_spec_hash: str = setting(
         "",
         "ENCORE_RANKER_EXPECTED_SPEC_HASH",
         "ENCORE_EXPECTED_SPEC_HASH",
         description="when set, bundles built for another feature spec are refused",
     )
+
+    @property
+    def item_cache_path(self) -> Path | None:
+        """Where the encoded item inputs are shared (None: not shared)."""
+        if not self.item_cache_dir:
+            return None
+        if self.item_cache_dir == "auto":
+            return Path(tempfile.gettempdir()) / f"encore-ranker-items-{os.getuid()}"
+        return Path(self.item_cache_dir)
 
     @model_validator(mode="after")
     def _k_fits(self) -> RankerSettings:

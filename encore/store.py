@@ -1,6 +1,7 @@
 """Feast access for Encore: register definitions, write training outputs, push uploads, read features.
 
-`import feast` takes seconds, so it is imported lazily inside `Store`; importing this module is cheap.
+`import feast` takes seconds (and ~240 MiB), so it is imported lazily inside `Store`, for writes only: reads go
+through encore.online_read, which reads Feast's online format directly. Importing this module is cheap.
 The ranker's hot path, an in-process copy of track features, is `encore.track_table.TrackTable`.
 """
 
@@ -15,6 +16,7 @@ import os
 import re
 import sqlite3
 import string
+import sys
 import threading
 import time
 import uuid
@@ -40,12 +42,13 @@ from encore.settings import PROJECT_ROOT, EncoreSettings
 if TYPE_CHECKING:
     from feast import FeatureStore
 
+    from encore.online_read import OnlineReader
+
 log = logging.getLogger(__name__)
 
 FEATURE_REPO = PROJECT_ROOT / "feature_repo"
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data" / "feast"
 DEFAULT_CODEBOOK_SIZE = 32  # TASTE's K; token ids must lie in [0, codebook_size)
-READ_CHUNK = 500  # entities per get_online_features call when loading many
 
 OnlineKind = Literal["sqlite", "redis", "redis_cluster"]
 REDIS_KINDS = ("redis", "redis_cluster")
@@ -135,11 +138,26 @@ def redis_client(settings: StoreSettings, *, connect_timeout_s: float, timeout_s
 # --- Definitions ---------------------------------------------------------------------------------------
 
 
+def import_feast() -> None:
+    """Import feast without letting it import torch (its torch_wrapper imports torch whenever it can: ~300 MiB
+    and seconds in a process that only serves ONNX). Encore uses none of Feast's tensor helpers. A process that
+    already holds torch (training) imports feast as is."""
+    if "feast" in sys.modules or "torch" in sys.modules:
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` now raises ImportError
+    try:
+        import feast  # noqa: F401
+        import feast.torch_wrapper  # noqa: F401 - records torch as unavailable, once
+    finally:
+        del sys.modules["torch"]
+
+
 def load_definitions(offline_dir: Path) -> ModuleType:
     """Execute feature_repo/features.py afresh and point its parquet sources at `offline_dir`.
 
     A fresh module per store keeps two stores (say, two tests) from sharing mutable Feast objects.
     """
+    import_feast()
     spec = importlib.util.spec_from_file_location("encore_feature_repo", FEATURE_REPO / "features.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -148,9 +166,9 @@ def load_definitions(offline_dir: Path) -> ModuleType:
     for view in (module.user_profile_fv, module.track_meta_fv, module.track_content_fv, module.user_activity_fv):
         batch_source = view.batch_source
         batch_source.file_options.uri = str(offline_dir / view.name)
-        declared = tuple(f.name for f in view.features)
-        expected = fn.VIEW_FIELDS[view.name]
-        if declared != expected:  # the two places names live must agree
+        declared = tuple((f.name, str(f.dtype)) for f in view.features)
+        expected = tuple((name, fn.FIELD_DTYPES[name]) for name in fn.VIEW_FIELDS[view.name])
+        if declared != expected:  # the two places names (and dtypes) live must agree
             raise StoreError(f"{view.name}: features.py declares {declared}, feature_names says {expected}")
     return module
 
@@ -279,16 +297,6 @@ def _part_name(kind: str) -> str:
     return f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
 
 
-def _rows_from_response(ids: list[str], columns: dict[str, list[Any]], fields: Sequence[str]) -> dict:
-    """Per-entity dicts from a columnar Feast response; an entity with no value at all is left out."""
-    result: dict[str, dict[str, Any]] = {}
-    for i, entity_id in enumerate(ids):
-        row = {name: columns[name][i] for name in fields}
-        if any(value is not None for value in row.values()):
-            result[entity_id] = row
-    return result
-
-
 def unique_ids(ids: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(ids))
 
@@ -309,6 +317,7 @@ class Store:
         self._defs: ModuleType | None = None
         self._init_lock = threading.Lock()
         self._ping_client: Any = None
+        self._reader: OnlineReader | None = None
 
     # Lazily built: constructing a Store must not import feast (services build one before they need it).
     @property
@@ -563,14 +572,20 @@ class Store:
         return self._read(fn.TRACK_ID, unique_ids(track_ids), list(views))
 
     def _read(self, key: str, ids: list[str], views: list[str]) -> dict[str, dict[str, Any]]:
-        fields = [name for view in views for name in fn.VIEW_FIELDS[view]]
-        refs = [f"{view}:{name}" for view in views for name in fn.VIEW_FIELDS[view]]
-        result: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(ids), READ_CHUNK):
-            chunk = ids[start : start + READ_CHUNK]
-            response = self.feast.get_online_features(features=refs, entity_rows=[{key: i} for i in chunk])
-            result.update(_rows_from_response(chunk, response.to_dict(), fields))
-        return result
+        from encore.online_read import read_rows
+
+        return read_rows(self.reader, key, ids, views)
+
+    @property
+    def reader(self) -> OnlineReader:
+        """The Feast-free reader of the online store (encore.online_read): every read goes through it."""
+        if self._reader is None:
+            with self._init_lock:
+                if self._reader is None:
+                    from encore.online_read import open_reader
+
+                    self._reader = open_reader(self.settings)
+        return self._reader
 
     def track_exists(self, track_id: str) -> bool:
         """Whether the online store holds any feature of the track."""

@@ -8,6 +8,7 @@ from collections.abc import Callable, Collection, Mapping
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from encore.onnx_scorer import use_device
 from encore.settings import ServiceSettings
 from services.common.docs import add_offline_docs
 from services.common.errors import OnError, add_error_handlers
@@ -43,6 +44,7 @@ def build_skeleton(
     """
     configure_logging(settings.log_level)
     app.state.settings = settings  # require_api_key reads the key from here
+    use_device(settings.onnx_device)  # every ONNX session this process opens from now on
     app.add_middleware(
         RequestGuard,
         api_key=settings.api_key.get_secret_value(),

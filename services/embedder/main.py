@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from encore.artifacts import BundleError, BundleHolder, current_bundle_path
 from encore.audio import AudioError, EncoderUnavailable, get_encoder
+from encore.onnx_scorer import encoder_providers
 from encore.settings import EmbedderSettings
 from encore.store import Store
 from services.common.app import build_skeleton
@@ -136,6 +137,7 @@ def _readiness(app: FastAPI) -> tuple[bool, dict]:
         "bundle_id": bundle.id if bundle else None,
         "encoder": runtime.encoder.name if runtime.encoder else None,
         "encoder_runtime": getattr(runtime.encoder, "runtime", None),  # torch / onnx (None: numpy MFCC)
+        "onnx_providers": encoder_providers(runtime.encoder) if runtime.encoder else [],
         "encoder_error": runtime.encoder_error,
         "encoder_revision": state.content_revision if state else None,
         "codebooks": {"n_fields": state.codebooks.n_fields, "k": state.codebooks.k} if state else None,

@@ -49,6 +49,7 @@ def create_app(settings: RankerSettings | None = None, store: Store | None = Non
             metrics=RankerMetrics(app.state.registry),
             recent=RecentActivity(feature_store, guard, settings.user_cache_size) if settings.read_events else None,
             foldin_candidates=settings.foldin_candidates,
+            item_cache_dir=settings.item_cache_path,
         )
         ranker.load()
         try:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -335,12 +336,13 @@ class Ranker:
         metrics: RankerMetrics | None = None,
         recent: RecentActivity | None = None,
         foldin_candidates: int = 50,
+        item_cache_dir: Path | None = None,
     ):
         self.foldin_candidates = foldin_candidates
         self.holder = holder
         self.recent = recent  # real-time events (services/ranker/activity.py); None: not read
         self.user_features, self.retrieve, self.item_features = user_features, retrieve, item_features
-        self.score = Score(ItemInputCache(lambda: self.item_features.table))
+        self.score = Score(ItemInputCache(lambda: self.item_features.table, item_cache_dir))
         self.order = Order()
         self.n_candidates = n_candidates
         self.metrics = metrics or RankerMetrics(CollectorRegistry())
