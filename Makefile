@@ -10,11 +10,23 @@ STAMP := $(VENV)/.installed
 # MusiCNN's published weights, converted from the musicnn wheel (cached in .cache/wheels/) when missing.
 MUSICNN_WEIGHTS := weights/musicnn-msd/model.safetensors weights/musicnn-mtt/model.safetensors
 
-.PHONY: install run test lint frappe clean
+.PHONY: install browser run test lint frappe clean
 
 ORT_STAMP := $(VENV)/.onnxruntime-$(ONNXRUNTIME)
 
-install: $(STAMP) $(ORT_STAMP) $(MUSICNN_WEIGHTS)
+install: $(STAMP) $(ORT_STAMP) $(MUSICNN_WEIGHTS) browser
+
+# Headless Chromium + chromedriver from Debian for the browser tests (tests/browser): installed when missing and
+# this is root with apt-get; otherwise a note, never a failure (those tests then skip and say why).
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium + chromium-driver (apt-get) for the browser tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+			>/dev/null 2>&1 || echo "note: could not install chromium; the browser tests will skip"; \
+	else \
+		echo "note: no chromium/chromedriver (apt-get install chromium chromium-driver); the browser tests will skip"; \
+	fi
 
 # torch goes in first, pinned: with no CUDA the machine's local CPU wheel of 2.13.0 is taken, so
 # the later `pip install -e` finds torch satisfied and never resolves a multi-GB CUDA build.

@@ -244,6 +244,12 @@ class RankerSettings(ServiceSettings):
         ge=0,
         le=1,
     )
+    ranker_embedder_url: str = setting(
+        "",
+        "ENCORE_RANKER_EMBEDDER_URL",
+        description="the embedder as the page's browser reaches it (uploads, audio, events go there directly, by "
+        "CORS); empty: the page's own host on port 8002",
+    )
     read_events: bool = setting(
         True,
         "ENCORE_RANKER_READ_EVENTS",
@@ -455,6 +461,41 @@ class EmbedderSettings(ServiceSettings):
         description="parts per level of the offline event log before they are merged into one",
         ge=2,
     )
+
+    # The listening room (docs/listening_room.md).
+    embedder_cors_origins: str = setting(
+        "http://127.0.0.1:8000,http://localhost:8000",
+        "ENCORE_EMBEDDER_CORS_ORIGINS",
+        description="origins whose pages may call the embedder from a browser (CORS), comma-separated: the "
+        "ranker's page",
+    )
+    embedder_keep_audio: bool = setting(
+        False,
+        "ENCORE_EMBEDDER_KEEP_AUDIO",
+        description="keep uploaded audio for playback (`make run` turns it on)",
+    )
+    embedder_audio_dir: Path | None = setting(
+        None,
+        "ENCORE_EMBEDDER_AUDIO_DIR",
+        description="the kept audio, content-addressed (empty: `audio/` in `ENCORE_CACHE_DIR`)",
+    )
+    embedder_audio_max_mb: float = setting(
+        512.0,
+        "ENCORE_EMBEDDER_AUDIO_MAX_MB",
+        description="size cap of the kept audio; past it the least recently played files go first",
+        gt=0,
+    )
+    embedder_audio_link_ttl_s: int = setting(
+        600,
+        "ENCORE_EMBEDDER_AUDIO_LINK_TTL_S",
+        description="how long a signed audio link (`POST /tracks/{id}/audio-link`) opens the audio",
+        ge=1,
+        le=86_400,
+    )
+
+    @property
+    def audio_folder(self) -> Path:
+        return self.embedder_audio_dir or self.cache_dir / "audio"
 
     @property
     def max_upload_bytes(self) -> int:

@@ -508,6 +508,45 @@ class Store:
             row[f.name] = _check_value(f"{what}.{f.name}", str(f.dtype), values[f.name])
         return row
 
+    def delete_track(self, track_id: str) -> bool:
+        """Remove a track's rows: online (both track views) and in the offline parts, so neither serving nor
+        the next training run sees it. True when the online store held it. A part left empty is deleted; the
+        others are rewritten whole (encore.io.atomic_path), never half."""
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.infra.online_stores.helpers import compute_table_id
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        from encore.io import atomic_path
+
+        existed = self.track_exists(track_id)
+        for view_name in fn.TRACK_VIEWS:
+            for part in sorted((self.settings.offline_dir / view_name).glob("*.parquet")):
+                table = pq.read_table(part)
+                keep = pc.not_equal(table.column(fn.TRACK_ID), track_id)
+                if pc.all(keep).as_py():
+                    continue
+                if not pc.any(keep).as_py():
+                    part.unlink()
+                    continue
+                with atomic_path(part) as tmp:
+                    pq.write_table(table.filter(keep), tmp)
+        version = self.feast.config.entity_key_serialization_version
+        key = EntityKey(join_keys=[fn.TRACK_ID], entity_values=[Value(string_val=track_id)])
+        serialized = serialize_entity_key(key, entity_key_serialization_version=version)
+        if self.settings.online in REDIS_KINDS:
+            client = redis_client(self.settings, connect_timeout_s=2, timeout_s=5)
+            try:
+                client.delete(serialized + self.settings.project.encode())  # Feast's key: entity key + project
+            finally:
+                client.close()
+        else:
+            with sqlite3.connect(self.settings.sqlite_path, timeout=5) as conn:
+                for view_name in fn.TRACK_VIEWS:
+                    table_name = compute_table_id(self.settings.project, self._view(view_name))
+                    conn.execute(f'DELETE FROM "{table_name}" WHERE entity_key = ?', (serialized,))
+        return existed
+
     # --- reads ---
 
     def get_users(self, user_ids: Iterable[str]) -> dict[str, dict[str, Any]]:

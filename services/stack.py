@@ -61,15 +61,28 @@ class Stack:
         one (ENCORE_RETRIEVER_URL), else this stack's retriever."""
         return self.env.get(setting) or self.env.get("ENCORE_RETRIEVER_URL") or self.url("retriever")
 
+    def log_path(self, name: str) -> Path:
+        """Where a service's output (its log lines, tracebacks included) goes; needs a log_dir."""
+        assert self.log_dir is not None
+        return self.log_dir / f"{name}.log"
+
     def start(self, timeout_s: float = 120.0) -> None:
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {**self.env, **{name: self._retriever_url(name) for name in RETRIEVER_URL_SETTINGS}}
+        # The demo's listening room: the ranker's page calls the embedder directly (CORS for the page's origin)
+        # and plays kept uploads.
+        page = [self.url("ranker"), f"http://localhost:{self.ports['ranker']}"]
+        env.setdefault("ENCORE_EMBEDDER_CORS_ORIGINS", ",".join(page))
+        env.setdefault("ENCORE_RANKER_EMBEDDER_URL", self.url("embedder"))
+        env.setdefault("ENCORE_EMBEDDER_KEEP_AUDIO", "true")
         for spec in SERVICES:
             cmd = [
                 sys.executable, "-m", "uvicorn", f"services.{spec.name}.main:create_app", "--factory",
                 "--host", self.host, "--port", str(self.ports[spec.name]), "--workers", str(self.workers),
                 "--log-level", "warning", *uvicorn_options(),
             ]  # fmt: skip
-            out = open(self.log_dir / f"{spec.name}.log", "ab") if self.log_dir else subprocess.DEVNULL  # noqa: SIM115
+            out = open(self.log_path(spec.name), "ab") if self.log_dir else subprocess.DEVNULL  # noqa: SIM115
             self.procs[spec.name] = subprocess.Popen(
                 cmd, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
@@ -118,7 +131,7 @@ def curl_examples(stack: Stack, audio: str, user_id: str) -> str:
     """The example commands; the key is left as $ENCORE_API_KEY for the shell to fill in, never printed."""
     return "\n".join(
         [
-            "Encore is up. Try:",
+            f"Encore is up. Open {stack.url('ranker')}/ (the listening room), or try:",
             f"  curl -s '{stack.url('ranker')}/recommend?user_id={user_id}&k=10'",
             f"  curl -s '{stack.url('ranker')}/recommend?user_id=somebody-new&k=10'",
             f"  curl -s '{stack.url('retriever')}/candidates?user_id={user_id}&k=20'",
@@ -126,7 +139,7 @@ def curl_examples(stack: Stack, audio: str, user_id: str) -> str:
             f"{stack.url('embedder')}/embed",
             f"  curl -s '{stack.url('embedder')}/tracks/my-upload'",
             f"  curl -s {stack.url('ranker')}/readyz   # also /healthz, /metrics, /docs on every service",
-            "Write calls take the key in ENCORE_API_KEY (README: 'Run it'). Ctrl-C stops everything.",
+            "Write calls take the key in ENCORE_API_KEY (make run: encore-dev-key). Ctrl-C stops everything.",
         ]
     )
 
@@ -153,22 +166,27 @@ def main(argv: list[str] | None = None) -> int:
     # "0": the synthetic world's first user, known to the demo bundle (an unknown id only gets popularity).
     parser.add_argument("--example-user", default="0", help="user id shown in the example commands")
     parser.add_argument("--example-audio", default=str(example_audio()), help="audio file of the upload example")
+    parser.add_argument(
+        "--log-dir", type=Path, default=PROJECT_ROOT / "logs", help="folder of the services' logs (<service>.log)"
+    )
     args = parser.parse_args(argv)
     # SIGTERM (docker stop, kill) takes the same clean path as Ctrl-C: the services run in their own
     # sessions, so nothing else would stop them.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)  # also when started in the background, where SIGINT is ignored
-    stack = Stack(workers=args.workers)
+    stack = Stack(workers=args.workers, log_dir=args.log_dir)
+    logs = ", ".join(str(stack.log_path(s.name)) for s in SERVICES)
+    print(f"Starting the services; their logs go to {logs}", flush=True)
     try:
         stack.start()
         print(curl_examples(stack, args.example_audio, args.example_user), flush=True)
         while all(p.poll() is None for p in stack.procs.values()):
             time.sleep(0.5)
         dead = [n for n, p in stack.procs.items() if p.poll() is not None]
-        print(f"error: {', '.join(dead)} stopped; shutting the stack down", file=sys.stderr)
+        print(f"error: {', '.join(dead)} stopped (see {logs}); shutting the stack down", file=sys.stderr)
         return 1
     except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc} (see the logs: {logs})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # also during start-up: nothing may be left running
         print("\nstopping...", file=sys.stderr)

@@ -100,3 +100,12 @@ def service_process(service: str, env: dict[str, str], timeout_s: float = 120.0)
             process.kill()
             process.wait()
         log_file.close()
+
+
+@pytest.fixture(scope="session")
+def quick_world(tmp_path_factory):
+    """The quick demo world in a Redis of its own (tests/stack_world.py), built once per session."""
+    from tests.stack_world import quick_world as build
+
+    with build(tmp_path_factory.mktemp("quick_world")) as world:
+        yield world

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Mapping
 
 from fastapi import FastAPI
@@ -9,9 +10,20 @@ from prometheus_client import CollectorRegistry
 
 from encore.onnx_scorer import use_device
 from encore.settings import ServiceSettings
+from services.common.docs import add_offline_docs
 from services.common.errors import OnError, add_error_handlers
 from services.common.limits import BodyLimit, RequestGuard, json_limit
 from services.common.observability import add_observability
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    """Timestamped lines on stderr (the stack sends it to logs/<service>.log): warnings from every library,
+    ENCORE_LOG_LEVEL for our own loggers. Does nothing when the process has set up logging already."""
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    for name in ("encore", "services"):
+        logging.getLogger(name).setLevel(level.upper())
 
 
 def build_skeleton(
@@ -25,10 +37,12 @@ def build_skeleton(
     coded: Mapping[type[Exception], Mapping[str, int]] | None = None,
     on_error: OnError | None = None,
 ) -> CollectorRegistry:
-    """Mount the guard, the error handlers and /healthz, /readyz, /metrics; returns the metrics registry.
+    """Mount the guard, the error handlers, /docs (offline) and /healthz, /readyz, /metrics; returns the metrics
+    registry.
 
     The guard goes in first so it sits inside the request metrics, which then count its 401/413/503s.
     """
+    configure_logging(settings.log_level)
     app.state.settings = settings  # require_api_key reads the key from here
     use_device(settings.onnx_device)  # every ONNX session this process opens from now on
     app.add_middleware(
@@ -40,4 +54,5 @@ def build_skeleton(
         max_in_flight=settings.max_in_flight,
     )
     add_error_handlers(app, coded, on_error)
+    add_offline_docs(app)
     return add_observability(app, service, readiness)

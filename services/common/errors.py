@@ -139,6 +139,8 @@ def add_error_handlers(
     code -> status table; `on_error(request, code)` is told of every error answered (e.g. for metrics)."""
 
     def answer(request: Request, status: int, code: str, message: str, **kw: Any) -> JSONResponse:
+        if status >= 500 and code != "internal":  # a fault on our side (internal logs its traceback below)
+            log.warning("%s %s answered %d %s: %s", request.method, request.url.path, status, code, message)
         if on_error is not None:
             on_error(request, code)
         return error_response(status, code, message, **kw)

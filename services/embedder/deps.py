@@ -14,6 +14,7 @@ from encore.artifacts import BundleHolder
 from encore.audio import AudioEncoder
 from encore.settings import EmbedderSettings
 from encore.store import Store
+from services.embedder.audio_store import AudioStore
 from services.embedder.encode import EmbedderState, EmbedError
 from services.embedder.retriever import RetrieverNotifier
 
@@ -46,6 +47,7 @@ class Runtime:
     cpu_limiter: anyio.CapacityLimiter  # bounds concurrent decode + encode work
     metrics: EmbedderMetrics
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # check-then-write, one at a time
+    audio: AudioStore | None = None  # uploaded audio kept for playback (ENCORE_KEEP_AUDIO)
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -24,10 +25,12 @@ from encore.settings import EmbedderSettings
 from encore.store import Store
 from services.common.app import build_skeleton
 from services.common.errors import error_response, validation_message
+from services.embedder.audio_store import AudioStore
 from services.embedder.deps import EmbedderMetrics, Runtime
 from services.embedder.encode import ERROR_STATUS, EmbedderState, EmbedError, build_state
 from services.embedder.events_routes import EventService, refusal_from_validation
 from services.embedder.events_routes import router as events_router
+from services.embedder.listen import router as listen_router
 from services.embedder.retriever import RetrieverNotifier
 from services.embedder.routes import router
 from services.embedder.upload import upload_limit
@@ -76,7 +79,17 @@ def create_app(settings: EmbedderSettings | None = None, *, store: Store | None 
     metrics = EmbedderMetrics.register(registry)
     app.include_router(router)
     app.include_router(events_router)
+    app.include_router(listen_router)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    # Outermost, so refusals (401, 413, 503) carry the headers too and the page can show their message.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[o.strip() for o in settings.embedder_cors_origins.split(",") if o.strip()],
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["X-API-Key", "Content-Type", "Range"],
+        expose_headers=["Content-Range", "Content-Length", "Accept-Ranges"],
+        max_age=600,
+    )
     return app
 
 
@@ -107,6 +120,9 @@ async def _start(settings: EmbedderSettings, store: Store, metrics: EmbedderMetr
         ),
         cpu_limiter=anyio.CapacityLimiter(settings.concurrency),
         metrics=metrics,
+        audio=AudioStore(settings.audio_folder, int(settings.embedder_audio_max_mb * 2**20))
+        if settings.embedder_keep_audio
+        else None,
     )
 
 

@@ -54,6 +54,23 @@ class RetrieverNotifier:
         log.warning("retriever notice for %s refused: HTTP %d %s", track_id, response.status_code, response.text[:200])
         return False
 
+    async def forget(self, track_id: str) -> str:
+        """DELETE {retriever_url}/items/{id}: "removed", "absent", "in_bundle" (a catalog track), or
+        "unreachable" (also when no retriever is configured or it answered an error)."""
+        if self._client is None:
+            return "unreachable"
+        try:
+            response = await self._client.delete(f"/items/{track_id}")
+        except httpx.HTTPError as exc:
+            log.warning("retriever delete of %s failed: %s: %s", track_id, type(exc).__name__, exc)
+            return "unreachable"
+        if response.status_code == 409:
+            return "in_bundle"
+        if not response.is_success:
+            log.warning("retriever delete of %s refused: HTTP %d", track_id, response.status_code)
+            return "unreachable"
+        return "removed" if response.json().get("removed") else "absent"
+
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()

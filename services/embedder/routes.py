@@ -67,6 +67,8 @@ async def embed(
     timings |= {"decode": result.decode_ms, "encode": result.encode_ms}
     track_id = form.track_id or new_track_id()
     overwritten = await _timed(timings, "store", _write(runtime, store, track_id, form, result, state))
+    if runtime.audio is not None:  # kept for playback (GET /tracks/{id}/audio); the track is stored already
+        await run_in_threadpool(runtime.audio.keep, track_id, data, form.file.filename)
     embedding = result.embedding.tolist()
     notice = runtime.notifier.notify(track_id, embedding, state.encoder.name, state.content_revision)
     notified = await _timed(timings, "notify", notice)

@@ -20,6 +20,7 @@ from services.common.app import build_skeleton
 from services.ranker.activity import RecentActivity
 from services.ranker.bundle import RankerModel, load_ranker_model, reload_bundle, resolve_bundle_path
 from services.ranker.pipeline import ItemFeatures, Ranker, RankerMetrics, Retrieve, StoreGuard, UserFeatures
+from services.ranker.room import add_room
 from services.ranker.routes import build_router
 
 SERVICE = "ranker"
@@ -74,6 +75,7 @@ def create_app(settings: RankerSettings | None = None, store: Store | None = Non
         app, SERVICE, settings, lambda: readiness(app), write_routes={("POST", "/admin/reload")}
     )
     app.include_router(build_router(settings))
+    add_room(app)
     return app
 
 

@@ -42,6 +42,7 @@ from services.ranker.activity import FOLDIN_SOURCE, NO_RECENT, Recent, RecentAct
 from services.ranker.bundle import RankerModel
 from services.ranker.encoded_items import ItemInputCache
 from services.ranker.reasons import reason as reason_for
+from services.ranker.reasons import sound_tags
 
 log = logging.getLogger("encore.ranker")
 
@@ -87,6 +88,7 @@ class RankedItem:
     release_year: int | None
     cold: bool
     reason: str
+    tags: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -327,6 +329,7 @@ class Order:
     @staticmethod
     def item(candidates: Candidates, items: TrackFeatures, scores: np.ndarray, i: int, rank: int) -> RankedItem:
         cold, genre = candidates.cold.get(items.track_ids[i], False), items.value("genre", i)
+        tags = items.value("tags", i)
         return RankedItem(
             track_id=items.track_ids[i],
             score=float(scores[i]),
@@ -335,7 +338,8 @@ class Order:
             genre=genre,
             release_year=items.value("release_year", i),
             cold=cold,
-            reason=reason_for(cold=cold, genre=genre, tags=items.value("tags", i)),
+            reason=reason_for(cold=cold, genre=genre, tags=tags),
+            tags=sound_tags(tags),
         )
 
 

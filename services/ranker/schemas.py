@@ -16,6 +16,7 @@ class RecommendedTrack(BaseModel):
     release_year: int | None = Field(description="From track_meta; null when unknown")
     cold: bool = Field(description="The retriever found the track through its content vector (no interactions)")
     reason: str = Field(description="Why, in words: the genre and the track's top sound tags, or that it is new")
+    tags: list[str] = Field(default=[], description="The track's top sound tags (MusiCNN MTT), most probable first")
 
 
 class RecommendResponse(BaseModel):
@@ -39,6 +40,7 @@ class RecommendResponse(BaseModel):
                             "release_year": 1965,
                             "cold": False,
                             "reason": "jazz, played by listeners like you; sounds jazz, piano, guitar",
+                            "tags": ["jazz", "piano", "guitar", "slow", "soft"],
                         },
                         {
                             "track_id": "t2210",
@@ -49,6 +51,7 @@ class RecommendResponse(BaseModel):
                             "release_year": None,
                             "cold": True,
                             "reason": "new upload that sounds classical, violin, strings",
+                            "tags": ["classical", "violin", "strings", "slow", "soft"],
                         },
                     ],
                 }

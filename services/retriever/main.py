@@ -20,6 +20,7 @@ from encore.artifacts import BundleError, current_bundle_path
 from encore.settings import RetrieverSettings
 from encore.store import Store
 from services.common.app import build_skeleton
+from services.retriever.catalog import router as catalog_router
 from services.retriever.metrics import RetrieverMetrics
 from services.retriever.routes import router
 from services.retriever.search import Retriever, SearchOptions
@@ -117,6 +118,7 @@ def create_app(settings: RetrieverSettings | None = None, store: Store | None = 
     registry = build_skeleton(app, SERVICE, settings, lambda: _readiness(app), write_routes=write_routes)
     app.state.metrics = RetrieverMetrics.register(registry, app.state.retriever)
     app.include_router(router)
+    app.include_router(catalog_router)
     return app
 
 

@@ -375,6 +375,38 @@ class Retriever:
                 self._sync(current)
         return status
 
+    def remove_item(self, track_id: str) -> bool:
+        """Forget a cold track (DELETE /tracks/{id} on the embedder); False when it was not held. Tracks in the
+        bundle cannot be removed here: ColdItemRefused (they leave with the next training run)."""
+        if track_id in self.holder.state.item_index:
+            raise ColdItemRefused(f"track {track_id!r} is in bundle {self.holder.state.bundle_id}, not an upload")
+        with self._lock:
+            found = self._records.pop(track_id, None) is not None
+            self._sync(self.holder.state)
+        return found
+
+    def similar(self, track_id: str, k: int) -> list[tuple[str, float]]:
+        """The k catalog tracks nearest `track_id` (cosine in the recall space; an upload by its projected
+        content vector); KeyError when the track is neither in the bundle nor held as cold."""
+        index = self.holder.state
+        if track_id in index.item_index:
+            vector = index.item_vectors[index.item_index[track_id]]
+        else:
+            vector = index.cold.vectors[index.cold.index[track_id]]
+        items = index.item_vectors
+        norms = np.linalg.norm(items, axis=1) * max(float(np.linalg.norm(vector)), 1e-12)
+        scores = (items @ vector) / np.maximum(norms, 1e-12)
+        if (own := index.item_index.get(track_id)) is not None:
+            scores[own] = -np.inf  # never the track itself
+        top = np.argsort(-scores, kind="stable")[:k]
+        return [(index.item_ids[i], float(scores[i])) for i in top.tolist()]
+
+    def history(self, user_id: str) -> list[str] | None:
+        """The tracks the bundle's training data has the user playing; None for a user the bundle lacks."""
+        index = self.holder.state
+        row = index.user_index.get(user_id)
+        return None if row is None else [index.item_ids[i] for i in index.seen(row).tolist()]
+
     def pick_up(self, store: Store) -> int:
         """Read content of tracks in the store's offline sources that neither the bundle nor the catalogue
         holds (pushed since the bundle was built); returns how many became retrievable."""

@@ -176,6 +176,16 @@ def test_push_without_meta_leaves_meta_fields_empty(store: Store) -> None:
     assert got["encoder"] == "mfcc"
 
 
+def test_delete_track_removes_its_online_and_offline_rows_and_nothing_else(store: Store) -> None:
+    store.push_track("up-gone", _new_meta(), _new_content(3))
+    store.push_track("up-stays", _new_meta(), _new_content(4))
+    assert store.delete_track("up-gone")
+    assert not store.track_exists("up-gone") and store.track_exists("up-stays")
+    assert "up-gone" not in store.offline_track_ids() and "up-stays" in store.offline_track_ids()
+    assert "up-gone" not in set(store.read_offline(fn.TRACK_CONTENT)[fn.TRACK_ID])
+    assert not store.delete_track("up-gone")  # a second delete finds nothing
+
+
 def _bad(change: dict[str, Any], where: str = "content") -> dict[str, Any]:
     return {"where": where, "change": change}
 

@@ -60,6 +60,15 @@ def retriever() -> Iterator[Recorder]:
             self.end_headers()
             self.wfile.write(b'{"ok": true}')
 
+        def do_DELETE(self) -> None:  # noqa: N802 - DELETE /items/{id}: this retriever holds no uploads
+            recorder.calls.append((self.path, dict(self.headers), {}))
+            body = json.dumps({"track_id": self.path.rsplit("/", 1)[-1], "removed": False}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def log_message(self, *args: object) -> None:  # keep test output quiet
             pass
 

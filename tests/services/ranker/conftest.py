@@ -215,6 +215,19 @@ class FakeRetriever:
         }
         return self.status, body
 
+    def catalog(self, path: str) -> tuple[int, dict]:
+        """The listening room's read routes (services/retriever/catalog.py), over the same candidates."""
+        ids = [str(c["track_id"]) for c in self.candidates]
+        parts = path.strip("/").split("/")
+        if parts == ["users"]:
+            return 200, {"bundle_id": "retriever-test", "users": ["u1", "u2"], "n_users": 2}
+        if len(parts) == 3 and parts[0] == "users" and parts[2] == "history":
+            return 200, {"user_id": parts[1], "known_user": True, "track_ids": ids[:3]}
+        if len(parts) == 3 and parts[0] == "items" and parts[2] == "similar" and parts[1] in ids:
+            similar = [{"track_id": t, "score": 0.5} for t in ids[:5]]
+            return 200, {"track_id": parts[1], "cold": False, "similar": similar}
+        return 404, {"detail": {"code": "not_found", "message": f"nothing at {path}"}}
+
 
 @pytest.fixture(scope="session")
 def retriever() -> Iterator[FakeRetriever]:
@@ -226,7 +239,7 @@ def retriever() -> Iterator[FakeRetriever]:
             if url.path == "/candidates":
                 status, body = fake.answer(parse_qs(url.query))
             else:
-                status, body = 404, {"detail": "not found"}
+                status, body = fake.catalog(url.path)
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
