@@ -42,6 +42,8 @@ WRITE_ROUTES = {
     ("POST", "/admin/reload"),
     ("POST", "/events"),
     ("DELETE", "/users/{user_id}/events"),
+    ("DELETE", "/tracks/{track_id}"),
+    ("POST", "/tracks/{track_id}/audio-link"),
 }
 
 

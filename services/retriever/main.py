@@ -114,7 +114,7 @@ def create_app(settings: RetrieverSettings | None = None, store: Store | None = 
     )
     app.state.store = store or Store(settings.store())
     app.state.retriever = Retriever(search_options(settings))
-    write_routes = {("POST", "/admin/reload"), ("POST", "/items")}
+    write_routes = {("POST", "/admin/reload"), ("POST", "/items"), ("DELETE", "/items/{track_id}")}
     registry = build_skeleton(app, SERVICE, settings, lambda: _readiness(app), write_routes=write_routes)
     app.state.metrics = RetrieverMetrics.register(registry, app.state.retriever)
     app.include_router(router)
