@@ -2,6 +2,8 @@
 PYTHON ?= python3.11
 # Where the CPU build of torch comes from on a machine that has no local wheel (PyTorch's CPU index).
 TORCH_CPU_INDEX ?=
+# ONNX Runtime build: cpu (onnxruntime) or gpu (onnxruntime-gpu, CUDA provider); a venv holds one, never both.
+ONNXRUNTIME ?= cpu
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -10,7 +12,9 @@ MUSICNN_WEIGHTS := weights/musicnn-msd/model.safetensors weights/musicnn-mtt/mod
 
 .PHONY: install run test lint frappe clean
 
-install: $(STAMP) $(MUSICNN_WEIGHTS)
+ORT_STAMP := $(VENV)/.onnxruntime-$(ONNXRUNTIME)
+
+install: $(STAMP) $(ORT_STAMP) $(MUSICNN_WEIGHTS)
 
 # torch goes in first, pinned: with no CUDA the machine's local CPU wheel of 2.13.0 is taken, so
 # the later `pip install -e` finds torch satisfied and never resolves a multi-GB CUDA build.
@@ -27,8 +31,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[serving,training,dev]"
 	touch $(STAMP)
 
+# The chosen ONNX Runtime build; switching (make install ONNXRUNTIME=gpu) removes the other one first.
+$(ORT_STAMP): | $(STAMP)
+	$(if $(filter $(ONNXRUNTIME),cpu gpu),,$(error ONNXRUNTIME=$(ONNXRUNTIME): expected cpu or gpu))
+	$(PY) -m pip uninstall --quiet --yes onnxruntime onnxruntime-gpu
+	$(PY) -m pip install --quiet -e ".[onnx-$(ONNXRUNTIME)]"
+	rm -f $(VENV)/.onnxruntime-*
+	touch $@
+
 # ...and exported to ONNX, so the embedder (the default encoder's only user at serving time) runs torch-free.
-$(MUSICNN_WEIGHTS): | $(STAMP)
+$(MUSICNN_WEIGHTS): | $(STAMP) $(ORT_STAMP)
 	$(PY) -m encore.audio.musicnn_weights --out weights
 	$(PY) -m training.export_audio_encoder --encoder musicnn --weights-dir weights
 

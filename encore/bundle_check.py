@@ -383,9 +383,9 @@ def _check_codebooks(bundle: Bundle, component: dict, content: dict | None) -> N
 
 
 def _onnx_session(path: Path) -> Any:
-    from encore.onnx_scorer import cpu_session
+    from encore.onnx_scorer import onnx_session
 
-    return cpu_session(path, threads=1)
+    return onnx_session(path, threads=1, device="cpu")
 
 
 def _zeros(graph_input: Any) -> np.ndarray:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -164,6 +165,13 @@ class ServiceSettings(EncoreSettings):
     max_connections: int = setting(
         2048, "ENCORE_MAX_CONNECTIONS", description="open connections per process; beyond: 503 and closed", ge=1
     )
+    onnx_device: Literal["auto", "cuda", "cpu"] = setting(
+        "auto",
+        "ENCORE_ONNX_DEVICE",
+        description="ONNX Runtime providers of every session (encore/onnx_scorer.py): `auto` (CUDA when the "
+        "onnxruntime-gpu build can load it, else CPU), `cuda` (no CPU fallback) or `cpu`; `/readyz` reports "
+        "`session.get_providers()`",
+    )
 
     @property
     def max_json_bytes(self) -> int:
@@ -236,12 +244,43 @@ class RankerSettings(ServiceSettings):
         ge=0,
         le=1,
     )
+    read_events: bool = setting(
+        True,
+        "ENCORE_RANKER_READ_EVENTS",
+        "ENCORE_READ_EVENTS",
+        description="read user_activity (POST /events) on every request: recent tracks filtered, fold-in for new "
+        "listeners (services/ranker/activity.py)",
+    )
+    foldin_candidates: int = setting(
+        50,
+        "ENCORE_RANKER_FOLDIN_CANDIDATES",
+        "ENCORE_FOLDIN_CANDIDATES",
+        description="a new listener's fold-in candidates the model orders",
+        ge=1,
+    )
+    item_cache_dir: str = setting(
+        "auto",
+        "ENCORE_RANKER_ITEM_CACHE_DIR",
+        "ENCORE_ITEM_CACHE_DIR",  # pydantic-settings reads ENCORE_<field> too: listed, so it warns
+        description="folder of the encoded item inputs, written once and memory-mapped by every worker of the host "
+        "(one copy in memory); must be private to the service's user (0700); `auto`: "
+        "`<temp dir>/encore-ranker-items-<uid>`; empty: each worker keeps its own",
+    )
     expected_spec_hash: str = setting(
         "",
         "ENCORE_RANKER_EXPECTED_SPEC_HASH",
         "ENCORE_EXPECTED_SPEC_HASH",
         description="when set, bundles built for another feature spec are refused",
     )
+
+    @property
+    def item_cache_path(self) -> Path | None:
+        """Where the encoded item inputs are shared (None: not shared)."""
+        if not self.item_cache_dir:
+            return None
+        if self.item_cache_dir == "auto":
+            return Path(tempfile.gettempdir()) / f"encore-ranker-items-{os.getuid()}"
+        return Path(self.item_cache_dir)
 
     @model_validator(mode="after")
     def _k_fits(self) -> RankerSettings:
@@ -377,6 +416,44 @@ class EmbedderSettings(ServiceSettings):
         "ENCORE_MAX_UPLOADS_IN_FLIGHT",
         description="uploads held in memory at once; beyond: 503 + `Retry-After`",
         ge=1,
+    )
+    # POST /events (encore/events.py, docs/events.md)
+    events_max_batch: int = setting(
+        1000,
+        "ENCORE_EMBEDDER_EVENTS_MAX_BATCH",
+        "ENCORE_EVENTS_MAX_BATCH",
+        description="events per request; more: 413",
+        ge=1,
+        le=10_000,
+    )
+    events_max_future_s: float = setting(
+        300.0,
+        "ENCORE_EMBEDDER_EVENTS_MAX_FUTURE_S",
+        "ENCORE_EVENTS_MAX_FUTURE_S",
+        description="an event time further ahead than this is refused",
+        ge=0,
+    )
+    events_retention_days: float = setting(
+        7.0,
+        "ENCORE_EMBEDDER_EVENTS_RETENTION_DAYS",
+        "ENCORE_EVENTS_RETENTION_DAYS",
+        description="seen event ids are kept this long; older events are refused",
+        gt=0,
+    )
+    events_recent_n: int = setting(
+        50,
+        "ENCORE_EMBEDDER_EVENTS_RECENT_N",
+        "ENCORE_EVENTS_RECENT_N",
+        description="events kept in user_activity.recent_tracks",
+        ge=1,
+        le=1000,
+    )
+    events_compact_parts: int = setting(
+        64,
+        "ENCORE_EMBEDDER_EVENTS_COMPACT_PARTS",
+        "ENCORE_EVENTS_COMPACT_PARTS",
+        description="parts per level of the offline event log before they are merged into one",
+        ge=2,
     )
 
     @property

@@ -1,6 +1,7 @@
 """Feast access for Encore: register definitions, write training outputs, push uploads, read features.
 
-`import feast` takes seconds, so it is imported lazily inside `Store`; importing this module is cheap.
+`import feast` takes seconds (and ~240 MiB), so it is imported lazily inside `Store`, for writes only: reads go
+through encore.online_read, which reads Feast's online format directly. Importing this module is cheap.
 The ranker's hot path, an in-process copy of track features, is `encore.track_table.TrackTable`.
 """
 
@@ -15,6 +16,7 @@ import os
 import re
 import sqlite3
 import string
+import sys
 import threading
 import time
 import uuid
@@ -40,12 +42,13 @@ from encore.settings import PROJECT_ROOT, EncoreSettings
 if TYPE_CHECKING:
     from feast import FeatureStore
 
+    from encore.online_read import OnlineReader
+
 log = logging.getLogger(__name__)
 
 FEATURE_REPO = PROJECT_ROOT / "feature_repo"
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data" / "feast"
 DEFAULT_CODEBOOK_SIZE = 32  # TASTE's K; token ids must lie in [0, codebook_size)
-READ_CHUNK = 500  # entities per get_online_features call when loading many
 
 OnlineKind = Literal["sqlite", "redis", "redis_cluster"]
 REDIS_KINDS = ("redis", "redis_cluster")
@@ -59,6 +62,7 @@ _ARROW_TYPE = {
     "Float32": pa.float32(),
     "Array(Float32)": pa.list_(pa.float32()),
     "Array(Int64)": pa.list_(pa.int64()),
+    "Array(String)": pa.list_(pa.string()),
 }
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -134,21 +138,37 @@ def redis_client(settings: StoreSettings, *, connect_timeout_s: float, timeout_s
 # --- Definitions ---------------------------------------------------------------------------------------
 
 
+def import_feast() -> None:
+    """Import feast without letting it import torch (its torch_wrapper imports torch whenever it can: ~300 MiB
+    and seconds in a process that only serves ONNX). Encore uses none of Feast's tensor helpers. A process that
+    already holds torch (training) imports feast as is."""
+    if "feast" in sys.modules or "torch" in sys.modules:
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` now raises ImportError
+    try:
+        import feast  # noqa: F401
+        import feast.torch_wrapper  # noqa: F401 - records torch as unavailable, once
+    finally:
+        del sys.modules["torch"]
+
+
 def load_definitions(offline_dir: Path) -> ModuleType:
     """Execute feature_repo/features.py afresh and point its parquet sources at `offline_dir`.
 
     A fresh module per store keeps two stores (say, two tests) from sharing mutable Feast objects.
     """
+    import_feast()
     spec = importlib.util.spec_from_file_location("encore_feature_repo", FEATURE_REPO / "features.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    for view in (module.user_profile_fv, module.track_meta_fv, module.track_content_fv):
+    module.events_source.file_options.uri = str(offline_dir / fn.EVENTS)
+    for view in (module.user_profile_fv, module.track_meta_fv, module.track_content_fv, module.user_activity_fv):
         batch_source = view.batch_source
         batch_source.file_options.uri = str(offline_dir / view.name)
-        declared = tuple(f.name for f in view.features)
-        expected = fn.VIEW_FIELDS[view.name]
-        if declared != expected:  # the two places names live must agree
+        declared = tuple((f.name, str(f.dtype)) for f in view.features)
+        expected = tuple((name, fn.FIELD_DTYPES[name]) for name in fn.VIEW_FIELDS[view.name])
+        if declared != expected:  # the two places names (and dtypes) live must agree
             raise StoreError(f"{view.name}: features.py declares {declared}, feature_names says {expected}")
     return module
 
@@ -162,7 +182,11 @@ def _feast_objects(defs: ModuleType) -> list[Any]:
         defs.track_content_source,
         defs.track_meta_push_source,
         defs.track_content_push_source,
+        defs.user_activity_source,
+        defs.user_activity_push_source,
+        defs.events_source,
         defs.user_profile_fv,
+        defs.user_activity_fv,
         defs.track_meta_fv,
         defs.track_content_fv,
         defs.ranker_v1,
@@ -273,16 +297,6 @@ def _part_name(kind: str) -> str:
     return f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
 
 
-def _rows_from_response(ids: list[str], columns: dict[str, list[Any]], fields: Sequence[str]) -> dict:
-    """Per-entity dicts from a columnar Feast response; an entity with no value at all is left out."""
-    result: dict[str, dict[str, Any]] = {}
-    for i, entity_id in enumerate(ids):
-        row = {name: columns[name][i] for name in fields}
-        if any(value is not None for value in row.values()):
-            result[entity_id] = row
-    return result
-
-
 def unique_ids(ids: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(ids))
 
@@ -303,6 +317,7 @@ class Store:
         self._defs: ModuleType | None = None
         self._init_lock = threading.Lock()
         self._ping_client: Any = None
+        self._reader: OnlineReader | None = None
 
     # Lazily built: constructing a Store must not import feast (services build one before they need it).
     @property
@@ -342,13 +357,14 @@ class Store:
             fn.USER_PROFILE: self.definitions.user_profile_fv,
             fn.TRACK_META: self.definitions.track_meta_fv,
             fn.TRACK_CONTENT: self.definitions.track_content_fv,
+            fn.USER_ACTIVITY: self.definitions.user_activity_fv,
         }[name]
 
     # --- writes ---
 
     def apply(self) -> None:
         """Register entities, sources, views and the ranker's feature service (idempotent)."""
-        for view_name in fn.VIEW_FIELDS:  # Feast warns about source folders that do not exist yet
+        for view_name in (*fn.VIEW_FIELDS, fn.EVENTS):  # Feast warns about source folders that do not exist yet
             (self.settings.offline_dir / view_name).mkdir(parents=True, exist_ok=True)
         self.feast.apply(_feast_objects(self.definitions))
 
@@ -438,6 +454,50 @@ class Store:
             for tmp_path in tmp_paths.values():
                 tmp_path.unlink(missing_ok=True)
 
+    def push_online(self, view_name: str, frame: pd.DataFrame) -> None:
+        """Push rows of a push-backed view to the online store only (the caller keeps its own offline record).
+
+        The frame holds the entity key, every field of the view and both timestamp columns. Redis skips a row whose
+        event timestamp is not newer than the stored one; SQLite keeps the last written: callers that may race
+        stamp rows with a per-entity increasing time and push in order (encore/events.py does both).
+        """
+        from feast.data_source import PushMode
+
+        self.feast.push(fn.PUSH_SOURCE_OF_VIEW[view_name], frame, to=PushMode.ONLINE)
+
+    def delete_online(self, view_name: str, entity_ids: Sequence[str]) -> None:
+        """Remove the given entities' rows of one view from the online store (other views' rows stay).
+
+        Feast has no per-entity delete, so this speaks its storage layout: the serialized entity key is the
+        SQLite table's row key, and in Redis one hash per entity holds every view's fields (hashed names).
+        """
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        key = fn.VIEW_ENTITY_KEY[view_name]
+        config = self.feast.config
+        version = config.entity_key_serialization_version
+        keys = [EntityKey(join_keys=[key], entity_values=[Value(string_val=i)]) for i in entity_ids]
+        if self.settings.online == "redis":
+            import redis
+            from feast.infra.online_stores.helpers import _mmh3, _redis_key
+
+            fields = [_mmh3(f"{view_name}:{name}") for name in fn.VIEW_FIELDS[view_name]]
+            fields.append(f"_ts:{view_name}".encode())
+            client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+            with client.pipeline(transaction=True) as pipe:
+                for entity_key in keys:
+                    pipe.hdel(_redis_key(self.settings.project, entity_key, version), *fields)
+                pipe.execute()
+            return
+        table = f"{self.settings.project}_{view_name}"
+        with sqlite3.connect(self.settings.sqlite_path, timeout=30) as conn:
+            conn.executemany(
+                f'DELETE FROM "{table}" WHERE entity_key = ?',
+                [(serialize_entity_key(k, entity_key_serialization_version=version),) for k in keys],
+            )
+
     def _checked_row(self, view_name: str, track_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
         what = "content" if view_name == fn.TRACK_CONTENT else "meta"
         if not isinstance(values, Mapping):
@@ -454,6 +514,10 @@ class Store:
         """Profiles of the given users; ids the store does not know are absent from the result."""
         return self._read(fn.USER_ID, unique_ids(user_ids), [fn.USER_PROFILE])
 
+    def get_activity(self, user_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Real-time listening features (user_activity) of the given users; users without events are absent."""
+        return self._read(fn.USER_ID, unique_ids(user_ids), [fn.USER_ACTIVITY])
+
     def get_tracks(
         self,
         track_ids: Iterable[str],
@@ -469,14 +533,20 @@ class Store:
         return self._read(fn.TRACK_ID, unique_ids(track_ids), list(views))
 
     def _read(self, key: str, ids: list[str], views: list[str]) -> dict[str, dict[str, Any]]:
-        fields = [name for view in views for name in fn.VIEW_FIELDS[view]]
-        refs = [f"{view}:{name}" for view in views for name in fn.VIEW_FIELDS[view]]
-        result: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(ids), READ_CHUNK):
-            chunk = ids[start : start + READ_CHUNK]
-            response = self.feast.get_online_features(features=refs, entity_rows=[{key: i} for i in chunk])
-            result.update(_rows_from_response(chunk, response.to_dict(), fields))
-        return result
+        from encore.online_read import read_rows
+
+        return read_rows(self.reader, key, ids, views)
+
+    @property
+    def reader(self) -> OnlineReader:
+        """The Feast-free reader of the online store (encore.online_read): every read goes through it."""
+        if self._reader is None:
+            with self._init_lock:
+                if self._reader is None:
+                    from encore.online_read import open_reader
+
+                    self._reader = open_reader(self.settings)
+        return self._reader
 
     def track_exists(self, track_id: str) -> bool:
         """Whether the online store holds any feature of the track."""

@@ -10,18 +10,17 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from encore import feature_names as fn
+from encore.online_read import Columns, read_columns
 from encore.store import Store, unique_ids
 
 log = logging.getLogger(__name__)
-
-_SCALAR_FILL = {"String": "", "Int64": -1, "Float32": np.nan}  # for a view a track lacks; see `present`
 
 
 @dataclass(frozen=True)
@@ -70,10 +69,7 @@ class TrackTable:
         self.store = store
         self.max_age_s = max_age_s
         self.miss_ttl_s = miss_ttl_s
-        defs = store.definitions  # imports feast: a table is built at start-up, right before load()
-        views = (defs.track_meta_fv, defs.track_content_fv)
-        self._dtypes = {f.name: str(f.dtype) for view in views for f in view.features}
-        self._snapshot = self._build([], {}, widths=None)
+        self._snapshot = self._build([], widths=None)
         self._misses: dict[str, float] = {}  # id -> monotonic time until which it counts as missing
         self._write_lock = threading.Lock()
         self._reloading = False
@@ -95,9 +91,9 @@ class TrackTable:
             if track_ids is not None
             else sorted(set(self.store.offline_track_ids()) | set(self._snapshot.index))
         )
-        rows = self.store.get_tracks(ids)
+        snapshot = self._build(ids, widths=None)  # built whole, then swapped in: no half-built table is served
         with self._write_lock:
-            self._snapshot = self._build(list(rows), rows, widths=None)
+            self._snapshot = snapshot
             self._misses = {}
         return len(self._snapshot.index)
 
@@ -109,16 +105,17 @@ class TrackTable:
         wanted = [t for t in unknown if self._misses.get(t, 0.0) <= now]
         if not wanted:
             return []
-        rows = self.store.get_tracks(wanted)
         with self._write_lock:
             current = self._snapshot
-            fresh = {t: r for t, r in rows.items() if t not in current.index}
+            addition = self._build(wanted, widths=_content_widths(current))
+            fresh = [t for t in addition.index if t not in current.index]
             if fresh:
-                addition = self._build(list(fresh), fresh, widths=_content_widths(current))
+                if len(fresh) < len(addition.index):
+                    addition = self._build(fresh, widths=_content_widths(current))
                 self._snapshot = _merge(current, addition)
             until = time.monotonic() + self.miss_ttl_s
             for t in wanted:
-                if t not in rows:
+                if t not in addition.index:
                     self._misses[t] = until
         return list(fresh)
 
@@ -191,54 +188,34 @@ class TrackTable:
 
         threading.Thread(target=reload, name="track-table-reload", daemon=True).start()
 
-    def _build(
-        self,
-        ids: list[str],
-        rows: Mapping[str, Mapping[str, Any]],
-        widths: dict[str, int] | None,
-    ) -> _Snapshot:
-        """Arrays for `ids` (all present in `rows`), typed by the Feast schema.
+    def _build(self, ids: list[str], widths: dict[str, int] | None) -> _Snapshot:
+        """Arrays of the tracks among `ids` the store knows, read and decoded in bulk (encore.online_read).
 
         `widths` fixes the embedding/tokens lengths (those of the table being extended); None lets the most
         common length among these rows decide.
         """
-        n = len(ids)
-        present = {
-            view: np.array([rows[t][fn.VIEW_FIELDS[view][0]] is not None for t in ids], dtype=bool)
-            for view in fn.TRACK_VIEWS
-        }
-        columns: dict[str, np.ndarray] = {}
-        for name in fn.TRACK_META_FIELDS + tuple(
-            f for f in fn.TRACK_CONTENT_FIELDS if f not in ("embedding", "tokens")
-        ):
-            dtype = self._dtypes[name]
-            values = [rows[t][name] if rows[t][name] is not None else _SCALAR_FILL[dtype] for t in ids]
-            kind = {"String": object, "Int64": np.int64, "Float32": np.float32}[dtype]
-            columns[name] = np.array(values, dtype=kind) if n else np.empty(0, dtype=kind)
-        for name, kind in (("embedding", np.float32), ("tokens", np.int64)):
-            width = widths[name] if widths else None
-            if width is None:
-                has_content = present[fn.TRACK_CONTENT]
-                lengths = [len(rows[t][name]) for t, ok in zip(ids, has_content, strict=True) if ok]
-                width = max(set(lengths), key=lengths.count) if lengths else 0
-            matrix = np.zeros((n, width), dtype=kind)
-            for i, t in enumerate(ids):
-                value = rows[t][name]
-                if value is None:
-                    continue
-                if len(value) != width:
-                    log.warning(
-                        "track %s: %s has length %d, table holds %d; served as missing content",
-                        t,
-                        name,
-                        len(value),
-                        width,
-                    )
-                    present[fn.TRACK_CONTENT][i] = False
-                    continue
-                matrix[i] = value
-            columns[name] = matrix
-        return _Snapshot(index={t: i for i, t in enumerate(ids)}, columns=columns, present=present)
+        columns: Columns = read_columns(self.store.reader, ids, fn.FIELD_DTYPES, widths) if ids else _EMPTY
+        for track_id in columns.misfits[:20]:
+            log.warning("track %s: embedding/tokens length is not the table's; served as missing content", track_id)
+        if len(columns.misfits) > 20:
+            log.warning("%d tracks in all have content of another length", len(columns.misfits))
+        return _Snapshot(
+            index={t: i for i, t in enumerate(columns.ids)}, columns=columns.columns, present=columns.present
+        )
+
+
+_EMPTY = Columns(
+    ids=[],
+    columns={
+        name: np.zeros((0, 0), np.float32 if name == "embedding" else np.int64)
+        if name in fn.TRACK_CONTENT_ARRAYS
+        else np.zeros(0, {"String": object, "Int64": np.int64, "Float32": np.float32}[fn.FIELD_DTYPES[name]])
+        for view in fn.TRACK_VIEWS
+        for name in fn.VIEW_FIELDS[view]
+    },
+    present={view: np.zeros(0, bool) for view in fn.TRACK_VIEWS},
+    misfits=[],
+)
 
 
 def _content_widths(snapshot: _Snapshot) -> dict[str, int] | None:

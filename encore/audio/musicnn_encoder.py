@@ -142,9 +142,9 @@ class OnnxNet:
     runtime = "onnx"
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
-        from encore.onnx_scorer import cpu_session
+        from encore.onnx_scorer import onnx_session
 
-        self.session = cpu_session(path, threads)
+        self.session = onnx_session(path, threads)
 
     def __call__(self, patches: np.ndarray) -> dict[str, np.ndarray]:
         outputs = self.session.run(list(OUTPUTS), {"mel": np.ascontiguousarray(patches, dtype=np.float32)})

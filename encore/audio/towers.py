@@ -35,9 +35,9 @@ class OnnxTower:
     runtime = "onnx"
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
-        from encore.onnx_scorer import cpu_session
+        from encore.onnx_scorer import onnx_session
 
-        self.session = cpu_session(path, threads)
+        self.session = onnx_session(path, threads)
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, features: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Collection, Mapping
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from encore.onnx_scorer import use_device
 from encore.settings import ServiceSettings
 from services.common.errors import OnError, add_error_handlers
 from services.common.limits import BodyLimit, RequestGuard, json_limit
@@ -29,6 +30,7 @@ def build_skeleton(
     The guard goes in first so it sits inside the request metrics, which then count its 401/413/503s.
     """
     app.state.settings = settings  # require_api_key reads the key from here
+    use_device(settings.onnx_device)  # every ONNX session this process opens from now on
     app.add_middleware(
         RequestGuard,
         api_key=settings.api_key.get_secret_value(),

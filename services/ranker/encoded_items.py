@@ -8,24 +8,39 @@ spec encoder's own output for the same frame, so the model sees bit-identical in
 When the cache does not cover a request (a new bundle or table generation, a freshly merged track, a
 candidate the store does not know) the request takes the full encoding path and a background thread
 (re)builds the cache: nothing waits for it.
+
+With a `share_dir`, the rows encoded at a full build are written once to `share_dir/<key>/<field>.npy` and
+memory-mapped, so the workers of one host hold one copy in the page cache. The key hashes the spec and the
+table's contents: workers that loaded the same table map the same files; the first one encodes (under a file
+lock), the others map what it wrote. Rows appended later (pushed tracks) stay in a small private block.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
+import os
+import re
+import shutil
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from encore.io import atomic_path
 from encore.schema import FeatureSpec
-from encore.track_table import TrackTable
+from encore.track_table import TrackBatch, TrackTable
 from services.ranker.features import CandidateFeatures, build_frame, is_item_field
 
 log = logging.getLogger("encore.ranker")
 
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")  # a field name that may become a file name
+STALE_S = 600.0  # shared folders of other keys older than this are removed (workers mapped them long ago)
 BUILD_CHUNK = 50_000  # rows encoded at once while building (bounds the temporary pandas frames)
 USER_CACHE_SIZE = 50_000
 
@@ -37,7 +52,87 @@ class EncodedItems:
     spec: FeatureSpec  # compared by identity: FeatureSpec.hash serializes every vocabulary (ms at 1M tracks)
     generation: int
     n_rows: int
-    arrays: dict[str, np.ndarray]  # item field name -> (n_rows, ...) encoded values
+    blocks: tuple[dict[str, np.ndarray], ...]  # consecutive row ranges (item field -> encoded values), in order
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """All rows of each field as one array (a copy when rows were appended)."""
+        if len(self.blocks) == 1:
+            return self.blocks[0]
+        return {name: np.concatenate([block[name] for block in self.blocks]) for name in self.blocks[0]}
+
+    def gather(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The encoded values of table rows `rows` (all < n_rows), per field."""
+        if len(self.blocks) == 1:
+            return {name: values[rows] for name, values in self.blocks[0].items()}
+        sizes = [len(next(iter(block.values()))) for block in self.blocks]
+        starts = np.cumsum([0, *sizes[:-1]])
+        which = np.searchsorted(starts, rows, side="right") - 1
+        out: dict[str, np.ndarray] = {}
+        for name, first in self.blocks[0].items():
+            result = np.empty((len(rows), *first.shape[1:]), first.dtype)
+            for b, block in enumerate(self.blocks):
+                mask = which == b
+                if mask.any():
+                    result[mask] = block[name][rows[mask] - starts[b]]
+            out[name] = result
+        return out
+
+
+def table_key(spec: FeatureSpec, batch: TrackBatch) -> str:
+    """A digest of the spec and of the table rows' contents: equal tables give equal keys in every worker."""
+    digest = hashlib.blake2b(spec.hash.encode(), digest_size=16)
+    digest.update("\x1f".join(batch.track_ids).encode())
+    for name in sorted(batch.columns):
+        values = batch.columns[name]
+        digest.update(name.encode())
+        if values.dtype == object:
+            digest.update("\x1f".join(map(str, values.tolist())).encode())
+        else:
+            digest.update(np.ascontiguousarray(values).tobytes())
+    for view in sorted(batch.present):
+        digest.update(np.ascontiguousarray(batch.present[view]).tobytes())
+    return digest.hexdigest()
+
+
+def private_dir(path: Path) -> Path | None:
+    """`path` created for this user only (0700), or None when it exists but others could write into it."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        log.warning("%s is not private to this user: item inputs are not shared between workers", path)
+        return None
+    return path
+
+
+def shared_arrays(folder: Path, encode: Callable[[], dict[str, np.ndarray] | None]) -> dict[str, np.ndarray] | None:
+    """The arrays stored in `folder`, memory-mapped read-only; the first caller encodes and writes them.
+
+    Unlinking a mapped file keeps the mapping valid, so old key folders are removed once nobody new maps them.
+    """
+    with open(folder.parent / f".{folder.name}.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker encodes; the others wait here, then map its files
+        try:
+            if not folder.is_dir():
+                arrays = encode()
+                if arrays is None or not all(SAFE_NAME.match(name) for name in arrays):
+                    return arrays  # not shareable (or the table changed meanwhile): kept private
+                with atomic_path(folder, directory=True) as tmp:
+                    for name, values in arrays.items():
+                        with open(tmp / f"{name}.npy", "wb") as handle:
+                            np.save(handle, values, allow_pickle=False)
+                _remove_stale(folder)
+            return {p.stem: np.load(p, mmap_mode="r", allow_pickle=False) for p in sorted(folder.glob("*.npy"))}
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _remove_stale(keep: Path) -> None:
+    now = time.time()
+    for other in keep.parent.iterdir():
+        if other != keep and other.is_dir() and now - other.stat().st_mtime > STALE_S:
+            shutil.rmtree(other, ignore_errors=True)
+            (other.parent / f".{other.name}.lock").unlink(missing_ok=True)
 
 
 class SplitSpec:
@@ -57,8 +152,9 @@ def encode_item_rows(split: SplitSpec, items: CandidateFeatures) -> dict[str, np
 class ItemInputCache:
     """Gathers pre-encoded item inputs for requests; (re)builds them in a background thread when stale."""
 
-    def __init__(self, table: Callable[[], TrackTable | None]):
+    def __init__(self, table: Callable[[], TrackTable | None], share_dir: Path | None = None):
         self._table = table
+        self.share_dir = share_dir
         self._encoded: EncodedItems | None = None
         self._split: SplitSpec | None = None
         self._users: dict[str, tuple[Mapping[str, Any] | None, dict[str, np.ndarray]]] = {}
@@ -94,7 +190,7 @@ class ItemInputCache:
             return None
         split = self.split(spec)
         n = len(rows)
-        inputs = {name: values[rows] for name, values in encoded.arrays.items()}
+        inputs = encoded.gather(rows)
         for name, value in self._user_inputs(split, user_id, user).items():
             inputs[name] = np.repeat(value, n, axis=0)
         return spec.pack(inputs)
@@ -119,25 +215,37 @@ class ItemInputCache:
         generation = table.generation
         reuse = previous is not None and previous.spec is spec and previous.generation == generation
         start = previous.n_rows if reuse and previous is not None else 0
-        parts: dict[str, list[np.ndarray]] = (
-            {name: [previous.arrays[name]] for name in previous.arrays} if reuse else {}
-        )
         stop = len(table)
+        if start >= stop:
+            return previous if reuse else None  # an empty table: nothing to gather from
+        share_dir = private_dir(self.share_dir) if start == 0 and self.share_dir is not None else None
+        if share_dir is not None:
+            whole = table.slice(0, stop)
+            if whole.generation != generation:
+                return None
+            key = table_key(spec, whole)
+            block = shared_arrays(share_dir / key, lambda: self._encode(split, table, 0, stop, generation))
+        else:
+            block = self._encode(split, table, start, stop, generation)
+        if block is None:  # the table was reloaded meanwhile: try again later
+            return None
+        blocks = (*previous.blocks, block) if reuse and previous is not None else (block,)
+        encoded = EncodedItems(spec, generation, stop, blocks)
+        self._encoded = encoded
+        log.info("item inputs encoded for rows %d..%d (generation %d)", start, stop, generation)
+        return encoded
+
+    @staticmethod
+    def _encode(split: SplitSpec, table: TrackTable, start: int, stop: int, generation: int) -> dict | None:
+        parts: dict[str, list[np.ndarray]] = {}
         for chunk in range(start, stop, BUILD_CHUNK):
             batch = table.slice(chunk, min(chunk + BUILD_CHUNK, stop))
-            if batch.generation != generation:  # the table was reloaded meanwhile: try again later
+            if batch.generation != generation:
                 return None
             items = CandidateFeatures(batch.track_ids, batch.columns, batch.present)
             for name, values in encode_item_rows(split, items).items():
                 parts.setdefault(name, []).append(values)
-        if not parts:  # an empty table: nothing to gather from
-            return None
-        arrays = {name: np.concatenate(chunks) if len(chunks) > 1 else chunks[0] for name, chunks in parts.items()}
-        encoded = EncodedItems(spec, generation, stop, arrays)
-        self._encoded = encoded
-        if start < stop:
-            log.info("item inputs encoded for rows %d..%d (generation %d)", start, stop, generation)
-        return encoded
+        return {name: np.concatenate(chunks) if len(chunks) > 1 else chunks[0] for name, chunks in parts.items()}
 
     def build_in_background(self, spec: FeatureSpec) -> None:
         with self._lock:

@@ -73,3 +73,42 @@ def test_new_rows_bundles_and_unknown_ids_fall_back_then_get_covered(
     items, _ = asyncio.run(item_features(["t11", "nowhere"]))
     assert items.rows is None and cache.packed(other.spec, "u2", user, items) is None
     np.testing.assert_array_equal(items.valid["track_meta"], [True, False])
+
+
+def test_workers_share_one_memory_mapped_copy(trained_bundle: TrainedBundle, store: Store, tmp_path) -> None:
+    """Two caches over equal tables (two workers) map the same files, holding what a private build holds."""
+    ids = [f"t{i}" for i in range(60)]
+    model, item_features, private = _setup(trained_bundle, store, ids)
+    expected = private.build(model.spec).arrays
+    workers = []
+    for _ in range(2):
+        _, features, _ = _setup(trained_bundle, store, ids)
+        workers.append((features, ItemInputCache(lambda features=features: features.table, tmp_path / "items")))
+    built = [cache.build(model.spec) for _, cache in workers]
+    for name, values in expected.items():
+        first, second = (encoded.blocks[0][name] for encoded in built)
+        assert isinstance(first, np.memmap) and first.filename == second.filename
+        np.testing.assert_array_equal(first, values)
+    (folder,) = [p for p in (tmp_path / "items").iterdir() if p.is_dir()]
+    assert sorted(p.stem for p in folder.glob("*.npy")) == sorted(expected)
+
+    # a pushed track is appended as a private block; gathered inputs still equal training's encoding
+    features, cache = workers[0]
+    items, _ = asyncio.run(features(["t70", "t3"]))
+    grown = cache.build(model.spec)
+    assert grown is not None and len(grown.blocks) == 2 and isinstance(grown.blocks[0]["track_id"], np.memmap)
+    user = store.get_users(["u1"])["u1"]
+    assert_same_arrays(
+        cache.packed(model.spec, "u1", user, items),
+        trained_bundle.spec.encode_packed(trained_bundle.frame_for("u1", ["t70", "t3"])),
+    )
+
+
+def test_empty_item_cache_dir_setting_means_per_worker(monkeypatch) -> None:
+    from encore.settings import RankerSettings
+
+    assert RankerSettings().item_cache_path.name.startswith("encore-ranker-items-")  # auto
+    monkeypatch.setenv("ENCORE_RANKER_ITEM_CACHE_DIR", "")
+    assert RankerSettings().item_cache_path is None
+    monkeypatch.setenv("ENCORE_RANKER_ITEM_CACHE_DIR", "/srv/items")
+    assert str(RankerSettings().item_cache_path) == "/srv/items"
