@@ -84,7 +84,8 @@ class FeastPerRequest:
 
     def __init__(self, store: Store, model: RankerModel):
         self.store, self.model = store, model
-        self.refs = [f"{view}:{name}" for view, names in fn.VIEW_FIELDS.items() for name in names]
+        views = (fn.USER_PROFILE, *fn.TRACK_VIEWS)
+        self.refs = [f"{view}:{name}" for view in views for name in fn.VIEW_FIELDS[view]]
         self.n_tokens = sum(1 for f in model.spec.fields if f.column.startswith("audio_tok_"))
 
     def __call__(self, user_id: str, track_ids: list[str]) -> list[tuple[str, float]]:

@@ -19,10 +19,17 @@ CREATED_TIMESTAMP = "created"
 USER_PROFILE = "user_profile"
 TRACK_META = "track_meta"
 TRACK_CONTENT = "track_content"
+USER_ACTIVITY = "user_activity"  # real-time listening features, pushed by POST /events (encore/events.py)
+
+# The offline listening log: parquet parts of every accepted event (a Feast FileSource, not a view).
+EVENTS = "events"
+EVENT_ID = "event_id"
+EVENT_LOG_FIELDS: tuple[str, ...] = ("event_id", "user_id", "track_id", "type", "ms")  # + the two timestamps
 
 # Push sources (the embedder pushes new uploads through these).
 TRACK_META_PUSH = "track_meta_push"
 TRACK_CONTENT_PUSH = "track_content_push"
+USER_ACTIVITY_PUSH = "user_activity_push"
 
 # Feature service: the ranker's contract with the store, one per model version.
 RANKER_SERVICE = "ranker_v1"
@@ -54,10 +61,31 @@ assert tuple(NEW_TRACK_META) == TRACK_META_FIELDS  # the store refuses anything 
 TRACK_CONTENT_FIELDS: tuple[str, ...] = ("embedding", "tokens", "encoder", "encoder_revision", "typicality", "tags")
 TRACK_CONTENT_ARRAYS: tuple[str, ...] = ("embedding", "tokens")  # list-valued; the other content fields are scalars
 
+# user_activity: the listener's most recent events (track ids and types, newest first), counts by type, skip rate
+# and the running content profile (mean embedding of positively labelled tracks, see docs/events.md).
+USER_ACTIVITY_FIELDS: tuple[str, ...] = (
+    "recent_tracks",
+    "recent_types",
+    "n_play",
+    "n_skip",
+    "n_like",
+    "n_dislike",
+    "skip_rate",
+    "profile",
+    "profile_n",
+)
+
 VIEW_FIELDS: dict[str, tuple[str, ...]] = {
     USER_PROFILE: USER_PROFILE_FIELDS,
     TRACK_META: TRACK_META_FIELDS,
     TRACK_CONTENT: TRACK_CONTENT_FIELDS,
+    USER_ACTIVITY: USER_ACTIVITY_FIELDS,
+}
+VIEW_ENTITY_KEY: dict[str, str] = {
+    USER_PROFILE: USER_ID,
+    TRACK_META: TRACK_ID,
+    TRACK_CONTENT: TRACK_ID,
+    USER_ACTIVITY: USER_ID,
 }
 # Feast dtype of every view field, as str(Field.dtype); encore.store checks that features.py declares the same
 # (the Feast-free online reader decodes by these).
@@ -80,8 +108,20 @@ FIELD_DTYPES: dict[str, str] = {
     "encoder_revision": "String",
     "typicality": "Float32",
     "tags": "String",
+    "recent_tracks": "Array(String)",
+    "recent_types": "Array(String)",
+    "n_play": "Int64",
+    "n_skip": "Int64",
+    "n_like": "Int64",
+    "n_dislike": "Int64",
+    "skip_rate": "Float32",
+    "profile": "Array(Float32)",
+    "profile_n": "Int64",
 }
 assert set(FIELD_DTYPES) == {name for fields in VIEW_FIELDS.values() for name in fields}
-VIEW_ENTITY_KEY: dict[str, str] = {USER_PROFILE: USER_ID, TRACK_META: TRACK_ID, TRACK_CONTENT: TRACK_ID}
 TRACK_VIEWS: tuple[str, ...] = (TRACK_META, TRACK_CONTENT)
-PUSH_SOURCE_OF_VIEW: dict[str, str] = {TRACK_META: TRACK_META_PUSH, TRACK_CONTENT: TRACK_CONTENT_PUSH}
+PUSH_SOURCE_OF_VIEW: dict[str, str] = {
+    TRACK_META: TRACK_META_PUSH,
+    TRACK_CONTENT: TRACK_CONTENT_PUSH,
+    USER_ACTIVITY: USER_ACTIVITY_PUSH,
+}

@@ -252,6 +252,20 @@ class RankerSettings(ServiceSettings):
         "(one copy in memory); must be private to the service's user (0700); `auto`: "
         "`<temp dir>/encore-ranker-items-<uid>`; empty: each worker keeps its own",
     )
+    read_events: bool = setting(
+        True,
+        "ENCORE_RANKER_READ_EVENTS",
+        "ENCORE_READ_EVENTS",
+        description="read user_activity (POST /events) on every request: recent tracks filtered, fold-in for new "
+        "listeners (services/ranker/activity.py)",
+    )
+    foldin_candidates: int = setting(
+        50,
+        "ENCORE_RANKER_FOLDIN_CANDIDATES",
+        "ENCORE_FOLDIN_CANDIDATES",
+        description="a new listener's fold-in candidates the model orders",
+        ge=1,
+    )
     expected_spec_hash: str = setting(
         "",
         "ENCORE_RANKER_EXPECTED_SPEC_HASH",
@@ -402,6 +416,44 @@ class EmbedderSettings(ServiceSettings):
         "ENCORE_MAX_UPLOADS_IN_FLIGHT",
         description="uploads held in memory at once; beyond: 503 + `Retry-After`",
         ge=1,
+    )
+    # POST /events (encore/events.py, docs/events.md)
+    events_max_batch: int = setting(
+        1000,
+        "ENCORE_EMBEDDER_EVENTS_MAX_BATCH",
+        "ENCORE_EVENTS_MAX_BATCH",
+        description="events per request; more: 413",
+        ge=1,
+        le=10_000,
+    )
+    events_max_future_s: float = setting(
+        300.0,
+        "ENCORE_EMBEDDER_EVENTS_MAX_FUTURE_S",
+        "ENCORE_EVENTS_MAX_FUTURE_S",
+        description="an event time further ahead than this is refused",
+        ge=0,
+    )
+    events_retention_days: float = setting(
+        7.0,
+        "ENCORE_EMBEDDER_EVENTS_RETENTION_DAYS",
+        "ENCORE_EVENTS_RETENTION_DAYS",
+        description="seen event ids are kept this long; older events are refused",
+        gt=0,
+    )
+    events_recent_n: int = setting(
+        50,
+        "ENCORE_EMBEDDER_EVENTS_RECENT_N",
+        "ENCORE_EVENTS_RECENT_N",
+        description="events kept in user_activity.recent_tracks",
+        ge=1,
+        le=1000,
+    )
+    events_compact_parts: int = setting(
+        64,
+        "ENCORE_EMBEDDER_EVENTS_COMPACT_PARTS",
+        "ENCORE_EVENTS_COMPACT_PARTS",
+        description="parts per level of the offline event log before they are merged into one",
+        ge=2,
     )
 
     @property

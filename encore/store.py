@@ -62,6 +62,7 @@ _ARROW_TYPE = {
     "Float32": pa.float32(),
     "Array(Float32)": pa.list_(pa.float32()),
     "Array(Int64)": pa.list_(pa.int64()),
+    "Array(String)": pa.list_(pa.string()),
 }
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -161,7 +162,8 @@ def load_definitions(offline_dir: Path) -> ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    for view in (module.user_profile_fv, module.track_meta_fv, module.track_content_fv):
+    module.events_source.file_options.uri = str(offline_dir / fn.EVENTS)
+    for view in (module.user_profile_fv, module.track_meta_fv, module.track_content_fv, module.user_activity_fv):
         batch_source = view.batch_source
         batch_source.file_options.uri = str(offline_dir / view.name)
         declared = tuple((f.name, str(f.dtype)) for f in view.features)
@@ -180,7 +182,11 @@ def _feast_objects(defs: ModuleType) -> list[Any]:
         defs.track_content_source,
         defs.track_meta_push_source,
         defs.track_content_push_source,
+        defs.user_activity_source,
+        defs.user_activity_push_source,
+        defs.events_source,
         defs.user_profile_fv,
+        defs.user_activity_fv,
         defs.track_meta_fv,
         defs.track_content_fv,
         defs.ranker_v1,
@@ -351,13 +357,14 @@ class Store:
             fn.USER_PROFILE: self.definitions.user_profile_fv,
             fn.TRACK_META: self.definitions.track_meta_fv,
             fn.TRACK_CONTENT: self.definitions.track_content_fv,
+            fn.USER_ACTIVITY: self.definitions.user_activity_fv,
         }[name]
 
     # --- writes ---
 
     def apply(self) -> None:
         """Register entities, sources, views and the ranker's feature service (idempotent)."""
-        for view_name in fn.VIEW_FIELDS:  # Feast warns about source folders that do not exist yet
+        for view_name in (*fn.VIEW_FIELDS, fn.EVENTS):  # Feast warns about source folders that do not exist yet
             (self.settings.offline_dir / view_name).mkdir(parents=True, exist_ok=True)
         self.feast.apply(_feast_objects(self.definitions))
 
@@ -447,6 +454,50 @@ class Store:
             for tmp_path in tmp_paths.values():
                 tmp_path.unlink(missing_ok=True)
 
+    def push_online(self, view_name: str, frame: pd.DataFrame) -> None:
+        """Push rows of a push-backed view to the online store only (the caller keeps its own offline record).
+
+        The frame holds the entity key, every field of the view and both timestamp columns. Redis skips a row whose
+        event timestamp is not newer than the stored one; SQLite keeps the last written: callers that may race
+        stamp rows with a per-entity increasing time and push in order (encore/events.py does both).
+        """
+        from feast.data_source import PushMode
+
+        self.feast.push(fn.PUSH_SOURCE_OF_VIEW[view_name], frame, to=PushMode.ONLINE)
+
+    def delete_online(self, view_name: str, entity_ids: Sequence[str]) -> None:
+        """Remove the given entities' rows of one view from the online store (other views' rows stay).
+
+        Feast has no per-entity delete, so this speaks its storage layout: the serialized entity key is the
+        SQLite table's row key, and in Redis one hash per entity holds every view's fields (hashed names).
+        """
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        key = fn.VIEW_ENTITY_KEY[view_name]
+        config = self.feast.config
+        version = config.entity_key_serialization_version
+        keys = [EntityKey(join_keys=[key], entity_values=[Value(string_val=i)]) for i in entity_ids]
+        if self.settings.online == "redis":
+            import redis
+            from feast.infra.online_stores.helpers import _mmh3, _redis_key
+
+            fields = [_mmh3(f"{view_name}:{name}") for name in fn.VIEW_FIELDS[view_name]]
+            fields.append(f"_ts:{view_name}".encode())
+            client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+            with client.pipeline(transaction=True) as pipe:
+                for entity_key in keys:
+                    pipe.hdel(_redis_key(self.settings.project, entity_key, version), *fields)
+                pipe.execute()
+            return
+        table = f"{self.settings.project}_{view_name}"
+        with sqlite3.connect(self.settings.sqlite_path, timeout=30) as conn:
+            conn.executemany(
+                f'DELETE FROM "{table}" WHERE entity_key = ?',
+                [(serialize_entity_key(k, entity_key_serialization_version=version),) for k in keys],
+            )
+
     def _checked_row(self, view_name: str, track_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
         what = "content" if view_name == fn.TRACK_CONTENT else "meta"
         if not isinstance(values, Mapping):
@@ -462,6 +513,10 @@ class Store:
     def get_users(self, user_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Profiles of the given users; ids the store does not know are absent from the result."""
         return self._read(fn.USER_ID, unique_ids(user_ids), [fn.USER_PROFILE])
+
+    def get_activity(self, user_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Real-time listening features (user_activity) of the given users; users without events are absent."""
+        return self._read(fn.USER_ID, unique_ids(user_ids), [fn.USER_ACTIVITY])
 
     def get_tracks(
         self,

@@ -42,11 +42,24 @@ def parquet_source(view_name: str) -> FileSource:
 user_profile_source = parquet_source(fn.USER_PROFILE)
 track_meta_source = parquet_source(fn.TRACK_META)
 track_content_source = parquet_source(fn.TRACK_CONTENT)
+user_activity_source = parquet_source(fn.USER_ACTIVITY)
+
+# The listening log: one row per accepted event (POST /events on the embedder), appended as parquet parts and
+# compacted (encore/events.py). Training joins features onto these rows as of each event's time.
+events_source = FileSource(
+    name=f"{fn.EVENTS}_parquet",
+    path=str(OFFLINE_DIR / fn.EVENTS),
+    timestamp_field=fn.EVENT_TIMESTAMP,
+    created_timestamp_column=fn.CREATED_TIMESTAMP,
+    description="Listening events: event_id, user_id, track_id, type (play|skip|like|dislike), ms (-1: not given).",
+)
 
 # --- Push sources: an uploaded track is live at once, and its rows feed the same views --------------
 
 track_meta_push_source = PushSource(name=fn.TRACK_META_PUSH, batch_source=track_meta_source)
 track_content_push_source = PushSource(name=fn.TRACK_CONTENT_PUSH, batch_source=track_content_source)
+# Listening events update a listener's real-time features at once (encore/events.py pushes them online).
+user_activity_push_source = PushSource(name=fn.USER_ACTIVITY_PUSH, batch_source=user_activity_source)
 
 # --- Feature views (each schema defined once; a push-backed view reads its batch source too) ---------
 
@@ -78,6 +91,17 @@ track_content_fields = [
     ),
     Field(name="tags", dtype=String, description="Encoder's top tags as 'head:tag' items, comma-separated."),
 ]
+user_activity_fields = [
+    Field(name="recent_tracks", dtype=Array(String), description="Tracks of the latest events, newest first."),
+    Field(name="recent_types", dtype=Array(String), description="Types of those events (play, skip, like, dislike)."),
+    Field(name="n_play", dtype=Int64, description="Play events so far."),
+    Field(name="n_skip", dtype=Int64, description="Skip events so far."),
+    Field(name="n_like", dtype=Int64, description="Like events so far."),
+    Field(name="n_dislike", dtype=Int64, description="Dislike events so far."),
+    Field(name="skip_rate", dtype=Float32, description="n_skip / (n_play + n_skip); 0 before either."),
+    Field(name="profile", dtype=Array(Float32), description="Mean content embedding of positively labelled tracks."),
+    Field(name="profile_n", dtype=Int64, description="Events averaged into profile (0: profile is empty)."),
+]
 
 user_profile_fv = FeatureView(
     name=fn.USER_PROFILE,
@@ -105,6 +129,15 @@ track_content_fv = FeatureView(
     source=track_content_push_source,
     online=True,
     description="Audio content of a track: embedding and tokens, with the encoder that made them.",
+)
+user_activity_fv = FeatureView(
+    name=fn.USER_ACTIVITY,
+    entities=[user],
+    ttl=NO_TTL,
+    schema=user_activity_fields,
+    source=user_activity_push_source,
+    online=True,
+    description="A listener's real-time activity from POST /events (docs/events.md).",
 )
 
 # --- Feature services: one per ranker version --------------------------------------------------------

@@ -12,6 +12,7 @@ Early refusals carry `Connection: close`, so the server does not read the rest o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -47,6 +48,8 @@ class RequestGuard:
         max_in_flight: int = 256,
     ) -> None:
         self.app, self.api_key, self.write_routes = app, api_key, frozenset(write_routes)
+        # A route with path parameters ("/users/{user_id}/events") matches any one segment in their place.
+        self._write_patterns = [(method, _path_pattern(path)) for method, path in self.write_routes if "{" in path]
         self.default_limit, self.route_limits = default_limit, dict(route_limits or {})
         self.max_in_flight = max_in_flight
         self.in_flight = 0
@@ -73,9 +76,14 @@ class RequestGuard:
             if path in self.route_in_flight:
                 self.route_in_flight[path] -= 1
 
+    def _is_write_route(self, method: str, path: str) -> bool:
+        return (method, path) in self.write_routes or any(
+            m == method and pattern.match(path) for m, pattern in self._write_patterns
+        )
+
     async def _checked(self, scope: Scope, receive: Receive, send: Send, limit: BodyLimit) -> None:
         headers = Headers(scope=scope)
-        if (scope["method"], scope["path"]) in self.write_routes:
+        if self._is_write_route(scope["method"], scope["path"]):
             problem = api_key_problem(headers.get(API_KEY_HEADER), self.api_key)
             if problem is not None:
                 await _refuse(scope, receive, send, problem.status, problem.code, problem.message)
@@ -131,3 +139,9 @@ async def _limited(app: ASGIApp, scope: Scope, receive: Receive, send: Send, lim
             raise  # the app's own failure; past the cap it only tripped over the cut-off body
     if over and not answered:
         await _refuse(scope, receive, send, 413, "too_large", limit.message)
+
+
+def _path_pattern(template: str) -> re.Pattern[str]:
+    """ "/users/{user_id}/events" -> a pattern matching any one path segment in place of each parameter."""
+    parts = ("[^/]+" if part.startswith("{") else re.escape(part) for part in template.split("/"))
+    return re.compile("/".join(parts) + "$")

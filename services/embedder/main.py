@@ -26,13 +26,20 @@ from services.common.app import build_skeleton
 from services.common.errors import error_response, validation_message
 from services.embedder.deps import EmbedderMetrics, Runtime
 from services.embedder.encode import ERROR_STATUS, EmbedderState, EmbedError, build_state
+from services.embedder.events_routes import EventService, refusal_from_validation
+from services.embedder.events_routes import router as events_router
 from services.embedder.retriever import RetrieverNotifier
 from services.embedder.routes import router
 from services.embedder.upload import upload_limit
 
 log = logging.getLogger("encore.embedder")
 SERVICE = "embedder"
-WRITE_ROUTES = {("POST", "/embed"), ("POST", "/admin/reload")}
+WRITE_ROUTES = {
+    ("POST", "/embed"),
+    ("POST", "/admin/reload"),
+    ("POST", "/events"),
+    ("DELETE", "/users/{user_id}/events"),
+}
 
 
 def create_app(settings: EmbedderSettings | None = None, *, store: Store | None = None) -> FastAPI:
@@ -43,10 +50,12 @@ def create_app(settings: EmbedderSettings | None = None, *, store: Store | None 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await _start(settings, store or Store(settings.store()), metrics)
         app.state.runtime = runtime
+        app.state.events = await run_in_threadpool(EventService, runtime.store, settings)
         try:
             yield
         finally:
             await runtime.notifier.aclose()
+            app.state.events.log.close()
 
     app = FastAPI(
         title="Encore embedder",
@@ -66,6 +75,7 @@ def create_app(settings: EmbedderSettings | None = None, *, store: Store | None 
     )
     metrics = EmbedderMetrics.register(registry)
     app.include_router(router)
+    app.include_router(events_router)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     return app
 
@@ -130,6 +140,9 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     """The shared 422, except that a form without its file gets the clearer `no_file` (400)."""
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
+    if request.url.path == "/events":  # name the first bad event (index and field)
+        refused = refusal_from_validation(errors)
+        return error_response(refused.status, refused.code, refused.message, **refused.extra)
     code, message = "invalid_request", validation_message(errors)
     if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body", "file") for e in errors):
         code, message = "no_file", "no audio file in the request: send it as the multipart field 'file'"

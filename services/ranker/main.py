@@ -17,6 +17,7 @@ from encore.artifacts import BundleError, BundleHolder
 from encore.settings import RankerSettings
 from encore.store import Store
 from services.common.app import build_skeleton
+from services.ranker.activity import RecentActivity
 from services.ranker.bundle import RankerModel, load_ranker_model, reload_bundle, resolve_bundle_path
 from services.ranker.pipeline import ItemFeatures, Ranker, RankerMetrics, Retrieve, StoreGuard, UserFeatures
 from services.ranker.routes import build_router
@@ -46,6 +47,8 @@ def create_app(settings: RankerSettings | None = None, store: Store | None = Non
             n_candidates=settings.candidates,
             metrics=RankerMetrics(app.state.registry),
             item_cache_dir=settings.item_cache_path,
+            recent=RecentActivity(feature_store, guard, settings.user_cache_size) if settings.read_events else None,
+            foldin_candidates=settings.foldin_candidates,
         )
         ranker.load()
         try:

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from encore.artifacts import BundleHolder
 from encore.store import Store
 from encore.track_table import TrackTable
+from services.ranker.activity import FOLDIN_SOURCE, NO_RECENT, Recent, RecentActivity
 from services.ranker.bundle import RankerModel
 from services.ranker.encoded_items import ItemInputCache
 from services.ranker.features import CandidateFeatures, build_frame
@@ -43,6 +44,10 @@ class Candidates:
     cold: dict[str, bool]
     source: str
     degraded_reason: str | None = None
+
+    def head(self, n: int) -> Candidates:
+        ids = self.track_ids[:n]
+        return Candidates(ids, {t: self.cold.get(t, False) for t in ids}, self.source, self.degraded_reason)
 
 
 @dataclass(frozen=True)
@@ -180,19 +185,22 @@ class Retrieve:
             await self.session.close()
             self.session = None
 
-    async def __call__(self, user_id: str, n: int, popularity: Sequence[str]) -> Candidates:
+    async def __call__(self, user_id: str, n: int, popularity: Sequence[str], recent: Recent = NO_RECENT) -> Candidates:
         try:
-            return await self._from_retriever(user_id, n)
+            return await self._from_retriever(user_id, n, recent)
         except Exception as error:  # any failure (down, slow, bad body) degrades instead of failing the request
             reason = f"retriever unavailable: {type(error).__name__}: {error}".rstrip(": ")
             warn_throttled("retriever", "%s; serving popularity candidates for user %s", reason, user_id)
-            ids = list(popularity[:n])
+            drop = set(recent.exclude)
+            ids = [t for t in popularity[: n + len(drop)] if t not in drop][:n]
             return Candidates(ids, dict.fromkeys(ids, False), POPULARITY_SOURCE, reason)
 
-    async def _from_retriever(self, user_id: str, n: int) -> Candidates:
+    async def _from_retriever(self, user_id: str, n: int, recent: Recent = NO_RECENT) -> Candidates:
         if self.session is None:
             raise RuntimeError("Retrieve.load() was not called")
-        async with self.session.get(self.url, params={"user_id": user_id, "k": str(n)}) as response:
+        params = [("user_id", user_id), ("k", str(n))]
+        params += [("played", t) for t in recent.played] + [("exclude", t) for t in recent.exclude]
+        async with self.session.get(self.url, params=params) as response:
             if response.status != 200:
                 raise RuntimeError(f"HTTP {response.status} from {self.url}")
             body = await response.json()
@@ -323,8 +331,12 @@ class Ranker:
         n_candidates: int,
         metrics: RankerMetrics | None = None,
         item_cache_dir: Path | None = None,
+        recent: RecentActivity | None = None,
+        foldin_candidates: int = 50,
     ):
+        self.foldin_candidates = foldin_candidates
         self.holder = holder
+        self.recent = recent  # real-time events (services/ranker/activity.py); None: not read
         self.user_features, self.retrieve, self.item_features = user_features, retrieve, item_features
         self.score = Score(ItemInputCache(lambda: self.item_features.table, item_cache_dir))
         self.order = Order()
@@ -362,9 +374,17 @@ class Ranker:
             reasons.append(f"user store unavailable: {type(error).__name__}: {error}")
             warn_throttled("user", "%s; user %s scored without profile", reasons[-1], user_id)
             user = None
+        recent = NO_RECENT
+        if self.recent is not None:
+            try:
+                recent = await self.recent(user_id)
+            except Exception as error:  # served without the recent filter and fold-in
+                reasons.append(f"activity store unavailable: {type(error).__name__}: {error}")
         clock.lap("user_features")
 
-        candidates = await self.retrieve(user_id, max(self.n_candidates, k), model.popularity)
+        candidates = await self.retrieve(user_id, max(self.n_candidates, k), model.popularity, recent)
+        if candidates.source == FOLDIN_SOURCE:  # the fold-in's order is the only personal signal (activity.py)
+            candidates = candidates.head(max(k, self.foldin_candidates))
         if candidates.degraded_reason:
             reasons.append(candidates.degraded_reason)
         clock.lap("retrieve")

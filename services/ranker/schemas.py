@@ -61,7 +61,10 @@ class RecommendResponse(BaseModel):
     model: str = Field(description="CTR model name, e.g. DCNv2")
     degraded: bool = Field(description="True when a fallback served part of the answer (see degraded_reason)")
     degraded_reason: str | None = Field(description="Why, e.g. 'retriever unavailable: ...'; null when not degraded")
-    candidate_source: str = Field(description="The retriever's source (e.g. 'bpr'), or 'popularity' as fallback")
+    candidate_source: str = Field(
+        description="The retriever's source (e.g. 'bpr'); 'foldin' for a listener the bundle does not know, from the "
+        "tracks they played (POST /events); 'popularity' otherwise or as fallback"
+    )
     items: list[RecommendedTrack] = Field(description="At most k tracks, best first")
 
 

@@ -23,15 +23,31 @@ UserIdQuery = Annotated[
 ]
 
 
+MAX_RECENT = 200  # ids per list: more than the ranker's recent window
+RecentQuery = Annotated[
+    list[str],
+    Query(
+        max_length=MAX_RECENT,
+        description="Recent tracks (user_activity.recent_tracks, repeat the parameter): played ones feed a fold-in "
+        "for a user the bundle does not know; excluded ones are left out of the answer",
+    ),
+]
+
+
 @router.get(
     "/candidates",
     summary="Candidate tracks for a user, best first",
     responses=error_responses(413, 422, 503),
 )
 def get_candidates(
-    user_id: UserIdQuery, k: KDep, retriever: LoadedRetrieverDep, metrics: MetricsDep
+    user_id: UserIdQuery,
+    k: KDep,
+    retriever: LoadedRetrieverDep,
+    metrics: MetricsDep,
+    played: RecentQuery = [],  # noqa: B006 - FastAPI copies query defaults
+    exclude: RecentQuery = [],  # noqa: B006
 ) -> CandidatesResponse:
-    found = retriever.candidates(user_id, k)
+    found = retriever.candidates(user_id, k, played, exclude)
     metrics.candidates.labels(found.source).inc()
     return CandidatesResponse.model_validate(found, from_attributes=True)
 

@@ -23,6 +23,7 @@ class CandidatesResponse(BaseModel):
     known_user: bool = Field(description="False when the bundle has no vector for this user")
     source: str = Field(
         description="For known users the bundle's recall model in lower case (bpr, vbpr, freedom, lgmrec); "
+        "foldin for a user the bundle does not know whose played tracks it holds (mean of their vectors); "
         "popularity otherwise"
     )
     bundle_id: str = Field(description="The bundle that answered")

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 COMPONENT = "retriever"
 FORMAT_VERSION = 1
 STORE_READ_CHUNK = 500
+FOLDIN_SOURCE = "foldin"  # candidates of a listener unknown to the bundle, from their played tracks' vectors
 
 
 class ColdItemRefused(EncoreError):
@@ -278,23 +279,42 @@ class RecallIndex:
     def seen(self, user_row: int) -> np.ndarray:
         return self.seen_indices[self.seen_indptr[user_row] : self.seen_indptr[user_row + 1]]
 
-    def candidates(self, user_id: str, k: int) -> CandidateList:
-        """Top-k for a known user (played items excluded, cold items included), else the k most played."""
+    def candidates(
+        self, user_id: str, k: int, played: Sequence[str] = (), exclude: Sequence[str] = ()
+    ) -> CandidateList:
+        """Top-k for a known user (played items excluded, cold items included); for a user the bundle does not
+        know, a fold-in when `played` names tracks it holds (their vectors' mean as the user vector: source
+        "foldin"), else the k most played. Tracks in `exclude` (recent events) are left out in every case."""
+        cold = self.cold  # read once: this request uses one snapshot
         row = self.user_index.get(user_id)
         if row is None:
-            top = self.popular[:k]
-            found = [Candidate(self.item_ids[i], float(self.popularity[i]), False) for i in top]
-            return CandidateList(user_id, False, "popularity", self.bundle_id, found)
-        cold = self.cold  # read once: this request uses one snapshot
-        user = self.user_vectors[row]
-        seen = self.seen(row)
-        if self.ivf is not None:
-            top, scores = self._ivf_top(user, seen, cold, k)
+            user = self.fold_in(played, cold)
+            if user is None:
+                drop = set(exclude)
+                top = [i for i in self.popular[: k + len(drop)] if self.item_ids[i] not in drop][:k]
+                found = [Candidate(self.item_ids[i], float(self.popularity[i]), False) for i in top]
+                return CandidateList(user_id, False, "popularity", self.bundle_id, found)
+            source, seen = FOLDIN_SOURCE, np.zeros(0, np.int64)
         else:
-            top, scores = self._exact_top(user, seen, cold, k)
-        quota = min(len(cold), math.ceil(self.options.cold_share * k))
+            source, user, seen = self.source, self.user_vectors[row], self.seen(row)
+        found = self._search(user, seen, cold, k, set(exclude) | set(played))
+        return CandidateList(user_id, row is not None, source, self.bundle_id, found)
+
+    def fold_in(self, played: Sequence[str], cold: ColdItems) -> np.ndarray | None:
+        """A user vector for a listener the bundle does not know: the mean of their played tracks' vectors."""
+        vectors = [self.item_vectors[self.item_index[t]] for t in played if t in self.item_index]
+        vectors += [cold.vectors[cold.index[t]] for t in played if t in cold.index]
+        return np.mean(vectors, axis=0).astype(np.float32) if vectors else None
+
+    def _search(self, user: np.ndarray, seen: np.ndarray, cold: ColdItems, k: int, drop: set[str]) -> list[Candidate]:
+        want = k + len(drop)
+        if self.ivf is not None:
+            top, scores = self._ivf_top(user, seen, cold, want)
+        else:
+            top, scores = self._exact_top(user, seen, cold, want)
+        quota = min(len(cold), math.ceil(self.options.cold_share * want))
         if quota:
-            top, scores = self._reserve_cold(top, scores, cold, user, quota, k)
+            top, scores = self._reserve_cold(top, scores, cold, user, quota, want)
         n_items = len(self.item_ids)
         found = [
             Candidate(self.item_ids[i], float(s), False)
@@ -302,7 +322,7 @@ class RecallIndex:
             else Candidate(cold.ids[i - n_items], float(s), True)
             for i, s in zip(top.tolist(), scores.tolist(), strict=True)
         ]
-        return CandidateList(user_id, True, self.source, self.bundle_id, found)
+        return [c for c in found if c.track_id not in drop][:k]
 
     def _exact_top(self, user: np.ndarray, seen: np.ndarray, cold: ColdItems, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, scores) of the k best unseen items, best first; rows >= n_items are cold items."""
@@ -390,8 +410,10 @@ class Retriever:
     def index(self) -> RecallIndex:
         return self.holder.state
 
-    def candidates(self, user_id: str, k: int) -> CandidateList:
-        return self.holder.state.candidates(user_id, k)
+    def candidates(
+        self, user_id: str, k: int, played: Sequence[str] = (), exclude: Sequence[str] = ()
+    ) -> CandidateList:
+        return self.holder.state.candidates(user_id, k, played, exclude)
 
     def reload(self, path: Any) -> Bundle:
         """Verify and swap in the bundle at `path`; BundleError keeps the old one serving."""

@@ -1,0 +1,239 @@
+"""Ingest benchmark (issue 21): POST /events throughput in batches of 500, and /recommend latency while events arrive.
+
+    .venv/bin/python -m benchmarks.events_ingest                       # bootstraps a quick world (~4 min on 2 cores)
+    .venv/bin/python -m benchmarks.events_ingest --world /tmp/w        # reuse a bootstrapped world (ENCORE_* dirs)
+    .venv/bin/python -m benchmarks.events_ingest --online redis --redis-url redis://127.0.0.1:6379/5
+
+Starts the three services as processes (services/stack.py, the uvicorn options `make run` uses), then, in one run:
+1. `idle`: one sequential client asks /recommend for known users for --seconds (p50, p99);
+2. `paced_1000`: the same while a sender posts 1,000 events/s (two batches of 500 a second);
+3. `ingest`: --senders concurrent senders post batches of 500 as fast as answers come, for --seconds.
+Events are plays/skips/likes/dislikes of catalogue tracks by 2,000 new listeners, with fresh ids (no repeats).
+Results: `docs/results/events/events_ingest.csv` and the table in `docs/events.md` between its `ingest-table`
+markers, both written by this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from services.stack import SERVICES, Stack
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT_CSV = ROOT / "docs/results/events/events_ingest.csv"
+DOC = ROOT / "docs/events.md"
+TABLE_START, TABLE_END = "<!-- ingest-table start -->", "<!-- ingest-table end -->"
+KEY = "events-bench-key"
+BATCH = 500
+TYPES = ["play"] * 6 + ["skip"] * 2 + ["like", "dislike"]
+
+
+def world_env(base: Path, args: argparse.Namespace) -> dict[str, str]:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ENCORE_")},
+        "ENCORE_ARTIFACTS_DIR": str(base / "artifacts"),
+        "ENCORE_DATA_DIR": str(base / "data"),
+        "ENCORE_FEAST_DATA_DIR": str(base / "feast"),
+        "ENCORE_FEAST_PROJECT": args.project,
+        "ENCORE_API_KEY": KEY,
+        "OMP_NUM_THREADS": "1",
+    }
+    if args.online == "redis":
+        env |= {"ENCORE_FEAST_ONLINE": "redis", "ENCORE_REDIS_URL": args.redis_url}
+    return env
+
+
+def bootstrap(env: dict[str, str]) -> None:
+    cmd = [sys.executable, "-m", "training.bootstrap", "--size", "quick", "--epochs", "2", "--quiet"]
+    boot = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    if boot.returncode != 0:
+        raise SystemExit(f"error: bootstrap failed: {boot.stderr.strip().splitlines()[-1:]}")
+
+
+class Batches:
+    """Fresh batches of 500 events over the catalogue (thread-safe: each call makes its own)."""
+
+    def __init__(self, tracks: list[str], n_users: int = 2000):
+        self.tracks, self.users = tracks, [f"bench-{uuid.uuid4().hex[:6]}-{i}" for i in range(n_users)]
+
+    def make(self) -> list[dict]:
+        rng = random.Random()
+        ts = datetime.now(UTC).isoformat()
+        return [
+            {
+                "id": uuid.uuid4().hex,
+                "user_id": rng.choice(self.users),
+                "track_id": rng.choice(self.tracks),
+                "type": rng.choice(TYPES),
+                "ms": rng.randrange(1_000, 240_000),
+                "ts": ts,
+            }
+            for _ in range(BATCH)
+        ]
+
+
+def post_batches(url: str, batches: Batches, stop: threading.Event, interval_s: float | None, out: list) -> None:
+    """Post batches until `stop`; every `interval_s` (paced) or back to back. Appends (seconds, status, accepted)."""
+    with httpx.Client(timeout=60, headers={"X-API-Key": KEY}) as client:
+        next_at = time.monotonic()
+        while not stop.is_set():
+            body = {"events": batches.make()}
+            started = time.perf_counter()
+            response = client.post(f"{url}/events", json=body)
+            accepted = response.json().get("accepted", 0) if response.status_code == 200 else 0
+            out.append((time.perf_counter() - started, response.status_code, accepted))
+            if interval_s is not None:
+                next_at += interval_s
+                stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+def recommend_latency(url: str, users: list[str], seconds: float) -> dict:
+    times, errors = [], 0
+    with httpx.Client(timeout=30) as client:
+        deadline = time.monotonic() + seconds
+        i = 0
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            response = client.get(f"{url}/recommend", params={"user_id": users[i % len(users)], "k": 20})
+            times.append(time.perf_counter() - started)
+            errors += response.status_code != 200
+            i += 1
+    ms = np.asarray(times) * 1000
+    return {"recommend_n": len(ms), "recommend_p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "recommend_p99_ms": round(float(np.percentile(ms, 99)), 2), "recommend_errors": errors}  # fmt: skip
+
+
+def ingest_summary(results: list, seconds: float) -> dict:
+    if not results:
+        return {"events_per_s": 0, "batches": 0, "batch_p50_ms": "", "batch_p99_ms": "", "batch_errors": 0}
+    latency = np.asarray([r[0] for r in results]) * 1000
+    return {
+        "events_per_s": round(sum(r[2] for r in results) / seconds),
+        "batches": len(results),
+        "batch_p50_ms": round(float(np.percentile(latency, 50)), 1),
+        "batch_p99_ms": round(float(np.percentile(latency, 99)), 1),
+        "batch_errors": sum(r[1] != 200 for r in results),
+    }
+
+
+def run_phase(name: str, stack: Stack, batches: Batches, users: list[str], args, senders: int, interval) -> dict:
+    stop, results = threading.Event(), []
+    threads = [
+        threading.Thread(target=post_batches, args=(stack.url("embedder"), batches, stop, interval, results))
+        for _ in range(senders)
+    ]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    if name == "ingest":
+        for _ in tqdm(range(int(args.seconds)), desc=name, disable=args.quiet):
+            time.sleep(1)
+        rec = {"recommend_n": 0, "recommend_p50_ms": "", "recommend_p99_ms": "", "recommend_errors": ""}
+    else:
+        rec = recommend_latency(stack.url("ranker"), users, args.seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    row = {
+        "store": args.online,
+        "workers": args.workers,
+        "phase": name,
+        "senders": senders,
+        **rec,
+        **ingest_summary(results, time.monotonic() - started),
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def write_results(rows: list[dict], notes: list[str], append: bool) -> None:
+    OUT_CSV.parent.mkdir(parents=True, exist_ok=True)
+    if append and OUT_CSV.exists():
+        with OUT_CSV.open(newline="") as fh:
+            rows = [*csv.DictReader(fh), *rows]
+        text = DOC.read_text().split(TABLE_START, 1)[1].split(TABLE_END, 1)[0]
+        notes = [line for line in text.splitlines() if line.startswith("Run ")] + notes
+    with OUT_CSV.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    text = DOC.read_text()
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    DOC.write_text(f"{head}{TABLE_START}\n{markdown_table(rows, notes)}\n{TABLE_END}{tail}")
+
+
+def markdown_table(rows: list[dict], notes: list[str]) -> str:
+    """The docs table, made from the CSV rows only."""
+    cols = ["store", "workers", "phase", "senders", "events_per_s", "batch_p50_ms", "batch_p99_ms", "batch_errors"]
+    cols += ["recommend_n", "recommend_p50_ms", "recommend_p99_ms", "recommend_errors"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(row[c]) for c in cols) + " |" for row in rows]
+    return "\n".join([*lines, "", *notes])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--world", type=Path, default=None, help="a bootstrapped world's folder (default: a new one)")
+    parser.add_argument("--project", default="encore", help="ENCORE_FEAST_PROJECT of that world")
+    parser.add_argument("--online", choices=["sqlite", "redis"], default="sqlite")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/5")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
+    parser.add_argument("--senders", type=int, default=4, help="concurrent senders in the ingest phase")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers per service")
+    parser.add_argument("--append", action="store_true", help="add the rows to the CSV instead of replacing it")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave the CSV and the docs alone")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="encore-events-") as tmp:
+        base = args.world or Path(tmp)
+        env = world_env(base, args)
+        if args.world is None:
+            print("bootstrapping a quick world ...", flush=True)
+            bootstrap(env)
+        tracks = pd.read_parquet(base / "feast" / "offline" / "track_meta", columns=["track_id"])["track_id"].tolist()
+        users = [str(u) for u in pd.read_parquet(base / "feast" / "offline" / "user_profile")["user_id"][:40]]
+        stack = Stack(env=env, ports={s.name: free_port() for s in SERVICES}, log_dir=base, workers=args.workers)
+        stack.start(timeout_s=300)
+        try:
+            batches = Batches(tracks)
+            rows = [
+                run_phase("idle", stack, batches, users, args, 0, None),
+                run_phase("paced_1000", stack, batches, users, args, 1, BATCH / 1000),
+                run_phase("ingest", stack, batches, users, args, args.senders, None),
+            ]
+        finally:
+            stack.stop()
+    notes = [
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores (shared with other jobs, "
+        f"client on the same machine), {args.workers} worker(s) per service, {args.online} store, quick world "
+        f"({len(tracks)} tracks{', reused' if args.world else ''}); `python -m benchmarks.events_ingest "
+        f"{'--world <dir> --project ' + args.project + ' ' if args.world else ''}--online {args.online} "
+        f"--seconds {args.seconds:g} --senders {args.senders} --workers {args.workers}`.",
+    ]
+    if not args.no_write:
+        write_results(rows, notes, args.append)
+        print(f"wrote {OUT_CSV.relative_to(ROOT)} and the table in {DOC.relative_to(ROOT)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
