@@ -11,7 +11,7 @@ Writes still go through Feast (encore.store.Store); every serving read comes her
   little-endian -> serialized Value, plus "_ts:<view>" -> the view's event timestamp. A missing field reads
   as None.
 - Value: a protobuf oneof; Encore's dtypes use string_val (2), int64_val (4), float_val (6), string_list_val
-  (12), int64_list_val (14) and float_list_val (16), the lists in a message's field 1 (numbers packed).
+  (12), int64_list_val (14) and float_list_val (16), the lists in a message's field 1.
 
 Feature views have no TTL (features.py: timedelta(0)), so Feast applies no max-age filter on reads either.
 `read_rows` gives the python values Feast's `get_online_features(...).to_dict()` gives (tests compare both on
@@ -86,16 +86,12 @@ def _signed(value: int) -> int:
 
 
 def _repeated(message: bytes, packed_kind: str) -> list:
-    """Field 1 of a FloatList ('f'), Int64List ('q'; both packed or not) or StringList ('s')."""
+    """Field 1 of a FloatList ('f') or Int64List ('q'), packed or not."""
     values: list = []
     pos = 0
     while pos < len(message):
         tag, pos = _varint(message, pos)
-        if tag == 0x0A and packed_kind == "s":
-            size, pos = _varint(message, pos)
-            values.append(message[pos : pos + size].decode())
-            pos += size
-        elif tag == 0x0A:  # packed
+        if tag == 0x0A:  # packed
             size, pos = _varint(message, pos)
             chunk = message[pos : pos + size]
             pos += size
@@ -117,6 +113,18 @@ def _repeated(message: bytes, packed_kind: str) -> list:
     return values
 
 
+def _strings(message: bytes) -> list[str]:
+    values, pos = [], 0
+    while pos < len(message):
+        tag, pos = _varint(message, pos)
+        if tag != 0x0A:
+            raise StoreError(f"online string list with protobuf tag {tag}: not one Encore writes")
+        size, pos = _varint(message, pos)
+        values.append(message[pos : pos + size].decode())
+        pos += size
+    return values
+
+
 def decode_value(blob: Blob) -> Any:
     """A serialized feast Value as the python value Feast's to_dict() gives (None when unset)."""
     if not blob:
@@ -129,9 +137,12 @@ def decode_value(blob: Blob) -> Any:
         return _signed(_varint(blob, pos)[0])
     if tag == _TAG_FLOAT:
         return struct.unpack_from("<f", blob, pos)[0]
-    if tag in (0x62, 0x72, 0x82):  # string_list_val (12), int64_list_val (14), float_list_val (16; two-byte tag)
+    if tag == 0x62:  # string_list_val (12): field 1 of a StringList, one length-delimited entry per string
         size, pos = _varint(blob, pos)
-        return _repeated(blob[pos : pos + size], {0x62: "s", 0x72: "q", 0x82: "f"}[tag])
+        return _strings(blob[pos : pos + size])
+    if tag in (0x72, 0x82):  # int64_list_val (14), float_list_val (16; a two-byte tag)
+        size, pos = _varint(blob, pos)
+        return _repeated(blob[pos : pos + size], "q" if tag == 0x72 else "f")
     raise StoreError(f"online value with protobuf tag {tag}: not a type Encore writes")
 
 

@@ -244,14 +244,6 @@ class RankerSettings(ServiceSettings):
         ge=0,
         le=1,
     )
-    item_cache_dir: str = setting(
-        "auto",
-        "ENCORE_RANKER_ITEM_CACHE_DIR",
-        "ENCORE_ITEM_CACHE_DIR",  # pydantic-settings reads ENCORE_<field> too: listed, so it warns
-        description="folder of the encoded item inputs, written once and memory-mapped by every worker of the host "
-        "(one copy in memory); must be private to the service's user (0700); `auto`: "
-        "`<temp dir>/encore-ranker-items-<uid>`; empty: each worker keeps its own",
-    )
     read_events: bool = setting(
         True,
         "ENCORE_RANKER_READ_EVENTS",
@@ -265,6 +257,14 @@ class RankerSettings(ServiceSettings):
         "ENCORE_FOLDIN_CANDIDATES",
         description="a new listener's fold-in candidates the model orders",
         ge=1,
+    )
+    item_cache_dir: str = setting(
+        "auto",
+        "ENCORE_RANKER_ITEM_CACHE_DIR",
+        "ENCORE_ITEM_CACHE_DIR",  # pydantic-settings reads ENCORE_<field> too: listed, so it warns
+        description="folder of the encoded item inputs, written once and memory-mapped by every worker of the host "
+        "(one copy in memory); must be private to the service's user (0700); `auto`: "
+        "`<temp dir>/encore-ranker-items-<uid>`; empty: each worker keeps its own",
     )
     expected_spec_hash: str = setting(
         "",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,6 +110,18 @@ def train_cell(cell: Cell, encoded: EncodedData, dist: Dist | None = None) -> Ce
     Data-parallel (`dist`, training/distributed.py): each rank trains on its shard of the training rows (and
     draws its own negatives, seeded per rank); rank 0 alone evaluates, so other ranks return no metrics."""
     dist = dist or Dist()
+    started = time.time()
+    model, fitted = fit_cell(cell, encoded, dist=dist)
+    metrics = {split: evaluate(model, tensors) for split, tensors in encoded.evals.items()} if dist.is_main else {}
+    return CellResult(cell, model, fitted, metrics, started, dist)
+
+
+def fit_cell(
+    cell: Cell, encoded: EncodedData, on_epoch: Callable | None = None, dist: Dist | None = None
+) -> tuple[CTRModel, TrainResult]:
+    """Train the cell's model (seeded), early-stopped on the valid split only; nothing else is evaluated.
+    `on_epoch(log)` sees every epoch's validation log (hyper-parameter search prunes with it)."""
+    dist = dist or Dist()
     resample = None
     if cell.data.train_sampler is not None:
         sampler, data, seed = cell.data.train_sampler, cell.data, dist.rank_seed(cell.seed)
@@ -120,10 +133,7 @@ def train_cell(cell: Cell, encoded: EncodedData, dist: Dist | None = None) -> Ce
     model = cell.model_class(encoded.spec, **cell.model_options)
     if dist.is_main:
         print(f"== {cell.data.name} {cell.model} seed {cell.seed}", file=sys.stderr)
-    started = time.time()
-    fitted = fit(model, dist.shard(encoded.train), encoded.evals["valid"], cell.train, resample, dist)
-    metrics = {split: evaluate(model, tensors) for split, tensors in encoded.evals.items()} if dist.is_main else {}
-    return CellResult(cell, model, fitted, metrics, started, dist)
+    return model, fit(model, dist.shard(encoded.train), encoded.evals["valid"], cell.train, resample, dist, on_epoch)
 
 
 def save_run(result: CellResult, spec: FeatureSpec, runs_dir: Path) -> Path:

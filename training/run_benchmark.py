@@ -13,6 +13,12 @@ trains a tiny world for two epochs (tests and smoke runs).
     .venv/bin/python training/run_benchmark.py --task recall --dataset synthetic \
         --models BPR,VBPR,FREEDOM,LGMRec --seeds 1,2,3 --threads 1 --out results/recall-synthetic
 
+Settings for any data (training/config.py): the dataset's config file, then --preset bars|taste, then
+--config FILE (YAML or JSON), then --set KEY=VALUE overrides, e.g.
+    .venv/bin/python training/run_benchmark.py --dataset hetrec-lastfm-2k --features id+cat --models DCNv2 \
+        --preset taste --set train.lr=0.001 --set models.DCNv2.model.hidden_units=[128,128] --out results/x
+--tune N searches the first model's settings with Optuna on validation AUC (training/tune.py).
+
 Data-parallel (training/distributed.py): the same command under torchrun trains each cell on every rank's
 shard of the rows (gloo on CPU); rank 0 alone evaluates and writes the results and run folders:
     torchrun --standalone --nproc_per_node=2 training/run_benchmark.py --dataset frappe --models DeepFM \
@@ -71,6 +77,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--epochs", type=int, default=None, help="override the maximum number of epochs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    c = p.add_argument_group("settings (training/config.py; applied in this order)")
+    c.add_argument(
+        "--preset",
+        default=None,
+        help="named settings: bars (today's Frappe/BARS settings whole) or taste (TASTE's lr 0.005, batch 2048, "
+        "patience 10, per-model embedding sizes; --dataset taste uses it unless another is named)",
+    )
+    c.add_argument("--config", type=Path, default=None, help="YAML or JSON file: {train: {...}, models: {M: ...}}")
+    c.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, repeatable: train.lr=0.005, models.DeepFM.model.hidden_units=[256,256], "
+        "model.embedding_dim=32 (every selected model that takes it)",
+    )
+    o = p.add_argument_group("hyper-parameter search (training/tune.py; Optuna TPE, pruning on valid AUC)")
+    o.add_argument("--tune", type=int, default=None, metavar="TRIALS", help="search with this many trials")
+    o.add_argument("--tune-minutes", type=float, default=None, help="or stop the search after this many minutes")
+    o.add_argument("--tune-space", type=Path, default=None, help="search space (default training/configs/search.json)")
+    o.add_argument("--study", default=None, help="study name (default: dataset_features_content_model)")
     g = p.add_argument_group("generated and implicit-feedback datasets (synthetic)")
     g.add_argument("--cold", action="store_true", help="withhold 20%% of items; report pure-cold and mixed sets")
     g.add_argument("--quick", action="store_true", help="tiny world, at most 2 epochs: a fast end-to-end check")
@@ -80,6 +108,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--label-threshold", type=int, default=None, help="label = num_repeat >= N (default 2; hetrec 250)")
     g.add_argument("--negatives", type=int, default=None, help="negatives per observed row (default 1)")
     g.add_argument("--kcore", type=int, default=None, help="k-core filter (default 5)")
+    g.add_argument(
+        "--train-negatives",
+        default=None,
+        choices=["train", "all"],
+        help="what training negatives exclude: train (default) the user's training rows only; all every play, "
+        "held-out ones included (TASTE's rule, the committed grids'); eval negatives always exclude every play",
+    )
     g.add_argument("--missing-content", default=None, choices=["error", "zeros"], help="items without content")
     g.add_argument("--encoder", default=None, help="audio encoder for content (default mfcc)")
     r = p.add_argument_group("recall task (--task recall)")
@@ -107,6 +142,7 @@ def dataset_options(args: argparse.Namespace, dataset: Dataset) -> dict:
         "label_threshold": args.label_threshold,
         "negatives": args.negatives,
         "kcore": args.kcore,
+        "train_negatives": args.train_negatives,
         "cold_share": 0.2 if args.cold else None,
     }
     protocol = {k: v for k, v in protocol.items() if v is not None}
@@ -140,6 +176,19 @@ def parse_seeds(text: str) -> list[int]:
 def load_config(dataset: str) -> dict:
     path = CONFIG_DIR / f"{dataset}.json"
     return json.loads(path.read_text()) if path.exists() else {"train": {}, "models": {}}
+
+
+def settings(args: argparse.Namespace, model_classes: dict) -> dict:
+    """The effective config from the dataset's file, the preset, --config and --set (logged, then checked)."""
+    from training.config import build_config, check_config, model_options
+
+    config, layers = build_config(args.dataset, model_options(model_classes), args.preset, args.config, args.overrides)
+    check_config(config, model_classes)
+    from training.distributed import launched_rank
+
+    if launched_rank() == 0:  # stdout: stderr's last line stays the error, if any
+        print(f"settings: {' < '.join(layers)}", flush=True)
+    return config
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -176,7 +225,7 @@ def run(args: argparse.Namespace) -> Path:
         raise EncoreError("--models is empty")
     torch.set_num_threads(args.threads)
     data_root = args.data_root or dataset.data_root()
-    config = load_config(args.dataset)
+    config = settings(args, model_classes)
     results = ResultsTable(args.out)
     reference = {m: c["bars_test_auc"] for m, c in config["models"].items() if "bars_test_auc" in c}
     epochs = args.epochs if args.epochs is not None else (2 if args.quick else None)
@@ -230,6 +279,19 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     try:
+        ctr_only = args.preset or args.config or args.overrides or args.tune is not None or args.tune_minutes
+        if args.task == "recall" and ctr_only:
+            raise EncoreError("--preset, --config, --set and --tune apply to --task ctr only")
+        if args.tune is not None or args.tune_minutes is not None:
+            from training.tune import run_tune
+
+            if launched_world_size() > 1:
+                raise EncoreError("--tune does not run data-parallel: launch it without torchrun")
+            if args.threads is None:
+                args.threads = os.cpu_count() or 1
+            out = run_tune(args)
+            print(f"search in {out / 'tune.db'}; best settings in {out / 'best.json'}")
+            return 0
         if args.task == "recall":
             from training.recall_benchmark import run_recall
 

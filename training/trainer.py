@@ -109,11 +109,14 @@ def fit(
     cfg: TrainConfig,
     resample: Callable[[int], TensorSplit] | None = None,
     dist: Dist | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place and leave it holding the best-validation weights.
 
     `resample(epoch)`, when given, supplies the training rows of every epoch after the first (fresh
     negatives each epoch); `train` is epoch 1. Without it every epoch reuses `train` (fixed negatives).
+    `on_epoch(log)`, when given, sees each epoch's validation log on rank 0; an exception from it ends training
+    (single process only: hyper-parameter search does not run data-parallel).
 
     Data-parallel (`dist` of several ranks, training/distributed.py): `train` and `resample` give this rank's
     shard, cfg.batch_size is global, gradients are averaged across ranks, and rank 0 alone validates; its
@@ -148,6 +151,8 @@ def fit(
         if dist.is_main:
             log = _validate(model, valid, cfg, epoch, mean_loss, epoch_train, optimizer.param_groups[0]["lr"], cpu)
             history.append(log)
+            if on_epoch is not None:
+                on_epoch(log)
             improved = log.valid[cfg.monitor] > best_score + 1e-6
             if improved:
                 best_score, best_valid = log.valid[cfg.monitor], log.valid

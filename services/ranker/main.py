@@ -46,9 +46,9 @@ def create_app(settings: RankerSettings | None = None, store: Store | None = Non
             ItemFeatures(feature_store, settings.track_table_max_age_s, settings.track_miss_ttl_s, guard),
             n_candidates=settings.candidates,
             metrics=RankerMetrics(app.state.registry),
-            item_cache_dir=settings.item_cache_path,
             recent=RecentActivity(feature_store, guard, settings.user_cache_size) if settings.read_events else None,
             foldin_candidates=settings.foldin_candidates,
+            item_cache_dir=settings.item_cache_path,
         )
         ranker.load()
         try:

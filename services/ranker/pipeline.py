@@ -330,9 +330,9 @@ class Ranker:
         item_features: ItemFeatures,
         n_candidates: int,
         metrics: RankerMetrics | None = None,
-        item_cache_dir: Path | None = None,
         recent: RecentActivity | None = None,
         foldin_candidates: int = 50,
+        item_cache_dir: Path | None = None,
     ):
         self.foldin_candidates = foldin_candidates
         self.holder = holder

@@ -54,6 +54,10 @@ def test_tiny_run_writes_results_runs_and_skips_finished_cells(tmp_path):
     }
     assert {p.name for p in run_dir.iterdir()} == {"manifest.json", "model.onnx", "spec.json", "weights.safetensors"}
     assert not [p for p in (out / "runs").iterdir() if p.name.startswith(".")]
+    # The committable evidence: one compact manifest per run beside results.csv, weights and history left out.
+    committed = [json.loads(line) for line in (out / "manifests.jsonl").read_text().splitlines()]
+    assert sorted(m["run_id"] for m in committed) == sorted(p.name for p in (out / "runs").iterdir())
+    assert all("history" not in m and m["metrics"]["test"]["auc"] and m["data_files"] for m in committed)
 
     again = run_cli(*grid, data_root=tmp_path / "data")
     assert again.returncode == 0

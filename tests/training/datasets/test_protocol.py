@@ -101,3 +101,29 @@ def test_loader_statistics_use_training_rows_only(quick_world, world_root):
     assert np.isfinite(data.train.popularity).all()
     assert set(data.oracle_auc) == {"valid", "test", "cold", "mixed"}
     assert {"test", "cold", "mixed"} <= set(data.eval_splits())
+
+
+def test_training_negatives_exclude_only_training_rows_and_eval_negatives_every_play(quick_world, tmp_path):
+    """The default fits on train only: a training negative may be a held-out play, never a training row.
+    TASTE's rule (train_negatives="all") excludes every play, as the eval negatives always do."""
+    played = _pairs(quick_world.plays)
+    drawn = {}
+    for rule in ("train", "all"):
+        splits = apply_protocol(
+            quick_world.plays, ProtocolConfig(cold_share=0.2, train_negatives=rule), tmp_path / rule
+        )
+        train = _pairs(splits.train_positives)
+        negatives = set()
+        for epoch in (1, 2, 3, 4):
+            rows = splits.sampler(epoch, 0)
+            negatives |= _pairs(rows.iloc[len(splits.train_positives) :])
+        assert not negatives & train, rule
+        drawn[rule] = (negatives, splits)
+    negatives, splits = drawn["train"]
+    assert negatives & played  # some held-out plays are drawn: nothing outside train decides the rows
+    assert not drawn["all"][0] & played
+    for name in ("valid", "test", "cold"):  # eval negatives: the full exclusion under either rule
+        frame = splits.evals[name]
+        assert not _pairs(frame.iloc[len(frame) // 2 :]) & played, name
+    pd.testing.assert_frame_equal(splits.evals["test"], drawn["all"][1].evals["test"])
+    assert ProtocolConfig(train_negatives="all").tag() == "random+trainneg-all" and ProtocolConfig().tag() == "random"

@@ -1,0 +1,48 @@
+"""The docs' result tables are generated from committed CSVs (python -m training.results --write-docs)."""
+
+import pandas as pd
+import pytest
+
+from training import doc_tables
+from training.doc_tables import CHECKED_DOCS, DOCS, NOT_REPRODUCIBLE, render_doc, stale_files, unbacked_tables
+from training.results import main
+
+
+def test_every_generated_table_matches_its_csv():
+    assert stale_files() == [], "run: python -m training.results --write-docs"
+
+
+@pytest.mark.parametrize("name", CHECKED_DOCS)
+def test_every_table_is_generated_or_marked_not_reproducible(name):
+    assert unbacked_tables(DOCS / name) == []
+
+
+def test_a_changed_csv_number_makes_its_table_stale(tmp_path, monkeypatch):
+    """Copy the grid CSVs, change one cell, and the docs no longer match: the check reads the CSV, not the doc."""
+    for source in doc_tables.result_folders():
+        folder = source.name
+        (tmp_path / folder).mkdir()
+        rows = pd.read_csv(source / "results.csv")
+        if folder == "synthetic_grid":
+            rows.loc[(rows.split == "cold") & (rows.model == "LR"), "gauc"] += 0.01
+        rows.to_csv(tmp_path / folder / "results.csv", index=False)
+    text = (DOCS / "benchmarks.md").read_text()
+    monkeypatch.setattr(doc_tables, "RESULTS", tmp_path)
+    rendered = render_doc(text)
+    assert rendered != text
+    changed = [a for a, b in zip(text.splitlines(), rendered.splitlines(), strict=True) if a != b]
+    assert changed and all("| LR |" in line for line in changed)
+
+
+def test_an_unmarked_table_is_found(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text(
+        f"# A\n\n{NOT_REPRODUCIBLE} one-off.\n\n| a |\n|---|\n| 1 |\n\n## B\n\n| b |\n|---:|\n| 2 |\n\n"
+        "<!-- table: pattern -->\n| c |\n|---|\n<!-- /table -->\n"
+    )
+    assert unbacked_tables(doc) == [11]  # B's table: the mark covers only its own section
+
+
+def test_check_docs_command_passes_on_the_committed_docs(capsys):
+    assert main(["--check-docs"]) == 0
+    assert "matches" in capsys.readouterr().out
