@@ -297,8 +297,9 @@ def test_api_key_secret(rendered: tuple[str, list[dict[str, Any]]]) -> None:
 
 
 def test_env_matches_compose_and_names_are_known(rendered: tuple[str, list[dict[str, Any]]]) -> None:
-    from tests.test_deploy_files import KNOWN_ENV
+    from encore import settings
 
+    current = settings.all_variable_names() - set(settings.deprecated_names())  # no deprecated name either
     overlay, docs = rendered
     config = _by_kind(docs, "ConfigMap")["encore-env"]["data"]
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["x-encore-env"]
@@ -306,7 +307,7 @@ def test_env_matches_compose_and_names_are_known(rendered: tuple[str, list[dict[
     for workload in _workloads(docs):
         for container in _pod_spec(workload)["containers"]:
             names |= {e["name"] for e in container.get("env", []) if e["name"].startswith("ENCORE_")}
-    assert names <= set(KNOWN_ENV), sorted(names - set(KNOWN_ENV))
+    assert names <= current, sorted(names - current)
     if overlay == "dev":
         assert config == compose  # the same settings as the compose stack
     else:

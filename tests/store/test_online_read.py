@@ -165,3 +165,40 @@ def test_usual_layouts_take_the_vectorized_paths(store: Store) -> None:
                 assert ok.all() and width == (WIDTH if name == "embedding" else N_TOKENS)
             else:
                 assert _scalar_fast(_Packed(column), dtype) is not None, name
+
+
+def test_user_activity_rows_equal_feasts_read(store: Store) -> None:
+    """user_activity (string lists, float lists that may be empty) as the ranker reads it per request."""
+    stamp = pd.Timestamp.now(tz="UTC")
+    rows = [
+        {
+            fn.USER_ID: "u0",
+            "recent_tracks": ["t1", "t-ü", "t3"],
+            "recent_types": ["play", "skip", "like"],
+            "n_play": 1,
+            "n_skip": 1,
+            "n_like": 1,
+            "n_dislike": 0,
+            "skip_rate": 0.5,
+            "profile": np.array([0.25, -1.5, 3.0], np.float32),
+            "profile_n": 2,
+        },
+        {
+            fn.USER_ID: "u1",
+            "recent_tracks": [],
+            "recent_types": [],
+            "n_play": 0,
+            "n_skip": 0,
+            "n_like": 0,
+            "n_dislike": 0,
+            "skip_rate": 0.0,
+            "profile": np.zeros(0, np.float32),
+            "profile_n": 0,
+        },
+    ]
+    frame = pd.DataFrame([{**r, fn.EVENT_TIMESTAMP: stamp, fn.CREATED_TIMESTAMP: stamp} for r in rows])
+    store.push_online(fn.USER_ACTIVITY, frame)
+    users = ["u0", "u1", "nobody"]
+    ours = store.get_activity(users)
+    assert ours == feast_rows(store, fn.USER_ID, users, [fn.USER_ACTIVITY])
+    assert ours["u0"]["recent_tracks"] == ["t1", "t-ü", "t3"] and ours["u0"]["profile"] == [0.25, -1.5, 3.0]
