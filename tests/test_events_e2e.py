@@ -4,9 +4,6 @@ real processes, send a new listener's plays to POST /events and ask /recommend o
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -16,40 +13,25 @@ import httpx
 import pandas as pd
 import pytest
 
-from services.stack import SERVICES, Stack
-from tests.conftest import free_port
+from services.stack import Stack
+from tests.stack_world import API_KEY  # the shared quick world's key
 
 ROOT = Path(__file__).resolve().parents[1]
-API_KEY = "events-key"
+
 AUTH = {"X-API-Key": API_KEY}
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory):
-    base = tmp_path_factory.mktemp("events-e2e")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ENCORE_")},
-        "ENCORE_ARTIFACTS_DIR": str(base / "artifacts"),
-        "ENCORE_DATA_DIR": str(base / "data"),
-        "ENCORE_FEAST_DATA_DIR": str(base / "feast"),
-        "ENCORE_FEAST_PROJECT": f"ev_{uuid.uuid4().hex[:8]}",
-        "ENCORE_API_KEY": API_KEY,
-    }
-    cmd = [sys.executable, "-m", "training.bootstrap", "--size", "quick", "--epochs", "2", "--quiet"]
-    boot = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
-    assert boot.returncode == 0, boot.stderr[-3000:]
-    meta = pd.read_parquet(base / "feast" / "offline" / "track_meta")
-    stack = Stack(env=env, ports={s.name: free_port() for s in SERVICES}, log_dir=base)
-    try:
-        stack.start(timeout_s=300)
-    except RuntimeError:
-        stack.stop()
-        raise
-    with httpx.Client(timeout=60) as client:
-        yield stack, client, meta
-    stack.stop()
+def system(quick_world, tmp_path_factory):
+    """The session's quick world (tests/stack_world.py; one bootstrap shared with the room tests), its own stack."""
+    from tests.stack_world import running_stack
+
+    meta = pd.read_parquet(quick_world.base / "feast" / "offline" / "track_meta")
+    with running_stack(quick_world, tmp_path_factory.mktemp("events-e2e-logs")) as stack:
+        with httpx.Client(timeout=60) as client:
+            yield stack, client, meta
 
 
 def _recommend(stack: Stack, client: httpx.Client, user: str) -> dict:

@@ -54,15 +54,23 @@ def test_protocol_invariants_on_real_data(full):
     assert full.variant == "random+t250"
     pairs = plays.set_index([USER, ITEM])["num_repeat"]
     # Observed rows: the k-core (>= 5 rows per user and per item) and label = play count >= 250.
-    train_obs = full.train.merge(plays, on=[USER, ITEM], how="inner")
     evals_obs = [f.merge(plays, on=[USER, ITEM], how="inner") for f in (full.valid, full.test)]
+    eval_pairs = pd.MultiIndex.from_frame(pd.concat(evals_obs)[[USER, ITEM]])
+    train_keys = pd.MultiIndex.from_frame(full.train[[USER, ITEM]])
+    # Training negatives are drawn against the user's training rows only (fit on train only), so a few are pairs
+    # held out for valid or test; those are negatives here, not observed training rows.
+    train_observed = train_keys.isin(pairs.index) & ~train_keys.isin(eval_pairs)
+    train_obs = full.train[train_observed].merge(plays, on=[USER, ITEM], how="inner")
     rows = pd.concat([train_obs, *evals_obs], ignore_index=True)
     assert not rows.duplicated([USER, ITEM]).any()
     assert rows.groupby(USER).size().min() >= 5 and rows.groupby(ITEM).size().min() >= 5
     assert (rows.label == (rows.num_repeat >= hetrec.LABEL_THRESHOLD)).all()
     assert 0.3 < rows.label.mean() < 0.8  # a meaningful label, unlike num_repeat >= 2 (99% positive)
-    # Negatives: one per observed row, never an interacted pair, label 0.
-    for frame in (full.train, full.valid, full.test):
+    # Negatives: one per observed row, label 0; never a training pair, and in valid/test never any played pair.
+    assert train_observed.sum() == (~train_observed).sum() and (full.train.label[~train_observed] == 0).all()
+    negatives = train_keys[~train_observed]
+    assert not negatives.isin(pd.MultiIndex.from_frame(train_obs[[USER, ITEM]])).any()
+    for frame in (full.valid, full.test):
         keys = pd.MultiIndex.from_frame(frame[[USER, ITEM]])
         seen = keys.isin(pairs.index)
         assert seen.sum() == (~seen).sum() and (frame.label[~seen] == 0).all()
