@@ -4,6 +4,7 @@ warning, and no other module in encore/, services/, training/ or feature_repo/ r
 from __future__ import annotations
 
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -71,6 +72,8 @@ def test_every_variable_name_is_spelled_by_its_service() -> None:
 
 def test_only_listed_encore_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     """Generic names (REDIS_URL, API_KEY, MAX_K) never configure Encore; only the listed ENCORE_* names do."""
+    for name in [n for n in os.environ if n.startswith("ENCORE_")]:  # `make test` exports ENCORE_API_KEY
+        monkeypatch.delenv(name)
     for name, value in {
         "REDIS_URL": "redis://other:1/0",
         "API_KEY": "leak",
