@@ -6,7 +6,9 @@ clipped full-scale square wave, a 1 s tone and a 0.5 s six-channel file) through
 and reports, over the known listeners' top-10:
 - upload_slot_ratio: the uploads' share of top-10 slots over their share of the catalog (goal <= 3);
 - max_user_share: the largest fraction of users whose top-10 holds one upload (goal <= 0.2);
-- unreachable: accepted real clips that rank in no known user's top-50 (goal: none).
+- unreachable: accepted real clips that rank in no known user's top-50 (goal: none);
+- sounds_like_share: the share of top-10 items whose reason names a track the listener played (no goal: how
+  often the "sounds like <a track you played>" reason is there to read).
 
     .venv/bin/python benchmarks/real_uploads.py --label after [--start]   # --start: bootstrap + stack of its own
     .venv/bin/python benchmarks/real_uploads.py --ranker http://127.0.0.1:8000 --embedder http://127.0.0.1:8002
@@ -78,6 +80,7 @@ class Report:
     max_user_share: float = 0.0
     unreachable: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
+    sounds_like_share: float = 0.0
 
     def passes(self) -> bool:
         return (
@@ -116,6 +119,7 @@ def run_check(
     uploads = upload_all(client, embedder, api_key, audio_dir)
     accepted = {u.track_id: u for u in uploads if u.status == 200}
     slots = Counter()
+    sounds_like = Counter()
     top10_users: Counter[str] = Counter()
     top50_users: Counter[str] = Counter()
     known = 0
@@ -127,6 +131,7 @@ def run_check(
         known += 1
         ids = [item["track_id"] for item in resp.json()["items"]]
         slots.update(tid in accepted for tid in ids[:10])
+        sounds_like.update("sounds like " in item["reason"] for item in resp.json()["items"][:10])
         for rank, tid in enumerate(ids, start=1):
             if tid in accepted:
                 up = accepted[tid]
@@ -142,6 +147,7 @@ def run_check(
     report.max_user_share = max((u.users_top10 for u in accepted.values()), default=0) / max(1, known)
     report.unreachable = [u.name for u in accepted.values() if u.real and u.users_top50 == 0]
     report.refused = [f"{u.name} ({u.status} {u.code})" for u in uploads if u.status != 200]
+    report.sounds_like_share = sounds_like[True] / max(1, sounds_like.total())
     return report
 
 
@@ -155,8 +161,9 @@ def save(report: Report, out_dir: Path = OUT) -> Path:
 def table(out_dir: Path = OUT) -> str:
     """Markdown: one row per saved label."""
     rows = ["| run | uploads accepted | slot share | catalog share | ratio (goal <= 3) | max user share (goal <= 0.2) "
-            "| unreachable real clips | fewest listeners of a real clip (top-50) | refused |",
-            "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            "| unreachable real clips | fewest listeners of a real clip (top-50) | refused "
+            "| top-10 reasons naming a played track |",
+            "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for path in sorted(out_dir.glob("*.json"), key=lambda p: (int(p.name.split("-")[0]), p.name)):
         r = json.loads(path.read_text())
         accepted = sum(u["status"] == 200 for u in r["uploads"])
@@ -164,9 +171,14 @@ def table(out_dir: Path = OUT) -> str:
         rows.append(
             f"| {r['label']} | {accepted} | {r['upload_slot_share']:.3f} | {r['upload_catalog_share']:.3f} "
             f"| {r['upload_slot_ratio']:.2f} | {r['max_user_share']:.3f} | {len(r['unreachable'])} | {fewest} "
-            f"| {', '.join(r['refused']) or '-'} |"
+            f"| {', '.join(r['refused']) or '-'} "
+            f"| {_share(r.get('sounds_like_share'))} |"
         )
     return "\n".join(rows)
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"  # runs saved before the column existed show "-"
 
 
 def main(argv: list[str] | None = None) -> int:

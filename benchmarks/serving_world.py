@@ -25,7 +25,7 @@ from encore.ranker_bundle import RankerComponent
 from encore.retriever_bundle import RetrieverComponent
 from encore.schema import FeatureSpec
 from encore.store import Store, StoreSettings
-from training.bootstrap import RANKER_HPARAMS, RANKER_MODEL, TOKEN_GROUPS, FeatureTables, ranker_fields, ranker_frame
+from training.bootstrap import RANKER_HPARAMS, RANKER_MODEL, TOKEN_FIELDS, FeatureTables, ranker_fields, ranker_frame
 
 EMBEDDING_DIM = 64  # about the MFCC backend's vector length
 RETRIEVER_DIM = 33  # BPR factors + the folded-in item bias
@@ -103,7 +103,7 @@ def feature_tables(n_tracks: int, n_users: int, seed: int = 0) -> FeatureTables:
         {
             fn.TRACK_ID: ids,
             "embedding": list(embedding),
-            "tokens": list(rng.integers(0, 32, (n_tracks, TOKEN_GROUPS))),
+            "tokens": list(rng.integers(0, 32, (n_tracks, TOKEN_FIELDS))),
             "encoder": "mfcc",
             "encoder_revision": "bench",
             "typicality": 0.5,
@@ -160,7 +160,7 @@ def _write_bundle(world: ServingWorld, tables: FeatureTables) -> None:
             "label": rng.integers(0, 2, n_rows),
         }
     )
-    fields = ranker_fields(TOKEN_GROUPS, EMBEDDING_DIM)
+    fields = ranker_fields(TOKEN_FIELDS, EMBEDDING_DIM)
     spec = FeatureSpec.fit(ranker_frame(rows, tables, fields), fields)
     torch.manual_seed(0)
     model = get_ctr_model(RANKER_MODEL)(spec, **RANKER_HPARAMS)

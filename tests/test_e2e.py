@@ -84,6 +84,13 @@ def test_recommend_for_known_and_unknown_users(system):
     assert known["candidate_source"] == "bpr" and len(known["items"]) == 10
     scores = [item["score"] for item in known["items"]]
     assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
+    # Reasons name a track the listener played whose sound is close: one of their training plays.
+    user = info["example_user"]
+    url = f"{stack.url('retriever')}/users/{user}/history"
+    history = set(client.get(url, params={"k": 500}).json()["track_ids"])
+    named = [item["reason"].split("sounds like ", 1)[1].split(",", 1)[0] for item in known["items"]
+             if "sounds like " in item["reason"]]  # fmt: skip
+    assert named and set(named) <= history, [item["reason"] for item in known["items"]]
     new = client.get(f"{stack.url('ranker')}/recommend", params={"user_id": "never-seen-user", "k": 5}).json()
     assert new["candidate_source"] == "popularity" and len(new["items"]) == 5 and not new["degraded"]
 
@@ -101,6 +108,7 @@ def test_uploaded_track_is_stored_and_retrieved_for_a_listener_of_similar_sound(
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["encoder"] == "musicnn" and body["dim"] == 200 and body["retriever_notified"] is True
+    assert body["layer_widths"] == [561, 64, 64, 64, 200] and body["n_tokens"] == 10  # every layer tokenized
     stored = client.get(f"{stack.url('embedder')}/tracks/e2e-upload").json()
     np.testing.assert_allclose(stored["embedding"], body["embedding"], rtol=1e-6)
     assert sorted(body["tags"]) == ["msd", "mtt"] and all(len(t) == 5 for t in body["tags"].values())

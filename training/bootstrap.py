@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -41,7 +42,9 @@ from encore.settings import EncoreSettings
 
 KEYS = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 DENSE_LAYER = "last"
-TOKEN_GROUPS = 8  # one layer (MFCC; MusiCNN's penultimate): split into 8 blocks, so several token fields
+# About this many token fields: every pooled layer gets ceil(TOKEN_FIELDS / layers) blocks, one codebook each
+# (MFCC's one layer: 8 blocks; MusiCNN's five layers, 561/64/64/64/200 wide: 2 each, 10 fields).
+TOKEN_FIELDS = 8
 RANKER_MODEL = "DCNv2"
 # Share of training rows shown to the ranker as an upload looks to it: no track id (OOV), the store's unknown
 # metadata, popularity 0; only the audio is left (DropoutNet-style cold simulation). Without it the model never
@@ -181,7 +184,8 @@ def build(args: argparse.Namespace) -> str:
     train_rows = splits.train_positives
     train_items = set(np.asarray(splits.train_items).astype(str))
     train_idx = np.array([i for i, t in enumerate(ids) if t in train_items])
-    books = Codebooks.fit(layers[train_idx], encoder_info=encoder.describe(), k=32, groups=TOKEN_GROUPS, seed=0)
+    groups = math.ceil(TOKEN_FIELDS / encoder.layout.n_layers)
+    books = Codebooks.fit(layers[train_idx], encoder_info=encoder.describe(), k=32, groups=groups, seed=0)
 
     bundle_id = args.bundle_id or f"demo-{args.size}-{time.strftime('%Y%m%d-%H%M%S')}"
     with BundleBuilder(artifacts_dir(), bundle_id) as bundle:
@@ -196,7 +200,7 @@ def build(args: argparse.Namespace) -> str:
         if without_content:
             raise EncoreError(f"{len(without_content)} catalog tracks have no content")
         # Ranker: DCNv2 on id + categorical + numeric + audio (dense and tokens), fresh negatives each epoch.
-        fields = ranker_fields(books.n_fields, int(layers.shape[2]))
+        fields = ranker_fields(books.n_fields, content.dense_width)
         train_frame = as_cold(
             ranker_frame(splits.sampler(1, args.seed), tables, fields), args.cold_row_share, args.seed
         )

@@ -108,7 +108,7 @@ def extract_catalog_ray(
 
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    shape = (encoder.n_layers, encoder.dim)
+    shape = (encoder.layout.total,)
     todo = [
         {"track_id": t, "path": str(Path(p).resolve())}
         for t, p in items.items()

@@ -1,5 +1,8 @@
 """Audio tokens: per-layer (and per-group) k-means codebooks over the content transform of pooled encoder layers.
 
+Layers may differ in width (MusiCNN: 561, 64, 64, 64, 200; encore/audio/layers.py): content is flat with the
+widths beside it, and each layer is cut into `groups` blocks, one token field per block.
+
 Fit on training-catalog tracks only, together with the bundle's ContentTransform (standardize, then bound:
 encore/audio/transform.py), which the dense vector goes through as well; saved as codebooks.safetensors +
 codebooks.json (no pickle), and refused when applied to vectors from another encoder, revision or shape.
@@ -15,15 +18,16 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save
 
+from encore.audio.layers import LayerLayout
 from encore.audio.transform import ContentTransform
 from encore.errors import EncoreError
 from encore.io import sha256_file, write_bytes_atomic, write_json_atomic
 
-FORMAT_VERSION = 2  # 2: the bounded ContentTransform replaced a plain mean/std standardization
+FORMAT_VERSION = 3  # 2: the bounded ContentTransform; 3: flat content with per-layer widths
 TENSORS_FILE = "codebooks.safetensors"
 META_FILE = "codebooks.json"
 # describe() keys that change what the vectors mean; free-text fields (pooling, policy) are not compared.
-IDENTITY_KEYS = ("backend", "revision", "sample_rate", "window_seconds", "n_layers", "dim", "params")
+IDENTITY_KEYS = ("backend", "revision", "sample_rate", "window_seconds", "n_layers", "dim", "layer_widths", "params")
 
 
 class CodebookMismatch(EncoreError):
@@ -39,7 +43,7 @@ class Codebooks:
         encoder_info: dict[str, Any],
         meta: dict[str, Any] | None = None,
     ) -> None:
-        self.transform = transform  # one item's shape (L, D)
+        self.transform = transform  # over one item's flat content, with its layers' widths
         self.centroids = centroids  # L * groups arrays, field f = layer * groups + group: (k, chunk_dim)
         self.groups = groups
         self.encoder_info = encoder_info
@@ -47,12 +51,12 @@ class Codebooks:
         self._validate()
 
     @property
-    def n_layers(self) -> int:
-        return int(self.transform.shape[0])
+    def layout(self) -> LayerLayout:
+        return self.transform.layout
 
     @property
-    def dim(self) -> int:
-        return int(self.transform.shape[1])
+    def n_layers(self) -> int:
+        return self.layout.n_layers
 
     @property
     def k(self) -> int:
@@ -66,24 +70,28 @@ class Codebooks:
     def fit(
         cls, layers: np.ndarray, *, encoder_info: dict[str, Any], k: int = 32, groups: int = 1, seed: int = 0
     ) -> Codebooks:
-        """layers: (N, L, D) pooled vectors of the training tracks only."""
-        layers = np.asarray(layers, dtype=np.float32)
-        if layers.ndim != 3 or not np.isfinite(layers).all():
-            raise ValueError(f"expected finite (N, L, D) layers, got shape {layers.shape}")
-        n, n_layers, dim = layers.shape
+        """layers: the pooled layers of the training tracks only, (N, total) flat (or a uniform (N, L, D)),
+        cut by the widths `encoder_info` declares."""
+        layout = LayerLayout.of(encoder_info)
+        try:
+            layers = layout.flatten(layers)
+        except ValueError as exc:
+            raise CodebookMismatch(f"the layers do not fit the encoder info: {exc}") from exc
+        if not np.isfinite(layers).all():
+            raise ValueError("layers hold non-finite values")
+        n = len(layers)
         if n < k:
             raise ValueError(f"cannot fit k={k} centroids on {n} tracks; use more tracks or a smaller k")
-        if not 1 <= groups <= dim:
-            raise ValueError(f"groups must be in [1, {dim}], got {groups}")
-        _check_info_shape(encoder_info, n_layers, dim)
+        if not 1 <= groups <= min(layout.widths):
+            raise ValueError(f"groups must be in [1, {min(layout.widths)}] (the narrowest layer), got {groups}")
         import sklearn  # deferred: serving only tokenizes, and scikit-learn costs ~1 s to import
         from sklearn.cluster import KMeans
 
-        transform = ContentTransform.fit(layers)
+        transform = ContentTransform.fit(layers, layout.widths)
         z = transform.apply(layers)
         centroids = []
-        for layer in range(n_layers):
-            for chunk in np.array_split(z[:, layer], groups, axis=1):
+        for layer in layout.split(z):
+            for chunk in np.array_split(layer, groups, axis=1):
                 km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(chunk)
                 centroids.append(km.cluster_centers_.astype(np.float32))
         meta = {"k": k, "groups": groups, "seed": seed, "n_train": n, "sklearn": sklearn.__version__}
@@ -101,7 +109,7 @@ class Codebooks:
             raise CodebookMismatch(f"codebooks were fit on a different encoder ({detail})")
 
     def standardize(self, layers: np.ndarray) -> np.ndarray:
-        """The content transform (standardized, then bounded): (N, L, D) or (L, D) -> (N, L, D)."""
+        """The content transform (standardized, then bounded): layers in any form flatten() takes -> (N, total)."""
         return self.transform.apply(self._as_batch(layers))
 
     def typicality(self, layers: np.ndarray) -> np.ndarray:
@@ -109,45 +117,48 @@ class Codebooks:
         return self.transform.typicality(self._as_batch(layers))
 
     def tokenize(self, layers: np.ndarray) -> np.ndarray:
-        """(N, L, D) or (L, D) -> (N, L * groups) int64 ids of the nearest centroid, field-major order."""
+        """Layers (any form flatten() takes) -> (N, L * groups) int64 ids of the nearest centroid, field-major."""
         z = self.standardize(layers)
         tokens = np.empty((z.shape[0], self.n_fields), dtype=np.int64)
-        for layer in range(self.n_layers):
-            for group, chunk in enumerate(np.array_split(z[:, layer], self.groups, axis=1)):
+        for layer, values in enumerate(self.layout.split(z)):
+            for group, chunk in enumerate(np.array_split(values, self.groups, axis=1)):
                 centers = self.centroids[layer * self.groups + group]
                 dist = (chunk**2).sum(1, keepdims=True) - 2 * chunk @ centers.T + (centers**2).sum(1)
                 tokens[:, layer * self.groups + group] = dist.argmin(axis=1)
         return tokens
 
     def embedding(self, layers: np.ndarray, layer: str | int = "last", standardize: bool = True) -> np.ndarray:
-        """(N, D) dense vector: one layer ("last" or an index) or the layer mean, of the bounded transform."""
+        """(N, w) dense vector of the bounded transform: one layer ("last" or an index), or the layer mean
+        (equal widths only)."""
         x = self.standardize(layers) if standardize else self._as_batch(layers)
         if layer == "mean":
-            return x.mean(axis=1)
-        return x[:, -1 if layer == "last" else int(layer)]
+            if not self.layout.is_uniform:
+                raise CodebookMismatch(f"no layer mean over layers of widths {list(self.layout.widths)}")
+            return np.mean(self.layout.split(x), axis=0)
+        return self.layout.layer(x, -1 if layer == "last" else int(layer))
+
+    def dense_width(self, layer: str | int = "last") -> int:
+        """The width of embedding(layer=...)'s vector."""
+        return self.layout.widths[-1 if layer in ("last", "mean") else self.layout.index(int(layer))]
 
     def _as_batch(self, layers: np.ndarray) -> np.ndarray:
-        layers = np.asarray(layers, dtype=np.float32)
-        if layers.ndim == 2:
-            layers = layers[None]
-        if layers.ndim != 3 or layers.shape[1:] != self.transform.shape:
-            raise CodebookMismatch(f"expected (N, {self.n_layers}, {self.dim}) layers, got {layers.shape}")
-        return layers
+        try:
+            return self.layout.flatten(layers)
+        except ValueError as exc:
+            raise CodebookMismatch(str(exc)) from exc
 
     def _validate(self) -> None:
-        if len(self.transform.shape) != 2:
-            raise ValueError(f"the content transform must be per layer (L, D), got {self.transform.shape}")
         self.transform.check()
         if len(self.centroids) != self.n_fields:
             raise ValueError(f"expected {self.n_fields} codebooks, found {len(self.centroids)}")
-        chunk_dims = [len(c) for c in np.array_split(np.arange(self.dim), self.groups)] * self.n_layers
+        chunk_dims = [len(c) for w in self.layout.widths for c in np.array_split(np.arange(w), self.groups)]
         for field, (centers, chunk_dim) in enumerate(zip(self.centroids, chunk_dims, strict=True)):
             if centers.shape != (self.k, chunk_dim):
                 expected = (self.k, chunk_dim)
                 raise ValueError(f"codebook {field} has shape {centers.shape}, expected {expected}")
         if not all(np.isfinite(c).all() for c in self.centroids):
             raise ValueError("codebooks hold non-finite centroids")
-        _check_info_shape(self.encoder_info, self.n_layers, self.dim)
+        _check_info_shape(self.encoder_info, self.layout)
 
     def save(self, directory: str | Path) -> Path:
         """Write codebooks.safetensors + codebooks.json into `directory`, each atomically; JSON last."""
@@ -161,7 +172,7 @@ class Codebooks:
             "format_version": FORMAT_VERSION,
             "encoder": self.encoder_info,
             "n_layers": self.n_layers,
-            "dim": self.dim,
+            "layer_widths": list(self.layout.widths),
             "groups": self.groups,
             "k": self.k,
             "n_fields": self.n_fields,
@@ -192,18 +203,18 @@ class Codebooks:
             meta["encoder"],
             meta["fit"],
         )
-        if (books.n_layers, books.dim, books.k) != (meta["n_layers"], meta["dim"], meta["k"]):
+        if (list(books.layout.widths), books.k) != (meta["layer_widths"], meta["k"]):
             raise ValueError("codebooks tensors disagree with the shapes recorded in the metadata")
         if encoder_info is not None:
             books.check_encoder(encoder_info)
         return books
 
 
-def _check_info_shape(encoder_info: dict[str, Any], n_layers: int, dim: int) -> None:
-    if (encoder_info.get("n_layers"), encoder_info.get("dim")) != (n_layers, dim):
+def _check_info_shape(encoder_info: dict[str, Any], layout: LayerLayout) -> None:
+    declared = LayerLayout.of(encoder_info)
+    if declared != layout:
         raise CodebookMismatch(
-            f"encoder info declares ({encoder_info.get('n_layers')}, {encoder_info.get('dim')}) "
-            f"but the vectors are ({n_layers}, {dim})"
+            f"encoder info declares layers {list(declared.widths)} but the vectors have {list(layout.widths)}"
         )
 
 

@@ -34,7 +34,7 @@ log = logging.getLogger("encore.artifacts")
 class ContentFeatures:
     """The store's content fields of N tracks."""
 
-    embedding: np.ndarray  # (N, D) float32: the chosen layer of the bounded content transform
+    embedding: np.ndarray  # (N, w) float32: the chosen layer of the bounded content transform
     tokens: np.ndarray  # (N, L * groups) int64 codebook ids
     typicality: np.ndarray  # (N,) in [0, 1]
 
@@ -52,10 +52,15 @@ class ContentComponent:
     codebooks_sha256: str = ""  # of the tensors file, as the manifest lists it (set by write and read)
 
     def features(self, layers: np.ndarray) -> ContentFeatures:
-        """(N, L, D) or (L, D) pooled layers -> the content fields the store holds."""
+        """Pooled layers, (N, total) or one track's (total,) (encore/audio/layers.py) -> the store's content fields."""
         books = self.codebooks
         embedding = books.embedding(layers, layer=self.dense_layer, standardize=self.standardize)
         return ContentFeatures(embedding.astype(np.float32), books.tokenize(layers), books.typicality(layers))
+
+    @property
+    def dense_width(self) -> int:
+        """The width of the stored dense vector (`features(...).embedding`)."""
+        return self.codebooks.dense_width(self.dense_layer)
 
     def revision(self, encoder_revision: str) -> str:
         """The content revision stored with every track's content (the retriever refuses any other)."""
@@ -106,8 +111,10 @@ class ContentComponent:
         if encoder is not None:
             books.check_encoder(encoder.describe())
         layer = content_spec.get("dense_layer", "last")
-        if layer not in ("last", "mean") and not (type(layer) is int and 0 <= layer < books.n_layers):
-            raise BundleError(f"bundle {bundle.id}: dense_layer {layer!r} is not 'last', 'mean' or a layer index")
+        mean_ok = layer == "mean" and books.layout.is_uniform
+        if not (layer == "last" or mean_ok or (type(layer) is int and 0 <= layer < books.n_layers)):
+            message = f"dense_layer {layer!r} is not 'last', 'mean' (equal widths) or a layer index"
+            raise BundleError(f"bundle {bundle.id}: {message}")
         standardize, catalog_tags = bool(content_spec.get("standardize", True)), bool(content_spec.get("catalog_tags"))
         encoder_name = str(content_spec.get("encoder", ""))
         return cls(books, encoder_name, layer, standardize, catalog_tags, bundle.manifest["files"][tensors])

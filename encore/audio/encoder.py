@@ -1,4 +1,5 @@
-"""The audio encoder contract (waveform -> (n_layers, dim) after time pooling) and the backend registry.
+"""The audio encoder contract (waveform -> its pooled layers, one flat vector cut by `layer_widths`:
+encore/audio/layers.py) and the backend registry.
 
 Weights never come from a hub at run time: a weighted backend is enabled by its folder under `weights_dir`.
 """
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from encore.audio.decode import DecodedAudio
+from encore.audio.layers import LayerLayout
 from encore.audio.resample import to_encoder_input
 from encore.errors import EncoreError
 
@@ -54,17 +56,26 @@ class AudioEncoder(ABC):
     window_policy: str
     pooling: str
     n_layers: int
-    dim: int
+    dim: int  # the width of the last layer (every layer's, for an encoder of equal widths)
+
+    @property
+    def layer_widths(self) -> tuple[int, ...]:
+        """Each pooled layer's width; equal widths unless an encoder says otherwise."""
+        return (self.dim,) * self.n_layers
+
+    @property
+    def layout(self) -> LayerLayout:
+        return LayerLayout(self.layer_widths)
 
     @abstractmethod
     def encode(self, mono: np.ndarray) -> np.ndarray:
-        """Mono float32 at `sample_rate` -> (n_layers, dim) float32."""
+        """Mono float32 at `sample_rate` -> (sum(layer_widths),) float32: the pooled layers, concatenated."""
 
     def encode_decoded(self, decoded: DecodedAudio) -> np.ndarray:
         return self.encode(to_encoder_input(decoded.samples, decoded.sample_rate, self.sample_rate))
 
     def encode_with_tags(self, decoded: DecodedAudio) -> tuple[np.ndarray, Tags]:
-        """(n_layers, dim) and the encoder's top tags per tag head ({} for an encoder without tags)."""
+        """The flat pooled layers and the encoder's top tags per tag head ({} for an encoder without tags)."""
         return self.encode_decoded(decoded), {}
 
     def params(self) -> dict[str, Any]:
@@ -82,6 +93,7 @@ class AudioEncoder(ABC):
             "pooling": self.pooling,
             "n_layers": self.n_layers,
             "dim": self.dim,
+            "layer_widths": list(self.layer_widths),
             "params": self.params(),
         }
 

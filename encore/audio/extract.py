@@ -1,6 +1,7 @@
 """Batch content extraction for a catalog: decode -> encode every track, resumable, atomic outputs.
 
-Writes out_dir/content.npz (track_ids (N,) str, layers (N, L, D) float32, and with tags=True each track's top
+Writes out_dir/content.npz (track_ids (N,) str, layers (N, total) float32 (the flat pooled layers, their widths in
+the manifest's encoder info: encore/audio/layers.py), and with tags=True each track's top
 tags in the store's form, encore.audio.encoder.format_tags) and out_dir/manifest.json.
 Per-track vectors live in out_dir/work/<encoder fingerprint>/ until the run finishes, so a killed run
 continues where it stopped and a changed encoder never reuses another encoder's vectors.
@@ -59,7 +60,7 @@ def extract_catalog(
     if not resume and work_dir.exists():
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    expected_shape = (encoder.n_layers, encoder.dim)
+    expected_shape = (encoder.layout.total,)
 
     track_ids: list[str] = []
     vectors: list[np.ndarray] = []
@@ -97,7 +98,7 @@ def extract_catalog(
 def _encode_one(
     encoder: AudioEncoder, path: Path, max_seconds: float | None, done_path: Path, tags_path: Path | None
 ) -> tuple[np.ndarray, str] | dict[str, str]:
-    """One track's (L, D) vector and tags ("" unless `tags_path`), saved for resuming; or why it was skipped."""
+    """One track's flat layers and tags ("" unless `tags_path`), saved for resuming; or why it was skipped."""
     try:
         decoded = decode_audio(path.read_bytes(), max_seconds=max_seconds)
     except AudioError as exc:
@@ -143,7 +144,9 @@ def load_catalog(out_dir: str | Path) -> tuple[list[str], np.ndarray, dict[str, 
     if sha256_file(out_dir / CONTENT_FILE) != manifest["files"][CONTENT_FILE]["sha256"]:
         raise ValueError(f"{out_dir / CONTENT_FILE} does not match the checksum in {MANIFEST_FILE}")
     with np.load(out_dir / CONTENT_FILE, allow_pickle=False) as npz:
-        return [str(t) for t in npz["track_ids"]], npz["layers"], manifest
+        track_ids, layers = [str(t) for t in npz["track_ids"]], npz["layers"]
+    # A catalog written before layers were flat holds (N, L, D): the same values, row-major.
+    return track_ids, layers.reshape(len(layers), -1), manifest
 
 
 def load_catalog_tags(out_dir: str | Path) -> dict[str, str]:
@@ -164,7 +167,7 @@ def _load_tags(path: Path) -> str | None:
     return text if isinstance(text, str) else None
 
 
-def _load_done(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+def _load_done(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     """A finished track's vector, or None when absent or unusable (then it is simply recomputed)."""
     try:
         vector = np.load(path, allow_pickle=False)

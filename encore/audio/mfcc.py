@@ -86,7 +86,7 @@ class MfccEncoder(AudioEncoder):
         frames = np.concatenate([logmel, mfcc, _deltas(mfcc, 1), _deltas(mfcc, 2), other], axis=1)
         rhythm = self._rhythm(other[:, -1])
         pooled = np.concatenate([frames.mean(axis=0), frames.std(axis=0), rhythm])
-        return pooled.astype(np.float32)[None, :]  # (1, D)
+        return pooled.astype(np.float32)  # one layer: (D,)
 
     def _frame_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(T, n_mels) log-mel dB and (T, 7) spectral statistics + onset strength for one window."""

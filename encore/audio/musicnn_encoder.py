@@ -152,8 +152,8 @@ class OnnxNet:
 
 
 class MusicnnEncoder(AudioEncoder):
-    """The (L, D) contract exposes the 200-d penultimate layer (L = 1, D = 200); `encode_layers` gives every
-    pooled layer at its own width and `analyze` adds both heads' tags."""
+    """Five pooled layers at their own widths (front end 561, mid end 1-3 64 each, penultimate 200), flat;
+    the penultimate layer is the last, the bundle's dense vector; `analyze` adds both heads' tags."""
 
     name = "musicnn"
     window_seconds = 3.0  # 187 frames of 256 samples at 16 kHz (2.99 s)
@@ -162,9 +162,11 @@ class MusicnnEncoder(AudioEncoder):
         f">= {MIN_LAST_FRACTION} of a patch, its tail (and a shorter track) filled by repeating the track's frames; "
         f"a track of more than {MAX_PATCHES} patches is heard through {MAX_PATCHES} spread evenly over its length"
     )
-    pooling = "per 3 s patch, then the mean over patches; (1, 200) = the MSD network's penultimate layer"
+    pooling = (
+        "per 3 s patch (the time-mean of the front end and of each mid-end layer, and the penultimate layer), "
+        "then the mean over patches; the MSD network's"
+    )
     sample_rate = MusicnnFrontEnd.sample_rate
-    n_layers, dim = 1, 200
     # Patches per network call. Small batches keep each activation (9 MB per patch after the timbral convs)
     # in cache: torch took 40 ms of CPU per patch at 1-2 patches a call and 90 ms at 8-16; ONNX ~32 ms at any.
     batch_patches = 2
@@ -177,7 +179,11 @@ class MusicnnEncoder(AudioEncoder):
         self.layer_dims: list[int] = [int(d) for d in config["layer_dims"]]
         self.tag_names = {head: list(folder.config["tags"]) for head, folder in folders.items()}
         self.revision = folders[EMBEDDING_HEAD].revision
-        self.dim = self.layer_dims[-1]
+        self.n_layers, self.dim = len(self.layer_dims), self.layer_dims[-1]
+
+    @property
+    def layer_widths(self) -> tuple[int, ...]:
+        return tuple(self.layer_dims)
 
     @property
     def runtime(self) -> str:
@@ -187,7 +193,7 @@ class MusicnnEncoder(AudioEncoder):
         return {
             "precision": self.precision,
             "checkpoint": self.folders[EMBEDDING_HEAD].config["checkpoint"],
-            "layer": "penultimate",
+            "layers": "front end, mid end 1-3, penultimate",
             "patch_frames": PATCH_FRAMES,
             "max_patches": MAX_PATCHES,
             "mel": "16 kHz, n_fft 512, hop 256, 96 Slaney bands, log10(10000 mel + 1), float32",
@@ -217,7 +223,7 @@ class MusicnnEncoder(AudioEncoder):
         return [*np.split(pooled, bounds), outputs["penultimate"].mean(axis=0)]
 
     def encode(self, mono: np.ndarray) -> np.ndarray:
-        return self.run(self.patches(mono))["penultimate"].mean(axis=0, keepdims=True)
+        return np.concatenate(self.encode_layers(mono))
 
     def encode_layers(self, mono: np.ndarray) -> list[np.ndarray]:
         """The per-layer vectors (front end, mid end 1-3, penultimate) of the MSD network, track means."""
@@ -239,10 +245,10 @@ class MusicnnEncoder(AudioEncoder):
         return self.analyze(to_encoder_input(decoded.samples, decoded.sample_rate, self.sample_rate))
 
     def encode_with_tags(self, decoded: DecodedAudio) -> tuple[np.ndarray, Tags]:
-        """encode_decoded's (1, 200) plus each head's top tags, from one pass of both networks."""
+        """encode_decoded's flat layers plus each head's top tags, from one pass of both networks."""
         analysis = self.analyze_decoded(decoded)
         tags = {head: [name for name, _ in analysis.top_tags(head, TOP_TAGS)] for head in analysis.tags}
-        return analysis.layers[-1][None].astype(np.float32), tags
+        return np.concatenate(analysis.layers).astype(np.float32), tags
 
 
 def top_tags(analysis: MusicnnAnalysis, k: int = 5) -> dict[str, list[tuple[str, float]]]:

@@ -127,7 +127,7 @@ class PretrainedEncoder(AudioEncoder):
         pooled = self.encode_windows(windows.frames).mean(axis=0)  # (n_layers, dim)
         if self.renormalize:
             pooled /= np.maximum(np.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
-        return pooled.astype(np.float32)
+        return pooled.astype(np.float32).reshape(-1)  # (n_layers * dim,): equal widths, row-major
 
 
 # --- building: folder -> torch module (torch runtime, export) or ONNX session -------------------------------

@@ -128,7 +128,7 @@ def embed_audio(data: bytes, state: EmbedderState, *, max_seconds: float) -> Emb
             "too_short", f"{decoded.duration_seconds:.2f} s of audio; at least {MIN_AUDIO_SECONDS:g} s is needed"
         )
     decoded_at = time.perf_counter()
-    layers, tags = state.encoder.encode_with_tags(decoded)  # (L, D)
+    layers, tags = state.encoder.encode_with_tags(decoded)  # flat pooled layers
     content = state.content.features(layers)
     done = time.perf_counter()
     return Embedding(

@@ -170,6 +170,7 @@ def _embed_response(
         encoder=state.encoder.name,
         encoder_revision=state.content_revision,
         n_layers=state.codebooks.n_layers,
+        layer_widths=list(state.codebooks.layout.widths),
         dim=len(embedding),
         n_tokens=len(result.tokens),
         embedding=embedding,

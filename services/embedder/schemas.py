@@ -48,7 +48,8 @@ class EmbedResponse(BaseModel):
     bundle_id: str = Field(description="Bundle whose codebooks made the tokens.")
     encoder: str = Field(description="Encoder backend.")
     encoder_revision: str = Field(description="Encoder revision + codebook version, as stored with the vector.")
-    n_layers: int = Field(description="Pooled encoder layers (L).")
+    n_layers: int = Field(description="Pooled encoder layers (L); their widths are in `layer_widths`.")
+    layer_widths: list[int] = Field(description="Width of each pooled layer (MusiCNN: 561, 64, 64, 64, 200).")
     dim: int = Field(description="Length of the dense embedding (D).")
     n_tokens: int = Field(description="Audio tokens: one per layer (and codebook group).")
     embedding: list[float] = Field(description="Dense vector as stored (the chosen layer, standardized and bounded).")
@@ -79,6 +80,7 @@ class EmbedResponse(BaseModel):
                     "encoder": "mfcc",
                     "encoder_revision": "1+cb.3f9a0c2d5e71",
                     "n_layers": 1,
+                    "layer_widths": [264],
                     "dim": 264,
                     "n_tokens": 1,
                     "embedding": _EMBEDDING_EXAMPLE,

@@ -6,10 +6,11 @@ Each step takes its config in `__init__`, opens heavy resources in `load()`, and
 | step           | takes                                         | gives                                          |
 |----------------|-----------------------------------------------|------------------------------------------------|
 | `UserFeatures` | user_id                                       | `UserRow`: profile (None: unknown), degraded   |
-| `Retrieve`     | user_id, n, the bundle's popularity list      | `Candidates`: ids, cold flags, source, degraded |
+| `Retrieve`     | user_id, n, the bundle's popularity list      | `Candidates`: ids, cold, source, history, degraded |
 | `ItemFeatures` | track ids                                     | `ItemRows`: TrackFeatures in that order, degraded |
 | `Score`        | model, user_id, profile, TrackFeatures        | (n,) scores                                    |
-| `Order`        | Candidates, TrackFeatures, scores, k          | ranked items                                   |
+| `Order`        | Candidates, TrackFeatures, scores, k, played  | ranked items with reasons (played: the played  |
+|                |                                               | tracks' TrackFeatures, for "sounds like")      |
 
 An unknown user or track is decided once, where it is looked up (UserFeatures: profile None; ItemFeatures:
 the track's rows marked invalid), and encoded by the one frame builder (encore/ranker_frame.py) as OOV /
@@ -41,8 +42,8 @@ from encore.track_table import TrackTable
 from services.ranker.activity import FOLDIN_SOURCE, NO_RECENT, Recent, RecentActivity
 from services.ranker.bundle import RankerModel
 from services.ranker.encoded_items import ItemInputCache
+from services.ranker.reasons import played_tracks, sound_tags, sounds_like
 from services.ranker.reasons import reason as reason_for
-from services.ranker.reasons import sound_tags
 
 log = logging.getLogger("encore.ranker")
 
@@ -58,10 +59,12 @@ class Candidates:
     cold: dict[str, bool]
     source: str
     degraded_reason: str | None = None
+    history: list[str] = field(default_factory=list)  # some of the user's training plays (reasons only)
 
     def head(self, n: int) -> Candidates:
         ids = self.track_ids[:n]
-        return Candidates(ids, {t: self.cold.get(t, False) for t in ids}, self.source, self.degraded_reason)
+        cold = {t: self.cold.get(t, False) for t in ids}
+        return Candidates(ids, cold, self.source, self.degraded_reason, self.history)
 
 
 class UserRow(NamedTuple):
@@ -246,7 +249,8 @@ class Retrieve:
         if not ids:
             raise RuntimeError("it returned no candidates")
         cold = {str(row["track_id"]): bool(row.get("cold", False)) for row in rows}
-        return Candidates(ids, cold, str(body.get("source", "retriever")))
+        history = [str(t) for t in body.get("history", [])]
+        return Candidates(ids, cold, str(body.get("source", "retriever")), history=history)
 
 
 class ItemFeatures:
@@ -322,12 +326,22 @@ class Score:
 class Order:
     """Top-k by score; ties keep retrieval order (stable sort), so answers are deterministic."""
 
-    def __call__(self, candidates: Candidates, items: TrackFeatures, scores: np.ndarray, k: int) -> list[RankedItem]:
-        top = np.argsort(-scores, kind="stable")[:k]
-        return [self.item(candidates, items, scores, i, rank) for rank, i in enumerate(top.tolist(), start=1)]
+    def __call__(
+        self,
+        candidates: Candidates,
+        items: TrackFeatures,
+        scores: np.ndarray,
+        k: int,
+        played: TrackFeatures | None = None,
+    ) -> list[RankedItem]:
+        top = np.argsort(-scores, kind="stable")[:k].tolist()
+        alike = sounds_like(items, top, played) if played is not None else {}
+        return [self.item(candidates, items, scores, i, rank, alike.get(i)) for rank, i in enumerate(top, start=1)]
 
     @staticmethod
-    def item(candidates: Candidates, items: TrackFeatures, scores: np.ndarray, i: int, rank: int) -> RankedItem:
+    def item(
+        candidates: Candidates, items: TrackFeatures, scores: np.ndarray, i: int, rank: int, like: str | None = None
+    ) -> RankedItem:
         cold, genre = candidates.cold.get(items.track_ids[i], False), items.value("genre", i)
         tags = items.value("tags", i)
         return RankedItem(
@@ -338,7 +352,7 @@ class Order:
             genre=genre,
             release_year=items.value("release_year", i),
             cold=cold,
-            reason=reason_for(cold=cold, genre=genre, tags=tags),
+            reason=reason_for(cold=cold, genre=genre, tags=tags, like=like),
             tags=sound_tags(tags),
         )
 
@@ -423,10 +437,12 @@ class Ranker:
             candidates = candidates.head(max(k, self.foldin_candidates))
         clock.lap("retrieve")
         items = await self.item_features(candidates.track_ids)
+        references = played_tracks(recent.played, candidates.history)
+        played = (await self.item_features(references)).features if references else None  # table rows: cheap
         clock.lap("item_features")
         scores = self.score(model, user_id, user.profile, items.features)
         clock.lap("score")
-        ranked = self.order(candidates, items.features, scores, k)
+        ranked = self.order(candidates, items.features, scores, k, played)
         clock.lap("order")
 
         degraded = (user.degraded, activity_degraded, candidates.degraded_reason, items.degraded)

@@ -28,6 +28,11 @@ class CandidatesResponse(BaseModel):
     )
     bundle_id: str = Field(description="The bundle that answered")
     candidates: list[CandidateOut] = Field(description="Best first; tracks the user already played are left out")
+    history: list[str] = Field(
+        default_factory=list,
+        description="Up to 30 of a known user's training plays, those closest to the user's vector (the ranker's "
+        "'sounds like a track you played' reasons); empty for other users",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -41,6 +46,7 @@ class CandidatesResponse(BaseModel):
                         {"track_id": "t00042", "score": 3.71, "cold": False},
                         {"track_id": "upload-9f2c", "score": 3.12, "cold": True},
                     ],
+                    "history": ["t00007", "t00311"],
                 }
             ]
         }

@@ -18,7 +18,7 @@ import logging
 import math
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STORE_READ_CHUNK = 500
+# A known user's training plays sent with their candidates: those closest to the user's own vector, enough for
+# the ranker to find, for most recommended tracks, one that sounds alike (services/ranker/reasons.py).
+HISTORY_FOR_REASONS = 30
 FOLDIN_SOURCE = "foldin"  # candidates of a listener unknown to the bundle, from their played tracks' vectors
 
 
@@ -77,6 +80,7 @@ class CandidateList:
     source: str  # the bundle's model in lower case ("bpr", "vbpr", "freedom", "lgmrec") or "popularity"
     bundle_id: str
     candidates: list[Candidate]
+    history: list[str] = field(default_factory=list)  # some of a known user's training plays (ranker reasons)
 
 
 @dataclass(frozen=True)
@@ -224,7 +228,16 @@ class RecallIndex:
         else:
             source, user, seen = self.source, self.user_vectors[row], self.seen(row)
         found = self._search(user, seen, cold, k, set(exclude) | set(played))
-        return CandidateList(user_id, row is not None, source, self.bundle_id, found)
+        history = self._history(user, seen)
+        return CandidateList(user_id, row is not None, source, self.bundle_id, found, history)
+
+    def _history(self, user: np.ndarray, seen: np.ndarray) -> list[str]:
+        """The HISTORY_FOR_REASONS training plays that suit the user best (their own vector's top), for the
+        ranker's "sounds like a track you played" reasons; [] for a user without any."""
+        if len(seen) > HISTORY_FOR_REASONS:
+            scores = self.item_vectors[seen] @ user
+            seen = seen[np.argpartition(-scores, HISTORY_FOR_REASONS - 1)[:HISTORY_FOR_REASONS]]
+        return [self.item_ids[i] for i in seen.tolist()]
 
     def fold_in(self, played: Sequence[str], cold: ColdItems) -> np.ndarray | None:
         """A user vector for a listener the bundle does not know: the mean of their played tracks' vectors."""

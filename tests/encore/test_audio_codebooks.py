@@ -53,7 +53,7 @@ def test_standardization_stops_one_loud_dimension_from_dominating():
     tokens = books.tokenize(x.astype(np.float32))[:, 0]
     # Without per-dimension scaling k-means would split on the 1000x-larger noise dimension instead.
     assert _same_partition(tokens, (signal > 0).astype(int))
-    np.testing.assert_allclose(books.transform.scale[0], x[:, 0].std(axis=0), rtol=1e-4)
+    np.testing.assert_allclose(books.transform.scale, x[:, 0].std(axis=0), rtol=1e-4)
 
 
 def test_groups_split_each_layer_into_fields():
@@ -67,7 +67,8 @@ def test_groups_split_each_layer_into_fields():
 def test_embedding_helper():
     train, _ = _clustered(10, n_layers=3, dim=4)
     books = Codebooks.fit(train, encoder_info=_info(3, 4), k=4)
-    z = books.transform.apply(train)  # standardized, then bounded: the catalog's own tracks stay unclipped
+    z = books.transform.apply(train.reshape(len(train), -1)).reshape(train.shape)
+    # standardized, then bounded: the catalog's own tracks stay unclipped
     np.testing.assert_allclose(z, (train - train.mean(0)) / train.std(0), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(books.embedding(train), z[:, -1], rtol=1e-5)
     np.testing.assert_allclose(books.embedding(train, layer=0), z[:, 0], rtol=1e-5)
@@ -114,7 +115,7 @@ def test_refuses_vectors_from_another_encoder(tmp_path):
     books = Codebooks.load(tmp_path)
     with pytest.raises(CodebookMismatch, match="backend"):
         books.check_encoder(MfccEncoder().describe())
-    with pytest.raises(CodebookMismatch, match=r"\(N, 2, 6\)"):
+    with pytest.raises(CodebookMismatch, match=r"layers \[6, 6\]"):
         books.tokenize(np.zeros((3, 2, 7), np.float32))
 
 
@@ -124,10 +125,45 @@ def test_mfcc_codebooks_on_real_clips(audio_dir, audio_manifest, tmp_path):
         [encoder.encode_decoded(decode_audio((audio_dir / r["file"]).read_bytes(), max_seconds=20))
          for r in audio_manifest]
     )  # fmt: skip
-    assert layers.shape == (12, 1, 264)
+    assert layers.shape == (12, 264)  # one layer, flat
     books = Codebooks.fit(layers, encoder_info=encoder.describe(), k=4, groups=8)
     tokens = books.tokenize(layers)
     assert tokens.shape == (12, 8) and tokens.min() >= 0 and tokens.max() < 4
     assert len({tuple(t) for t in tokens}) > 4  # the 12 clips are not collapsed onto a few codes
     books.save(tmp_path)
     np.testing.assert_array_equal(Codebooks.load(tmp_path, encoder.describe()).tokenize(layers), tokens)
+
+
+def _ragged_info(widths: list[int]) -> dict:
+    return {**_info(len(widths), widths[-1]), "layer_widths": widths}
+
+
+def test_layers_of_different_widths_get_their_own_codebooks_and_bounds(tmp_path):
+    # MusiCNN's layers are 561, 64, 64, 64 and 200 wide; here 9, 4 and 6, each with its own cluster structure.
+    rng = np.random.default_rng(0)
+    widths = [9, 4, 6]
+    labels = rng.integers(0, 2, (3, 120))
+    parts = [rng.normal(0, 0.1, (120, w)) + 3.0 * labels[i][:, None] * (i + 1) for i, w in enumerate(widths)]
+    flat = np.concatenate(parts, axis=1).astype(np.float32)
+    books = Codebooks.fit(flat, encoder_info=_ragged_info(widths), k=2, groups=2)
+    assert books.n_fields == 6 and list(books.layout.widths) == widths
+    assert [c.shape[1] for c in books.centroids] == [5, 4, 2, 2, 3, 3]  # each layer split in 2 blocks
+    tokens = books.tokenize(flat)
+    for layer in range(3):  # every layer's tokens follow that layer's own clusters
+        assert _same_partition(tokens[:, 2 * layer], labels[layer])
+    assert books.embedding(flat).shape == (120, 6) and books.dense_width() == 6 and books.dense_width(0) == 9
+    with pytest.raises(CodebookMismatch, match="layer mean"):
+        books.embedding(flat, layer="mean")
+    # A far-out vector is bounded layer by layer: no layer's norm passes the largest a training item has.
+    far = np.concatenate([np.full(w, 1e4 * (i + 1)) for i, w in enumerate(widths)]).astype(np.float32)
+    z = books.standardize(far)
+    norms = [np.linalg.norm(part) for part in books.layout.split(z)]
+    np.testing.assert_array_less(np.array(norms), books.transform.max_norm + 1e-4)
+    assert books.typicality(far)[0] == 0.0 and books.typicality(flat).mean() > 0.4
+    books.save(tmp_path)
+    loaded = Codebooks.load(tmp_path, encoder_info=_ragged_info(widths))
+    np.testing.assert_array_equal(loaded.tokenize(flat), tokens)
+    with pytest.raises(CodebookMismatch, match="layer_widths"):
+        Codebooks.load(tmp_path, encoder_info=_ragged_info([9, 5, 5]))
+    with pytest.raises(CodebookMismatch):
+        books.tokenize(flat[:, :-1])

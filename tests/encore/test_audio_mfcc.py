@@ -18,13 +18,13 @@ def encoder() -> MfccEncoder:
 
 
 def _feature(encoder: MfccEncoder, vector: np.ndarray, name: str) -> float:
-    return float(vector[0, encoder.feature_names().index(name)])
+    return float(vector[encoder.feature_names().index(name)])
 
 
 def test_shape_dim_and_description(encoder, signals):
     assert encoder.dim == 264 == len(encoder.feature_names()) == len(set(encoder.feature_names()))
     out = encoder.encode(signals.sine(440, 3.0, RATE)[:, 0])
-    assert out.shape == (1, 264) and out.dtype == np.float32 and np.isfinite(out).all()
+    assert out.shape == (264,) and out.dtype == np.float32 and np.isfinite(out).all()
     info = encoder.describe()
     assert info["backend"] == "mfcc" and info["sample_rate"] == RATE and info["dim"] == 264
     assert info["n_layers"] == 1 and info["window_seconds"] == 10.0 and info["pooling"]
@@ -35,7 +35,7 @@ def test_short_and_tiny_clips_are_finite(encoder):
     rng = np.random.default_rng(0)
     for n in (10, 300, 5000):  # shorter than one FFT frame, a few frames, a fraction of a second
         out = encoder.encode((0.1 * rng.standard_normal(n)).astype(np.float32))
-        assert out.shape == (1, 264) and np.isfinite(out).all()
+        assert out.shape == (264,) and np.isfinite(out).all()
 
 
 def test_features_follow_the_signal(encoder, signals):

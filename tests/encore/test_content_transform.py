@@ -45,9 +45,13 @@ def test_a_near_constant_dimension_cannot_blow_up():
 
 
 def test_per_layer_shapes_round_trip_and_refuse_bad_arrays():
-    x = np.stack([_catalog(seed=0), _catalog(seed=1) * 50], axis=1)  # (N, L=2, D)
-    transform = ContentTransform.fit(x)
-    assert transform.shape == (2, 40) and transform.max_norm.shape == (2,)
+    # Two layers of different widths and scales, flat: each gets its own std floor and norm bound.
+    x = np.concatenate([_catalog(seed=0), _catalog(seed=1)[:, :25] * 50], axis=1)  # (N, 40 + 25)
+    transform = ContentTransform.fit(x, widths=(40, 25))
+    assert transform.shape == (65,) and transform.max_norm.shape == (2,) and transform.widths.tolist() == [40, 25]
+    assert transform.max_norm[0] < transform.max_norm[1] * 2  # norms of standardized values: comparable scales
+    with pytest.raises(ValueError, match="60 values"):
+        ContentTransform.fit(x, widths=(40, 20))
     again = ContentTransform.from_tensors(transform.tensors())
     np.testing.assert_array_equal(again.apply(x[:5]), transform.apply(x[:5]))
     np.testing.assert_array_equal(transform.apply(x[0]), transform.apply(x[:1]))  # one item or a batch

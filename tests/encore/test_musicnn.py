@@ -147,19 +147,21 @@ def test_encoder_contract_layers_and_pooling(encoders) -> None:
     encoder = encoders["onnx"]
     x = _music(10.0, seed=1)
     info = encoder.describe()
-    assert (info["backend"], info["sample_rate"], info["n_layers"], info["dim"]) == ("musicnn", 16_000, 1, 200)
+    assert (info["backend"], info["sample_rate"], info["n_layers"], info["dim"]) == ("musicnn", 16_000, 5, 200)
+    assert info["layer_widths"] == [561, 64, 64, 64, 200]
     assert info["revision"].startswith("musicnn-0.1.0.MSD_musicnn.") and info["params"]["precision"] == "fp32"
     assert [layer["dim"] for layer in info["layers"]] == [561, 64, 64, 64, 200]
     per_patch = encoder.run(encoder.patches(x))  # 10 s: three full patches and a 0.36-patch tail (dropped)
     assert len(per_patch["penultimate"]) == 3
-    vector = encoder.encode(x)
-    assert vector.shape == (1, 200) and vector.dtype == np.float32
-    np.testing.assert_allclose(vector[0], per_patch["penultimate"].mean(axis=0), rtol=1e-6)
+    vector = encoder.encode(x)  # every pooled layer, flat: front end, mid end 1-3, then the penultimate
+    assert vector.shape == (953,) and vector.dtype == np.float32
+    np.testing.assert_allclose(vector[-200:], per_patch["penultimate"].mean(axis=0), rtol=1e-6)
     layers = encoder.encode_layers(x)
     assert [v.shape for v in layers] == [(561,), (64,), (64,), (64,), (200,)]
     np.testing.assert_allclose(np.concatenate(layers[:4]), per_patch["pooled"].mean(axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(np.concatenate(layers), vector)
     np.testing.assert_array_equal(encoder.encode(x), vector)  # deterministic
-    assert _cosines(encoder.encode(_music(10.0, seed=2)), vector)[0] < 0.9999  # the input matters
+    assert _cosines(encoder.encode(_music(10.0, seed=2)), vector) < 0.9999  # the input matters
     _close(encoders["torch"].encode(x), vector, "torch vs onnx track vector")
 
 
@@ -191,14 +193,15 @@ def test_onnx_runtime_serves_without_torch(weights_dir: Path) -> None:
     assert done.stdout.strip() == "[]"
 
 
-def test_catalog_extraction_stores_the_penultimate(encoders, tmp_path: Path) -> None:
+def test_catalog_extraction_stores_every_layer(encoders, tmp_path: Path) -> None:
     items = {}
     for i in range(2):
         items[f"t{i}"] = tmp_path / f"t{i}.wav"
         sf.write(items[f"t{i}"], _music(4.0, seed=i), 16_000)
     extract_catalog(items, encoders["onnx"], tmp_path / "out", progress=False)
     ids, layers, manifest = load_catalog(tmp_path / "out")
-    assert ids == ["t0", "t1"] and layers.shape == (2, 1, 200)
+    assert ids == ["t0", "t1"] and layers.shape == (2, 953)
+    assert manifest["encoder"]["layer_widths"] == [561, 64, 64, 64, 200]
     assert manifest["encoder"]["backend"] == "musicnn" and manifest["runtime"] == "onnx"
     decoded = decode_audio(items["t1"].read_bytes(), max_seconds=None)
     np.testing.assert_allclose(layers[1], encoders["onnx"].encode_decoded(decoded), rtol=1e-6)

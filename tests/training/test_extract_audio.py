@@ -31,7 +31,7 @@ def test_extract_a_folder_with_muq_writes_the_sidecar_manifest_and_resumes(audio
     args += ["--weights-dir", str(weights), "--runtime", "torch", "--no-progress"]
     assert main(args) == 0
     track_ids, layers, manifest = load_catalog(tmp_path / "out")
-    assert track_ids == ["a", "sub/b"] and layers.shape == (2, 3, 32)
+    assert track_ids == ["a", "sub/b"] and layers.shape == (2, 96)
     encoder = manifest["encoder"]
     assert (encoder["backend"], encoder["sample_rate"], encoder["window_seconds"]) == ("muq", 24_000, 10.0)
     assert encoder["params"] == {"layers": [1, 2, 3], "precision": "fp32"} and manifest["runtime"] == "torch"

@@ -16,6 +16,7 @@ import pandas as pd
 
 from encore.audio.codebooks import Codebooks
 from encore.audio.extract import load_catalog
+from encore.audio.layers import LayerLayout
 from encore.audio.transform import ContentTransform
 from encore.errors import EncoreError
 from encore.ranker_frame import AUDIO_EMBEDDING, AUDIO_MISSING, AUDIO_TOKEN_PREFIX, audio_token
@@ -35,9 +36,13 @@ class ContentArrays:
     """Pooled encoder layers per item, as extract_catalog writes them."""
 
     item_ids: list[str]
-    layers: np.ndarray  # (N, L, D) float32
+    layers: np.ndarray  # (N, total) float32: the flat pooled layers (encore/audio/layers.py)
     encoder: dict[str, Any]
     sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if self.layers.ndim == 3:  # equal-width layers as (N, L, D): the same values, flat row-major
+            self.layers = self.layers.reshape(len(self.layers), -1)
 
     @classmethod
     def from_catalog(cls, folder: Path) -> ContentArrays:
@@ -57,11 +62,11 @@ def validate_content(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row of each item in `arrays.layers` (-1 when absent) and the mask of absent items; raises on bad input."""
     layers = arrays.layers
-    expected = (arrays.encoder.get("n_layers"), arrays.encoder.get("dim"))
-    if layers.ndim != 3 or layers.shape[1:] != expected:
+    layout = LayerLayout.of(arrays.encoder)
+    if layers.ndim != 2 or layers.shape[1] != layout.total:
         raise EncoreError(
             f"content arrays have shape {layers.shape}, but encoder {arrays.encoder.get('backend')!r} declares "
-            f"(N, {expected[0]}, {expected[1]})"
+            f"layers of widths {list(layout.widths)} (N, {layout.total})"
         )
     if len(arrays.item_ids) != layers.shape[0]:
         raise EncoreError(f"content has {len(arrays.item_ids)} keys for {layers.shape[0]} vectors")
@@ -106,18 +111,18 @@ def build_item_content(
     table = pd.DataFrame({ITEM: items})
     fields: list[FieldConfig] = []
     books = None
-    n_layers, dim = arrays.layers.shape[1:]
+    layout = LayerLayout.of(arrays.encoder)
     if mode == "dense":
         # The last layer through the content transform fit on training items (the one serving applies too).
-        vectors = arrays.layers[:, -1, :]
+        vectors = layout.layer(arrays.layers, -1)
         z = ContentTransform.fit(vectors[train_rows]).apply(vectors)
         z = np.where(absent[:, None], 0.0, z[np.maximum(rows, 0)]).astype(np.float32)
         table[DENSE_FIELD] = list(z)
-        fields.append(FieldConfig(DENSE_FIELD, "dense", owner="item", dim=int(dim)))
+        fields.append(FieldConfig(DENSE_FIELD, "dense", owner="item", dim=int(vectors.shape[1])))
     elif mode == "tokens":
         # One codebook per layer; a single-layer encoder (MFCC) is cut into groups so that it still gives
         # several token fields, each summarizing a different block of its features.
-        groups = groups or max(1, math.ceil(4 / n_layers))
+        groups = groups or max(1, math.ceil(4 / layout.n_layers))
         books = Codebooks.fit(arrays.layers[train_rows], encoder_info=arrays.encoder, k=k, groups=groups, seed=seed)
         tokens = books.tokenize(arrays.layers[np.maximum(rows, 0)]).astype(np.float64)
         tokens[absent] = np.nan  # encoded as OOV

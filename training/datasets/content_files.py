@@ -1,9 +1,10 @@
 """Content arrays keyed by item token, read from npz, npy (+ ids file), safetensors or parquet.
 
-Every format gives the same thing: item tokens and a (N, L, D) float32 stack (a (N, D) file is one layer).
-A sidecar `<file stem>.json` may describe the encoder (backend, revision, n_layers, dim, ...); when it declares
-n_layers/dim the arrays must match it. Nothing here unpickles: `training.convert_taste` turns TASTE's pickled
-dicts into one of these formats first.
+Every format gives the same thing: item tokens and flat (N, total) float32 content with its layers' widths
+(encore/audio/layers.py): a (N, L, D) file is L layers of width D; a (N, D) file is one layer, unless a sidecar
+`<file stem>.json` describing the encoder (backend, revision, n_layers, dim, layer_widths, ...) cuts it into
+layers. What the sidecar declares, the arrays must match. Nothing here unpickles: `training.convert_taste` turns
+TASTE's pickled dicts into one of these formats first.
 
   .npz          arrays `item_ids` (str, N) and `layers` (N, L, D) or `embeddings` (N, D); `track_ids` is
                 accepted for `item_ids` (what `python -m training.extract_audio` writes)
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from encore.audio.layers import LayerLayout
 from encore.errors import EncoreError
 from encore.io import sha256_file
 from training.datasets.content import ContentArrays
@@ -38,21 +40,38 @@ def read_content_file(path: str | Path) -> ContentArrays:
         raise EncoreError(f"content file not found: {path}")
     reader = {".npz": _read_npz, ".npy": _read_npy, ".safetensors": _read_safetensors, ".parquet": _read_parquet}
     ids, layers = reader[path.suffix](path)
-    if layers.ndim == 2:
-        layers = layers[:, None, :]
-    if layers.ndim != 3:
+    if layers.ndim not in (2, 3):
         raise EncoreError(f"{path}: content must be (N, D) or (N, L, D), got shape {layers.shape}")
     if len(ids) != layers.shape[0]:
         raise EncoreError(f"{path}: {len(ids)} item ids for {layers.shape[0]} vectors")
     encoder = _sidecar(path)
-    for key, actual in (("n_layers", layers.shape[1]), ("dim", layers.shape[2])):
-        declared = encoder.setdefault(key, int(actual))
-        if declared != actual:
-            raise EncoreError(
-                f"{path}: content has {key}={actual}, but {path.with_suffix('.json')} declares {declared}"
-            )
+    layout = _layout(path, layers, encoder)
+    encoder.update(layer_widths=list(layout.widths), n_layers=layout.n_layers, dim=layout.widths[-1])
     encoder.setdefault("backend", f"file:{path.name}")
-    return ContentArrays([str(i) for i in ids], layers.astype(np.float32, copy=False), encoder, sha256_file(path))
+    flat = layers.reshape(len(layers), -1).astype(np.float32, copy=False)
+    return ContentArrays([str(i) for i in ids], flat, encoder, sha256_file(path))
+
+
+def _layout(path: Path, layers: np.ndarray, encoder: dict) -> LayerLayout:
+    """The layers of the file's content: its own (N, L, D) shape, else what the sidecar declares, else one."""
+    if layers.ndim == 3:
+        layout = LayerLayout.uniform(layers.shape[1], layers.shape[2])
+    elif encoder.get("layer_widths") or encoder.get("n_layers") is not None:
+        try:
+            layout = LayerLayout.of({"dim": layers.shape[1] // max(1, int(encoder.get("n_layers", 1))), **encoder})
+        except ValueError as exc:
+            raise EncoreError(f"{path.with_suffix('.json')}: {exc}") from exc
+    else:
+        layout = LayerLayout((layers.shape[1],))
+    declared = {key: encoder[key] for key in ("n_layers", "dim", "layer_widths") if key in encoder}
+    actual = {"n_layers": layout.n_layers, "dim": layout.widths[-1], "layer_widths": list(layout.widths)}
+    mismatched = {key: value for key, value in declared.items() if value != actual[key]}
+    if mismatched or layout.total != int(np.prod(layers.shape[1:])):
+        raise EncoreError(
+            f"{path}: content of shape {layers.shape} has layers {actual}, but {path.with_suffix('.json')} "
+            f"declares {declared}"
+        )
+    return layout
 
 
 def _sidecar(path: Path) -> dict:

@@ -215,14 +215,14 @@ def content_arrays(
 ) -> tuple[ContentArrays, str]:
     """(arrays keyed by artist id, modality name) for a content setting other than none."""
     if content in ("dense", "tokens"):
-        layers = spotify[list(SPOTIFY_AUDIO)].to_numpy(np.float32)[:, None, :]
+        layers = spotify[list(SPOTIFY_AUDIO)].to_numpy(np.float32)  # one layer: (N, D)
         encoder = {"backend": "spotify-audio-features", "features": list(SPOTIFY_AUDIO), "n_layers": 1}
         ids, modality = spotify[ITEM].astype(str).tolist(), "spotify"
     else:
-        layers = encode_texts(texts.tolist(), progress)[:, None, :]
+        layers = encode_texts(texts.tolist(), progress)
         encoder = {"backend": TEXT_ENCODER, "top_tags": TEXT_TOP_TAGS, "n_layers": 1}
         ids, modality = [str(i) for i in texts.index], "text"
-    encoder["dim"] = int(layers.shape[2])
+    encoder["dim"] = int(layers.shape[1])
     sha = hashlib.sha256(np.ascontiguousarray(layers).tobytes() + "|".join(ids).encode()).hexdigest()
     return ContentArrays(ids, layers, encoder, sha), modality
 

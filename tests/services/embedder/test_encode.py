@@ -21,7 +21,7 @@ def test_embed_audio_gives_the_transformed_layer_tokens_and_typicality(artifacts
     data = wav_bytes(tone(440, 2.0))
     result = embed_audio(data, state, max_seconds=600)
     layers = MfccEncoder().encode(sf.read(io.BytesIO(data), dtype="float32")[0])  # mono, already 22.05 kHz
-    expected = state.codebooks.transform.apply(layers)[0, -1]  # the bundle's bounded content transform
+    expected = state.codebooks.transform.apply(layers)[0]  # the bundle's bounded content transform (one layer)
     np.testing.assert_allclose(result.embedding, expected, rtol=1e-5, atol=1e-5)
     assert result.tokens.tolist() == state.codebooks.tokenize(layers)[0].tolist()
     assert result.embedding.shape == (264,) and result.tokens.shape == (1,) and 0 <= result.tokens[0] < K

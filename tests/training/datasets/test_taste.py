@@ -124,7 +124,8 @@ def test_every_content_format_reads_the_same_arrays(tmp_path):
         arrays = read_content_file(tmp_path / name)
         order = np.argsort(arrays.item_ids)
         assert [arrays.item_ids[i] for i in order] == ids, name
-        np.testing.assert_allclose(arrays.layers[order], layers, err_msg=name)
+        np.testing.assert_allclose(arrays.layers[order], layers.reshape(5, 8), err_msg=name)  # flat, row-major
+        assert arrays.encoder["layer_widths"] == [4, 4], name
         assert arrays.encoder["n_layers"] == 2 and arrays.encoder["dim"] == 4
 
 
@@ -140,7 +141,7 @@ def test_bad_content_fails_clearly_unless_missing_policy_is_set(tmp_path):
     vectors = item_vectors(np.random.default_rng(3))
 
     _content(folder, items, vectors, backend="muq", dim=1024)
-    with pytest.raises(EncoreError, match="content has dim=8, but .*declares 1024"):
+    with pytest.raises(EncoreError, match=r"has layers .*'dim': 8.*declares \{'dim': 1024\}"):
         load_dataset("taste", folder, "id", "dense")
     (folder / "content" / "muq.json").unlink()
 
@@ -188,15 +189,15 @@ def test_convert_reads_numpy_pickles_and_torch_files_and_refuses_code(tmp_path):
     src.write_bytes(pickle.dumps(feats))
     out = convert(src, tmp_path / "content" / "muq.npz", encoder={"backend": "muq"})
     arrays = read_content_file(out)
-    assert arrays.encoder["backend"] == "muq" and arrays.layers.shape == (6, 3, 4)
-    np.testing.assert_array_equal(arrays.layers[arrays.item_ids.index("t2")], feats["t2"])
+    assert arrays.encoder["backend"] == "muq" and arrays.layers.shape == (6, 12)
+    np.testing.assert_array_equal(arrays.layers[arrays.item_ids.index("t2")], np.ravel(feats["t2"]))
     (tmp_path / "muq5.pkl").write_bytes(pickle.dumps(feats, protocol=5))  # numpy pickles via _frombuffer
     arrays5 = read_content_file(convert(tmp_path / "muq5.pkl", tmp_path / "content" / "muq5.npz"))
     np.testing.assert_array_equal(arrays5.layers, arrays.layers)
 
     torch.save({k: torch.from_numpy(v[-1]) for k, v in feats.items()}, tmp_path / "clap.pt")
     arrays = read_content_file(convert(tmp_path / "clap.pt", tmp_path / "clap.npz"))
-    assert arrays.layers.shape == (6, 1, 4)
+    assert arrays.layers.shape == (6, 4)
 
     class Evil:
         def __reduce__(self):
@@ -219,7 +220,7 @@ def test_convert_reads_numpy_pickles_and_torch_files_and_refuses_code(tmp_path):
     with pytest.raises(EncoreError, match="has shape"):
         convert(tmp_path / "frames.pkl", tmp_path / "frames.npz")
     pooled = read_content_file(convert(tmp_path / "frames.pkl", tmp_path / "frames.npz", pool="mean"))
-    assert pooled.layers.shape == (2, 1, 4)
+    assert pooled.layers.shape == (2, 4)
     assert not list(tmp_path.glob(".*.tmp"))
 
 
