@@ -15,11 +15,20 @@ PER_USER_FILE = "per_user_auc.npz"
 
 def binary_metrics(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None) -> dict[str, float]:
     """`scores` are probabilities. GAUC averages per-group AUC over groups that have both classes."""
+    return binary_metrics_per_user(labels, scores, groups)[0]
+
+
+def binary_metrics_per_user(
+    labels: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None
+) -> tuple[dict[str, float], pd.DataFrame | None]:
+    """`binary_metrics` and, with `groups`, the per-group AUC table its GAUC averages (computed once)."""
     scores = np.clip(scores.astype(np.float64), 1e-7, 1 - 1e-7)
     out = {"auc": float(roc_auc_score(labels, scores)), "logloss": float(log_loss(labels, scores, labels=[0, 1]))}
-    if groups is not None:
-        out["gauc"] = gauc(labels, scores, groups)
-    return out
+    if groups is None:
+        return out, None
+    per = per_group_auc(labels, scores, groups)
+    out["gauc"] = weighted_gauc(per)
+    return out, per
 
 
 def per_group_auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> pd.DataFrame:
@@ -37,10 +46,12 @@ def per_group_auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) ->
 
 def gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
     """Per-group AUC averaged over groups, weighted by group size."""
-    per = per_group_auc(labels, scores, groups)
-    if per.empty:
-        return float("nan")
-    return float(np.average(per.auc, weights=per.weight))
+    return weighted_gauc(per_group_auc(labels, scores, groups))
+
+
+def weighted_gauc(per: pd.DataFrame) -> float:
+    """The per-group AUCs of `per_group_auc` averaged with the groups' row counts as weights (NaN if none)."""
+    return float(np.average(per.auc, weights=per.weight)) if len(per) else float("nan")
 
 
 def save_per_user(path: Path, per_split: dict[str, pd.DataFrame]) -> None:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from training.data import TensorSplit
 from training.distributed import Dist
-from training.metrics import binary_metrics, per_group_auc
+from training.metrics import binary_metrics, binary_metrics_per_user
 from training.models.base import CTRModel
 from training.sysinfo import CpuTimes
 
@@ -107,10 +107,7 @@ def evaluate_per_user(
     model: nn.Module, split: TensorSplit, batch_size: int = 16384
 ) -> tuple[dict[str, float], pd.DataFrame | None]:
     """`evaluate`'s metrics and, when the split has groups, the per-user AUCs behind its GAUC."""
-    scores = predict(model, split, batch_size)
-    labels = split.labels.numpy()
-    metrics = binary_metrics(labels, scores, split.groups)
-    return metrics, per_group_auc(labels, scores, split.groups) if split.groups is not None else None
+    return binary_metrics_per_user(split.labels.numpy(), predict(model, split, batch_size), split.groups)
 
 
 def fit(
