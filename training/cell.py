@@ -1,7 +1,8 @@
 """One cell of a benchmark grid: a CTR model trained with one seed on one (dataset, features, content) setting.
 
 `train_cell(cell, encoded)` trains and evaluates; `save_run(result, spec, runs_dir)` writes the run folder
-(feature spec, safetensors weights, ONNX model, the dataset's run files, manifest) in one atomic step;
+(feature spec, safetensors weights, ONNX model, the dataset's run files, manifest, and the per-user AUCs behind
+GAUC in per_user_auc.npz) in one atomic step;
 `result_rows(result, run_dir)` gives the rows results.csv keeps. training/run_benchmark.py loops over cells.
 """
 
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from safetensors.torch import save_file
 
@@ -25,9 +27,10 @@ from training.data import TensorSplit
 from training.datasets.base import DatasetSplits
 from training.distributed import Dist
 from training.export import export_onnx
+from training.metrics import PER_USER_FILE, save_per_user
 from training.models.base import CTRModel
 from training.sysinfo import library_versions
-from training.trainer import TrainConfig, TrainResult, evaluate, fit
+from training.trainer import TrainConfig, TrainResult, evaluate_per_user, fit
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class CellResult:
     metrics: dict[str, dict[str, float]]  # eval split -> auc, logloss, gauc (rank 0 only when data-parallel)
     started: float = field(default_factory=time.time)  # wall clock when training began
     dist: Dist = field(default_factory=Dist)
+    per_user: dict[str, pd.DataFrame] = field(default_factory=dict)  # eval split -> user, weight, auc (GAUC's parts)
 
 
 def train_cell(cell: Cell, encoded: EncodedData, dist: Dist | None = None) -> CellResult:
@@ -112,8 +116,13 @@ def train_cell(cell: Cell, encoded: EncodedData, dist: Dist | None = None) -> Ce
     dist = dist or Dist()
     started = time.time()
     model, fitted = fit_cell(cell, encoded, dist=dist)
-    metrics = {split: evaluate(model, tensors) for split, tensors in encoded.evals.items()} if dist.is_main else {}
-    return CellResult(cell, model, fitted, metrics, started, dist)
+    metrics, per_user = {}, {}
+    evals = encoded.evals if dist.is_main else {}
+    for split, tensors in evals.items():
+        metrics[split], users = evaluate_per_user(model, tensors)
+        if users is not None:
+            per_user[split] = users
+    return CellResult(cell, model, fitted, metrics, started, dist, per_user)
 
 
 def fit_cell(
@@ -150,6 +159,8 @@ def save_run(result: CellResult, spec: FeatureSpec, runs_dir: Path) -> Path:
                 shutil.copytree(source, folder / file_name)
             else:
                 shutil.copy2(source, folder / file_name)
+        if result.per_user:  # a few kB: what a bootstrap over users needs (training/significance.py)
+            save_per_user(folder / PER_USER_FILE, result.per_user)
         write_json_atomic(folder / "manifest.json", run_manifest(result, spec))
     return final
 

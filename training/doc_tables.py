@@ -22,14 +22,17 @@ import pandas as pd
 
 from encore.io import write_text_atomic
 from training.results import (
+    METRIC_LABELS,
     ResultsTable,
     markdown_summary,
     mean_std,
     paired_grid_table,
     pattern_table,
+    split_metrics,
     summarize,
     write_charts,
 )
+from training.significance import bootstrap_doc_table, seed_test_summary, seed_test_table, seed_tests
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DOCS = PROJECT_ROOT / "docs"
@@ -38,6 +41,8 @@ RESULTS = DOCS / "results"
 CHECKED_DOCS = ["benchmarks.md"]
 NOT_REPRODUCIBLE = "*Not reproducible from committed data:*"
 BLOCK = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+GRIDS = {"synthetic": "synthetic_grid", "hetrec": "hetrec_grid"}  # doc name -> committed results folder
+BOOTSTRAP_DEMO = "significance_demo"  # a small run pair whose per-user AUC files are committed
 MASK_MODELS = ["LR", "FM", "DeepFM", "DCNv2"]
 MASK_CONTENTS = ["none", "dense-mask-only", "dense-no-mask", "dense"]
 
@@ -53,6 +58,26 @@ def _grid(name: str, split: str, metrics: list[str]) -> Callable[[], list[str]]:
 def _pattern() -> list[str]:
     summary = pd.concat([summarize(_rows("synthetic_grid")), summarize(_rows("hetrec_grid"))], ignore_index=True)
     return pattern_table(summary[summary.split.isin(["test", "cold"])], with_variant=False)
+
+
+def _significance(name: str, split: str) -> Callable[[], list[str]]:
+    """Paired t-tests over seeds of the split's leading metric (cold: GAUC, test: AUC), Holm across the table."""
+    metric = split_metrics(split)[0]
+    return lambda: seed_test_table(seed_tests(_rows(name), split, metric), METRIC_LABELS[metric])
+
+
+def _significance_summary() -> list[str]:
+    tables = []
+    for name in GRIDS.values():
+        rows = _rows(name)
+        for split in ("cold", "test"):
+            metric = split_metrics(split)[0]
+            tables.append((rows.dataset.iloc[0], split, METRIC_LABELS[metric], seed_tests(rows, split, metric)))
+    return seed_test_summary(tables)
+
+
+def _bootstrap_demo() -> list[str]:
+    return bootstrap_doc_table(RESULTS / BOOTSTRAP_DEMO, ["cold", "test"], "dense", "none")
 
 
 def _mask(split: str, metrics: list[str]) -> Callable[[], list[str]]:
@@ -93,6 +118,13 @@ TABLES: dict[str, Callable[[], list[str]]] = {
     "mask-cold": _mask("cold", ["gauc", "auc"]),
     "mask-test": _mask("test", ["auc", "gauc"]),
     "tuning-hetrec-deepfm": _tuning("tune_hetrec_deepfm"),
+    **{
+        f"significance-{doc}-{split}": _significance(name, split)
+        for doc, name in GRIDS.items()
+        for split in ("cold", "test")
+    },
+    "significance-summary": _significance_summary,
+    "significance-bootstrap-demo": _bootstrap_demo,
 }
 
 

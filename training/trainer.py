@@ -16,13 +16,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from training.data import TensorSplit
 from training.distributed import Dist
-from training.metrics import binary_metrics
+from training.metrics import binary_metrics, binary_metrics_per_user
 from training.models.base import CTRModel
 from training.sysinfo import CpuTimes
 
@@ -100,6 +101,13 @@ def predict(model: nn.Module, split: TensorSplit, batch_size: int = 16384) -> np
 def evaluate(model: nn.Module, split: TensorSplit, batch_size: int = 16384) -> dict[str, float]:
     scores = predict(model, split, batch_size)
     return binary_metrics(split.labels.numpy(), scores, split.groups)
+
+
+def evaluate_per_user(
+    model: nn.Module, split: TensorSplit, batch_size: int = 16384
+) -> tuple[dict[str, float], pd.DataFrame | None]:
+    """`evaluate`'s metrics and, when the split has groups, the per-user AUCs behind its GAUC."""
+    return binary_metrics_per_user(split.labels.numpy(), predict(model, split, batch_size), split.groups)
 
 
 def fit(

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
 from tests.factories import write_frappe_like
 from training.cell import Cell, EncodedData, GridSettings, result_rows, save_run, train_cell
 from training.datasets.registry import load_dataset
+from training.metrics import PER_USER_FILE, load_per_user
 from training.models.registry import get_ctr_model
 
 GRID = GridSettings({"train": {"batch_size": 512}, "models": {"LR": {"train": {"lr": 0.01}}}}, epochs=1, progress=False)
@@ -45,6 +47,16 @@ def test_same_seed_same_weights_and_the_run_folder_holds_them(frappe_like, tmp_p
     rows = result_rows(first, run_dir)
     assert [r["split"] for r in rows] == ["valid", "test"] and rows[1]["auc"] == first.metrics["test"]["auc"]
     assert {r["run_dir"] for r in rows} == {str(run_dir)}
+
+
+def test_the_run_folder_keeps_the_per_user_aucs_behind_each_gauc(frappe_like, tmp_path):
+    data, encoded = frappe_like
+    result = train_cell(Cell.make(data, "LR", get_ctr_model("LR"), 3, GRID), encoded)
+    per_user = load_per_user(save_run(result, encoded.spec, tmp_path / "runs") / PER_USER_FILE)
+    assert set(per_user.split) == {"valid", "test"}
+    for split, users in per_user.groupby("split"):
+        gauc = np.average(users.auc, weights=users.weight)
+        assert gauc == pytest.approx(result.metrics[split]["gauc"]) and users.user.is_unique
 
 
 def test_a_failed_save_keeps_the_previous_run_folder(frappe_like, tmp_path):
