@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 
 import pytest
 
@@ -113,6 +114,36 @@ def test_a_real_clip_uploads_and_is_placed_in_the_listeners_list(stack, browser)
     wait(browser, lambda d: "sig=" in (d.find_element(By.ID, "player").get_attribute("src") or ""))
     wait(browser, lambda d: d.execute_script("return document.getElementById('player').readyState") >= 1)
     assert browser.find_element(By.ID, "error").get_attribute("hidden") is not None
+
+
+def test_a_new_listener_presses_like_and_the_list_changes(stack, browser) -> None:
+    browser.get(stack.url("ranker") + "/")
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#recs li")) > 0)
+    browser.find_element(By.ID, "api-key").send_keys(API_KEY)
+    listener = f"browser-{uuid.uuid4().hex[:8]}"
+    browser.find_element(By.ID, "user-id").send_keys(listener)
+    browser.find_element(By.ID, "show").click()
+    wait(browser, lambda d: f"for {listener} · " in d.find_element(By.ID, "recs-meta").text)
+    before = [e.get_attribute("data-track") for e in browser.find_elements(By.CSS_SELECTOR, "#recs li")]
+    liked = before[0]
+    browser.find_element(By.CSS_SELECTOR, f"#recs li[data-track='{liked}'] button[data-event='like']").click()
+    wait(browser, lambda d: f"like {liked}" in d.find_element(By.ID, "event-answer").text)
+    wait(browser, lambda d: "foldin" in d.find_element(By.ID, "recs-meta").text)
+    after = [e.get_attribute("data-track") for e in browser.find_elements(By.CSS_SELECTOR, "#recs li")]
+    assert after and after != before
+    assert liked not in after, "a liked track is not recommended again"
+    assert browser.find_element(By.ID, "error").get_attribute("hidden") is not None
+
+
+def test_words_steer_the_list(stack, browser) -> None:
+    browser.get(stack.url("ranker") + "/")
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#demo-users option")) > 1)
+    show_user(browser, "1")
+    browser.find_element(By.ID, "query").send_keys("classical strings")
+    browser.find_element(By.ID, "ask").click()
+    wait(browser, lambda d: "steered by" in d.find_element(By.ID, "recs-meta").text)
+    assert all(t.startswith("match ") for t in texts(browser, "#recs li .match"))
+    assert texts(browser, "#recs li .match"), "each tagged track shows how well it matches"
 
 
 def test_the_page_fits_a_phone_screen(stack, browser) -> None:
