@@ -273,13 +273,13 @@ class RankerSettings(ServiceSettings):
         "(one copy in memory); must be private to the service's user (0700); `auto`: "
         "`<temp dir>/encore-ranker-items-<uid>`; empty: each worker keeps its own",
     )
-    query_encoder_dir: str = setting(
+    ranker_query_encoder_dir: str = setting(
         "",
         "ENCORE_RANKER_QUERY_ENCODER_DIR",
         description="the exported query encoder of `/recommend?q=` (`python -m training.export_text_encoder`); "
         "empty: `minilm-l6-v2` in `ENCORE_WEIGHTS_DIR`; without it a query answers 422 `query_unavailable`",
     )
-    query_weight: float = setting(
+    ranker_query_weight: float = setting(
         0.8,
         "ENCORE_RANKER_QUERY_WEIGHT",
         description="how far a free-text query (`q`) orders the candidates (1) rather than their click "
@@ -296,7 +296,11 @@ class RankerSettings(ServiceSettings):
 
     @property
     def query_encoder_path(self) -> Path:
-        return Path(self.query_encoder_dir) if self.query_encoder_dir else self.weights_dir / QUERY_ENCODER_DIR
+        return (
+            Path(self.ranker_query_encoder_dir)
+            if self.ranker_query_encoder_dir
+            else self.weights_dir / QUERY_ENCODER_DIR
+        )
 
     @property
     def item_cache_path(self) -> Path | None:

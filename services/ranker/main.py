@@ -51,7 +51,7 @@ def create_app(settings: RankerSettings | None = None, store: Store | None = Non
             recent=RecentActivity(feature_store, guard, settings.user_cache_size) if settings.read_events else None,
             foldin_candidates=settings.foldin_candidates,
             item_cache_dir=settings.item_cache_path,
-            steer=Steer(settings.query_encoder_path, settings.query_weight, settings.onnx_threads),
+            steer=Steer(settings.query_encoder_path, settings.ranker_query_weight, settings.onnx_threads),
         )
         ranker.load()
         try:

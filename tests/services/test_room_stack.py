@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from services.stack import SERVICES
-from tests.stack_world import API_KEY, running_stack
+from tests.stack_world import API_KEY, needs_query_encoder, running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # the first one builds the quick world
 
@@ -161,6 +161,7 @@ def steered_share(ranker: str, users: list[str], q: str | None) -> float:
     return hits / total
 
 
+@needs_query_encoder
 def test_a_free_text_query_steers_lists_towards_its_tags(stack) -> None:
     ranker = stack.url("ranker")
     users = [str(u) for u in range(20)]

@@ -71,7 +71,7 @@ def client_for(trained_bundle: TrainedBundle, store: Store, retriever: FakeRetri
 
 @needs_encoder
 def test_a_query_lifts_the_track_whose_tags_it_names(client_for) -> None:
-    client = client_for(query_weight=1.0)
+    client = client_for(ranker_query_weight=1.0)
     plain = client.get("/recommend", params={"user_id": "u1", "k": 5}).json()
     steered = client.get("/recommend", params={"user_id": "u1", "k": 5, "q": "classical strings"}).json()
     assert steered["query"] == "classical strings" and plain["query"] is None
@@ -82,7 +82,7 @@ def test_a_query_lifts_the_track_whose_tags_it_names(client_for) -> None:
 
 
 def test_without_the_encoder_a_query_is_refused_and_plain_answers_are_served(client_for, tmp_path) -> None:
-    client = client_for(query_encoder_dir=str(tmp_path / "absent"))
+    client = client_for(ranker_query_encoder_dir=str(tmp_path / "absent"))
     refused = client.get("/recommend", params={"user_id": "u1", "q": "mellow acoustic guitar"})
     assert refused.status_code == 422
     detail = refused.json()["detail"]
