@@ -9,12 +9,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # MusiCNN's published weights, converted from the musicnn wheel (cached in .cache/wheels/) when missing.
 MUSICNN_WEIGHTS := weights/musicnn-msd/model.safetensors weights/musicnn-mtt/model.safetensors
+# The ranker's query encoder (GET /recommend?q=): the packaged all-MiniLM-L6-v2 exported to ONNX with MusiCNN's
+# tag names' vectors (training/export_text_encoder.py); the ranker answers 422 query_unavailable without it.
+QUERY_ENCODER := weights/minilm-l6-v2/model.onnx
 
 .PHONY: install browser run test lint frappe clean
 
 ORT_STAMP := $(VENV)/.onnxruntime-$(ONNXRUNTIME)
 
-install: $(STAMP) $(ORT_STAMP) $(MUSICNN_WEIGHTS) browser
+install: $(STAMP) $(ORT_STAMP) $(MUSICNN_WEIGHTS) $(QUERY_ENCODER) browser
 
 # Headless Chromium + chromedriver from Debian for the browser tests (tests/browser): installed when missing and
 # this is root with apt-get; otherwise a note, never a failure (those tests then skip and say why).
@@ -55,6 +58,10 @@ $(ORT_STAMP): | $(STAMP)
 $(MUSICNN_WEIGHTS): | $(STAMP) $(ORT_STAMP)
 	$(PY) -m encore.audio.musicnn_weights --out weights
 	$(PY) -m training.export_audio_encoder --encoder musicnn --weights-dir weights
+
+$(QUERY_ENCODER): | $(STAMP) $(MUSICNN_WEIGHTS)
+	$(PY) -m pip install --quiet -e ".[text]"
+	$(PY) -m training.export_text_encoder --weights-dir weights
 
 # The demo stack on the embedded default (SQLite online store): build world + bundle once, then serve.
 export ENCORE_API_KEY ?= encore-dev-key

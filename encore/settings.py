@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from encore.audio.encoder import DEFAULT_ENCODER
 from encore.audio.transform import MAX_ABS_CONTENT
+from encore.text_query import QUERY_ENCODER_DIR
 
 if TYPE_CHECKING:
     from encore.store import StoreSettings
@@ -272,12 +273,34 @@ class RankerSettings(ServiceSettings):
         "(one copy in memory); must be private to the service's user (0700); `auto`: "
         "`<temp dir>/encore-ranker-items-<uid>`; empty: each worker keeps its own",
     )
+    ranker_query_encoder_dir: str = setting(
+        "",
+        "ENCORE_RANKER_QUERY_ENCODER_DIR",
+        description="the exported query encoder of `/recommend?q=` (`python -m training.export_text_encoder`); "
+        "empty: `minilm-l6-v2` in `ENCORE_WEIGHTS_DIR`; without it a query answers 422 `query_unavailable`",
+    )
+    ranker_query_weight: float = setting(
+        0.8,
+        "ENCORE_RANKER_QUERY_WEIGHT",
+        description="how far a free-text query (`q`) orders the candidates (1) rather than their click "
+        "probability (0): the weight of the rank blend in docs/listening_room.md",
+        ge=0,
+        le=1,
+    )
     expected_spec_hash: str = setting(
         "",
         "ENCORE_RANKER_EXPECTED_SPEC_HASH",
         "ENCORE_EXPECTED_SPEC_HASH",
         description="when set, bundles built for another feature spec are refused",
     )
+
+    @property
+    def query_encoder_path(self) -> Path:
+        return (
+            Path(self.ranker_query_encoder_dir)
+            if self.ranker_query_encoder_dir
+            else self.weights_dir / QUERY_ENCODER_DIR
+        )
 
     @property
     def item_cache_path(self) -> Path | None:

@@ -17,10 +17,17 @@ from pathlib import Path
 
 import pytest
 
+from encore.text_query import QUERY_ENCODER_DIR
 from services.stack import SERVICES, Stack
 from tests.conftest import REPO_ROOT, _redis_answers, free_port
 
 API_KEY = "room-test-key"
+# The stack's ranker steers q with it (the world's environment sets no ENCORE_WEIGHTS_DIR: the default folder).
+QUERY_ENCODER = REPO_ROOT / "weights" / QUERY_ENCODER_DIR
+needs_query_encoder = pytest.mark.skipif(
+    not (QUERY_ENCODER / "model.onnx").is_file(),
+    reason=f"no query encoder at {QUERY_ENCODER}: python -m training.export_text_encoder (make install does)",
+)
 
 
 class RedisServer:

@@ -22,6 +22,7 @@ from services.ranker.bundle import RankerModel, load_ranker_model, reload_bundle
 from services.ranker.pipeline import ItemFeatures, Ranker, RankerMetrics, Retrieve, StoreGuard, UserFeatures
 from services.ranker.room import add_room
 from services.ranker.routes import build_router
+from services.ranker.steer import Steer
 
 SERVICE = "ranker"
 log = logging.getLogger("encore.ranker")
@@ -50,6 +51,7 @@ def create_app(settings: RankerSettings | None = None, store: Store | None = Non
             recent=RecentActivity(feature_store, guard, settings.user_cache_size) if settings.read_events else None,
             foldin_candidates=settings.foldin_candidates,
             item_cache_dir=settings.item_cache_path,
+            steer=Steer(settings.query_encoder_path, settings.ranker_query_weight, settings.onnx_threads),
         )
         ranker.load()
         try:
@@ -95,5 +97,6 @@ def readiness(app: FastAPI) -> tuple[bool, dict]:
         "feature_spec_hash": holder.state.spec.hash if holder.loaded else None,
         "store_reachable": store_ok,
         "tracks_in_table": len(ranker.item_features.table) if ranker.item_features.table is not None else 0,
+        "query_encoder": ranker.steer is not None and ranker.steer.encoder is not None,
     }
     return holder.loaded and store_ok, details

@@ -1,4 +1,4 @@
-"""The recommend path as steps: user features >> retrieve >> item features >> score >> order.
+"""The recommend path as steps: user features >> retrieve >> item features >> score >> steer >> order.
 
 Each step takes its config in `__init__`, opens heavy resources in `load()`, and does the work in
 `__call__`, which takes and gives only what this table says (no step reaches into another):
@@ -9,8 +9,9 @@ Each step takes its config in `__init__`, opens heavy resources in `load()`, and
 | `Retrieve`     | user_id, n, the bundle's popularity list      | `Candidates`: ids, cold, source, history, degraded |
 | `ItemFeatures` | track ids                                     | `ItemRows`: TrackFeatures in that order, degraded |
 | `Score`        | model, user_id, profile, TrackFeatures        | (n,) scores                                    |
-| `Order`        | Candidates, TrackFeatures, scores, k, played  | ranked items with reasons (played: the played  |
-|                |                                               | tracks' TrackFeatures, for "sounds like")      |
+| `Steer`        | query's tag similarities, tracks' tags, scores | `Steering`: order keys, query matches (steer.py) |
+| `Order`        | Candidates, TrackFeatures, scores, k, Steering, played | ranked items with reasons (played: the   |
+|                |                                               | played tracks' TrackFeatures: "sounds like")   |
 
 An unknown user or track is decided once, where it is looked up (UserFeatures: profile None; ItemFeatures:
 the track's rows marked invalid), and encoded by the one frame builder (encore/ranker_frame.py) as OOV /
@@ -39,11 +40,13 @@ from encore.ranker_frame import TrackFeatures, build_frame
 from encore.schema import FeatureSpec
 from encore.store import Store
 from encore.track_table import TrackTable
+from services.common.errors import ServiceError
 from services.ranker.activity import FOLDIN_SOURCE, NO_RECENT, Recent, RecentActivity
 from services.ranker.bundle import RankerModel
 from services.ranker.encoded_items import ItemInputCache
 from services.ranker.reasons import played_tracks, sound_tags, sounds_like
 from services.ranker.reasons import reason as reason_for
+from services.ranker.steer import Steer, Steering
 
 log = logging.getLogger("encore.ranker")
 
@@ -92,6 +95,7 @@ class RankedItem:
     cold: bool
     reason: str
     tags: list[str] = field(default_factory=list)
+    query_match: float | None = None
 
 
 @dataclass(frozen=True)
@@ -324,7 +328,8 @@ class Score:
 
 
 class Order:
-    """Top-k by score; ties keep retrieval order (stable sort), so answers are deterministic."""
+    """Top-k by score, or by a query's steering (services/ranker/steer.py) when there is one; ties keep the score
+    order, then retrieval order (stable sorts), so answers are deterministic."""
 
     def __call__(
         self,
@@ -332,18 +337,32 @@ class Order:
         items: TrackFeatures,
         scores: np.ndarray,
         k: int,
+        steering: Steering | None = None,
         played: TrackFeatures | None = None,
     ) -> list[RankedItem]:
-        top = np.argsort(-scores, kind="stable")[:k].tolist()
+        if steering is None:
+            top = np.argsort(-scores, kind="stable")[:k].tolist()
+        else:  # lexsort: the last key is the primary one
+            top = np.lexsort((-scores, -steering.order_by))[:k].tolist()
+        matches = steering.matches if steering is not None else None
         alike = sounds_like(items, top, played) if played is not None else {}
-        return [self.item(candidates, items, scores, i, rank, alike.get(i)) for rank, i in enumerate(top, start=1)]
+        return [
+            self.item(candidates, items, scores, i, rank, matches, alike.get(i)) for rank, i in enumerate(top, 1)
+        ]
 
     @staticmethod
     def item(
-        candidates: Candidates, items: TrackFeatures, scores: np.ndarray, i: int, rank: int, like: str | None = None
+        candidates: Candidates,
+        items: TrackFeatures,
+        scores: np.ndarray,
+        i: int,
+        rank: int,
+        matches: np.ndarray | None = None,
+        like: str | None = None,
     ) -> RankedItem:
         cold, genre = candidates.cold.get(items.track_ids[i], False), items.value("genre", i)
         tags = items.value("tags", i)
+        match = None if matches is None or np.isnan(matches[i]) else round(float(matches[i]), 4)
         return RankedItem(
             track_id=items.track_ids[i],
             score=float(scores[i]),
@@ -354,6 +373,7 @@ class Order:
             cold=cold,
             reason=reason_for(cold=cold, genre=genre, tags=tags, like=like),
             tags=sound_tags(tags),
+            query_match=match,
         )
 
 
@@ -377,7 +397,7 @@ class RankerMetrics:
 
 
 class Ranker:
-    """user features >> retrieve >> item features >> score >> order, over the bundle in `holder`."""
+    """user features >> retrieve >> item features >> score >> steer (with a query) >> order, over `holder`'s bundle."""
 
     def __init__(
         self,
@@ -390,6 +410,7 @@ class Ranker:
         recent: RecentActivity | None = None,
         foldin_candidates: int = 50,
         item_cache_dir: Path | None = None,
+        steer: Steer | None = None,
     ):
         self.foldin_candidates = foldin_candidates
         self.holder = holder
@@ -397,6 +418,7 @@ class Ranker:
         self.user_features, self.retrieve, self.item_features = user_features, retrieve, item_features
         self.score = Score(ItemInputCache(item_cache_dir))
         self.order = Order()
+        self.steer = steer  # free-text queries; None: every query is refused
         self.n_candidates = n_candidates
         self.metrics = metrics or RankerMetrics(CollectorRegistry())
 
@@ -405,6 +427,8 @@ class Ranker:
         self.user_features.load()
         self.retrieve.load()
         self.item_features.load()
+        if self.steer is not None:
+            self.steer.load()
 
     def prepare(self) -> None:
         """Encode the item inputs of every table row for the serving bundle (start-up, after a reload).
@@ -420,9 +444,11 @@ class Ranker:
     async def close(self) -> None:
         await self.retrieve.close()
 
-    async def recommend(self, user_id: str, k: int) -> Recommendation:
+    async def recommend(self, user_id: str, k: int, query: str | None = None) -> Recommendation:
         model = self.holder.state  # one bundle for the whole request, even if a reload swaps it meanwhile
         clock = _StageClock(self.metrics.stage_seconds)
+        similarity = await self.query_similarity(query)  # first: a refused query costs no store read
+        clock.lap("query")
 
         user = await self.user_features(user_id)
         recent, activity_degraded = NO_RECENT, None
@@ -442,7 +468,11 @@ class Ranker:
         clock.lap("item_features")
         scores = self.score(model, user_id, user.profile, items.features)
         clock.lap("score")
-        ranked = self.order(candidates, items.features, scores, k, played)
+        steering = None
+        if similarity is not None and self.steer is not None:
+            tags = [items.features.value("tags", i) for i in range(len(items.features))]
+            steering = self.steer(similarity, tags, scores)
+        ranked = self.order(candidates, items.features, scores, k, steering, played)
         clock.lap("order")
 
         degraded = (user.degraded, activity_degraded, candidates.degraded_reason, items.degraded)
@@ -450,6 +480,13 @@ class Ranker:
         for reason in reasons:
             self.metrics.degraded.labels(reason.split(":", 1)[0]).inc()
         return Recommendation(user_id, model.bundle_id, model.model_name, candidates.source, ranked, reasons)
+
+    async def query_similarity(self, query: str | None) -> dict[str, float] | None:
+        if query is None:
+            return None
+        if self.steer is None:
+            raise ServiceError(422, "query_unavailable", "free-text queries are not enabled in this ranker")
+        return await self.steer.similarity(query)
 
 
 class _StageClock:

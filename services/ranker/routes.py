@@ -16,6 +16,20 @@ from services.ranker.deps import get_k, get_ranker, get_serving_ranker
 from services.ranker.pipeline import Ranker
 from services.ranker.schemas import RecommendedTrack, RecommendResponse, ReloadRequest, ReloadResponse
 
+QUERY = Query(
+    min_length=1,
+    max_length=200,
+    description="Free text that steers the answer through the tracks' sound tags, e.g. 'mellow acoustic guitar'",
+    examples=["classical strings"],
+)
+STEER_DESCRIPTION = """With `q`, the candidates are re-ordered by a blend of two ranks: `(1 - w) * p_ctr + w * p_q`,
+where `p_ctr` is a candidate's rank score (1 = first, 0 = last of n) by click probability, `p_q` its rank score
+by its match to the query (the mean cosine between the query and the track's top MusiCNN tags, both in
+all-MiniLM-L6-v2's space; `query_match` in the answer), and `w` is ENCORE_RANKER_QUERY_WEIGHT (default 0.8).
+`score` stays the click probability. An unknown user's candidates (popularity) are steered the same way.
+Without the exported query encoder, a request with `q` answers 422 `query_unavailable`; without `q` nothing
+changes."""
+
 
 def build_router(settings: RankerSettings) -> APIRouter:
     router = APIRouter()
@@ -25,6 +39,7 @@ def build_router(settings: RankerSettings) -> APIRouter:
         response_model=RecommendResponse,
         tags=["ranker"],
         summary="Ranked tracks for a user: retrieve, add features, score with the CTR model, order",
+        description=STEER_DESCRIPTION,
         responses=error_responses(413, 422, 503),
     )
     async def recommend(
@@ -33,10 +48,12 @@ def build_router(settings: RankerSettings) -> APIRouter:
         ],
         k: Annotated[int, Depends(get_k)],
         ranker: Annotated[Ranker, Depends(get_serving_ranker)],
+        q: Annotated[str | None, QUERY] = None,
     ) -> RecommendResponse:
-        result = await ranker.recommend(user_id, k)
+        result = await ranker.recommend(user_id, k, q)
         return RecommendResponse(
             user_id=result.user_id,
+            query=q,
             bundle_id=result.bundle_id,
             model=result.model,
             degraded=bool(result.degraded_reasons),

@@ -17,6 +17,11 @@ class RecommendedTrack(BaseModel):
     cold: bool = Field(description="The retriever found the track through its content vector (no interactions)")
     reason: str = Field(description="Why, in words: the genre and the track's top sound tags, or that it is new")
     tags: list[str] = Field(default=[], description="The track's top sound tags (MusiCNN MTT), most probable first")
+    query_match: float | None = Field(
+        default=None,
+        description="With `q`: mean cosine between the query and the track's top tags (MTT and MSD); null without "
+        "`q` or when the track has no tags",
+    )
 
 
 class RecommendResponse(BaseModel):
@@ -60,6 +65,7 @@ class RecommendResponse(BaseModel):
     )
 
     user_id: str
+    query: str | None = Field(default=None, description="The free-text query `q` that steered the order, if any")
     bundle_id: str = Field(description="The artifact bundle whose model scored this answer")
     model: str = Field(description="CTR model name, e.g. DCNv2")
     degraded: bool = Field(description="True when a fallback served part of the answer (see degraded_reason)")

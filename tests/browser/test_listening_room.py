@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 
 import pytest
 
 from encore.settings import EncoreSettings
-from tests.stack_world import API_KEY, running_stack
+from tests.stack_world import API_KEY, needs_query_encoder, running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # the first one builds the quick world
 
@@ -61,6 +62,14 @@ def texts(driver, css: str) -> list[str]:
     return [e.text for e in driver.find_elements(By.CSS_SELECTOR, css)]
 
 
+def type_key(driver) -> None:
+    """The key field, cleared first: the page refills it from the tab's sessionStorage, so typing into it again
+    would send the key twice over (a 403 on every rating)."""
+    field = driver.find_element(By.ID, "api-key")
+    field.clear()
+    field.send_keys(API_KEY)
+
+
 def show_user(driver, user: str) -> None:
     Select(driver.find_element(By.ID, "demo-users")).select_by_value(user)
     wait(driver, lambda d: f"for {user} ·" in d.find_element(By.ID, "recs-meta").text)
@@ -97,7 +106,7 @@ def test_a_real_clip_uploads_and_is_placed_in_the_listeners_list(stack, browser)
     browser.get(stack.url("ranker") + "/")
     wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#demo-users option")) > 1)
     show_user(browser, "0")
-    browser.find_element(By.ID, "api-key").send_keys(API_KEY)
+    type_key(browser)
     browser.find_element(By.ID, "file").send_keys(str(CLIP))  # what a drop hands the page, through the file input
     wait(browser, ec.text_to_be_present_in_element((By.ID, "placement"), "0"), timeout=180)
     upload_id = browser.find_element(By.ID, "upload-id").text
@@ -113,6 +122,41 @@ def test_a_real_clip_uploads_and_is_placed_in_the_listeners_list(stack, browser)
     wait(browser, lambda d: "sig=" in (d.find_element(By.ID, "player").get_attribute("src") or ""))
     wait(browser, lambda d: d.execute_script("return document.getElementById('player').readyState") >= 1)
     assert browser.find_element(By.ID, "error").get_attribute("hidden") is not None
+
+
+def test_a_new_listener_presses_like_and_the_list_changes(stack, browser) -> None:
+    browser.get(stack.url("ranker") + "/")
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#recs li")) > 0)
+    type_key(browser)
+    listener = f"browser-{uuid.uuid4().hex[:8]}"
+    browser.find_element(By.ID, "user-id").send_keys(listener)
+    browser.find_element(By.ID, "show").click()
+    wait(browser, lambda d: f"for {listener} · " in d.find_element(By.ID, "recs-meta").text)
+    before = [e.get_attribute("data-track") for e in browser.find_elements(By.CSS_SELECTOR, "#recs li")]
+    liked = before[0]
+    browser.find_element(By.CSS_SELECTOR, f"#recs li[data-track='{liked}'] button[data-event='like']").click()
+    answered = (By.ID, "event-answer"), (By.ID, "error")
+    wait(browser, lambda d: any(d.find_element(*where).text for where in answered))
+    error = browser.find_element(By.ID, "error")
+    assert error.get_attribute("hidden") is not None, error.text
+    assert f"like {liked}" in browser.find_element(By.ID, "event-answer").text
+    wait(browser, lambda d: "foldin" in d.find_element(By.ID, "recs-meta").text)
+    after = [e.get_attribute("data-track") for e in browser.find_elements(By.CSS_SELECTOR, "#recs li")]
+    assert after and after != before
+    assert liked not in after, "a liked track is not recommended again"
+    assert browser.find_element(By.ID, "error").get_attribute("hidden") is not None
+
+
+@needs_query_encoder
+def test_words_steer_the_list(stack, browser) -> None:
+    browser.get(stack.url("ranker") + "/")
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#demo-users option")) > 1)
+    show_user(browser, "1")
+    browser.find_element(By.ID, "query").send_keys("classical strings")
+    browser.find_element(By.ID, "ask").click()
+    wait(browser, lambda d: "steered by" in d.find_element(By.ID, "recs-meta").text)
+    assert all(t.startswith("match ") for t in texts(browser, "#recs li .match"))
+    assert texts(browser, "#recs li .match"), "each tagged track shows how well it matches"
 
 
 def test_the_page_fits_a_phone_screen(stack, browser) -> None:
@@ -142,6 +186,6 @@ def test_a_stopped_embedder_is_reported_and_the_list_still_shows(stack, browser)
     browser.get(stack.url("ranker") + "/")
     wait(browser, lambda d: "embedder NOT ready" in d.find_element(By.ID, "status").text)
     wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#recs li")) > 0)
-    browser.find_element(By.ID, "api-key").send_keys(API_KEY)
+    type_key(browser)
     browser.find_element(By.CSS_SELECTOR, "#recs li button").click()  # play: needs the embedder
     wait(browser, lambda d: "embedder cannot be reached" in d.find_element(By.ID, "error").text)

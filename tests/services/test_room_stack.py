@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from services.stack import SERVICES
-from tests.stack_world import API_KEY, running_stack
+from tests.stack_world import API_KEY, needs_query_encoder, running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # the first one builds the quick world
 
@@ -141,6 +141,37 @@ def test_delete_removes_the_rows_the_audio_and_the_retriever_entry(stack, quick_
     catalog = httpx.delete(f"{embedder}/tracks/0", headers=key)
     assert catalog.status_code == 409 and catalog.json()["detail"]["code"] == "in_bundle"
     assert httpx.get(f"{embedder}/tracks/0").status_code == 200  # refused whole: nothing removed
+
+
+STEERED = {"classical", "strings"}
+
+
+def steered_share(ranker: str, users: list[str], q: str | None) -> float:
+    """Share of the answers' tracks whose top MTT tags include classical or strings."""
+    hits = total = 0
+    for user in users:
+        params = {"user_id": user, "k": 10} | ({"q": q} if q else {})
+        answer = httpx.get(f"{ranker}/recommend", params=params, timeout=30)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["query"] == q
+        assert all((item["query_match"] is None) == (q is None) for item in body["items"] if item["tags"])
+        hits += sum(bool(STEERED & set(item["tags"])) for item in body["items"])
+        total += len(body["items"])
+    return hits / total
+
+
+@needs_query_encoder
+def test_a_free_text_query_steers_lists_towards_its_tags(stack) -> None:
+    ranker = stack.url("ranker")
+    users = [str(u) for u in range(20)]
+    plain, steered = steered_share(ranker, users, None), steered_share(ranker, users, "classical strings")
+    new_plain, new_steered = (steered_share(ranker, ["nobody-yet"], q) for q in (None, "classical strings"))
+    print(f"classical/strings share: known {plain:.2f} -> {steered:.2f}, unknown {new_plain:.2f} -> {new_steered:.2f}")
+    assert steered >= plain + 0.15, (plain, steered)
+    assert new_steered > new_plain, (new_plain, new_steered)
+    blank = httpx.get(f"{ranker}/recommend", params={"user_id": "0", "q": "  "}, timeout=10)
+    assert blank.status_code == 422 and blank.json()["detail"]["code"] == "invalid_request"
 
 
 def test_a_store_stopped_under_requests_leaves_lines_in_the_logs(stack, quick_world) -> None:

@@ -3,9 +3,10 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { embedder: "", user: null, maxK: 100 };
+const state = { embedder: "", user: null, maxK: 100, query: "" };
 const TIMEOUT_MS = 8000; // every call gives up after this (an upload gets longer): nothing hangs
 const UPLOAD_TIMEOUT_MS = 180000;
+const WRITE_TIMEOUT_MS = 20000; // an event batch is fsynced to the offline log: slower than a read on a busy host
 
 class ApiError extends Error {}
 
@@ -52,6 +53,8 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// The free-text query steers the list (GET /recommend?q=, docs/listening_room.md); empty: no q at all.
+const queryParam = () => (state.query ? `&q=${encodeURIComponent(state.query)}` : "");
 const tagList = (tags) => el("div", { class: "tags" }, ...(tags || []).map((t) => el("span", { class: "tag" }, t)));
 const key = () => $("api-key").value.trim();
 const keyHeaders = () => (key() ? { "X-API-Key": key() } : {});
@@ -63,7 +66,7 @@ async function showUser(userId) {
   showError(null);
   $("recs-meta").textContent = `for ${userId}: loading…`;
   const [recs, history] = await Promise.allSettled([
-    api(`/recommend?user_id=${encodeURIComponent(userId)}&k=10`),
+    api(`/recommend?user_id=${encodeURIComponent(userId)}&k=10${queryParam()}`),
     api(`/ui/history?user_id=${encodeURIComponent(userId)}`),
   ]);
   if (recs.status === "fulfilled") renderRecs(recs.value);
@@ -73,7 +76,8 @@ async function showUser(userId) {
 }
 
 function renderRecs(answer) {
-  $("recs-meta").textContent = `for ${answer.user_id} · ${answer.model} · ${answer.candidate_source}`;
+  $("recs-meta").textContent = `for ${answer.user_id} · ${answer.model} · ${answer.candidate_source}`
+    + (answer.query ? ` · steered by “${answer.query}”` : "");
   const banner = $("degraded");
   banner.hidden = !answer.degraded;
   banner.textContent = answer.degraded ? `Degraded answer: ${answer.degraded_reason}` : "";
@@ -83,6 +87,10 @@ function renderRecs(answer) {
       el("span", { class: "id" }, item.track_id),
       item.cold ? el("span", { class: "badge", title: "a new upload, found by its sound" }, "new") : null,
       el("span", { class: "score" }, `score ${item.score.toFixed(3)}`),
+      item.query_match !== null && item.query_match !== undefined
+        ? el("span", { class: "meta match", title: "how well its tags match your words (cosine)" },
+          `match ${item.query_match.toFixed(2)}`)
+        : null,
       item.genre ? el("span", { class: "meta" }, item.genre) : null),
     tagList(item.tags),
     el("p", { class: "reason" }, item.reason),
@@ -115,7 +123,7 @@ async function rate(trackId, type) {
       method: "POST",
       headers: { "Content-Type": "application/json", ...keyHeaders() },
       body: JSON.stringify({ events: [event] }),
-    });
+    }, WRITE_TIMEOUT_MS);
     $("event-answer").textContent = `${type} ${trackId}: ${JSON.stringify(answer)}`;
     await showUser(state.user);
   } catch (err) { showError(err); }
@@ -229,6 +237,15 @@ async function start() {
     e.preventDefault();
     const typed = $("user-id").value.trim();
     showUser(typed || $("demo-users").value);
+  });
+  $("query-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    state.query = $("query").value.trim();
+    if (state.user) showUser(state.user);
+  });
+  $("clear-query").addEventListener("click", () => {
+    $("query").value = ""; state.query = "";
+    if (state.user) showUser(state.user);
   });
   $("demo-users").addEventListener("change", () => { $("user-id").value = ""; showUser($("demo-users").value); });
   try {
