@@ -346,9 +346,7 @@ class Order:
             top = np.lexsort((-scores, -steering.order_by))[:k].tolist()
         matches = steering.matches if steering is not None else None
         alike = sounds_like(items, top, played) if played is not None else {}
-        return [
-            self.item(candidates, items, scores, i, rank, matches, alike.get(i)) for rank, i in enumerate(top, 1)
-        ]
+        return [self.item(candidates, items, scores, i, rank, matches, alike.get(i)) for rank, i in enumerate(top, 1)]
 
     @staticmethod
     def item(
