@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from encore.audio.decode import DEFAULT_MIN_LAST_FRACTION, split_windows
 from encore.audio.encoder import AudioEncoder, EncoderUnavailable
 from encore.audio.melspec import LogMelSpectrogram
 from encore.audio.towers import OnnxTower, TorchTower, Tower
@@ -23,7 +24,6 @@ from encore.audio.weights import (
     read_json,
     require_modules,
 )
-from encore.audio.windows import DEFAULT_MIN_LAST_FRACTION, split_windows
 
 WINDOW_SECONDS = 10.0
 MULAN_MUQ_CONFIG = "muq_config.json"  # the MuQ config.json that MuQ-MuLan's audio tower was built from

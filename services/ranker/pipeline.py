@@ -31,18 +31,18 @@ from typing import Any, NamedTuple, TypeVar
 
 import aiohttp
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Histogram
 
 from encore.artifacts import BundleHolder
+from encore.audio.encoder import parse_tags
 from encore.ranker_frame import TrackFeatures, build_frame
 from encore.schema import FeatureSpec
 from encore.store import Store
 from encore.track_table import TrackTable
+from services.common.observability import RankerMetrics
 from services.ranker.activity import FOLDIN_SOURCE, NO_RECENT, Recent, RecentActivity
 from services.ranker.bundle import RankerModel
 from services.ranker.encoded_items import ItemInputCache
-from services.ranker.reasons import reason as reason_for
-from services.ranker.reasons import sound_tags
 
 log = logging.getLogger("encore.ranker")
 
@@ -319,6 +319,24 @@ class Score:
         return model.score(packed)
 
 
+# Order gives each track a short reason a listener can read, from what the ranker already holds.
+SOUND_TAGS = 3  # MusiCNN's MTT head names genres and instruments ("classical", "strings", "drums")
+
+
+def sound_tags(tags: str | None) -> list[str]:
+    """The track's top MTT tags (genres, instruments, moods), most probable first; [] when it has none."""
+    return parse_tags(tags).get("mtt", [])
+
+
+def reason_for(*, cold: bool, genre: str | None, tags: str | None) -> str:
+    """e.g. "new upload that sounds classical, violin, strings", or "jazz, played by listeners like you"."""
+    sound = sound_tags(tags)[:SOUND_TAGS]
+    if cold:
+        return f"new upload that sounds {', '.join(sound)}" if sound else "new upload whose sound suits your plays"
+    heard = f"{genre}, played by listeners like you" if genre else "played by listeners like you"
+    return f"{heard}; sounds {', '.join(sound)}" if sound else heard
+
+
 class Order:
     """Top-k by score; ties keep retrieval order (stable sort), so answers are deterministic."""
 
@@ -346,22 +364,6 @@ class Order:
 # --- the pipeline --------------------------------------------------------------------------------------
 
 
-class RankerMetrics:
-    """Per-stage latency and degraded answers, registered in the app's own registry."""
-
-    def __init__(self, registry: CollectorRegistry | None = None):
-        self.stage_seconds = Histogram(
-            "encore_ranker_stage_seconds",
-            "Time per recommend step",
-            ["stage"],
-            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
-            registry=registry,
-        )
-        self.degraded = Counter(
-            "encore_ranker_degraded", "Recommendations served degraded", ["reason"], registry=registry
-        )
-
-
 class Ranker:
     """user features >> retrieve >> item features >> score >> order, over the bundle in `holder`."""
 
@@ -384,7 +386,7 @@ class Ranker:
         self.score = Score(ItemInputCache(item_cache_dir))
         self.order = Order()
         self.n_candidates = n_candidates
-        self.metrics = metrics or RankerMetrics(CollectorRegistry())
+        self.metrics = metrics or RankerMetrics.register(CollectorRegistry())
 
     def load(self) -> None:
         """Open every step's resources (bundle loading is the holder's job)."""
