@@ -18,9 +18,8 @@ from encore.settings import RankerSettings
 from encore.store import Store
 from services.common.app import build_skeleton
 from services.common.observability import RankerMetrics
-from services.ranker.activity import RecentActivity
 from services.ranker.bundle import RankerModel, load_ranker_model, reload_bundle, resolve_bundle_path
-from services.ranker.pipeline import ItemFeatures, Ranker, Retrieve, StoreGuard, UserFeatures
+from services.ranker.pipeline import ItemFeatures, Ranker, RecentActivity, Retrieve, StoreGuard, UserFeatures
 from services.ranker.room import add_room
 from services.ranker.routes import build_router
 

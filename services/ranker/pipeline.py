@@ -34,19 +34,21 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
 
 from encore.artifacts import BundleHolder
-from encore.audio.encoder import parse_tags
 from encore.ranker_frame import TrackFeatures, build_frame
 from encore.schema import FeatureSpec
 from encore.store import Store
 from encore.track_table import TrackTable
 from services.common.observability import RankerMetrics
-from services.ranker.activity import FOLDIN_SOURCE, NO_RECENT, Recent, RecentActivity
 from services.ranker.bundle import RankerModel
 from services.ranker.encoded_items import ItemInputCache
+from services.ranker.reasons import reason as reason_for
+from services.ranker.reasons import sound_tags
 
 log = logging.getLogger("encore.ranker")
 
 POPULARITY_SOURCE = "popularity"
+FOLDIN_SOURCE = "foldin"  # the retriever's candidate_source for a fold-in (services/retriever/search.py)
+POSITIVE_TYPES = frozenset({"play", "like"})  # events that make a recent track "played"
 T = TypeVar("T")
 
 
@@ -99,6 +101,25 @@ class Recommendation:
     candidate_source: str
     items: list[RankedItem]
     degraded_reasons: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Recent:
+    exclude: list[str]  # every recent track, newest first
+    played: list[str]  # recent tracks whose latest event was a play or a like, newest first
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any] | None) -> Recent:
+        if not row or not row.get("recent_tracks"):
+            return cls([], [])
+        tracks, types = row["recent_tracks"], row.get("recent_types") or []
+        latest: dict[str, str] = {}
+        for track, kind in zip(tracks, types, strict=False):  # newest first: the first type seen is the latest
+            latest.setdefault(track, kind)
+        return cls(list(latest), [t for t, kind in latest.items() if kind in POSITIVE_TYPES])
+
+
+NO_RECENT = Recent([], [])
 
 
 # --- logging ---------------------------------------------------------------------------------------------
@@ -202,6 +223,45 @@ class UserFeatures:
             self._cache.pop(next(iter(self._cache)))
         self._cache[user_id] = (now + self.ttl_s, row)  # unknown users are cached too
         return row
+
+
+# A listener's recent events (user_activity, pushed by POST /events), read on every request and never cached: the
+# profile cache (UserFeatures, 60 s) holds training-time profiles only, so an event acknowledged by the embedder
+# reaches the next /recommend (one online read, ~1 ms). Rules (docs/events.md):
+# - every track in the listener's recent window (the last ENCORE_EMBEDDER_EVENTS_RECENT_N events, whatever
+#   their type) is filtered out of the answer: played, skipped, liked and disliked tracks alike;
+# - the tracks of play and like events in that window, unless a later skip or dislike of the same track followed,
+#   are "played": for a listener the bundle does not know, the retriever folds them in (mean of their vectors) and
+#   answers with candidate_source "foldin";
+# - the ranker's model cannot personalize a listener it was not trained on (their id and profile are unknown to it:
+#   its score is the same for every such listener), so for "foldin" it orders only the fold-in's first
+#   ENCORE_RANKER_FOLDIN_CANDIDATES (default 50) candidates: the retriever picks what suits the listener, the model
+#   orders it.
+class RecentActivity:
+    """user_id -> Recent, read through the ranker's StoreGuard (fails fast while the store is down).
+
+    Read on every request. The last answer per user is kept only as a fallback: while the store is down, a user
+    read before is served their last known recent tracks (like the profile cache serves a stale profile); a user
+    never read raises, and the ranker answers degraded, without the filter and the fold-in.
+    """
+
+    def __init__(self, store: Store, guard: StoreGuard, max_entries: int = 100_000):
+        self.store, self.guard, self.max_entries = store, guard, max_entries
+        self._last: dict[str, Recent] = {}
+
+    async def __call__(self, user_id: str) -> Recent:
+        try:
+            rows = await self.guard.read(self.store.get_activity, [user_id])
+        except Exception:
+            if user_id in self._last:
+                return self._last[user_id]
+            raise
+        row = rows.get(user_id)
+        recent = Recent.from_row(row) if row else NO_RECENT  # most users have no events: one shared object
+        if len(self._last) >= self.max_entries and user_id not in self._last:
+            self._last.pop(next(iter(self._last)))  # the oldest insertion
+        self._last[user_id] = recent
+        return recent
 
 
 class Retrieve:
@@ -319,24 +379,6 @@ class Score:
         return model.score(packed)
 
 
-# Order gives each track a short reason a listener can read, from what the ranker already holds.
-SOUND_TAGS = 3  # MusiCNN's MTT head names genres and instruments ("classical", "strings", "drums")
-
-
-def sound_tags(tags: str | None) -> list[str]:
-    """The track's top MTT tags (genres, instruments, moods), most probable first; [] when it has none."""
-    return parse_tags(tags).get("mtt", [])
-
-
-def reason_for(*, cold: bool, genre: str | None, tags: str | None) -> str:
-    """e.g. "new upload that sounds classical, violin, strings", or "jazz, played by listeners like you"."""
-    sound = sound_tags(tags)[:SOUND_TAGS]
-    if cold:
-        return f"new upload that sounds {', '.join(sound)}" if sound else "new upload whose sound suits your plays"
-    heard = f"{genre}, played by listeners like you" if genre else "played by listeners like you"
-    return f"{heard}; sounds {', '.join(sound)}" if sound else heard
-
-
 class Order:
     """Top-k by score; ties keep retrieval order (stable sort), so answers are deterministic."""
 
@@ -381,7 +423,7 @@ class Ranker:
     ):
         self.foldin_candidates = foldin_candidates
         self.holder = holder
-        self.recent = recent  # real-time events (services/ranker/activity.py); None: not read
+        self.recent = recent  # real-time events (RecentActivity); None: not read
         self.user_features, self.retrieve, self.item_features = user_features, retrieve, item_features
         self.score = Score(ItemInputCache(item_cache_dir))
         self.order = Order()
@@ -421,7 +463,7 @@ class Ranker:
                 activity_degraded = f"activity store unavailable: {type(error).__name__}: {error}"
         clock.lap("user_features")
         candidates = await self.retrieve(user_id, max(self.n_candidates, k), model.popularity, recent)
-        if candidates.source == FOLDIN_SOURCE:  # the fold-in's order is the only personal signal (activity.py)
+        if candidates.source == FOLDIN_SOURCE:  # the fold-in's order is the only personal signal (RecentActivity)
             candidates = candidates.head(max(k, self.foldin_candidates))
         clock.lap("retrieve")
         items = await self.item_features(candidates.track_ids)
