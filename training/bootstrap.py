@@ -211,7 +211,10 @@ def build(args: argparse.Namespace) -> str:
             raise EncoreError(f"{len(without_content)} catalog tracks have no content")
         # Ranker: DCNv2 on id + categorical + numeric + audio (dense and tokens), fresh negatives each epoch.
         fields = ranker_fields(books.n_fields, int(layers.shape[2]))
-        ranker_metrics = train_ranker(args, splits, tables, fields, bundle)
+        train_frame = as_cold(
+            ranker_frame(splits.sampler(1, args.seed), tables, fields), args.cold_row_share, args.seed
+        )
+        ranker_metrics = train_ranker(args, splits, tables, fields, train_frame, bundle)
         train_retriever(args, train_rows, ids, tables, {"encoder": encoder.name, "encoder_revision": revision}, bundle)
         bundle.manifest["dataset"] = {"name": "synthetic", "size": args.size, "world": world.folder.name}
     tables.save(tables_dir(bundle_id))
@@ -222,16 +225,21 @@ def build(args: argparse.Namespace) -> str:
 
 
 def train_ranker(
-    args: argparse.Namespace, splits: Any, tables: FeatureTables, fields: list[FieldConfig], bundle: BundleBuilder
+    args: argparse.Namespace,
+    splits: Any,
+    tables: FeatureTables,
+    fields: list[FieldConfig],
+    train_frame: pd.DataFrame,
+    bundle: BundleBuilder,
 ) -> dict:
-    """Train the ranker on the protocol's rows (fresh negatives each epoch, a share shown as uploads), calibrate its
-    cold scores, and write its component into `bundle`; returns its metrics (also in the component)."""
+    """Train the ranker from its first epoch's frame (the feature spec is fit on it; fresh negatives each later
+    epoch, a share shown as uploads), calibrate its cold scores, and write its component into `bundle`; returns its
+    metrics (also in the component)."""
     from training.data import TensorSplit
     from training.export import export_onnx
     from training.models.registry import get_ctr_model
     from training.trainer import TrainConfig, evaluate, fit, predict
 
-    train_frame = as_cold(ranker_frame(splits.sampler(1, args.seed), tables, fields), args.cold_row_share, args.seed)
     spec = FeatureSpec.fit(train_frame, fields)
     model = get_ctr_model(RANKER_MODEL)(spec, **RANKER_HPARAMS)
     valid = TensorSplit.from_frame("valid", spec, ranker_frame(splits.evals["valid"], tables, fields), fn.USER_ID)

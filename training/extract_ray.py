@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from encore.audio.decode import AudioError, decode_audio, to_encoder_input
+from encore.audio.decode import AudioError, decode_audio
 from encore.audio.extract import _load_done, _save_npy_atomic, encoder_fingerprint, extract_catalog
 from encore.errors import EncoreError
 
@@ -48,6 +48,8 @@ def done_path(work_dir: Path, track_id: str) -> Path:
 
 def decode_row(row: dict[str, Any], sample_rate: int, max_seconds: float | None) -> dict[str, Any]:
     """Read and decode one file to the encoder's mono input; a bad file becomes a row with its error code."""
+    from encore.audio.resample import to_encoder_input
+
     empty = np.zeros(0, np.float32)
     try:
         decoded = decode_audio(Path(row["path"]).read_bytes(), max_seconds=max_seconds)

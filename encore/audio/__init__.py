@@ -1,20 +1,12 @@
 """Audio content: decode uploads, resample, window, encode to pooled layer vectors, tokenize."""
 
 from encore.audio.codebooks import CodebookMismatch, Codebooks, content_revision
-from encore.audio.decode import (
-    AudioError,
-    DecodedAudio,
-    Windows,
-    decode_audio,
-    resample,
-    split_windows,
-    to_encoder_input,
-    to_mono,
-)
+from encore.audio.decode import AudioError, DecodedAudio, decode_audio
 from encore.audio.encoder import AudioEncoder, EncoderUnavailable, get_encoder
 from encore.audio.extract import extract_catalog, load_catalog
 from encore.audio.mfcc import MfccEncoder
 from encore.audio.musicnn_encoder import MusicnnAnalysis, MusicnnEncoder
+from encore.audio.resample import Windows, resample, split_windows, to_encoder_input, to_mono
 from encore.audio.transform import ContentTransform
 
 __all__ = [

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from encore.audio.decode import DecodedAudio, to_encoder_input
+from encore.audio.decode import DecodedAudio
+from encore.audio.resample import to_encoder_input
 from encore.errors import EncoreError
 
 # How a weighted encoder runs: auto (the ONNX fp32 export when current, else torch), or one of the others.

@@ -14,8 +14,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.fft import dct, rfft
 from scipy.signal import correlate, get_window, savgol_filter
 
-from encore.audio.decode import DEFAULT_MIN_LAST_FRACTION, split_windows
 from encore.audio.encoder import AudioEncoder
+from encore.audio.resample import DEFAULT_MIN_LAST_FRACTION, split_windows
 
 SPECTRAL_STATS = ("centroid", "bandwidth", "rolloff", "flatness", "zcr", "log_rms")
 _EPS = 1e-10

@@ -20,9 +20,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.fft import rfft
 from scipy.signal import get_window
 
-from encore.audio.decode import DecodedAudio, to_encoder_input
+from encore.audio.decode import DecodedAudio
 from encore.audio.encoder import TOP_TAGS, AudioEncoder, EncoderUnavailable, Tags
 from encore.audio.melspec import mel_filter_bank
+from encore.audio.resample import to_encoder_input
 from encore.audio.weights import WEIGHTS_FILE, WeightsFolder, check_export, open_folder, require_modules
 
 HEADS = {"msd": "musicnn-msd", "mtt": "musicnn-mtt"}  # tag head -> weights folder

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from encore.audio.decode import DEFAULT_MIN_LAST_FRACTION, split_windows
 from encore.audio.encoder import AudioEncoder, EncoderUnavailable
 from encore.audio.melspec import LogMelSpectrogram
+from encore.audio.resample import DEFAULT_MIN_LAST_FRACTION, split_windows
 from encore.audio.towers import OnnxTower, TorchTower, Tower
 from encore.audio.weights import (
     WEIGHTS_FILE,

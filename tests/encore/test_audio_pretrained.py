@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from encore.audio import CodebookMismatch, Codebooks, EncoderUnavailable, get_encoder
-from encore.audio.decode import split_windows
 from encore.audio.onnx_export import export_encoder
 from encore.audio.pretrained import PretrainedEncoder, load_torch_module
 from encore.audio.random_weights import write_random_weights
+from encore.audio.resample import split_windows
 from encore.audio.weights import SOURCE_FILE, open_folder
 
 ENCODERS = ("muq", "muq-mulan", "clap")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from encore.audio.decode import resample, split_windows, to_encoder_input, to_mono
+from encore.audio.resample import resample, split_windows, to_encoder_input, to_mono
 
 
 def _peak_hz(x: np.ndarray, rate: int) -> float:
