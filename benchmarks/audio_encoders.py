@@ -315,7 +315,7 @@ def _n_params(path: Path) -> int:
 
 
 def _front_end_seconds(encoder: Any, clip: np.ndarray) -> float:
-    from encore.audio.windows import split_windows
+    from encore.audio.resample import split_windows
 
     frames = split_windows(clip, encoder.sample_rate, encoder.window_seconds, fill="repeat").frames
     t0 = time.perf_counter()

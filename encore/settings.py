@@ -256,7 +256,7 @@ class RankerSettings(ServiceSettings):
         "ENCORE_RANKER_READ_EVENTS",
         "ENCORE_READ_EVENTS",
         description="read user_activity (POST /events) on every request: recent tracks filtered, fold-in for new "
-        "listeners (services/ranker/activity.py)",
+        "listeners (RecentActivity in services/ranker/pipeline.py)",
     )
     foldin_candidates: int = setting(
         50,

@@ -16,8 +16,6 @@ MAX_LINES = 60
 
 # "path::qualified name" -> why it stays one function.
 ALLOWED: dict[str, str] = {
-    "training/bootstrap.py::build": "a list of steps (world, catalog, codebooks, ranker, retriever, bundle) whose "
-    "bundle-writing part issue 18's component classes rewrite; split the ranker and retriever steps out after",
     "training/run_benchmark.py::parse_args": "a flat list of argument declarations, one per option",
     "training/tune.py::run_tune": "a straight list of steps: check the budget, load the data once, define the "
     "objective, open the resumable study, optimize, write best.json",

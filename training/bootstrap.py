@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,7 @@ from encore.artifacts import BundleBuilder, BundleError, current_bundle_path, lo
 from encore.audio import Codebooks, extract_catalog, get_encoder, load_catalog
 from encore.audio.codebooks import CodebookMismatch
 from encore.audio.content import ContentComponent
-from encore.audio.encoder import DEFAULT_ENCODER, ENCODERS
+from encore.audio.encoder import DEFAULT_ENCODER, ENCODERS, AudioEncoder
 from encore.audio.extract import load_catalog_tags
 from encore.cold_calibration import ColdCalibration
 from encore.errors import EncoreError
@@ -155,20 +156,20 @@ def as_cold(frame: pd.DataFrame, share: float, seed: int) -> pd.DataFrame:
     return frame
 
 
-def build(args: argparse.Namespace) -> str:
-    """Everything from the world to a CURRENT bundle; returns the bundle id."""
-    import torch
+class WorldContent(NamedTuple):
+    """The synthetic world and its catalog's content, as the encoder heard it."""
 
-    from training.data import TensorSplit
-    from training.datasets.protocol import ProtocolConfig, apply_protocol
+    world: Any  # training.datasets.synthetic.World (imported lazily: it pulls in the dataset code)
+    encoder: AudioEncoder
+    ids: list[str]  # catalog track ids, in the order of `layers`
+    layers: np.ndarray  # (n_tracks, L, D) pooled encoder layers
+    catalog_tags: dict  # track id -> the encoder's top tags
+
+
+def world_content(args: argparse.Namespace) -> WorldContent:
+    """Load (or generate) the world, then extract its catalog's content with the chosen encoder (resumable)."""
     from training.datasets.synthetic import load_world, world_params
-    from training.export import export_onnx
-    from training.models.registry import get_ctr_model
-    from training.train_recall import train_recall
-    from training.trainer import TrainConfig, evaluate, fit, predict
 
-    started = time.time()
-    torch.set_num_threads(args.threads)
     world = load_world(world_params(args.size), progress=not args.quiet)
     print(f"[bootstrap] world {world.folder.name}: {len(world.users)} users, {len(world.tracks)} tracks", flush=True)
 
@@ -178,7 +179,20 @@ def build(args: argparse.Namespace) -> str:
     extract_catalog(world.audio_paths(), encoder, catalog_dir, progress=not args.quiet, tags=True)
     ids, layers, _ = load_catalog(catalog_dir)
     catalog_tags = load_catalog_tags(catalog_dir)
-    ids = [str(i) for i in ids]
+    return WorldContent(world, encoder, [str(i) for i in ids], layers, catalog_tags)
+
+
+def build(args: argparse.Namespace) -> str:
+    """Everything from the world to a CURRENT bundle; returns the bundle id. The steps: the world and its content,
+    the protocol split, codebooks fit on the training catalog, then the content, ranker and retriever components
+    written into one bundle, and the feature tables saved for the store."""
+    import torch
+
+    from training.datasets.protocol import ProtocolConfig, apply_protocol
+
+    started = time.time()
+    torch.set_num_threads(args.threads)
+    world, encoder, ids, layers, catalog_tags = world_content(args)
 
     splits = apply_protocol(world.plays, ProtocolConfig(), out_dir=None)
     train_rows = splits.train_positives
@@ -204,54 +218,84 @@ def build(args: argparse.Namespace) -> str:
         train_frame = as_cold(
             ranker_frame(splits.sampler(1, args.seed), tables, fields), args.cold_row_share, args.seed
         )
-        spec = FeatureSpec.fit(train_frame, fields)
-        model = get_ctr_model(RANKER_MODEL)(spec, **RANKER_HPARAMS)
-        valid = TensorSplit.from_frame("valid", spec, ranker_frame(splits.evals["valid"], tables, fields), fn.USER_ID)
-
-        def resample(epoch: int) -> TensorSplit:
-            frame = ranker_frame(splits.sampler(epoch, args.seed), tables, fields)
-            return TensorSplit.from_frame("train", spec, as_cold(frame, args.cold_row_share, args.seed * 1000 + epoch))
-
-        cfg = TrainConfig(lr=1e-3, batch_size=2048, epochs=args.epochs, embedding_l2=1e-5, seed=args.seed,
-                          progress=not args.quiet)  # fmt: skip
-        result = fit(model, TensorSplit.from_frame("train", spec, train_frame), valid, cfg, resample=resample)
-        valid_frame = ranker_frame(splits.evals["valid"], tables, fields)
-        valid_as_cold = TensorSplit.from_frame("valid", spec, as_cold(valid_frame, 1.0, 0), fn.USER_ID)
-        panel = tables.users.sample(min(REFERENCE_USERS, len(tables.users)), random_state=args.seed)
-        calibration = ColdCalibration.fit(
-            predict(model, valid), predict(model, valid_as_cold), panel.to_dict("records")
-        )
-        test_frame = ranker_frame(splits.evals["test"], tables, fields)
-        test = TensorSplit.from_frame("test", spec, test_frame, fn.USER_ID)
-        # The same test rows with every track shown as an upload: how well the audio alone ranks for a user.
-        test_as_cold = TensorSplit.from_frame("test", spec, as_cold(test_frame, 1.0, 0), fn.USER_ID)
-        ranker_metrics = {"valid": result.best_valid, "test": evaluate(model, test),
-                          "test_as_cold": evaluate(model, test_as_cold), "best_epoch": result.best_epoch,
-                          "cold_row_share": args.cold_row_share}  # fmt: skip
-        popular = train_rows[fn.TRACK_ID].astype(str).value_counts().index.tolist()
-        ranker = RankerComponent(RANKER_MODEL, spec, popular, calibration, RANKER_HPARAMS, ranker_metrics)
-        ranker.write(bundle, lambda path: export_onnx(model, path))
-
-        # Retriever (BPR unless --recall-model) on every training play, with the content-to-item map for
-        # tracks uploaded later.
-        content_matrix = np.stack(tables.track_content["embedding"].to_numpy())
-        recall = train_recall(
-            train_rows[[fn.USER_ID, fn.TRACK_ID]].astype(str),
-            (ids, content_matrix),
-            encoder={"encoder": encoder.name, "encoder_revision": revision},
-            model=args.recall_model,
-            epochs=args.recall_epochs,
-            seed=args.seed,
-            test_fraction=0.0,
-            cold_item_fraction=0.0,
-        )
-        recall.component().write(bundle)
+        ranker_metrics = train_ranker(args, splits, tables, fields, train_frame, bundle)
+        train_retriever(args, train_rows, ids, tables, {"encoder": encoder.name, "encoder_revision": revision}, bundle)
         bundle.manifest["dataset"] = {"name": "synthetic", "size": args.size, "world": world.folder.name}
     tables.save(tables_dir(bundle_id))
     auc, cold_auc = ranker_metrics["test"]["auc"], ranker_metrics["test_as_cold"]["auc"]
     print(f"[bootstrap] bundle {bundle_id}: ranker test AUC {auc:.4f}, as cold tracks {cold_auc:.4f} "
           f"({time.time() - started:.0f} s)", flush=True)  # fmt: skip
     return bundle_id
+
+
+def train_ranker(
+    args: argparse.Namespace,
+    splits: Any,
+    tables: FeatureTables,
+    fields: list[FieldConfig],
+    train_frame: pd.DataFrame,
+    bundle: BundleBuilder,
+) -> dict:
+    """Train the ranker from its first epoch's frame (the feature spec is fit on it; fresh negatives each later
+    epoch, a share shown as uploads), calibrate its cold scores, and write its component into `bundle`; returns its
+    metrics (also in the component)."""
+    from training.data import TensorSplit
+    from training.export import export_onnx
+    from training.models.registry import get_ctr_model
+    from training.trainer import TrainConfig, evaluate, fit, predict
+
+    spec = FeatureSpec.fit(train_frame, fields)
+    model = get_ctr_model(RANKER_MODEL)(spec, **RANKER_HPARAMS)
+    valid = TensorSplit.from_frame("valid", spec, ranker_frame(splits.evals["valid"], tables, fields), fn.USER_ID)
+
+    def resample(epoch: int) -> TensorSplit:
+        frame = ranker_frame(splits.sampler(epoch, args.seed), tables, fields)
+        return TensorSplit.from_frame("train", spec, as_cold(frame, args.cold_row_share, args.seed * 1000 + epoch))
+
+    cfg = TrainConfig(lr=1e-3, batch_size=2048, epochs=args.epochs, embedding_l2=1e-5, seed=args.seed,
+                      progress=not args.quiet)  # fmt: skip
+    result = fit(model, TensorSplit.from_frame("train", spec, train_frame), valid, cfg, resample=resample)
+    valid_frame = ranker_frame(splits.evals["valid"], tables, fields)
+    valid_as_cold = TensorSplit.from_frame("valid", spec, as_cold(valid_frame, 1.0, 0), fn.USER_ID)
+    panel = tables.users.sample(min(REFERENCE_USERS, len(tables.users)), random_state=args.seed)
+    calibration = ColdCalibration.fit(predict(model, valid), predict(model, valid_as_cold), panel.to_dict("records"))
+    test_frame = ranker_frame(splits.evals["test"], tables, fields)
+    test = TensorSplit.from_frame("test", spec, test_frame, fn.USER_ID)
+    # The same test rows with every track shown as an upload: how well the audio alone ranks for a user.
+    test_as_cold = TensorSplit.from_frame("test", spec, as_cold(test_frame, 1.0, 0), fn.USER_ID)
+    ranker_metrics = {"valid": result.best_valid, "test": evaluate(model, test),
+                      "test_as_cold": evaluate(model, test_as_cold), "best_epoch": result.best_epoch,
+                      "cold_row_share": args.cold_row_share}  # fmt: skip
+    popular = splits.train_positives[fn.TRACK_ID].astype(str).value_counts().index.tolist()
+    ranker = RankerComponent(RANKER_MODEL, spec, popular, calibration, RANKER_HPARAMS, ranker_metrics)
+    ranker.write(bundle, lambda path: export_onnx(model, path))
+    return ranker_metrics
+
+
+def train_retriever(
+    args: argparse.Namespace,
+    train_rows: pd.DataFrame,
+    ids: list[str],
+    tables: FeatureTables,
+    encoder: dict[str, str],
+    bundle: BundleBuilder,
+) -> None:
+    """The retriever (BPR unless --recall-model) on every training play, with the content-to-item map for tracks
+    uploaded later, written into `bundle`."""
+    from training.train_recall import train_recall
+
+    content_matrix = np.stack(tables.track_content["embedding"].to_numpy())
+    recall = train_recall(
+        train_rows[[fn.USER_ID, fn.TRACK_ID]].astype(str),
+        (ids, content_matrix),
+        encoder=encoder,
+        model=args.recall_model,
+        epochs=args.recall_epochs,
+        seed=args.seed,
+        test_fraction=0.0,
+        cold_item_fraction=0.0,
+    )
+    recall.component().write(bundle)
 
 
 def tables_dir(bundle_id: str) -> Path:

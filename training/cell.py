@@ -8,6 +8,8 @@ GAUC in per_user_auc.npz) in one atomic step;
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 import shutil
 import sys
 import time
@@ -29,7 +31,6 @@ from training.distributed import Dist
 from training.export import export_onnx
 from training.metrics import PER_USER_FILE, save_per_user
 from training.models.base import CTRModel
-from training.sysinfo import library_versions
 from training.trainer import TrainConfig, TrainResult, evaluate_per_user, fit
 
 
@@ -195,6 +196,17 @@ def run_manifest(result: CellResult, spec: FeatureSpec) -> dict[str, Any]:
         "versions": library_versions(),
         "created": datetime.now(UTC).isoformat(),
     }
+
+
+def library_versions(names: tuple[str, ...] = ("torch", "numpy", "pandas", "scikit-learn", "onnxruntime")) -> dict:
+    """Python's and these libraries' versions, for the manifest (None for one not installed)."""
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def result_rows(result: CellResult, run_dir: Path) -> list[dict[str, Any]]:

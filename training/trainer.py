@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,6 @@ from training.data import TensorSplit
 from training.distributed import Dist
 from training.metrics import binary_metrics, binary_metrics_per_user
 from training.models.base import CTRModel
-from training.sysinfo import CpuTimes
 
 
 @dataclass
@@ -235,6 +235,33 @@ def _train_epoch(
         total_loss += loss.item()
         n_batches += 1
     return total_loss / max(n_batches, 1), time.perf_counter() - t0
+
+
+_PROC_STAT = Path("/proc/stat")
+
+
+@dataclass
+class CpuTimes:
+    """Aggregate CPU jiffies from /proc/stat (zeros where it does not exist): each epoch logs the share of CPU time
+    the hypervisor took from this VM (steal), which explains a slow epoch that the code did not cause."""
+
+    total: int
+    steal: int
+
+    @classmethod
+    def now(cls) -> CpuTimes:
+        try:
+            fields = [int(x) for x in _PROC_STAT.read_text().splitlines()[0].split()[1:]]
+        except (OSError, ValueError, IndexError):
+            return cls(0, 0)
+        steal = fields[7] if len(fields) > 7 else 0
+        return cls(sum(fields[:8]), steal)
+
+    def steal_pct_since(self) -> float:
+        """Share of CPU time the hypervisor took since this reading, in percent."""
+        later = CpuTimes.now()
+        total = later.total - self.total
+        return 100.0 * (later.steal - self.steal) / total if total > 0 else 0.0
 
 
 def _validate(

@@ -6,9 +6,8 @@ from encore.audio.encoder import AudioEncoder, EncoderUnavailable, get_encoder
 from encore.audio.extract import extract_catalog, load_catalog
 from encore.audio.mfcc import MfccEncoder
 from encore.audio.musicnn_encoder import MusicnnAnalysis, MusicnnEncoder
-from encore.audio.resample import resample, to_encoder_input, to_mono
+from encore.audio.resample import Windows, resample, split_windows, to_encoder_input, to_mono
 from encore.audio.transform import ContentTransform
-from encore.audio.windows import Windows, split_windows
 
 __all__ = [
     "AudioEncoder",

@@ -15,7 +15,7 @@ from scipy.fft import dct, rfft
 from scipy.signal import correlate, get_window, savgol_filter
 
 from encore.audio.encoder import AudioEncoder
-from encore.audio.windows import DEFAULT_MIN_LAST_FRACTION, split_windows
+from encore.audio.resample import DEFAULT_MIN_LAST_FRACTION, split_windows
 
 SPECTRAL_STATS = ("centroid", "bandwidth", "rolloff", "flatness", "zcr", "log_rms")
 _EPS = 1e-10

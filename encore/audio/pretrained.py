@@ -14,6 +14,7 @@ import numpy as np
 
 from encore.audio.encoder import AudioEncoder, EncoderUnavailable
 from encore.audio.melspec import LogMelSpectrogram
+from encore.audio.resample import DEFAULT_MIN_LAST_FRACTION, split_windows
 from encore.audio.towers import OnnxTower, TorchTower, Tower
 from encore.audio.weights import (
     WEIGHTS_FILE,
@@ -23,7 +24,6 @@ from encore.audio.weights import (
     read_json,
     require_modules,
 )
-from encore.audio.windows import DEFAULT_MIN_LAST_FRACTION, split_windows
 
 WINDOW_SECONDS = 10.0
 MULAN_MUQ_CONFIG = "muq_config.json"  # the MuQ config.json that MuQ-MuLan's audio tower was built from

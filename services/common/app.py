@@ -12,7 +12,7 @@ from encore.onnx_scorer import use_device
 from encore.settings import ServiceSettings
 from services.common.docs import add_offline_docs
 from services.common.errors import OnError, add_error_handlers
-from services.common.limits import BodyLimit, RequestGuard, json_limit
+from services.common.middleware import BodyLimit, RequestGuard, json_limit
 from services.common.observability import add_observability
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

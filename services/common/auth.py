@@ -1,6 +1,6 @@
 """API-key check for write and admin endpoints (constant-time comparison), one dependency for all services.
 
-The key is read from the headers only: `RequestGuard` (services/common/limits.py) checks it before one byte
+The key is read from the headers only: `RequestGuard` (services/common/middleware.py) checks it before one byte
 of a write route's body is read, and `require_api_key` checks it again inside the route, so the OpenAPI page
 documents the header and a route stays guarded even where the middleware is not mounted.
 """

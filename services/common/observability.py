@@ -1,70 +1,104 @@
-"""/healthz, /readyz and /metrics for every service, plus request counting and latency histograms."""
+"""/healthz, /readyz and /metrics for every service, and every Prometheus metric the services export.
+
+The metrics are declared here, next to each other, so their names (which dashboards and tests read) live in one
+place: the HTTP ones every service has (recorded by `RequestMetrics`, services/common/middleware.py), then
+each service's own. Each app registers them on its own registry, not the global one, so several apps can live
+in one test process.
+"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from services.common.errors import error_response, public_message
+from services.common.middleware import RequestMetrics
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12)
+RANKER_STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+EMBEDDER_STAGE_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
-class RequestMetrics:
-    """Counts requests and observes latency per route template and status, as plain ASGI middleware.
+@dataclass(frozen=True)
+class HttpMetrics:
+    """Every service: requests and their latency, by route template (never the raw path: ids would explode it)."""
 
-    (Starlette's `@app.middleware("http")` wraps every request in extra tasks and streams; this costs less.)
-    """
+    requests: Counter  # by service, route, method, status
+    latency: Histogram  # by service, route, method
 
-    def __init__(self, app: ASGIApp, *, service: str, requests: Counter, latency: Histogram) -> None:
-        self.app, self.service, self.requests, self.latency = app, service, requests, latency
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> HttpMetrics:
+        labels = ["service", "route", "method"]
+        requests = Counter("encore_http_requests", "HTTP requests", [*labels, "status"], registry=registry)
+        latency = Histogram(
+            "encore_http_request_seconds", "HTTP request latency", labels, buckets=LATENCY_BUCKETS, registry=registry
+        )
+        return cls(requests, latency)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500  # what the server answers if the app raises before starting a response
 
-        async def send_and_record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
+@dataclass(frozen=True)
+class RankerMetrics:
+    stage_seconds: Histogram  # by step of GET /recommend: user_features, retrieve, item_features, score, order
+    degraded: Counter  # by reason: answers served without some part (store, retriever, activity down)
 
-        try:
-            await self.app(scope, receive, send_and_record)
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")  # the template, so ids do not explode label cardinality
-            method = scope["method"]
-            self.latency.labels(self.service, path, method).observe(time.perf_counter() - start)
-            self.requests.labels(self.service, path, method, str(status)).inc()
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> RankerMetrics:
+        stages = Histogram(
+            "encore_ranker_stage_seconds",
+            "Time per recommend step",
+            ["stage"],
+            buckets=RANKER_STAGE_BUCKETS,
+            registry=registry,
+        )
+        degraded = Counter("encore_ranker_degraded", "Recommendations served degraded", ["reason"], registry=registry)
+        return cls(stages, degraded)
+
+
+@dataclass(frozen=True)
+class EmbedderMetrics:
+    uploads: Counter  # by outcome: "ok" or the error code
+    stage_seconds: Histogram  # by stage of POST /embed: read, decode, encode, store, notify
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> EmbedderMetrics:
+        uploads = Counter("encore_embedder_uploads", "POST /embed outcomes", ["outcome"], registry=registry)
+        stages = Histogram(
+            "encore_embedder_stage_seconds",
+            "Time per upload stage",
+            ["stage"],
+            buckets=EMBEDDER_STAGE_BUCKETS,
+            registry=registry,
+        )
+        return cls(uploads, stages)
+
+
+@dataclass(frozen=True)
+class RetrieverMetrics:
+    candidates: Counter  # by source: how often users fall back to popularity
+    reloads: Counter  # by outcome: a refused bundle must be visible on a dashboard
+    items: Counter  # POST /items and store pick-ups, by status
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry, cold_items: Callable[[], int]) -> RetrieverMetrics:
+        """`cold_items`: how many cold tracks the index holds now, read at every scrape."""
+        cold = Gauge("encore_retriever_cold_items", "Cold tracks retrievable through projection", registry=registry)
+        cold.set_function(cold_items)
+        return cls(
+            candidates=Counter("encore_retriever_candidates", "Candidate lists served", ["source"], registry=registry),
+            reloads=Counter("encore_retriever_reloads", "Bundle reload attempts", ["outcome"], registry=registry),
+            items=Counter("encore_retriever_items", "New tracks offered to the index", ["status"], registry=registry),
+        )
 
 
 def add_observability(app: FastAPI, service: str, readiness: Callable[[], tuple[bool, dict]]) -> CollectorRegistry:
-    """Mount the three routes and the request metrics; returns the app's own registry for extra metrics.
-
-    One registry per app (not the global one) so several apps can live in one test process.
-    """
+    """Mount the three routes and the request metrics; returns the app's own registry for the service's metrics."""
     registry = CollectorRegistry()
-    requests = Counter(
-        "encore_http_requests", "HTTP requests", ["service", "route", "method", "status"], registry=registry
-    )
-    latency = Histogram(
-        "encore_http_request_seconds",
-        "HTTP request latency",
-        ["service", "route", "method"],
-        buckets=LATENCY_BUCKETS,
-        registry=registry,
-    )
-
-    app.add_middleware(RequestMetrics, service=service, requests=requests, latency=latency)
+    http = HttpMetrics.register(registry)
+    app.add_middleware(RequestMetrics, service=service, requests=http.requests, latency=http.latency)
 
     router = APIRouter(tags=["ops"])
 

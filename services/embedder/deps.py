@@ -8,30 +8,15 @@ from typing import Annotated
 
 import anyio
 from fastapi import Depends, Request
-from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from encore.artifacts import BundleHolder
 from encore.audio import AudioEncoder
 from encore.settings import EmbedderSettings
 from encore.store import Store
+from services.common.observability import EmbedderMetrics
 from services.embedder.audio_store import AudioStore
 from services.embedder.encode import EmbedderState, EmbedError
 from services.embedder.retriever import RetrieverNotifier
-
-
-@dataclass
-class EmbedderMetrics:
-    uploads: Counter  # by outcome: "ok" or the error code
-    stage_seconds: Histogram  # by stage: read, decode, encode, store, notify
-
-    @classmethod
-    def register(cls, registry: CollectorRegistry) -> EmbedderMetrics:
-        uploads = Counter("encore_embedder_uploads", "POST /embed outcomes", ["outcome"], registry=registry)
-        buckets = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-        stages = Histogram(
-            "encore_embedder_stage_seconds", "Time per upload stage", ["stage"], buckets=buckets, registry=registry
-        )
-        return cls(uploads, stages)
 
 
 @dataclass

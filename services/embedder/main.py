@@ -25,15 +25,15 @@ from encore.settings import EmbedderSettings
 from encore.store import Store
 from services.common.app import build_skeleton
 from services.common.errors import error_response, validation_message
+from services.common.observability import EmbedderMetrics
 from services.embedder.audio_store import AudioStore
-from services.embedder.deps import EmbedderMetrics, Runtime
+from services.embedder.deps import Runtime
 from services.embedder.encode import ERROR_STATUS, EmbedderState, EmbedError, build_state
 from services.embedder.events_routes import EventService, refusal_from_validation
 from services.embedder.events_routes import router as events_router
 from services.embedder.listen import router as listen_router
 from services.embedder.retriever import RetrieverNotifier
-from services.embedder.routes import router
-from services.embedder.upload import upload_limit
+from services.embedder.routes import router, upload_limit
 
 log = logging.getLogger("encore.embedder")
 SERVICE = "embedder"

@@ -1,4 +1,5 @@
-"""HTTP routes of the embedder: upload and embed, read a stored track, reload the bundle."""
+"""HTTP routes of the embedder: upload and embed (reading the upload within its size limit), read a stored track,
+reload the bundle."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from functools import partial
 from typing import Annotated, TypeVar
 
 import anyio
-from fastapi import APIRouter, Body, Form, Path
+from fastapi import APIRouter, Body, Form, Path, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from encore import feature_names as fn
@@ -19,6 +20,7 @@ from encore.settings import EmbedderSettings
 from encore.store import Store
 from services.common.auth import ApiKey
 from services.common.errors import bundle_refused
+from services.common.middleware import BodyLimit
 from services.common.patterns import TRACK_ID_PATTERN
 from services.embedder.deps import Runtime, RuntimeDep, SettingsDep, StateDep, StoreDep
 from services.embedder.encode import (
@@ -40,7 +42,6 @@ from services.embedder.schemas import (
     TrackResponse,
     error_responses,
 )
-from services.embedder.upload import read_upload
 
 router = APIRouter()
 T = TypeVar("T")
@@ -116,6 +117,37 @@ async def reload_bundle(runtime: RuntimeDep, body: Annotated[ReloadRequest | Non
         encoder=state.encoder.name,
         encoder_revision=state.content_revision,
     )
+
+
+# --- the upload's size, enforced while the body streams in, before a whole oversized file is held anywhere ----
+# Two layers: the shared `RequestGuard` (services/common/middleware.py) checks the key from the headers, caps
+# uploads in flight and caps the raw body of POST /embed at the file limit plus multipart overhead (413 at once
+# on a larger Content-Length, a chunked stream cut off as it passes the cap), with the `upload_limit` the app
+# gives it; `read_upload` reads the parsed file part in chunks and stops at the exact file limit.
+
+READ_CHUNK = 1 << 20
+
+
+def too_large_message(limit_bytes: int) -> str:
+    return f"the upload is larger than the limit of {limit_bytes / 2**20:.2f} MiB (ENCORE_EMBEDDER_MAX_UPLOAD_MB)"
+
+
+def upload_limit(settings: EmbedderSettings) -> BodyLimit:
+    """POST /embed's body cap and its cap on uploads held at once (each may hold up to the file limit)."""
+    message = too_large_message(settings.max_upload_bytes)
+    return BodyLimit(settings.max_body_bytes, message, max_in_flight=settings.max_uploads_in_flight)
+
+
+async def read_upload(file: UploadFile, limit_bytes: int) -> bytes:
+    """The file's bytes, read in chunks; EmbedError too_large as soon as they pass `limit_bytes`."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await file.read(READ_CHUNK):
+        size += len(chunk)
+        if size > limit_bytes:
+            raise EmbedError("too_large", too_large_message(limit_bytes))
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _timed(timings: dict[str, float], stage: str, step: Awaitable[T]) -> T:

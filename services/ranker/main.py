@@ -17,9 +17,9 @@ from encore.artifacts import BundleError, BundleHolder
 from encore.settings import RankerSettings
 from encore.store import Store
 from services.common.app import build_skeleton
-from services.ranker.activity import RecentActivity
+from services.common.observability import RankerMetrics
 from services.ranker.bundle import RankerModel, load_ranker_model, reload_bundle, resolve_bundle_path
-from services.ranker.pipeline import ItemFeatures, Ranker, RankerMetrics, Retrieve, StoreGuard, UserFeatures
+from services.ranker.pipeline import ItemFeatures, Ranker, RecentActivity, Retrieve, StoreGuard, UserFeatures
 from services.ranker.room import add_room
 from services.ranker.routes import build_router
 from services.ranker.steer import Steer
@@ -47,7 +47,7 @@ def create_app(settings: RankerSettings | None = None, store: Store | None = Non
             Retrieve(settings.retriever_url, settings.retriever_timeout_s),
             ItemFeatures(feature_store, settings.track_table_max_age_s, settings.track_miss_ttl_s, guard),
             n_candidates=settings.candidates,
-            metrics=RankerMetrics(app.state.registry),
+            metrics=RankerMetrics.register(app.state.registry),
             recent=RecentActivity(feature_store, guard, settings.user_cache_size) if settings.read_events else None,
             foldin_candidates=settings.foldin_candidates,
             item_cache_dir=settings.item_cache_path,

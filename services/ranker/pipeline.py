@@ -33,7 +33,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import aiohttp
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Histogram
 
 from encore.artifacts import BundleHolder
 from encore.ranker_frame import TrackFeatures, build_frame
@@ -41,7 +41,7 @@ from encore.schema import FeatureSpec
 from encore.store import Store
 from encore.track_table import TrackTable
 from services.common.errors import ServiceError
-from services.ranker.activity import FOLDIN_SOURCE, NO_RECENT, Recent, RecentActivity
+from services.common.observability import RankerMetrics
 from services.ranker.bundle import RankerModel
 from services.ranker.encoded_items import ItemInputCache
 from services.ranker.reasons import played_tracks, sound_tags, sounds_like
@@ -51,6 +51,8 @@ from services.ranker.steer import Steer, Steering
 log = logging.getLogger("encore.ranker")
 
 POPULARITY_SOURCE = "popularity"
+FOLDIN_SOURCE = "foldin"  # the retriever's candidate_source for a fold-in (services/retriever/search.py)
+POSITIVE_TYPES = frozenset({"play", "like"})  # events that make a recent track "played"
 T = TypeVar("T")
 
 
@@ -106,6 +108,25 @@ class Recommendation:
     candidate_source: str
     items: list[RankedItem]
     degraded_reasons: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Recent:
+    exclude: list[str]  # every recent track, newest first
+    played: list[str]  # recent tracks whose latest event was a play or a like, newest first
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any] | None) -> Recent:
+        if not row or not row.get("recent_tracks"):
+            return cls([], [])
+        tracks, types = row["recent_tracks"], row.get("recent_types") or []
+        latest: dict[str, str] = {}
+        for track, kind in zip(tracks, types, strict=False):  # newest first: the first type seen is the latest
+            latest.setdefault(track, kind)
+        return cls(list(latest), [t for t, kind in latest.items() if kind in POSITIVE_TYPES])
+
+
+NO_RECENT = Recent([], [])
 
 
 # --- logging ---------------------------------------------------------------------------------------------
@@ -209,6 +230,45 @@ class UserFeatures:
             self._cache.pop(next(iter(self._cache)))
         self._cache[user_id] = (now + self.ttl_s, row)  # unknown users are cached too
         return row
+
+
+# A listener's recent events (user_activity, pushed by POST /events), read on every request and never cached: the
+# profile cache (UserFeatures, 60 s) holds training-time profiles only, so an event acknowledged by the embedder
+# reaches the next /recommend (one online read, ~1 ms). Rules (docs/events.md):
+# - every track in the listener's recent window (the last ENCORE_EMBEDDER_EVENTS_RECENT_N events, whatever
+#   their type) is filtered out of the answer: played, skipped, liked and disliked tracks alike;
+# - the tracks of play and like events in that window, unless a later skip or dislike of the same track followed,
+#   are "played": for a listener the bundle does not know, the retriever folds them in (mean of their vectors) and
+#   answers with candidate_source "foldin";
+# - the ranker's model cannot personalize a listener it was not trained on (their id and profile are unknown to it:
+#   its score is the same for every such listener), so for "foldin" it orders only the fold-in's first
+#   ENCORE_RANKER_FOLDIN_CANDIDATES (default 50) candidates: the retriever picks what suits the listener, the model
+#   orders it.
+class RecentActivity:
+    """user_id -> Recent, read through the ranker's StoreGuard (fails fast while the store is down).
+
+    Read on every request. The last answer per user is kept only as a fallback: while the store is down, a user
+    read before is served their last known recent tracks (like the profile cache serves a stale profile); a user
+    never read raises, and the ranker answers degraded, without the filter and the fold-in.
+    """
+
+    def __init__(self, store: Store, guard: StoreGuard, max_entries: int = 100_000):
+        self.store, self.guard, self.max_entries = store, guard, max_entries
+        self._last: dict[str, Recent] = {}
+
+    async def __call__(self, user_id: str) -> Recent:
+        try:
+            rows = await self.guard.read(self.store.get_activity, [user_id])
+        except Exception:
+            if user_id in self._last:
+                return self._last[user_id]
+            raise
+        row = rows.get(user_id)
+        recent = Recent.from_row(row) if row else NO_RECENT  # most users have no events: one shared object
+        if len(self._last) >= self.max_entries and user_id not in self._last:
+            self._last.pop(next(iter(self._last)))  # the oldest insertion
+        self._last[user_id] = recent
+        return recent
 
 
 class Retrieve:
@@ -378,22 +438,6 @@ class Order:
 # --- the pipeline --------------------------------------------------------------------------------------
 
 
-class RankerMetrics:
-    """Per-stage latency and degraded answers, registered in the app's own registry."""
-
-    def __init__(self, registry: CollectorRegistry | None = None):
-        self.stage_seconds = Histogram(
-            "encore_ranker_stage_seconds",
-            "Time per recommend step",
-            ["stage"],
-            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
-            registry=registry,
-        )
-        self.degraded = Counter(
-            "encore_ranker_degraded", "Recommendations served degraded", ["reason"], registry=registry
-        )
-
-
 class Ranker:
     """user features >> retrieve >> item features >> score >> steer (with a query) >> order, over `holder`'s bundle."""
 
@@ -412,13 +456,13 @@ class Ranker:
     ):
         self.foldin_candidates = foldin_candidates
         self.holder = holder
-        self.recent = recent  # real-time events (services/ranker/activity.py); None: not read
+        self.recent = recent  # real-time events (RecentActivity); None: not read
         self.user_features, self.retrieve, self.item_features = user_features, retrieve, item_features
         self.score = Score(ItemInputCache(item_cache_dir))
         self.order = Order()
         self.steer = steer  # free-text queries; None: every query is refused
         self.n_candidates = n_candidates
-        self.metrics = metrics or RankerMetrics(CollectorRegistry())
+        self.metrics = metrics or RankerMetrics.register(CollectorRegistry())
 
     def load(self) -> None:
         """Open every step's resources (bundle loading is the holder's job)."""
@@ -457,7 +501,7 @@ class Ranker:
                 activity_degraded = f"activity store unavailable: {type(error).__name__}: {error}"
         clock.lap("user_features")
         candidates = await self.retrieve(user_id, max(self.n_candidates, k), model.popularity, recent)
-        if candidates.source == FOLDIN_SOURCE:  # the fold-in's order is the only personal signal (activity.py)
+        if candidates.source == FOLDIN_SOURCE:  # the fold-in's order is the only personal signal (RecentActivity)
             candidates = candidates.head(max(k, self.foldin_candidates))
         clock.lap("retrieve")
         items = await self.item_features(candidates.track_ids)

@@ -1,18 +1,18 @@
-"""HTTP routes of the ranker: GET /recommend and the authenticated POST /admin/reload (thin handlers)."""
+"""HTTP routes of the ranker: GET /recommend and the authenticated POST /admin/reload (thin handlers), and the
+dependencies they declare (the app's ranker and settings, the k check that needs the configured max)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query, Request
 
 from encore.artifacts import BundleError
 from encore.settings import RankerSettings
 from services.common.auth import ApiKey
-from services.common.errors import bundle_refused, error_responses
+from services.common.errors import ServiceError, bundle_refused, error_responses
 from services.ranker.bundle import reload_bundle, resolve_bundle_path
-from services.ranker.deps import get_k, get_ranker, get_serving_ranker
 from services.ranker.pipeline import Ranker
 from services.ranker.schemas import RecommendedTrack, RecommendResponse, ReloadRequest, ReloadResponse
 
@@ -29,6 +29,36 @@ all-MiniLM-L6-v2's space; `query_match` in the answer), and `w` is ENCORE_RANKER
 `score` stays the click probability. An unknown user's candidates (popularity) are steered the same way.
 Without the exported query encoder, a request with `q` answers 422 `query_unavailable`; without `q` nothing
 changes."""
+
+
+def get_settings(request: Request) -> RankerSettings:
+    return request.app.state.settings
+
+
+def get_ranker(request: Request) -> Ranker:
+    return request.app.state.ranker
+
+
+def get_serving_ranker(request: Request) -> Ranker:
+    """The ranker, or 503 while no bundle is loaded."""
+    ranker = get_ranker(request)
+    if not ranker.holder.loaded:
+        raise ServiceError(503, "not_ready", "no bundle loaded yet; see /readyz")
+    return ranker
+
+
+def get_k(
+    request: Request,
+    k: Annotated[
+        int | None, Query(description="How many tracks to return (1..ENCORE_RANKER_MAX_K)", examples=[10])
+    ] = None,
+) -> int:
+    settings = get_settings(request)
+    if k is None:
+        return settings.default_k
+    if not 1 <= k <= settings.max_k:
+        raise ServiceError(422, "invalid_request", f"k must be between 1 and {settings.max_k}, got {k}")
+    return k
 
 
 def build_router(settings: RankerSettings) -> APIRouter:

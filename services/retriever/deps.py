@@ -8,7 +8,7 @@ from fastapi import Depends, Query, Request
 
 from encore.settings import RetrieverSettings
 from services.common.errors import ServiceError
-from services.retriever.metrics import RetrieverMetrics
+from services.common.observability import RetrieverMetrics
 from services.retriever.search import Retriever
 
 

@@ -20,8 +20,8 @@ from encore.artifacts import BundleError, current_bundle_path
 from encore.settings import RetrieverSettings
 from encore.store import Store
 from services.common.app import build_skeleton
+from services.common.observability import RetrieverMetrics
 from services.retriever.catalog import router as catalog_router
-from services.retriever.metrics import RetrieverMetrics
 from services.retriever.routes import router
 from services.retriever.search import Retriever, SearchOptions
 
@@ -113,10 +113,14 @@ def create_app(settings: RetrieverSettings | None = None, store: Store | None = 
         lifespan=_lifespan,
     )
     app.state.store = store or Store(settings.store())
-    app.state.retriever = Retriever(search_options(settings))
+    app.state.retriever = retriever = Retriever(search_options(settings))
     write_routes = {("POST", "/admin/reload"), ("POST", "/items"), ("DELETE", "/items/{track_id}")}
     registry = build_skeleton(app, SERVICE, settings, lambda: _readiness(app), write_routes=write_routes)
-    app.state.metrics = RetrieverMetrics.register(registry, app.state.retriever)
+
+    def cold_items() -> int:  # read at every scrape
+        return len(retriever.index.cold) if retriever.loaded else 0
+
+    app.state.metrics = RetrieverMetrics.register(registry, cold_items)
     app.include_router(router)
     app.include_router(catalog_router)
     return app

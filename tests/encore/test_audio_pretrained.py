@@ -14,8 +14,8 @@ from encore.audio import CodebookMismatch, Codebooks, EncoderUnavailable, get_en
 from encore.audio.onnx_export import export_encoder
 from encore.audio.pretrained import PretrainedEncoder, load_torch_module
 from encore.audio.random_weights import write_random_weights
+from encore.audio.resample import split_windows
 from encore.audio.weights import SOURCE_FILE, open_folder
-from encore.audio.windows import split_windows
 
 ENCODERS = ("muq", "muq-mulan", "clap")
 SHAPES = {"muq": (3, 32), "muq-mulan": (1, 8), "clap": (1, 8)}  # the tiny configs of random_weights

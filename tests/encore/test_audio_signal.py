@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from encore.audio.resample import resample, to_encoder_input, to_mono
-from encore.audio.windows import split_windows
+from encore.audio.resample import resample, split_windows, to_encoder_input, to_mono
 
 
 def _peak_hz(x: np.ndarray, rate: int) -> float:

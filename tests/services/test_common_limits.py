@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI, Request
 
 from services.common.errors import add_error_handlers
-from services.common.limits import BodyLimit, RequestGuard, json_limit
+from services.common.middleware import BodyLimit, RequestGuard, json_limit
 
 KEY = "k3y"
 

@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute
 from encore.settings import EmbedderSettings, RankerSettings, RetrieverSettings
 from encore.store import Store, StoreSettings
 from services.common.auth import API_KEY_HEADER
-from services.common.limits import RequestGuard
+from services.common.middleware import RequestGuard
 from services.embedder.main import create_app as create_embedder
 from services.ranker.main import create_app as create_ranker
 from services.retriever.main import create_app as create_retriever

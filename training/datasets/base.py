@@ -1,7 +1,9 @@
-"""What every dataset loader returns: the splits, the fields to fit, and provenance for the manifest."""
+"""What every dataset loader returns: the splits, the fields to fit, and provenance for the manifest (a
+`step_record` after every build step)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +12,8 @@ import pandas as pd
 
 from encore.errors import EncoreError
 from encore.schema import FieldConfig
+
+USER, ITEM = "user_id", "track_id"  # the id columns of a play log
 
 
 @dataclass
@@ -34,6 +38,18 @@ class DatasetSplits:
 
     def eval_splits(self) -> dict[str, pd.DataFrame]:
         return {"valid": self.valid, "test": self.test, **self.extra_eval}
+
+
+def step_record(step: str, frame: pd.DataFrame, user: str = USER, item: str = ITEM) -> dict:
+    """Rows, users, items and a content checksum of `frame` after a named step of a dataset build."""
+    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
+    return {
+        "step": step,
+        "rows": len(frame),
+        "users": int(frame[user].nunique()),
+        "items": int(frame[item].nunique()),
+        "sha256": digest[:16],
+    }
 
 
 def require_file(path: Path) -> Path:

@@ -10,9 +10,8 @@ import pandas as pd
 from encore.errors import EncoreError
 from encore.io import sha256_file
 from encore.schema import FieldConfig
-from training.datasets.base import DatasetSplits, require_file
+from training.datasets.base import DatasetSplits, require_file, step_record
 from training.datasets.dataset import Dataset
-from training.datasets.protocol import step_record
 
 LABEL = "label"
 FIELDS = ["user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city"]

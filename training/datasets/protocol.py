@@ -31,9 +31,9 @@ from sklearn.metrics import roc_auc_score
 from encore.errors import EncoreError
 from encore.io import sha256_file, write_bytes_atomic
 from encore.schema import FieldConfig
-from training.datasets.base import DatasetSplits
+from training.datasets.base import ITEM, USER, DatasetSplits, step_record
 
-USER, ITEM, LABEL = "user_id", "track_id", "label"
+LABEL = "label"
 # (users, items) -> (P(label = 1 | played), P(played)): the ground truth of a generated dataset.
 TruthFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 EVAL_SETS = ("valid", "test", "cold")
@@ -81,18 +81,6 @@ class ProtocolSplits:
     oracle_auc: dict[str, float]
     files: dict[str, str]  # frozen eval files -> sha256
     steps: list[dict] = field(default_factory=list)  # counts and checksum after every step, for the manifest
-
-
-def step_record(step: str, frame: pd.DataFrame, user: str = USER, item: str = ITEM) -> dict:
-    """Rows, users, items and a content checksum of `frame` after a named step of a dataset build."""
-    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
-    return {
-        "step": step,
-        "rows": len(frame),
-        "users": int(frame[user].nunique()),
-        "items": int(frame[item].nunique()),
-        "sha256": digest[:16],
-    }
 
 
 def kcore(rows: pd.DataFrame, k: int) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """The ranker's reading of user_activity: which recent tracks are excluded and which feed a fold-in."""
 
-from services.ranker.activity import Recent
+from services.ranker.pipeline import Recent
 
 
 def test_latest_event_per_track_decides() -> None:
