@@ -88,8 +88,8 @@ def test_recommend_for_known_and_unknown_users(system):
     user = info["example_user"]
     url = f"{stack.url('retriever')}/users/{user}/history"
     history = set(client.get(url, params={"k": 500}).json()["track_ids"])
-    named = [item["reason"].split("sounds like ", 1)[1].split(",", 1)[0] for item in known["items"]
-             if "sounds like " in item["reason"]]  # fmt: skip
+    named = [item["reason"].split("sounds like ", 1)[1].split(",", 1)[0].removeprefix("track ")
+             for item in known["items"] if "sounds like " in item["reason"]]  # fmt: skip
     assert named and set(named) <= history, [item["reason"] for item in known["items"]]
     new = client.get(f"{stack.url('ranker')}/recommend", params={"user_id": "never-seen-user", "k": 5}).json()
     assert new["candidate_source"] == "popularity" and len(new["items"]) == 5 and not new["degraded"]

@@ -40,8 +40,8 @@ def test_a_track_is_said_to_sound_like_the_closest_played_track_only_when_close_
     assert alike == {0: "p1", 1: "p2"}
     assert sounds_like(items, [1], played, min_cosine=0.999) == {}
     assert reason(cold=True, genre=None, tags=TAGS, like="p1") == "new upload that sounds like p1, which you played"
-    assert reason(cold=False, genre="jazz", tags=TAGS, like="p2") == (
-        "jazz, played by listeners like you; sounds like p2, which you played"
+    assert reason(cold=False, genre="jazz", tags=TAGS, like="340") == (
+        "jazz, played by listeners like you; sounds like track 340, which you played"
     )
     other_width = _features(["q"], [[1.0, 0.0]], [True])
     assert sounds_like(items, [0], other_width) == {}  # vectors of another bundle's width are not compared
