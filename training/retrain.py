@@ -51,6 +51,7 @@ METRIC = "gauc"  # per-listener AUC averaged with rows as weights (training/metr
 DEFAULT_MARGIN = 0.01
 DEFAULT_HOLDOUT_SHARE = 0.2
 EXIT_PROMOTED, EXIT_NOT_PROMOTED, EXIT_ERROR, EXIT_LOCKED = 0, 1, 2, 3
+STRICTLY_BEFORE = pd.Timedelta(microseconds=1)  # the join's time is this much before the event's
 ROW = "row"  # the entity frame's row number: Feast returns its rows in another order
 INT_FIELDS = tuple(n for n in (*fn.USER_PROFILE_FIELDS, *fn.TRACK_META_FIELDS) if fn.FIELD_DTYPES[n] == "Int64")
 FEATURE_REFS = [
@@ -142,14 +143,15 @@ def frozen_window(window: pd.DataFrame, tracks: list[str], interacted: pd.DataFr
 
 
 def point_in_time(store: Store, rows: pd.DataFrame) -> pd.DataFrame:
-    """`rows` (user_id, track_id, event_timestamp, ...) with every user and track feature as it was at the row's
-    time: Feast's point-in-time join (a feature row counts when its timestamp <= the event's). Rows keep their
-    order; a feature with no row by then is missing (NaN / None).
+    """`rows` (user_id, track_id, event_timestamp, ...) with every user and track feature as it was just before the
+    row's time: Feast's point-in-time join, asked as of 1 µs before each event, since Feast's is inclusive (a row
+    stamped at the event's own time counts), and an aggregate stamped with its event would leak that event's label.
+    Rows keep their order; a feature with no row by then is missing (NaN / None).
 
     Feast keeps one entity row per (join keys so far, time): a negative beside its positive (same listener, same
     time) would vanish. So the rows are joined in passes, each with (user, time) and (track, time) unique."""
     rest = rows.reset_index(drop=True).assign(**{ROW: np.arange(len(rows))})
-    rest[fn.EVENT_TIMESTAMP] = pd.to_datetime(rest[fn.EVENT_TIMESTAMP], utc=True)
+    rest[fn.EVENT_TIMESTAMP] = pd.to_datetime(rest[fn.EVENT_TIMESTAMP], utc=True) - STRICTLY_BEFORE
     parts = []
     while len(rest):
         batch = rest[~rest.duplicated([fn.USER_ID, fn.EVENT_TIMESTAMP])]
@@ -159,6 +161,7 @@ def point_in_time(store: Store, rows: pd.DataFrame) -> pd.DataFrame:
     joined = pd.concat(parts, ignore_index=True).sort_values(ROW).reset_index(drop=True)
     if joined[ROW].tolist() != list(range(len(rows))):
         raise EncoreError(f"the point-in-time join returned {len(joined)} rows for {len(rows)}")
+    joined[fn.EVENT_TIMESTAMP] = joined[fn.EVENT_TIMESTAMP] + STRICTLY_BEFORE
     return joined.drop(columns=[ROW])
 
 
