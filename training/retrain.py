@@ -337,6 +337,7 @@ def retrain(args: argparse.Namespace) -> bool:
     import torch
 
     torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # the ranker's initial weights too: the same events give the same candidate
     root, store = boot.artifacts_dir(), Store(EncoreSettings().store())
     serving = load_bundle(current_bundle_path(root))
     world, splits = bootstrap_splits(serving)
