@@ -169,5 +169,8 @@ def test_a_second_retrain_is_refused_while_one_holds_the_lock(world: RetrainWorl
     with retrain.retrain_lock(world.root):
         assert retrain.main(["--epochs", "1", "--force", "--bundle-id", "retrain-second"]) == retrain.EXIT_LOCKED
         assert retrain.main(["--rollback"]) == retrain.EXIT_LOCKED
+        other = subprocess.run([sys.executable, "-m", "training.retrain", "--rollback"], cwd=REPO_ROOT,
+                               env=dict(os.environ), capture_output=True, text=True)  # fmt: skip
+        assert other.returncode == retrain.EXIT_LOCKED and "another retrain holds" in other.stderr  # another process
     assert current_bundle_path(world.root).name == current
     assert not (world.root / "retrain-second").exists()
