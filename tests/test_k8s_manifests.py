@@ -275,6 +275,24 @@ def test_bundles_reach_every_pod_through_one_shared_volume(rendered: tuple[str, 
             assert artifacts and not any(m.get("readOnly") for m in artifacts), name
 
 
+def test_the_demo_world_is_one_claim_the_bootstrap_writes_and_retrain_and_embedder_read(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """The retrain CronJob trains on the bootstrap's plays and the embedder plays its rendered tracks, so the
+    world lives on a shared claim (an emptyDir would vanish with the bootstrap pod); retraining runs on schedule."""
+    _, docs = rendered
+    workloads = {w["metadata"]["name"]: w for w in _workloads(docs)}
+    for name in ("bootstrap", "retrain", "embedder"):
+        spec = _pod_spec(workloads[name])
+        (worlds,) = [v for v in spec["volumes"] if v["name"] == "worlds"]
+        assert worlds["persistentVolumeClaim"]["claimName"] == "encore-worlds", name
+        env = {e["name"]: e.get("value") for c in spec["containers"] for e in c.get("env", [])}
+        assert env["ENCORE_CACHE_DIR"] == "/data/worlds", name
+    retrain = workloads["retrain"]
+    assert retrain["spec"]["suspend"] is False and retrain["spec"]["concurrencyPolicy"] == "Forbid"
+    assert _pod_spec(retrain)["containers"][0]["command"] == ["python", "-m", "training.retrain"]
+
+
 def test_api_key_secret(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     """Dev generates the Secret the pods name (hashed name rewritten into every reference); production
     commits none, so no key ever sits in the repository for it."""
