@@ -14,6 +14,7 @@ never shuffled across groups, so a file written in a sorted order needs shufflin
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,19 +96,29 @@ class StreamingSplit:
         labels = torch.from_numpy(self.spec.labels(frame))
         return {k: torch.from_numpy(v) for k, v in packed.items()}, labels
 
+    def _prefetched(self, groups: list[RowGroup]) -> Iterator[Batch]:
+        """`encoded(group)` for each group in turn, the next one read and encoded in a background thread while
+        the caller trains on the current one (so two row groups are held, not one)."""
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self.encoded, groups[0]) if groups else None
+            for k in range(len(groups)):
+                current = pending.result()
+                pending = pool.submit(self.encoded, groups[k + 1]) if k + 1 < len(groups) else None
+                yield current
+
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
         """Shuffled batches when a generator is given, else every row in file order (evaluation).
 
-        Holds one row group and fewer than `batch_size` rows carried over from the previous one."""
+        Holds two row groups (the current one and the next, being encoded) and fewer than `batch_size` rows
+        carried over from the previous one."""
         order = range(len(self.groups))
         if generator is not None:
             order = torch.randperm(len(self.groups), generator=generator).tolist()
         carried: Batch | None = None
         left = self.rows
-        for i in order:
+        for inputs, labels in self._prefetched([self.groups[i] for i in order]):
             if left == 0:
                 break
-            inputs, labels = self.encoded(self.groups[i])
             take = min(len(labels), left)
             left -= take
             rows = torch.randperm(len(labels), generator=generator)[:take] if generator else torch.arange(take)

@@ -22,10 +22,10 @@ from training.datasets.dataset import Dataset
 
 DATASETS: dict[str, Dataset] = {
     frappe.DATASET.name: frappe.DATASET,
-    frappe_synth.DATASET.name: frappe_synth.DATASET,
     synthetic.DATASET.name: synthetic.DATASET,
     hetrec.DATASET.name: hetrec.DATASET,
     taste.DATASET.name: taste.DATASET,
+    frappe_synth.DATASET.name: frappe_synth.DATASET,
 }
 
 
