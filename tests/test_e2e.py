@@ -18,10 +18,10 @@ import pytest
 from encore.settings import EncoreSettings
 from services.stack import SERVICES, Stack
 from tests.conftest import free_port
+from tests.stack_world import API_KEY, running_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO = EncoreSettings().datasets_dir / "audio"
-API_KEY = "e2e-key"
 
 pytestmark = pytest.mark.slow
 
@@ -66,9 +66,14 @@ def _running_system(tmp_path_factory, redis_url: str, bootstrap_args: list[str])
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory, redis_url):
-    """The quick world: fast, for the wiring."""
-    yield from _running_system(tmp_path_factory, redis_url, ["--size", "quick", "--epochs", "2"])
+def system(quick_world, tmp_path_factory):
+    """The session's quick world (tests/stack_world.py, built once for every test that drives a stack), with this
+    module's own three services: fast, for the wiring."""
+    if not AUDIO.is_dir():
+        pytest.skip(f"real audio clips not found at {AUDIO}")
+    info = {"bundle_id": quick_world.bundle_id, "example_user": quick_world.example_user}
+    with running_stack(quick_world, tmp_path_factory.mktemp("e2e-logs")) as stack, httpx.Client(timeout=60) as client:
+        yield stack, client, info, quick_world.base
 
 
 @pytest.fixture(scope="module")

@@ -235,22 +235,27 @@ def train_ranker(
     fields: list[FieldConfig],
     train_frame: pd.DataFrame,
     bundle: BundleBuilder,
+    extra_frame: pd.DataFrame | None = None,
 ) -> dict:
     """Train the ranker from its first epoch's frame (the feature spec is fit on it; fresh negatives each later
     epoch, a share shown as uploads), calibrate its cold scores, and write its component into `bundle`; returns its
-    metrics (also in the component)."""
+    metrics (also in the component). `extra_frame` (the retrain's events, joined as of each event) is added to
+    every epoch's rows as it is."""
     from training.data import TensorSplit
     from training.export import export_onnx
     from training.models.registry import get_ctr_model
     from training.trainer import TrainConfig, evaluate, fit, predict
 
+    if extra_frame is not None:
+        train_frame = pd.concat([train_frame, as_cold(extra_frame, args.cold_row_share, args.seed)], ignore_index=True)
     spec = FeatureSpec.fit(train_frame, fields)
     model = get_ctr_model(RANKER_MODEL)(spec, **RANKER_HPARAMS)
     valid = TensorSplit.from_frame("valid", spec, ranker_frame(splits.evals["valid"], tables, fields), fn.USER_ID)
 
     def resample(epoch: int) -> TensorSplit:
-        frame = ranker_frame(splits.sampler(epoch, args.seed), tables, fields)
-        return TensorSplit.from_frame("train", spec, as_cold(frame, args.cold_row_share, args.seed * 1000 + epoch))
+        frame = pd.concat([ranker_frame(splits.sampler(epoch, args.seed), tables, fields), extra_frame])
+        frame = as_cold(frame.reset_index(drop=True), args.cold_row_share, args.seed * 1000 + epoch)
+        return TensorSplit.from_frame("train", spec, frame)
 
     cfg = TrainConfig(lr=1e-3, batch_size=2048, epochs=args.epochs, embedding_l2=1e-5, seed=args.seed,
                       progress=not args.quiet)  # fmt: skip

@@ -104,6 +104,14 @@ class SearchOptions:
         return self.index == "ivf" or (self.index == "auto" and n_items >= self.ivf_min_items)
 
 
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores, best first (ties: lower index first), without sorting them all."""
+    if k >= len(scores):
+        return np.argsort(-scores, kind="stable")
+    part = np.argpartition(-scores, k - 1)[:k]
+    return part[np.lexsort((part, -scores[part]))]
+
+
 def build_ivf(vectors: np.ndarray, nlist: int, nprobe: int, seed: int = 0) -> faiss.Index:
     """A faiss IVF-flat inner-product index over `vectors` (trained on a sample of at most 64 * nlist rows)."""
     import faiss
@@ -287,7 +295,7 @@ class RecallIndex:
         if missing <= 0:
             return top, scores
         cold_scores = cold.vectors @ user
-        best = n_items + np.argsort(-cold_scores, kind="stable")[:quota]
+        best = n_items + top_k(cold_scores, quota)  # a partial sort: the cold set can be large
         extra = best[~np.isin(best, top)][:missing]
         rows = np.concatenate([top, extra])
         all_scores = np.concatenate([scores, cold_scores[extra - n_items]])

@@ -51,7 +51,7 @@ def test_extract_writes_arrays_and_manifest(catalog, tmp_path):
     assert content == tmp_path / "out" / CONTENT_FILE
     track_ids, layers, manifest = load_catalog(tmp_path / "out")
     assert track_ids == ["track/0", "track/1", "track/2"]
-    assert layers.shape == (3, 1, 264) and layers.dtype == np.float32
+    assert layers.shape == (3, 264) and layers.dtype == np.float32  # one layer, flat
     # Each stored vector is exactly what the encoder gives for that file.
     from encore.audio.decode import decode_audio
 
@@ -88,7 +88,7 @@ def test_killed_run_continues_from_its_work_dir(catalog, tmp_path):
     extract_catalog({"track/0": catalog["track/0"]}, encoder, tmp_path / "out", progress=False)
     work = tmp_path / "out" / "work" / encoder_fingerprint(encoder.describe())
     (done,) = list(work.glob("*.npy"))
-    marker = np.full((1, 264), 7.0, np.float32)  # proves the stored vector is reused, not recomputed
+    marker = np.full(264, 7.0, np.float32)  # proves the stored vector is reused, not recomputed
     np.save(done, marker)
     (tmp_path / "out" / CONTENT_FILE).unlink()
     (tmp_path / "out" / MANIFEST_FILE).unlink()
@@ -112,7 +112,7 @@ def test_a_different_encoder_does_not_reuse_vectors(catalog, tmp_path):
     extract_catalog(catalog, other, tmp_path / "out", progress=False)
     assert other.calls == 3
     _, layers, manifest = load_catalog(tmp_path / "out")
-    assert layers.shape == (3, 1, other.dim) and manifest["encoder"]["params"]["n_mels"] == 32
+    assert layers.shape == (3, other.dim) and manifest["encoder"]["params"]["n_mels"] == 32
     # Nor does another decode length: those vectors describe a different part of each track.
     shorter = CountingMfcc(n_mels=32)
     extract_catalog(catalog, shorter, tmp_path / "out", max_seconds=1.0, progress=False)

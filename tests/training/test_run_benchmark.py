@@ -52,7 +52,13 @@ def test_tiny_run_writes_results_runs_and_skips_finished_cells(tmp_path):
     assert set(manifest["data_files"]) == {
         str(tmp_path / "data/frappe/x1" / f"{s}.csv") for s in ("train", "valid", "test")
     }
-    assert {p.name for p in run_dir.iterdir()} == {"manifest.json", "model.onnx", "spec.json", "weights.safetensors"}
+    assert {p.name for p in run_dir.iterdir()} == {
+        "manifest.json",
+        "model.onnx",
+        "spec.json",
+        "weights.safetensors",
+        "per_user_auc.npz",
+    }
     assert not [p for p in (out / "runs").iterdir() if p.name.startswith(".")]
     # The committable evidence: one compact manifest per run beside results.csv, weights and history left out.
     committed = [json.loads(line) for line in (out / "manifests.jsonl").read_text().splitlines()]

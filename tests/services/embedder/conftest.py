@@ -30,7 +30,7 @@ def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("artifacts")
     encoder = MfccEncoder()
     clips = [tone(f, 2.0, bpm=b) for f in (110, 220, 440, 880) for b in (90, 150)]
-    layers = np.stack([encoder.encode(c) for c in clips])  # (8, 1, 264)
+    layers = np.stack([encoder.encode(c) for c in clips])  # (8, 264): one layer, flat
     info = encoder.describe()
     write_bundle(root, GOOD_BUNDLE, layers, info, current=True)
     write_bundle(root, OTHER_REVISION_BUNDLE, layers, {**info, "revision": "0-old"}, current=False)

@@ -90,13 +90,15 @@ def test_master_killed_under_load_no_5xx_replica_promoted(deployed: Deployed) ->
         load.wait_for(30)
         killed_at = time.monotonic()
         cluster.kill(victim)
-        deadline = killed_at + 60
+        # A generous bound: an election takes ~1-2 s on an idle machine, far longer while every core is busy
+        # (the measured time is reported, not bounded, in docs/scaling.md).
+        deadline = killed_at + 150
         while not cluster.healthy():  # 3 masters again, cluster_state:ok on every live node
-            assert time.monotonic() < deadline, f"no failover within 60 s: {cluster.roles()}"
+            assert time.monotonic() < deadline, f"no failover within 150 s: {cluster.roles()}"
             time.sleep(0.05)
         promoted_s = time.monotonic() - killed_at
         while not _undegraded_for_all(deployed.url):
-            assert time.monotonic() < deadline, "answers still degraded 60 s after the kill"
+            assert time.monotonic() < deadline, "answers still degraded 150 s after the kill"
             time.sleep(0.05)
         recovered_s = time.monotonic() - killed_at
         load.wait_for(30)

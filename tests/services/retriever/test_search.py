@@ -11,7 +11,7 @@ import pytest
 from encore.artifacts import BundleError
 from encore.retriever_bundle import RetrieverComponent
 from encore.store import Store
-from services.retriever.search import ColdItemRefused, Retriever, SearchOptions
+from services.retriever.search import ColdItemRefused, Retriever, SearchOptions, top_k
 from tests.services.retriever.conftest import corrupt, write_bundle
 from tests.services.retriever.planted import ENCODER, Planted
 from training.train_recall import RecallArtifacts
@@ -207,3 +207,12 @@ def test_ivf_nprobe_is_raised_at_load_until_sampled_recall_reaches_the_target(ar
     unchecked = Retriever(SearchOptions(index="ivf", ivf_nlist=16, ivf_nprobe=1, ivf_target_recall=0))
     unchecked.reload(artifacts_root / "b1")
     assert unchecked.index.ivf.nprobe == 1 and unchecked.index.ivf_recall is None
+
+
+def test_top_k_matches_a_full_stable_sort() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=1000).astype(np.float32)
+    scores[[10, 20]] = scores.max() + 1  # a tie at the top: the lower index first
+    full = np.argsort(-scores, kind="stable")
+    for k in (1, 2, 7, 999, 1000, 5000):
+        np.testing.assert_array_equal(top_k(scores, k), full[:k])

@@ -63,7 +63,7 @@ def test_the_audio_carries_the_planted_attributes(quick_world):
     ids, layers, manifest = load_catalog(content_dir(quick_world, "mfcc"))
     assert manifest["counts"]["encoded"] == len(quick_world.tracks)
     tracks = quick_world.tracks.set_index(quick_world.tracks.track_id.astype(str)).loc[ids]
-    x = layers[:, 0, :]
+    x = layers  # MFCC: one layer, flat
     x = (x - x.mean(0)) / (x.std(0) + 1e-6)
     for column, chance in (("instrument", 0.25), ("density", 0.5), ("brightness", 0.5)):
         y = tracks[column].to_numpy()

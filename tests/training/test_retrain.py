@@ -1,0 +1,176 @@
+"""`python -m training.retrain` on a real store: the quick world bootstrapped into a SQLite Feast store in a tmp folder,
+an upload pushed, a stretch of listening drawn from the world's true preferences written through EventLog (the
+embedder's ingest), then retrains that promote, refuse, roll back and lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from encore import feature_names as fn
+from encore.artifacts import current_bundle_path, load_bundle
+from encore.events import Event, EventLog
+from encore.io import sha256_file
+from encore.retriever_bundle import RetrieverComponent
+from encore.settings import EncoreSettings
+from encore.store import Store
+from tests.conftest import REPO_ROOT
+from training import retrain
+
+pytestmark = pytest.mark.slow
+
+UPLOAD = "upload-0001"
+NEW_LISTENERS = ("new-listener-a", "new-listener-b")
+
+
+@dataclass
+class RetrainWorld:
+    root: Path  # the artifacts folder
+    store: Store
+    world: object
+    bootstrap_id: str
+
+
+def _bootstrap(base: Path, env: dict[str, str]) -> str:
+    cmd = [sys.executable, "-m", "training.bootstrap", "--size", "quick", "--epochs", "2", "--recall-epochs", "3"]
+    done = subprocess.run([*cmd, "--quiet"], cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])["bundle_id"]
+
+
+def _push_upload(store: Store) -> None:
+    """A track uploaded after the bootstrap (content only, as the embedder pushes a track without metadata)."""
+    content = store.read_offline(fn.TRACK_CONTENT).iloc[0]
+    store.push_track(UPLOAD, None, {name: content[name] for name in fn.TRACK_CONTENT_FIELDS})
+
+
+def _listening(world, tracks: list[str], since: float, n_users: int = 60, per_user: int = 30) -> list[Event]:
+    """Events of `n_users` world listeners (plus two new ones) on random tracks: a play when the world's true
+    preference says so (P(label) of training.datasets.synthetic), else a skip; interleaved in time since `since`."""
+    rng = np.random.default_rng(7)
+    users = rng.choice(len(world.users), n_users, replace=False)
+    pairs = [(int(u), tracks[int(t)]) for u in users for t in rng.choice(len(tracks), per_user, replace=False)]
+    catalog = [(u, t) for u, t in pairs if t != UPLOAD]
+    p_label, _ = world.truth(np.array([u for u, _ in catalog]), np.array([int(t) for _, t in catalog]), 2)
+    liked = dict(zip(catalog, rng.random(len(catalog)) < p_label, strict=True))
+    rows = [(str(u), t, liked.get((u, t), True)) for u, t in pairs]  # every listener of the upload likes it
+    rows += [(user, t, True) for user in NEW_LISTENERS for t in tracks[:8]]
+    order = rng.permutation(len(rows))
+    span = time.time() - since - 0.01
+    return [
+        Event(f"ev{i}", rows[j][0], rows[j][1], "play" if rows[j][2] else "skip", 120_000 if rows[j][2] else 4_000,
+              datetime.fromtimestamp(since + 0.001 + span * i / len(rows), UTC))
+        for i, j in enumerate(order)
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Iterator[RetrainWorld]:
+    base = tmp_path_factory.mktemp("retrain")
+    env = {"ENCORE_ARTIFACTS_DIR": str(base / "artifacts"), "ENCORE_CACHE_DIR": str(base / "data"),
+           "ENCORE_FEAST_DATA_DIR": str(base / "feast"), "ENCORE_FEAST_PROJECT": "retrain_test",
+           "ENCORE_FEAST_ONLINE": "sqlite"}  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        bootstrap_id = _bootstrap(base, env)
+        from training.datasets.synthetic import load_world, world_params
+
+        quick = load_world(world_params("quick"), progress=False)
+        store = Store(EncoreSettings().store())
+        _push_upload(store)
+        since = store.read_offline(fn.TRACK_CONTENT)[fn.EVENT_TIMESTAMP].max().timestamp()
+        tracks = [*quick.tracks[fn.TRACK_ID].astype(str), UPLOAD]
+        log = EventLog(store)
+        events = _listening(quick, tracks, since)
+        for start in range(0, len(events), 1000):
+            log.ingest(events[start : start + 1000], lambda ids: set(ids) & set(tracks))
+        log.close()
+        yield RetrainWorld(base / "artifacts", store, quick, bootstrap_id)
+
+
+def _report(root: Path, bundle_id: str) -> dict:
+    return json.loads((root / retrain.REPORTS / f"{bundle_id}.json").read_text())
+
+
+def test_a_planted_future_value_never_leaks_into_the_training_frame(world: RetrainWorld) -> None:
+    events = retrain.labelled_events(world.store)
+    user = events[fn.USER_ID].iloc[0]
+    mine = events[events[fn.USER_ID] == user].sort_values(fn.EVENT_TIMESTAMP)
+    first, last = mine.iloc[0], mine.iloc[-1]
+    profile = world.store.read_offline(fn.USER_PROFILE).set_index(fn.USER_ID).loc[user]
+    planted = pd.DataFrame(
+        [{fn.USER_ID: user, **{n: profile[n] for n in fn.USER_PROFILE_FIELDS}, "country": country,
+          fn.EVENT_TIMESTAMP: when, fn.CREATED_TIMESTAMP: when}
+         for country, when in (("PAST", first[fn.EVENT_TIMESTAMP] - pd.Timedelta(seconds=1)),
+                               ("SAME_TIME", first[fn.EVENT_TIMESTAMP]),
+                               ("FUTURE", last[fn.EVENT_TIMESTAMP] + pd.Timedelta(microseconds=1)))]
+    )  # fmt: skip
+    for i in range(len(planted)):  # one row per entity per part
+        world.store.materialize_frames(planted.iloc[[i]], None, None, append=True)
+
+    joined = retrain.point_in_time(world.store, mine.iloc[[0, -1]])
+    # Feast's join is inclusive; ours is strict: a value stamped at the event's own time is for the next event
+    assert joined["country"].tolist() == ["PAST", "SAME_TIME"]
+    assert joined[fn.EVENT_TIMESTAMP].tolist() == [first[fn.EVENT_TIMESTAMP], last[fn.EVENT_TIMESTAMP]]
+    fields = retrain.boot.ranker_fields(8, 4)
+    frame = retrain.ranker_rows(joined, fields)  # the ranker's frame keeps each row's own value
+    assert frame["country"].tolist() == ["PAST", "SAME_TIME"] and frame[fn.USER_ID].tolist() == [user, user]
+
+
+def test_a_worse_candidate_is_not_promoted_and_the_report_says_why(world: RetrainWorld) -> None:
+    argv = ["--epochs", "0", "--recall-epochs", "1", "--bundle-id", "retrain-untrained", "--quiet"]
+    assert retrain.main(argv) == retrain.EXIT_NOT_PROMOTED
+    assert current_bundle_path(world.root).name == world.bootstrap_id
+    report = _report(world.root, "retrain-untrained")
+    assert not report["promoted"] and not report["forced"]
+    assert report["reason"].startswith("not promoted: gauc difference") and "below the margin" in report["reason"]
+    evaluation = report["evaluation"]
+    assert evaluation["candidate"] < evaluation["serving"] and evaluation["low"] < -report["margin"]
+    assert evaluation["users"] >= 20 and report["new_tracks"] == 1
+    negatives = world.root / retrain.REPORTS / report["window"]["negatives"]
+    assert sha256_file(negatives) == report["window"]["sha256"]
+    assert "**Not promoted.**" in (world.root / retrain.REPORTS / "retrain-untrained.md").read_text()
+    load_bundle(world.root / "retrain-untrained")  # written whole, just not CURRENT
+
+
+def test_a_promoted_retrain_knows_uploads_and_new_listeners_and_rolls_back(world: RetrainWorld) -> None:
+    argv = ["--epochs", "1", "--recall-epochs", "2", "--bundle-id", "retrain-forced", "--force", "--quiet"]
+    assert retrain.main(argv) == retrain.EXIT_PROMOTED
+    assert current_bundle_path(world.root).name == "retrain-forced"
+    report = _report(world.root, "retrain-forced")
+    assert report["promoted"] and report["serving"] == world.bootstrap_id
+    first = _report(world.root, "retrain-untrained")["window"]
+    assert report["window"] == first  # the same window meets the same frozen negatives
+    retriever = RetrieverComponent.read(load_bundle(world.root / "retrain-forced"))
+    assert UPLOAD in set(retriever.item_ids) and set(NEW_LISTENERS) <= set(retriever.user_ids)  # now warm
+    before = RetrieverComponent.read(load_bundle(world.root / world.bootstrap_id))
+    assert UPLOAD not in set(before.item_ids)
+
+    assert retrain.main(["--rollback"]) == retrain.EXIT_PROMOTED
+    assert current_bundle_path(world.root).name == world.bootstrap_id
+    assert retrain.main(["--rollback"]) == retrain.EXIT_PROMOTED  # and a second rollback undoes the first
+    assert current_bundle_path(world.root).name == "retrain-forced"
+
+
+def test_a_second_retrain_is_refused_while_one_holds_the_lock(world: RetrainWorld) -> None:
+    current = current_bundle_path(world.root).name
+    with retrain.retrain_lock(world.root):
+        assert retrain.main(["--epochs", "1", "--force", "--bundle-id", "retrain-second"]) == retrain.EXIT_LOCKED
+        assert retrain.main(["--rollback"]) == retrain.EXIT_LOCKED
+        other = subprocess.run([sys.executable, "-m", "training.retrain", "--rollback"], cwd=REPO_ROOT,
+                               env=dict(os.environ), capture_output=True, text=True)  # fmt: skip
+        assert other.returncode == retrain.EXIT_LOCKED and "another retrain holds" in other.stderr  # another process
+    assert current_bundle_path(world.root).name == current
+    assert not (world.root / "retrain-second").exists()

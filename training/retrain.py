@@ -1,0 +1,408 @@
+"""Retraining from the feature store: logged events -> point-in-time training set -> candidate bundle -> promotion.
+
+    .venv/bin/python -m training.retrain [--epochs 3] [--margin 0.01] [--holdout-share 0.2] [--force]
+    .venv/bin/python -m training.retrain --rollback
+
+1. The event log (the Feast file source `events_parquet`) is read, each event labelled by `encore.events.label`,
+   and the newest `--holdout-share` of labelled events kept apart as the evaluation window.
+2. One negative per positive (a track the listener has no event for) is drawn; the window's are drawn once, saved
+   and hashed (`retrain-reports/eval-<window>.parquet`), so every model compared on that window meets the same ones.
+3. User and track features are joined onto every row with Feast's `get_historical_features`, as they were at the
+   event's time (tracks uploaded since the last bundle included: they live in the store's track views).
+4. The ranker (keeping the serving bundle's codebooks) and the retriever are trained on the bootstrap's training
+   plays plus the events before the window, into a new bundle (BundleBuilder: atomic, not yet CURRENT).
+5. Candidate and serving bundle score the window; the candidate is promoted (CURRENT moves, services follow) when
+   the lower end of the 95% paired-bootstrap interval (over users) of GAUC(candidate) - GAUC(serving) is at least
+   -margin, or with --force. A report (JSON and markdown) in `retrain-reports/` says why.
+A lock file in the artifacts folder refuses a second retrain while one runs; `--rollback` restores the bundle that
+CURRENT named before the last promotion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from encore import feature_names as fn
+from encore.artifacts import BundleBuilder, current_bundle_path, load_bundle, set_current
+from encore.bundle_check import BUNDLE_ID
+from encore.errors import EncoreError
+from encore.events import EventLog, label
+from encore.io import sha256_file, write_json_atomic, write_text_atomic
+from encore.ranker_frame import training_frame
+from encore.settings import EncoreSettings
+from encore.store import Store
+from training import bootstrap as boot
+
+LOCK_FILE = ".retrain.lock"
+PREVIOUS = "PREVIOUS"  # beside CURRENT: the bundle CURRENT named before the last promotion (for --rollback)
+REPORTS = "retrain-reports"
+METRIC = "gauc"  # per-listener AUC averaged with rows as weights (training/metrics.py)
+DEFAULT_MARGIN = 0.01
+DEFAULT_HOLDOUT_SHARE = 0.2
+EXIT_PROMOTED, EXIT_NOT_PROMOTED, EXIT_ERROR, EXIT_LOCKED = 0, 1, 2, 3
+STRICTLY_BEFORE = pd.Timedelta(microseconds=1)  # the join's time is this much before the event's
+ROW = "row"  # the entity frame's row number: Feast returns its rows in another order
+INT_FIELDS = tuple(n for n in (*fn.USER_PROFILE_FIELDS, *fn.TRACK_META_FIELDS) if fn.FIELD_DTYPES[n] == "Int64")
+FEATURE_REFS = [
+    *(f"{fn.USER_PROFILE}:{n}" for n in fn.USER_PROFILE_FIELDS),
+    *(f"{fn.TRACK_META}:{n}" for n in fn.TRACK_META_FIELDS),
+    *(f"{fn.TRACK_CONTENT}:{n}" for n in fn.TRACK_CONTENT_ARRAYS),
+]
+
+
+class RetrainLocked(EncoreError):
+    """Another retrain holds the lock."""
+
+
+@contextmanager
+def retrain_lock(root: Path) -> Iterator[None]:
+    """An flock on `root/.retrain.lock` (released by the OS if its holder dies); refuses at once when held."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / LOCK_FILE, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RetrainLocked(f"another retrain holds {root / LOCK_FILE}; try again when it has finished") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --- 1. events and labels ----------------------------------------------------------------------------------
+
+
+def labelled_events(store: Store) -> pd.DataFrame:
+    """Every logged event once (encore.events.EventLog.read), with its label; events without one are dropped."""
+    log = EventLog(store)
+    try:
+        events = log.read()
+    finally:
+        log.close()
+    labels = [label(t, None if ms < 0 else int(ms)) for t, ms in zip(events["type"], events["ms"], strict=True)]
+    events = events.assign(label=pd.array(labels, dtype="Int64")).dropna(subset=["label"])
+    columns = [fn.EVENT_ID, fn.USER_ID, fn.TRACK_ID, fn.EVENT_TIMESTAMP, "label"]
+    return events[columns].astype({"label": "int64"}).reset_index(drop=True)
+
+
+def split_window(events: pd.DataFrame, holdout_share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(events before the window, the window): the newest `holdout_share` of events by time, ties kept together."""
+    if len(events) < 10:
+        raise EncoreError(f"{len(events)} labelled events in the log: too few to train and evaluate on")
+    ordered = events.sort_values([fn.EVENT_TIMESTAMP, fn.EVENT_ID], kind="stable").reset_index(drop=True)
+    cut = ordered[fn.EVENT_TIMESTAMP].iloc[int(len(ordered) * (1 - holdout_share))]
+    before, window = ordered[ordered[fn.EVENT_TIMESTAMP] < cut], ordered[ordered[fn.EVENT_TIMESTAMP] >= cut]
+    if before.empty or window[window.label == 1].empty:
+        raise EncoreError("the held-out window leaves no events to train on, or holds no positive")
+    return before.reset_index(drop=True), window.reset_index(drop=True)
+
+
+def with_negatives(events: pd.DataFrame, tracks: list[str], interacted: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """`events` plus, per positive, one uniformly drawn track its listener has no event (or play) for, at the same
+    time, label 0 (docs/events.md)."""
+    seen = set(zip(interacted[fn.USER_ID].astype(str), interacted[fn.TRACK_ID].astype(str), strict=True))
+    rng = np.random.default_rng(seed)
+    positives = events[events.label == 1]
+    negatives = []
+    columns = (positives[fn.USER_ID], positives[fn.EVENT_TIMESTAMP], positives[fn.EVENT_ID])
+    for user, when, event_id in zip(*columns, strict=True):
+        for _ in range(100):  # rejection: a listener has heard few of the catalogue's tracks
+            track = tracks[int(rng.integers(len(tracks)))]
+            if (user, track) not in seen:
+                negatives.append((f"{event_id}:neg", user, track, when, 0))
+                break
+    frame = pd.DataFrame(negatives, columns=list(events.columns))
+    return pd.concat([events, frame.astype(events.dtypes.to_dict())], ignore_index=True)
+
+
+def frozen_window(window: pd.DataFrame, tracks: list[str], interacted: pd.DataFrame, folder: Path) -> tuple:
+    """The window with its negatives, drawn once (seed 0) and saved under a name made of the window's event ids;
+    a later run on the same window reads them back. Returns (frame, path, sha256)."""
+    key = hashlib.sha256("\n".join(sorted(window[fn.EVENT_ID])).encode()).hexdigest()[:16]
+    path = folder / f"eval-{key}.parquet"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{path.name}.tmp"
+        with_negatives(window, tracks, interacted, seed=0).to_parquet(tmp, index=False)
+        tmp.replace(path)
+    return pd.read_parquet(path), path, sha256_file(path)
+
+
+# --- 2. point-in-time features -------------------------------------------------------------------------------
+
+
+def point_in_time(store: Store, rows: pd.DataFrame) -> pd.DataFrame:
+    """`rows` (user_id, track_id, event_timestamp, ...) with every user and track feature as it was just before the
+    row's time: Feast's point-in-time join, asked as of 1 µs before each event, since Feast's is inclusive (a row
+    stamped at the event's own time counts), and an aggregate stamped with its event would leak that event's label.
+    Rows keep their order; a feature with no row by then is missing (NaN / None).
+
+    Feast keeps one entity row per (join keys so far, time): a negative beside its positive (same listener, same
+    time) would vanish. So the rows are joined in passes, each with (user, time) and (track, time) unique."""
+    rest = rows.reset_index(drop=True).assign(**{ROW: np.arange(len(rows))})
+    rest[fn.EVENT_TIMESTAMP] = pd.to_datetime(rest[fn.EVENT_TIMESTAMP], utc=True) - STRICTLY_BEFORE
+    parts = []
+    while len(rest):
+        batch = rest[~rest.duplicated([fn.USER_ID, fn.EVENT_TIMESTAMP])]
+        batch = batch[~batch.duplicated([fn.TRACK_ID, fn.EVENT_TIMESTAMP])]
+        parts.append(store.feast.get_historical_features(entity_df=batch, features=FEATURE_REFS).to_df())
+        rest = rest[~rest[ROW].isin(batch[ROW])]
+    joined = pd.concat(parts, ignore_index=True).sort_values(ROW).reset_index(drop=True)
+    if joined[ROW].tolist() != list(range(len(rows))):
+        raise EncoreError(f"the point-in-time join returned {len(joined)} rows for {len(rows)}")
+    joined[fn.EVENT_TIMESTAMP] = joined[fn.EVENT_TIMESTAMP] + STRICTLY_BEFORE
+    return joined.drop(columns=[ROW])
+
+
+def ranker_rows(joined: pd.DataFrame, fields: list) -> pd.DataFrame:
+    """The ranker's frame of point-in-time joined rows: each row is keyed by its own number in the feature tables
+    handed to the ranker's frame builder (encore.ranker_frame, the one serving uses), so a listener or track keeps
+    the values it had at that row's time, then the real ids are put back."""
+    keys = np.array([f"r{i}" for i in range(len(joined))], dtype=object)
+    keyed = joined.assign(**{ROW: keys})
+
+    def table(key: str, columns: tuple[str, ...], present: str) -> pd.DataFrame:
+        part = keyed.loc[keyed[present].notna(), [ROW, *columns]].rename(columns={ROW: key})
+        ints = {c: "int64" for c in columns if c in INT_FIELDS}
+        return part.astype(ints).reset_index(drop=True)
+
+    users = table(fn.USER_ID, fn.USER_PROFILE_FIELDS, "country")
+    meta = table(fn.TRACK_ID, fn.TRACK_META_FIELDS, "genre")
+    content = table(fn.TRACK_ID, fn.TRACK_CONTENT_ARRAYS, "embedding")
+    rows = pd.DataFrame({fn.USER_ID: keys, fn.TRACK_ID: keys, "label": joined["label"].to_numpy()})
+    frame = training_frame(rows, users, meta, content, fields)
+    for column in (fn.USER_ID, fn.TRACK_ID):
+        if column in frame:
+            frame[column] = joined[column].astype(str).to_numpy(dtype=object)
+    return frame
+
+
+# --- 3. the candidate bundle -----------------------------------------------------------------------------------
+
+
+def store_tables(store: Store) -> boot.FeatureTables:
+    """The store's latest rows (training snapshot plus uploads since): what the bootstrap's rows are joined with."""
+    users, meta, content = (store.read_offline(v) for v in (fn.USER_PROFILE, fn.TRACK_META, fn.TRACK_CONTENT))
+    return boot.FeatureTables(
+        users[[fn.USER_ID, *fn.USER_PROFILE_FIELDS]],
+        meta[[fn.TRACK_ID, *fn.TRACK_META_FIELDS]],
+        content[[fn.TRACK_ID, *fn.TRACK_CONTENT_FIELDS]],
+    )
+
+
+def bootstrap_splits(serving: Any) -> Any:
+    """The bootstrap's protocol splits of the world the serving bundle names (its training plays, valid, test)."""
+    from training.datasets.protocol import ProtocolConfig, apply_protocol
+    from training.datasets.synthetic import load_world, world_params
+
+    dataset = serving.manifest.get("dataset", {})
+    if dataset.get("name") != "synthetic":
+        raise EncoreError(f"bundle {serving.id}: retraining knows the synthetic world only, not {dataset!r}")
+    world = load_world(world_params(dataset["size"]), progress=False)
+    return world, apply_protocol(world.plays, ProtocolConfig(), out_dir=None)
+
+
+def train_candidate(args: argparse.Namespace, store: Store, serving: Any, events: pd.DataFrame, splits: Any) -> str:
+    """Train ranker and retriever on the bootstrap's plays plus `events` (with their negatives) into a new bundle
+    that keeps the serving bundle's codebooks; returns its id (not CURRENT yet)."""
+    from encore.audio.content import ContentComponent
+
+    tables = store_tables(store)
+    bundle_id = args.bundle_id or f"retrain-{time.strftime('%Y%m%d-%H%M%S')}"
+    with BundleBuilder(boot.artifacts_dir(), bundle_id, make_current=False) as bundle:
+        content = ContentComponent.read(serving).write(bundle)  # versioned codebooks: kept as they are
+        fields = boot.ranker_fields(content.codebooks.n_fields, content.dense_width)
+        extra = ranker_rows(point_in_time(store, events), fields)
+        first = boot.ranker_frame(splits.sampler(1, args.seed), tables, fields)
+        boot.train_ranker(args, splits, tables, fields, first, bundle, extra_frame=extra)
+        plays = pd.concat([splits.train_positives[[fn.USER_ID, fn.TRACK_ID]].astype(str),
+                           events.loc[events.label == 1, [fn.USER_ID, fn.TRACK_ID]]])  # fmt: skip
+        revision = tables.track_content["encoder_revision"].mode().iloc[0]
+        encoder = {"encoder": content.encoder, "encoder_revision": str(revision)}
+        boot.train_retriever(args, plays, tables.track_content[fn.TRACK_ID].tolist(), tables, encoder, bundle)
+        retrained = {"retrained_from": serving.id, "events": int(len(events))}
+        bundle.manifest["dataset"] = serving.manifest.get("dataset", {}) | retrained
+    return bundle_id
+
+
+# --- 4, 5. evaluation and the promotion rule -------------------------------------------------------------------
+
+
+def window_scores(bundle_path: Path, joined: pd.DataFrame) -> np.ndarray:
+    """The bundle's ranker scores of the window's rows (its own spec, its ONNX graph, as the ranker serves it)."""
+    from encore.onnx_scorer import OnnxScorer
+    from encore.ranker_bundle import RankerComponent
+
+    ranker = RankerComponent.read(load_bundle(bundle_path))
+    frame = ranker_rows(joined, list(ranker.spec.fields))
+    assert ranker.onnx_path is not None
+    return np.asarray(OnnxScorer(ranker.onnx_path).score(ranker.spec.encode_packed(frame)), dtype=np.float64)
+
+
+def compare(joined: pd.DataFrame, candidate: Path, serving: Path, n_boot: int) -> dict[str, Any]:
+    """GAUC of both bundles on the window and the paired bootstrap over listeners of their difference."""
+    from training.metrics import per_group_auc, weighted_gauc
+    from training.significance import bootstrap_gauc_diff
+
+    labels, users = joined["label"].to_numpy(np.int64), joined[fn.USER_ID].astype(str).to_numpy()
+    per = {}
+    for name, path in (("candidate", candidate), ("serving", serving)):
+        table = per_group_auc(labels, window_scores(path, joined), users)
+        per[name] = table.rename(columns={"group": "user"})
+    if per["serving"].empty:
+        raise EncoreError("no listener in the window has both a positive and a negative: no GAUC to compare")
+    test = bootstrap_gauc_diff([per["candidate"]], [per["serving"]], n_boot=n_boot, seed=0)
+    return {"candidate": weighted_gauc(per["candidate"]), "serving": weighted_gauc(per["serving"]), **test}
+
+
+def decide(result: dict[str, Any], margin: float, force: bool) -> tuple[bool, str]:
+    """Promote when the candidate is not worse than serving beyond `margin` with 95% confidence: the low end of the
+    paired bootstrap interval of the GAUC difference is >= -margin. --force promotes regardless."""
+    low, diff = result["low"], result["diff"]
+    interval = f"95% interval {low:+.4f} .. {result['high']:+.4f}, {result['users']} users"
+    text = f"{METRIC} difference {diff:+.4f} ({interval})"
+    if low >= -margin:
+        return True, f"promoted: {text}; its low end is within the margin -{margin:g}"
+    if force:
+        return True, f"promoted by --force although {text} falls below the margin -{margin:g}"
+    return False, f"not promoted: {text}; its low end is below the margin -{margin:g}: worse than serving"
+
+
+# --- 6. report, promotion, rollback ----------------------------------------------------------------------------
+
+
+def write_report(root: Path, report: dict[str, Any]) -> Path:
+    """`retrain-reports/<candidate>.json` and `.md` beside the bundles; returns the JSON's path."""
+    folder = root / REPORTS
+    path = folder / f"{report['candidate']}.json"
+    write_json_atomic(path, report)
+    result = report["evaluation"]
+    lines = [
+        f"# Retrain {report['candidate']}",
+        "",
+        f"**{'Promoted' if report['promoted'] else 'Not promoted'}.** {report['reason']}.",
+        "",
+        f"| bundle | {METRIC} |",
+        "|---|---|",
+        f"| serving `{report['serving']}` | {result['serving']:.4f} |",
+        f"| candidate `{report['candidate']}` | {result['candidate']:.4f} |",
+        "",
+        f"Rule: promote when the low end of the 95% paired bootstrap interval over listeners "
+        f"({report['n_boot']} draws) of {METRIC}(candidate) - {METRIC}(serving) is >= -{report['margin']:g}.",
+        f"Window: {report['window']['events']} events from {report['window']['from']} to {report['window']['to']}, "
+        f"{report['window']['rows']} rows with frozen negatives `{report['window']['negatives']}` "
+        f"(sha256 {report['window']['sha256'][:16]}).",
+        f"Trained on {report['train_events']} events before the window and the bootstrap's plays; "
+        f"{report['new_tracks']} tracks uploaded since the bootstrap are in the store's track views.",
+    ]
+    write_text_atomic(path.with_suffix(".md"), "\n".join(lines) + "\n")
+    return path
+
+
+def promote(root: Path, bundle_id: str) -> None:
+    """Remember what CURRENT names (for --rollback), then point CURRENT at `bundle_id` (services reload on it)."""
+    load_bundle(root / bundle_id)  # never point CURRENT at a bundle the services would refuse
+    write_text_atomic(root / PREVIOUS, current_bundle_path(root).name + "\n")
+    set_current(root, bundle_id)
+
+
+def rollback(root: Path) -> str:
+    """Point CURRENT back at the bundle named in PREVIOUS (checked first); PREVIOUS then names the one left, so a
+    second rollback undoes the first. Returns the restored id."""
+    pointer = root / PREVIOUS
+    if not pointer.is_file():
+        raise EncoreError(f"nothing to roll back to: {pointer} is missing (no retrain was promoted)")
+    previous = pointer.read_text().strip()
+    if not BUNDLE_ID.fullmatch(previous):
+        raise EncoreError(f"{pointer} holds a bad bundle id {previous[:40]!r}")
+    load_bundle(root / previous)  # a broken bundle raises BundleError, and CURRENT stays
+    write_text_atomic(pointer, current_bundle_path(root).name + "\n")
+    set_current(root, previous)
+    return previous
+
+
+def retrain(args: argparse.Namespace) -> bool:
+    """Steps 1 to 6 (module docstring); returns whether the candidate was promoted."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # the ranker's initial weights too: the same events give the same candidate
+    root, store = boot.artifacts_dir(), Store(EncoreSettings().store())
+    serving = load_bundle(current_bundle_path(root))
+    world, splits = bootstrap_splits(serving)
+    events = labelled_events(store)
+    before, window = split_window(events, args.holdout_share)
+    tracks = store.offline_track_ids()
+    interacted = pd.concat([world.plays[[fn.USER_ID, fn.TRACK_ID]].astype(str), events[[fn.USER_ID, fn.TRACK_ID]]])
+    train_events = with_negatives(before, tracks, interacted, seed=args.seed)
+    print(f"[retrain] {len(before)} events to train on, {len(window)} held out; serving {serving.id}", flush=True)
+    candidate = train_candidate(args, store, serving, train_events, splits)
+    frame, negatives, digest = frozen_window(window, tracks, interacted, root / REPORTS)
+    result = compare(point_in_time(store, frame), root / candidate, serving.path, args.n_boot)
+    promoted, reason = decide(result, args.margin, args.force)
+    stamps = window[fn.EVENT_TIMESTAMP]
+    report = {"candidate": candidate, "serving": serving.id, "promoted": promoted, "reason": reason,
+              "forced": bool(args.force), "metric": METRIC, "margin": args.margin, "n_boot": args.n_boot,
+              "evaluation": result, "train_events": int(len(before)), "epochs": args.epochs,
+              "new_tracks": len(set(tracks) - set(world.tracks[fn.TRACK_ID].astype(str))),
+              "window": {"events": int(len(window)), "rows": int(len(frame)), "from": str(stamps.min()),
+                         "to": str(stamps.max()), "negatives": negatives.name, "sha256": digest}}  # fmt: skip
+    path = write_report(root, report)
+    if promoted:
+        promote(root, candidate)
+    print(f"[retrain] {reason} (report {path})", flush=True)
+    return promoted
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Retrain from the feature store's events; promote if not worse.")
+    parser.add_argument("--epochs", type=int, default=3, help="ranker training epochs (0: an untrained candidate)")
+    parser.add_argument("--recall-epochs", type=int, default=30, help="retriever training epochs")
+    parser.add_argument("--recall-model", default="BPR", choices=["BPR", "VBPR", "FREEDOM", "LGMRec"])
+    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help=f"allowed {METRIC} loss (see --help)")
+    parser.add_argument("--holdout-share", type=float, default=DEFAULT_HOLDOUT_SHARE, help="newest events held out")
+    parser.add_argument("--n-boot", type=int, default=1000, help="paired bootstrap draws over listeners")
+    parser.add_argument("--cold-row-share", type=float, default=boot.COLD_ROW_SHARE)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--bundle-id", default=None, help="default: retrain-<timestamp>")
+    parser.add_argument("--force", action="store_true", help="promote even when worse than serving")
+    parser.add_argument("--rollback", action="store_true", help="restore the bundle before the last promotion")
+    parser.add_argument("--refit-codebooks", action="store_true", help="not implemented yet: refused")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit 0 promoted (or rolled back), 1 not promoted, 2 an error, 3 another retrain holds the lock."""
+    args = parse_args(argv)
+    root = boot.artifacts_dir()
+    try:
+        with retrain_lock(root):
+            if args.rollback:
+                print(f"[retrain] CURRENT is {rollback(root)} again", flush=True)
+                return EXIT_PROMOTED
+            if args.refit_codebooks:
+                raise EncoreError("--refit-codebooks is not implemented yet: a retrain keeps the serving codebooks")
+            return EXIT_PROMOTED if retrain(args) else EXIT_NOT_PROMOTED
+    except RetrainLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except EncoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
