@@ -101,6 +101,23 @@ class FeatureSpec:
             raise SpecError("cannot fit a feature spec on an empty training split")
         return cls([_fit_field(train, c) for c in configs], label=label)
 
+    @classmethod
+    def fit_counts(
+        cls, counts: Mapping[str, pd.Series], configs: Sequence[FieldConfig], label: str | None = "label"
+    ) -> FeatureSpec:
+        """The spec `fit` gives, from each field's `categorical_counts` summed over every chunk of the training rows:
+        fitting without holding the rows at once (training/streaming.py). Id and categorical fields only."""
+        other = [c.name for c in configs if c.kind not in ("id", "categorical")]
+        if other:
+            raise SpecError(f"fitting from counts takes id and categorical fields only, not {other}")
+        if not any(counts[c.name].sum() for c in configs):
+            raise SpecError("cannot fit a feature spec on an empty training split")
+        fields = [
+            FieldSpec(c.name, c.kind, c.owner, c.column, vocab=_vocabulary_from_counts(counts[c.name], c.min_count))
+            for c in configs
+        ]
+        return cls(fields, label=label)
+
     # ---- groups of fields, in spec order (the packed model inputs follow these) ----------------
     @property
     def sparse_fields(self) -> list[FieldSpec]:
@@ -229,8 +246,18 @@ def _fit_field(train: pd.DataFrame, cfg: FieldConfig) -> FieldSpec:
 
 
 def _vocabulary(values: pd.Series, min_count: int) -> list[str]:
+    return _vocabulary_from_counts(values.value_counts(), min_count)
+
+
+def categorical_counts(values: pd.Series) -> pd.Series:
+    """Value counts of one id/categorical column, keyed as `FeatureSpec.fit` keys its vocabulary (strings), so
+    counts summed over chunks of the training rows give `fit`'s vocabulary (`FeatureSpec.fit_counts`)."""
+    counts = values.dropna().value_counts()  # count the raw values first: stringifying every row is the slow part
+    return pd.Series(counts.to_numpy(), index=_as_strings(counts.index.to_series()).to_numpy())
+
+
+def _vocabulary_from_counts(counts: pd.Series, min_count: int) -> list[str]:
     """Most frequent first, ties by value, so the same data always gives the same ids."""
-    counts = values.value_counts()
     counts = counts[counts >= min_count]
     order = sorted(zip(counts.index, counts.to_numpy(), strict=True), key=lambda kv: (-kv[1], kv[0]))
     return [str(v) for v, _ in order]

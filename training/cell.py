@@ -31,6 +31,7 @@ from training.distributed import Dist
 from training.export import export_onnx
 from training.metrics import PER_USER_FILE, save_per_user
 from training.models.base import CTRModel
+from training.streaming import StreamingSplit, fit_spec_streaming
 from training.trainer import TrainConfig, TrainResult, evaluate_per_user, fit
 
 
@@ -83,14 +84,19 @@ class EncodedData:
     """A data setting's splits encoded once, shared by every cell trained on it."""
 
     spec: FeatureSpec
-    train: TensorSplit
+    train: TensorSplit | StreamingSplit
     evals: dict[str, TensorSplit]  # valid, test, then any cold / mixed sets
 
     @classmethod
     def encode(cls, data: DatasetSplits) -> EncodedData:
-        """Fit the feature spec on the training rows and encode every split with it."""
-        spec = FeatureSpec.fit(data.train, data.fields, label=data.label)
-        train = TensorSplit.from_frame("train", spec, data.train, data.group_column)
+        """Fit the feature spec on the training rows and encode every split with it (the training rows as they
+        are read when the data streams them)."""
+        if data.train_stream is not None:
+            spec = fit_spec_streaming(data.train_stream, data.fields, data.label)
+            train = StreamingSplit.open("train", spec, data.train_stream)
+        else:
+            spec = FeatureSpec.fit(data.train, data.fields, label=data.label)
+            train = TensorSplit.from_frame("train", spec, data.train, data.group_column)
         evals = {
             name: TensorSplit.from_frame(name, spec, frame, data.group_column)
             for name, frame in data.eval_splits().items()

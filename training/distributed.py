@@ -9,7 +9,7 @@ trainer asks of it:
 
 - `shard(split)`: this rank's rows, every world_size-th row from its rank on, cut to the same length on every
   rank (at most world_size - 1 rows dropped), so every rank takes the same number of steps and none waits
-  for a collective the others never reach;
+  for a collective the others never reach (a streamed split: every world_size-th row group, training/streaming.py);
 - `wrap(model)`: DistributedDataParallel, which averages gradients across ranks in backward; with equal
   per-rank batches that is the gradient of the global batch;
 - `agree(flag)`: rank 0's decision (an improved epoch, early stop), broadcast so every rank acts alike;
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from training.data import TensorSplit
+    from training.streaming import StreamingSplit
 
 RANK_SEED_STRIDE = 1_000_003  # a prime: rank seeds of nearby base seeds do not collide
 
@@ -64,10 +65,13 @@ class Dist:
             raise ValueError(f"batch_size {batch_size} (global) does not split evenly over {self.world_size} ranks")
         return batch_size // self.world_size
 
-    def shard(self, split: TensorSplit) -> TensorSplit:
+    def shard(self, split: TensorSplit | StreamingSplit) -> TensorSplit | StreamingSplit:
         if not self.enabled:
             return split
         from training.data import TensorSplit
+
+        if not isinstance(split, TensorSplit):  # streamed: each rank reads its own row groups
+            return split.shard(self.rank, self.world_size)
 
         per_rank = len(split) // self.world_size
         if per_rank == 0:

@@ -24,6 +24,11 @@ shard of the rows (gloo on CPU); rank 0 alone evaluates and writes the results a
     torchrun --standalone --nproc_per_node=2 training/run_benchmark.py --dataset frappe --models DeepFM \
         --seeds 2021 --out DIR
 
+Data larger than memory: `--stream` reads the training rows row group by row group (each rank its own), e.g.
+on Frappe-shaped data of any size from `python -m training.datasets.frappe_synth --rows 20000000 --out DIR`:
+    .venv/bin/python training/run_benchmark.py --dataset frappe-synth --data-root DIR --models DeepFM \
+        --seeds 2021 --stream --out DIR
+
 Each finished run also leaves `<out>/runs/<run-id>/` with the feature spec, the ONNX model, the weights
 (safetensors) and a manifest (config, data hashes, metrics, timings, library versions).
 """
@@ -77,6 +82,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--epochs", type=int, default=None, help="override the maximum number of epochs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="stream the training rows from parquet row groups, each rank its own (training/streaming.py; "
+        "frappe-synth); valid and test stay in memory",
+    )
     c = p.add_argument_group("settings (training/config.py; applied in this order)")
     c.add_argument(
         "--preset",
@@ -199,6 +210,8 @@ def run(args: argparse.Namespace) -> Path:
 
     dataset = get_dataset(args.dataset)
     options = dataset_options(args, dataset)
+    if args.stream:  # a dataset that cannot stream refuses the option
+        options["stream"] = True
     if args.no_progress and "progress" in dataset.options:
         options["progress"] = False
     variant = dataset.variant(**options)

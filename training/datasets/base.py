@@ -35,6 +35,8 @@ class DatasetSplits:
     train_sampler: Callable[[int, int], pd.DataFrame] | None = None
     run_files: dict[str, Path] = field(default_factory=dict)  # name -> file/folder saved with every run
     steps: list[dict] = field(default_factory=list)  # rows/users/items/checksum after every build step
+    # Parquet training rows to stream (training/streaming.py) instead of `train`, which then holds no rows.
+    train_stream: Path | None = None
 
     def eval_splits(self) -> dict[str, pd.DataFrame]:
         return {"valid": self.valid, "test": self.test, **self.extra_eval}

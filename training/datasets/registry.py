@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from encore.errors import EncoreError
-from training.datasets import frappe, hetrec, synthetic, taste
+from training.datasets import frappe, frappe_synth, hetrec, synthetic, taste
 from training.datasets.base import DatasetSplits
 from training.datasets.dataset import Dataset
 
@@ -25,6 +25,7 @@ DATASETS: dict[str, Dataset] = {
     synthetic.DATASET.name: synthetic.DATASET,
     hetrec.DATASET.name: hetrec.DATASET,
     taste.DATASET.name: taste.DATASET,
+    frappe_synth.DATASET.name: frappe_synth.DATASET,
 }
 
 
