@@ -23,11 +23,17 @@ def test_deepfm_learns_the_planted_signal_and_keeps_the_best_epoch(mixed_data):
     aucs = [e.valid["auc"] for e in result.history]
     assert result.best_epoch == int(np.argmax(aucs)) + 1
     assert "gauc" in result.best_valid
-    # It stopped early (this seed plateaus within a few epochs), after `patience` non-improving epochs,
-    # each of which multiplied the lr by 0.1 (the last epoch ran at the lr of patience - 1 decays).
+    # It stopped early (this seed plateaus within a few epochs), after `patience` non-improving epochs in a row;
+    # every non-improving epoch (a dip before the best one too: how many depends on the thread count's float
+    # order) multiplied the lr by 0.1, so the last epoch ran at lr x 0.1 ** (non-improving epochs before it).
     assert result.epochs_run < cfg.epochs
     assert result.epochs_run - result.best_epoch == cfg.patience
-    assert result.history[-1].lr == pytest.approx(cfg.lr * 0.1 ** (cfg.patience - 1))
+    best_so_far, dips = -1.0, 0
+    for epoch in result.history[:-1]:
+        dips += epoch.valid["auc"] <= best_so_far + 1e-6
+        best_so_far = max(best_so_far, epoch.valid["auc"])
+    assert dips >= cfg.patience - 1
+    assert result.history[-1].lr == pytest.approx(cfg.lr * 0.1**dips)
     assert [e.lr for e in result.history[: result.best_epoch + 1]] == [cfg.lr] * (result.best_epoch + 1)
     assert result.samples_seen == len(tr) * result.epochs_run and result.train_seconds > 0
 
