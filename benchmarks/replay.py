@@ -121,7 +121,8 @@ def next_day_rows(rows: list[int], users: list[str], listens: list[list], when: 
     """The next day's listens as labelled (user, track, time) rows: what the bundles' AUC is measured on."""
     records = [(users[r], track, int(played)) for r, day in zip(rows, listens, strict=True) for track, played in day]
     frame = pd.DataFrame(records, columns=["user_id", "track_id", "label"])
-    return frame.assign(event_timestamp=when)
+    # one millisecond apart: Feast joins rows with a unique (listener, time) in one pass (training.retrain)
+    return frame.assign(event_timestamp=when - pd.to_timedelta(np.arange(len(frame)), unit="ms"))
 
 
 def summarize(values: list[float]) -> dict:
@@ -250,20 +251,23 @@ def foldin_curve(client: httpx.Client, urls: dict[str, str], replay: Replay) -> 
 def serve_next_day(client: httpx.Client, url: str, replay: Replay) -> dict:
     """Recall@20 of /recommend for every replayed listener, known and new, and of the uploads, against the true
     top 20 unheard after the replayed day."""
-    recall = {"known": [], "new": []}
+    recall = {"known": [], "new": [], "known_popularity": [], "new_popularity": []}
+    popular = recommend(client, url, "replay-nobody", 100)[0]  # what a listener with no events gets
     audience, hits = dict.fromkeys(replay.uploads, 0), dict.fromkeys(replay.uploads, 0)
     sources = []
     for r, user in enumerate(replay.users):
         heard = heard_by(replay, r)
         relevant = true_top(replay.truth.expected_plays[r], replay.truth.item_ids, heard)
         items, source = recommend(client, url, user)
-        recall["known" if r < replay.n_known else "new"].append(recall_at_k(items, relevant))
+        group = "known" if r < replay.n_known else "new"
+        recall[group].append(recall_at_k(items, relevant))
+        recall[f"{group}_popularity"].append(recall_at_k([t for t in popular if t not in heard], relevant))
         sources.append(source)
         for upload in set(replay.uploads) & relevant:
             audience[upload] += 1
             hits[upload] += upload in items
     reached = sum(audience.values())
-    return {"recall_known": summarize(recall["known"]), "recall_new": summarize(recall["new"]),
+    return {**{f"recall_{group}": summarize(values) for group, values in recall.items()},
             "uploads_recall": round(sum(hits.values()) / reached, 4) if reached else None,
             "uploads_audience": reached, "uploads_hits": int(sum(hits.values())),
             "candidate_sources": pd.Series(sources).value_counts().to_dict(),
@@ -276,31 +280,44 @@ def paired_change(before: dict, after: dict) -> dict:
             for group in ("known", "new")}  # fmt: skip
 
 
-def ranker_auc(replay: Replay, rng: np.random.Generator, old: Path, new: Path) -> dict:
-    """Both bundles' ranker on next-day listens drawn from the truth (20 unheard tracks per listener), with
-    features as of the next day (the retrain's point-in-time join and scoring path): AUC, GAUC, paired bootstrap."""
+def sampled_negatives(replay: Replay, rows: list[int], listens: list[list], rng: np.random.Generator) -> list[list]:
+    """Next-day plays, each beside one uniformly drawn track its listener has not heard (the retrain's negatives)."""
+    paired = []
+    for r, day in zip(rows, listens, strict=True):
+        unheard = sorted(set(replay.truth.item_ids) - heard_by(replay, r) - {track for track, _ in day})
+        plays = [track for track, played in day if played]
+        negatives = rng.choice(unheard, size=len(plays), replace=False) if plays else []
+        paired.append([(track, True) for track in plays] + [(str(track), False) for track in negatives])
+    return paired
+
+
+def score_both(joined: pd.DataFrame, old: Path, new: Path) -> dict:
+    """AUC, GAUC and the paired bootstrap over listeners (training.retrain's) of the old and the new bundle."""
     from sklearn.metrics import roc_auc_score
 
-    from encore.settings import EncoreSettings
-    from encore.store import Store
     from training import retrain
 
-    rows = list(range(len(replay.users)))
-    listens = [listening(rng, replay.truth, r, K, heard_by(replay, r)) for r in rows]
-    frame = next_day_rows(rows, replay.users, listens, pd.Timestamp.now(tz="UTC"))
-    joined = retrain.point_in_time(Store(EncoreSettings().store()), frame)
     result = retrain.compare(joined, new, old, n_boot=1000)
     labels = joined["label"].to_numpy(np.int64)
     aucs = {name: float(roc_auc_score(labels, retrain.window_scores(path, joined))) for name, path in
             (("auc_old", old), ("auc_new", new))}  # fmt: skip
-    return {
-        "rows": len(frame),
-        "positives": int(labels.sum()),
-        **aucs,
-        "gauc_old": result["serving"],
-        "gauc_new": result["candidate"],
-        **{k: v for k, v in result.items() if k not in ("candidate", "serving")},
-    }
+    gaucs = {"gauc_old": result.pop("serving"), "gauc_new": result.pop("candidate")}
+    return {"rows": len(joined), "positives": int(labels.sum()), **aucs, **gaucs, **result}
+
+
+def ranker_auc(replay: Replay, rng: np.random.Generator, old: Path, new: Path) -> dict:
+    """Both bundles' ranker on the next day (20 unheard tracks per listener, heard by exposure, played by the truth),
+    with features as of the next day (the retrain's point-in-time join and scoring path): `listens` is played
+    against skipped; `sampled` is played against uniformly drawn unheard tracks (the retrain's protocol)."""
+    from encore.settings import EncoreSettings
+    from encore.store import Store
+    from training import retrain
+
+    store, rows, now = Store(EncoreSettings().store()), list(range(len(replay.users))), pd.Timestamp.now(tz="UTC")
+    listens = [listening(rng, replay.truth, r, K, heard_by(replay, r)) for r in rows]
+    sets = {"listens": listens, "sampled": sampled_negatives(replay, rows, listens, rng)}
+    return {name: score_both(retrain.point_in_time(store, next_day_rows(rows, replay.users, day, now)), old, new)
+            for name, day in sets.items()}  # fmt: skip
 
 
 # --- retrain, reload, write ------------------------------------------------------------------------------------
@@ -385,53 +402,33 @@ def write_results(result: dict) -> None:
 def table_rows(result: dict) -> list[dict]:
     """One row per measured quantity: before (popularity / old bundle), after (fold-in / new bundle), and the paired
     difference per listener (GAUC: the paired bootstrap over listeners) with its 95% interval."""
-
-    def row(measure: str, baseline: str, before: float, after: float, diff: dict | str | None, n: int) -> dict:
-        change = diff if isinstance(diff, str) or diff is None else f"{diff['mean']:+.4f} ± {diff['ci95']:.4f}"
-        return {"measure": measure, "baseline": baseline, "before": before, "after": after,
-                "difference_95": change or "", "n": n}  # fmt: skip
-
-    rows = [
-        row(
-            f"new listeners, Recall@20 after {step['plays']} plays",
-            "popularity",
-            step["popularity"]["mean"],
-            step["served"]["mean"],
-            step["paired_difference"],
-            step["served"]["n"],
-        )
-        for step in result["foldin"]
-    ]
     day = result["next_day"]
-    before, after, auc = day["old"], day["new"], day["auc"]
+    old, new, auc = day["old"], day["new"], day["auc"]
+    # fmt: off
+    specs = [(f"new listeners, Recall@20 after {s['plays']} plays", "popularity", s["popularity"]["mean"],
+              s["served"]["mean"], s["paired_difference"], s["served"]["n"]) for s in result["foldin"]]
     for group in ("known", "new"):
-        rows.append(
-            row(
-                f"next day, {group} listeners, Recall@20",
-                "old bundle",
-                before[f"recall_{group}"]["mean"],
-                after[f"recall_{group}"]["mean"],
-                day["recall_change"][group],
-                after[f"recall_{group}"]["n"],
-            )
-        )
-    rows.append(
-        row(
-            "next day, uploads' recall (share of their true audience given them)",
-            "old bundle",
-            before["uploads_recall"],
-            after["uploads_recall"],
-            None,
-            after["uploads_audience"],
-        )
-    )
-    rows.append(
-        row("next day, ranker AUC", "old bundle", round(auc["auc_old"], 4), round(auc["auc_new"], 4), None, auc["rows"])
-    )
-    gauc = f"{auc['diff']:+.4f} [{auc['low']:+.4f}, {auc['high']:+.4f}]"
-    rows.append(row("next day, ranker GAUC", "old bundle", round(auc["gauc_old"], 4), round(auc["gauc_new"], 4),
-                    gauc, auc["rows"]))  # fmt: skip
-    return rows
+        key, popular = f"recall_{group}", f"recall_{group}_popularity"
+        specs.append((f"next day, {group} listeners, Recall@20", "old bundle", old[key]["mean"], new[key]["mean"],
+                      day["recall_change"][group], new[key]["n"]))
+        specs.append((f"next day, {group} listeners, popularity's Recall@20 (reference)", "old bundle's popularity",
+                      old[popular]["mean"], new[popular]["mean"], None, new[popular]["n"]))
+    specs.append(("next day, uploads' recall (share of their true audience given them)", "old bundle",
+                  old["uploads_recall"], new["uploads_recall"], None, new["uploads_audience"]))
+    for name, what in (("listens", "played vs skipped"), ("sampled", "played vs sampled unheard")):
+        s = auc[name]
+        specs.append((f"next day, ranker AUC, {what}", "old bundle", round(s["auc_old"], 4), round(s["auc_new"], 4),
+                      None, s["rows"]))
+        specs.append((f"next day, ranker GAUC, {what}", "old bundle", round(s["gauc_old"], 4),
+                      round(s["gauc_new"], 4), f"{s['diff']:+.4f} [{s['low']:+.4f}, {s['high']:+.4f}]", s["rows"]))
+    # fmt: on
+    return [table_row(*spec) for spec in specs]
+
+
+def table_row(measure: str, baseline: str, before: float, after: float, diff: dict | str | None, n: int) -> dict:
+    change = diff if isinstance(diff, str) or diff is None else f"{diff['mean']:+.4f} ± {diff['ci95']:.4f}"
+    return {"measure": measure, "baseline": baseline, "before": before, "after": after,
+            "difference_95": change or "", "n": n}  # fmt: skip
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -448,13 +445,13 @@ def plot_curve(curve: list[dict]) -> None:
 
     plays = [step["plays"] for step in curve]
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for key, name in (("served", "fold-in (/recommend)"), ("popularity", "popularity")):
+    for key, name, shift in (("served", "fold-in (/recommend)", -0.08), ("popularity", "popularity", 0.08)):
         means = np.array([step[key]["mean"] for step in curve])
         half = np.array([step[key]["ci95"] for step in curve])
-        ax.errorbar(plays, means, yerr=half, marker="o", capsize=3, label=name)
+        ax.errorbar(np.add(plays, shift), means, yerr=half, marker="o", capsize=3, label=name)  # side by side
     ax.set(xlabel="plays of a new listener", ylabel="Recall@20 (true top 20 unheard)", xticks=plays)
     ax.set_title("New listeners: fold-in against popularity (quick world)", fontsize=10)
-    ax.legend()
+    ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(PLOT, dpi=120)
     plt.close(fig)
