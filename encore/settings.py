@@ -26,7 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from encore.audio.encoder import DEFAULT_ENCODER
 from encore.audio.transform import MAX_ABS_CONTENT
-from encore.text_query import QUERY_ENCODER_DIR
+from encore.text_query import default_query_encoder_dir
 
 if TYPE_CHECKING:
     from encore.store import StoreSettings
@@ -277,7 +277,8 @@ class RankerSettings(ServiceSettings):
         "",
         "ENCORE_RANKER_QUERY_ENCODER_DIR",
         description="the exported query encoder of `/recommend?q=` (`python -m training.export_text_encoder`); "
-        "empty: `minilm-l6-v2` in `ENCORE_WEIGHTS_DIR`; without it a query answers 422 `query_unavailable`",
+        "empty: `clap-text` in `ENCORE_WEIGHTS_DIR` when its export is complete (`--from clap`), else "
+        "`minilm-l6-v2` there; without it a query answers 422 `query_unavailable`",
     )
     ranker_query_weight: float = setting(
         0.8,
@@ -296,11 +297,9 @@ class RankerSettings(ServiceSettings):
 
     @property
     def query_encoder_path(self) -> Path:
-        return (
-            Path(self.ranker_query_encoder_dir)
-            if self.ranker_query_encoder_dir
-            else self.weights_dir / QUERY_ENCODER_DIR
-        )
+        if self.ranker_query_encoder_dir:
+            return Path(self.ranker_query_encoder_dir)
+        return default_query_encoder_dir(self.weights_dir)
 
     @property
     def item_cache_path(self) -> Path | None:

