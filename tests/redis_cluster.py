@@ -78,6 +78,9 @@ class LocalCluster:
             "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir),
             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--cluster-require-full-coverage", "no",
+            # A replica whose link to its master was down a while (a full resync after the bootstrap's bulk
+            # writes) would otherwise judge its data too old (node timeout x 10) and never stand for election.
+            "--cluster-replica-validity-factor", "0",
             "--save", "", "--appendonly", "no",
         ]  # fmt: skip
         self.processes[port] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
