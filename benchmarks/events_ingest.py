@@ -46,11 +46,13 @@ BATCH = 500
 TYPES = ["play"] * 6 + ["skip"] * 2 + ["like", "dislike"]
 
 
-def world_env(base: Path, args: argparse.Namespace) -> dict[str, str]:
+def world_env(base: Path, args: argparse.Namespace, cache_dir: Path | None = None) -> dict[str, str]:
+    """A stack's environment over `base` (bundle, Feast store, the demo world's cache in `cache_dir`, default
+    base/data); the online store as `args.online` / `args.redis_url` say. Shared with benchmarks/replay.py."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ENCORE_")},
         "ENCORE_ARTIFACTS_DIR": str(base / "artifacts"),
-        "ENCORE_DATA_DIR": str(base / "data"),
+        "ENCORE_CACHE_DIR": str(cache_dir or base / "data"),
         "ENCORE_FEAST_DATA_DIR": str(base / "feast"),
         "ENCORE_FEAST_PROJECT": args.project,
         "ENCORE_API_KEY": KEY,
@@ -63,9 +65,9 @@ def world_env(base: Path, args: argparse.Namespace) -> dict[str, str]:
 
 def bootstrap(env: dict[str, str]) -> None:
     cmd = [sys.executable, "-m", "training.bootstrap", "--size", "quick", "--epochs", "2", "--quiet"]
-    boot = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    boot = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     if boot.returncode != 0:
-        raise SystemExit(f"error: bootstrap failed: {boot.stderr.strip().splitlines()[-1:]}")
+        raise SystemExit(f"error: bootstrap failed: {boot.stderr.strip().splitlines()[-3:]}")
 
 
 class Batches:

@@ -41,12 +41,14 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from benchmarks.events_ingest import KEY, bootstrap, world_env
+from encore.settings import EncoreSettings
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "docs/results/replay"
 PLOT = ROOT / "docs/replay_recall.png"
 DOC = ROOT / "docs/events.md"
 TABLE_START, TABLE_END = "<!-- replay-table start -->", "<!-- replay-table end -->"
-KEY = "replay-bench-key"
 BATCH = 500
 K = 20
 PLAY_STEPS = (0, 1, 3, 5, 10)
@@ -309,7 +311,6 @@ def ranker_auc(replay: Replay, rng: np.random.Generator, old: Path, new: Path) -
     """Both bundles' ranker on the next day (20 unheard tracks per listener, heard by exposure, played by the truth),
     with features as of the next day (the retrain's point-in-time join and scoring path): `listens` is played
     against skipped; `sampled` is played against uniformly drawn unheard tracks (the retrain's protocol)."""
-    from encore.settings import EncoreSettings
     from encore.store import Store
     from training import retrain
 
@@ -346,27 +347,6 @@ def retrain_and_reload(env: dict[str, str], urls: dict[str, str], args: argparse
     return {"candidate": bundle_id, "seconds": round(seconds, 1), "command": " ".join(cmd[1:]),
             "promoted_for_measurement": not report["promoted"], "reloads": reloads,
             **{k: report[k] for k in keys}}  # fmt: skip
-
-
-def world_env(base: Path, args: argparse.Namespace) -> dict[str, str]:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ENCORE_")},
-        "ENCORE_ARTIFACTS_DIR": str(base / "artifacts"),
-        "ENCORE_FEAST_DATA_DIR": str(base / "feast"),
-        "ENCORE_FEAST_PROJECT": args.project,
-        "ENCORE_API_KEY": KEY,
-        "OMP_NUM_THREADS": "1",
-    }
-    if args.online == "redis":
-        env |= {"ENCORE_FEAST_ONLINE": "redis", "ENCORE_REDIS_URL": args.redis_url}
-    return env
-
-
-def bootstrap(env: dict[str, str]) -> None:
-    cmd = [sys.executable, "-m", "training.bootstrap", "--size", "quick", "--epochs", "2", "--quiet"]
-    boot = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
-    if boot.returncode != 0:
-        raise SystemExit(f"error: bootstrap failed: {boot.stderr.strip().splitlines()[-3:]}")
 
 
 @contextmanager
@@ -514,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="encore-replay-") as tmp:
         base = args.world or Path(tmp)
-        env = world_env(base, args)
+        # The world's cache stays where this process's load_world finds it (the same world, built once).
+        env = world_env(base, args, cache_dir=EncoreSettings().cache_dir)
         os.environ.update(env)  # this process reads the same store (point-in-time join) and world as the stack
         started = time.perf_counter()
         if args.world is None or not (base / "artifacts").exists():
