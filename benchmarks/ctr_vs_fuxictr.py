@@ -7,7 +7,8 @@ FuxiCTR lives outside this repo (never vendored): git clone https://github.com/r
 && ../fuxictr-env/bin/pip install torch==2.13.0 fuxictr==2.3.10 "polars<2"
 The repository has no v2.3.10 tag: 5c42ceb bumps fuxictr/version.py to 2.3.10 and 0245987 (main) is the newest
 commit at that version; the model_zoo code of every model here is the same in both (later commits only add
-docstrings, line endings and a new model). Models: --models DeepFM,DCNv2,xDeepFM,FiGNN,FinalMLP,EulerNet,WuKong.
+docstrings, line endings and a new model). Models (all 15 of Encore's CTR models): --models
+LR,FM,FFM,AFM,WideDeep,NFM,DCN,MaskNet,DeepFM,DCNv2,xDeepFM,FiGNN,FinalMLP,EulerNet,WuKong.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ _COMMON: dict[str, Any] = {
 # The training protocol alone, for models whose BARS runs had no batch norm or another regularizer.
 _PROTOCOL: dict[str, Any] = {k: v for k, v in _COMMON.items() if k not in ("embedding_regularizer", "batch_norm")}
 
+# LR, FM and FFM take one `regularizer` that FuxiCTR applies to embeddings and the rest alike; the rest is
+# only their global bias, so it maps onto Encore's embedding_l2 (whole tables, same lambda/2 * ||W||^2).
+_PROTOCOL_ONE_REG: dict[str, Any] = {k: v for k, v in _PROTOCOL.items() if k != "net_regularizer"}
+
 # The one place hyper-parameters live; both sides get exactly these. Adding a model = one entry
 # ("fuxictr_zoo": its folder under the checkout's model_zoo/, "hparams": BARS's tuned Frappe_x1 values).
 MODELS: dict[str, dict[str, Any]] = {
@@ -66,6 +71,73 @@ MODELS: dict[str, dict[str, Any]] = {
             "hidden_units": [400, 400, 400],
             "hidden_activations": "relu",
             "net_dropout": 0.2,
+        },
+    },
+    # BARS Frappe_x1 logs (FuxiCTR 1.x) for LR ... MaskNet; the values are Encore's training/configs/frappe.json.
+    "LR": {
+        "fuxictr_zoo": "LR",
+        "hparams": {k: v for k, v in _PROTOCOL_ONE_REG.items() if k != "embedding_dim"} | {"regularizer": 1e-5},
+    },
+    "FM": {"fuxictr_zoo": "FM", "hparams": {**_PROTOCOL_ONE_REG, "regularizer": 5e-6}},
+    # Encore's FFM keeps one (F-1)*D-wide table per field: FuxiCTR's FFMv2 layout. FFM (F-1 tables of D) is
+    # the same function, init and penalty, split over F-1 tables.
+    "FFM": {"fuxictr_zoo": "FFM", "fuxictr_class": "FFMv2", "hparams": {**_PROTOCOL_ONE_REG, "regularizer": 1e-6}},
+    "AFM": {
+        "fuxictr_zoo": "AFM",
+        "hparams": {
+            **_PROTOCOL,
+            "embedding_regularizer": 1e-5,
+            "attention_dim": 128,
+            "attention_dropout": [0.1, 0.1],
+            "use_attention": True,
+        },
+    },
+    "WideDeep": {
+        "fuxictr_zoo": "WideDeep/WideDeep_torch",
+        "hparams": {
+            **_COMMON,
+            "embedding_regularizer": 0.1,
+            "hidden_units": [400, 400, 400],
+            "hidden_activations": "relu",
+            "net_dropout": 0.6,
+        },
+    },
+    "NFM": {
+        "fuxictr_zoo": "NFM",
+        "hparams": {
+            **_PROTOCOL,
+            "epochs": 200,
+            "embedding_regularizer": 1e-4,
+            "hidden_units": [400, 400, 400],
+            "hidden_activations": "relu",
+            "net_dropout": 0.4,
+            "batch_norm": False,
+        },
+    },
+    "DCN": {
+        "fuxictr_zoo": "DCN/DCN_torch",
+        "hparams": {
+            **_COMMON,
+            "num_cross_layers": 3,
+            "dnn_hidden_units": [400, 400, 400],
+            "dnn_activations": "relu",
+            "net_dropout": 0.2,
+        },
+    },
+    "MaskNet": {
+        "fuxictr_zoo": "MaskNet",
+        "hparams": {
+            **_PROTOCOL,
+            "embedding_regularizer": 0.1,
+            "model_type": "ParallelMaskNet",
+            "dnn_hidden_units": [400, 400, 400],
+            "dnn_hidden_activations": "relu",
+            "parallel_num_blocks": 3,
+            "parallel_block_dim": 50,
+            "reduction_ratio": 2,
+            "net_dropout": 0.1,
+            "emb_layernorm": False,
+            "net_layernorm": True,
         },
     },
     "DCNv2": {
@@ -184,6 +256,34 @@ def cpu_ticks():
 
 params = dict(cfg["hparams"])
 params.update(cfg["data"])
+
+
+# --fuxictr-loader memory, through FuxiCTR's `data_loader` hook: the parquet columns held as tensors and
+# shuffled batches by index, like the Ray loader's global shuffle (seeded here, which Ray's is not) but
+# without Ray's worker processes, which on an overloaded 2-core machine crowded out the training itself.
+class MemoryLoader:
+
+    def __init__(self, feature_map, data_path, split="train", batch_size=32, shuffle=False, **kwargs):
+        import pyarrow.parquet as pq
+        cols = list(feature_map.features.keys()) + feature_map.labels
+        table = pq.read_table(data_path, columns=cols)
+        self.data = {c: torch.from_numpy(table.column(c).to_numpy()) for c in cols}
+        self.num_samples, self.num_blocks = table.num_rows, 1
+        self.batch_size, self.shuffle = batch_size, shuffle and split == "train"
+
+    def __len__(self):
+        return (self.num_samples + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        order = torch.randperm(self.num_samples) if self.shuffle else None
+        for start in range(0, self.num_samples, self.batch_size):
+            end = start + self.batch_size
+            rows = order[start:end] if order is not None else slice(start, end)
+            yield {c: t[rows] for c, t in self.data.items()}
+
+
+if cfg.get("loader") == "memory":
+    params["data_loader"] = MemoryLoader
 # Preprocessing (csv -> parquet + feature_map.json) is cached under data_root and skipped when present;
 # the parent has already run it once with model=None, so it never lands inside a timed run.
 encoder = FeatureProcessor(**params)
@@ -202,7 +302,7 @@ spec = importlib.util.spec_from_file_location(
 zoo = importlib.util.module_from_spec(spec)
 sys.modules["fuxictr_zoo_src"] = zoo
 spec.loader.exec_module(zoo)
-model = getattr(zoo, cfg["model"])(feature_map, gpu=-1, model_id=cfg["model"], **params)
+model = getattr(zoo, cfg["model_class"])(feature_map, gpu=-1, model_id=cfg["model"], **params)
 os.makedirs(model.model_dir, exist_ok=True)  # run_expid.py gets this from set_logger()
 train_gen, valid_gen = RankDataLoader(feature_map, stage="train", **params)
 test_gen = RankDataLoader(feature_map, stage="test", **params)
@@ -289,6 +389,7 @@ class RunSampler:
 
     def __init__(self, interval_s: float = 0.5) -> None:
         self.samples: list[tuple[float, int, int, int]] = []
+        self.loads: list[float] = []  # 1-minute load average, one per sample
         self.root: int | None = None
         self._own: dict[int, int] = {}  # pid -> last seen ticks (a process that exits keeps its count)
         self._interval = interval_s
@@ -299,6 +400,7 @@ class RunSampler:
         if self.root is not None:
             self._own.update(_tree_ticks(self.root))
         self.samples.append((time.monotonic(), *_cpu_ticks()))
+        self.loads.append(float(Path("/proc/loadavg").read_text().split()[0]))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -313,6 +415,10 @@ class RunSampler:
         self._stop.set()
         self._thread.join()
         self._sample()
+
+    def load_median(self) -> float:
+        """Median 1-minute load average over the run (2 cores: above 2 means runnable work waited)."""
+        return statistics.median(self.loads) if self.loads else float("nan")
 
     def others_cpu_pct(self) -> float:
         """Share of all CPU time (percent) used by processes outside this run."""
@@ -379,9 +485,11 @@ def run_fuxictr(model: str | None, args: argparse.Namespace, work: Path) -> dict
     cfg = {
         "model": model,
         "zoo_dir": str(args.fuxictr_src / "model_zoo" / MODELS[model]["fuxictr_zoo"]) if model else None,
+        "model_class": args.fuxictr_class.get(model, MODELS[model].get("fuxictr_class", model)) if model else None,
         "hparams": _hparams(model, args) if model else {**_COMMON},
         "data": {**_fuxictr_data_cfg(args.data_dir, args.cache_dir), "model_root": str(work / "checkpoints")},
         "threads": args.threads,
+        "loader": args.fuxictr_loader,
         "result_path": str(work / f"fuxictr_{model}.json"),
     }
     cfg_path = work / f"fuxictr_{model}_cfg.json"
@@ -398,7 +506,11 @@ def run_fuxictr(model: str | None, args: argparse.Namespace, work: Path) -> dict
         raise BenchmarkError(f"FuxiCTR {model or 'preprocessing'} failed with exit code {rc}")
     if model is None:
         return {}
-    return {**json.loads(Path(cfg["result_path"]).read_text()), "others_cpu_pct": sampler.others_cpu_pct()}
+    return {
+        **json.loads(Path(cfg["result_path"]).read_text()),
+        "others_cpu_pct": sampler.others_cpu_pct(),
+        "load_median": sampler.load_median(),
+    }
 
 
 # Where Encore's training/configs/<dataset>.json keeps each MODELS key: (section, key, value transform).
@@ -449,6 +561,20 @@ _ENCORE_KEYS: dict[str, tuple[str, str, Any]] = {
     "net_ex_dropout": ("model", "net_ex_dropout", None),
     "net_im_dropout": ("model", "net_im_dropout", None),
     "layer_norm": ("model", "layer_norm", None),
+    # LR, FM, FFM
+    "regularizer": ("train", "embedding_l2", None),
+    # AFM
+    "attention_dim": ("model", "attention_dim", None),
+    "attention_dropout": ("model", "attention_dropout", None),
+    "use_attention": ("model", "use_attention", None),
+    # MaskNet
+    "model_type": ("model", "model_type", lambda t: {"ParallelMaskNet": "parallel", "SerialMaskNet": "serial"}[t]),
+    "dnn_hidden_activations": ("model", "activation", None),
+    "parallel_num_blocks": ("model", "num_blocks", None),
+    "parallel_block_dim": ("model", "block_dim", None),
+    "reduction_ratio": ("model", "reduction_ratio", None),
+    "emb_layernorm": ("model", "emb_layernorm", None),
+    "net_layernorm": ("model", "net_layernorm", None),
     # WuKong
     "num_wukong_layers": ("model", "num_layers", None),
     "lcb_features": ("model", "lcb_features", None),
@@ -606,6 +732,7 @@ def _encore_result(
         else (sampler.median_steal_over_windows(epochs) if sampler is not None else float("nan")),
         "steal_source": "encore" if steal else "windows",
         "others_cpu_pct": sampler.others_cpu_pct() if sampler is not None else float("nan"),
+        "load_median": sampler.load_median() if sampler is not None else float("nan"),
         "unverified": unverified,
         "reused": reused,
     }
@@ -667,6 +794,10 @@ def _row(model: str, fx: dict[str, Any], en: dict[str, Any], args: argparse.Name
         "model": model,
         "seed": args.seed,
         "threads": args.threads,
+        "encore_precision": args.encore_precision,
+        "fuxictr_loader": args.fuxictr_loader,
+        "fuxictr_class": args.fuxictr_class.get(model, MODELS[model].get("fuxictr_class", model)),
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "max_epochs": args.max_epochs if args.max_epochs is not None else MODELS[model]["hparams"]["epochs"],
         "fuxictr_version": fx["fuxictr_version"],
         "fuxictr_src_commit": _git_describe(args.fuxictr_src),
@@ -683,6 +814,7 @@ def _row(model: str, fx: dict[str, Any], en: dict[str, Any], args: argparse.Name
         ),
         "fuxictr_steal_pct_median": round(statistics.median(e["steal_pct"] for e in fx["epochs"]), 2),
         "fuxictr_others_cpu_pct": round(fx["others_cpu_pct"], 1),
+        "fuxictr_load_median": round(fx["load_median"], 2),
     }
     if "error" in en:
         row["encore_error"] = en["error"]
@@ -698,6 +830,7 @@ def _row(model: str, fx: dict[str, Any], en: dict[str, Any], args: argparse.Name
         encore_steal_pct_median=round(en["steal_pct"], 2),
         encore_steal_source=en["steal_source"],
         encore_others_cpu_pct=round(en["others_cpu_pct"], 1),
+        encore_load_median=round(en["load_median"], 2),
         auc_diff=round(en["test"]["AUC"] - fx["test"]["AUC"], 6),
         throughput_ratio=round(en["samples_per_s"] / fx_sps, 3),
     )
@@ -783,6 +916,31 @@ def write_results(rows: list[dict[str, Any]], out: Path, args: argparse.Namespac
     _atomic_write(out / "results.md", "\n".join(lines) + "\n")
 
 
+RECORD_KEY = ("model", "max_epochs", "threads", "encore_precision", "fuxictr_loader")
+
+
+def record_row(path: Path, row: dict[str, Any]) -> None:
+    """Upserts `row` into a committed CSV (docs/results/...), replacing the row with the same RECORD_KEY.
+
+    Runs of different models and epoch caps land in one file that the docs tables are generated from.
+    """
+    rows: list[dict[str, Any]] = []
+    if path.is_file():
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    key = tuple(str(row[k]) for k in RECORD_KEY)
+    rows = [r for r in rows if tuple(r.get(k, "") for k in RECORD_KEY) != key] + [row]
+    fields: list[str] = []
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, buf.getvalue())
+
+
 def _f(r: dict[str, Any], key: str, digits: int, signed: bool = False) -> str:
     v = r.get(key)
     if v is None:
@@ -826,6 +984,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Encore's forward precision (bf16 = CPU autocast, fp32 weights); FuxiCTR always runs fp32",
     )
     p.add_argument("--seed", type=int, default=2021)
+    p.add_argument(
+        "--fuxictr-loader",
+        choices=["ray", "memory"],
+        default="ray",
+        help="FuxiCTR's batches: its own Ray parquet loader (as run_expid.py), or the parquet columns held as "
+        "tensors through its `data_loader` hook (same model, loss, optimizer and protocol; no Ray workers)",
+    )
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "ctr_vs_fuxictr")
     p.add_argument(
         "--cache-dir",
@@ -842,10 +1007,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="keep Encore's runs in this run_benchmark.py --out folder and reuse a cell already there "
         "(refused unless its threads, precision and epochs match); default: a temporary folder, always retrained",
     )
+    p.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        help="also upsert each model's row into this CSV (by model, epoch cap, threads, precision), e.g. "
+        "docs/results/ctr_vs_fuxictr_fp32/side_by_side.csv, which `python -m training.results --write-docs` "
+        "turns into the docs tables",
+    )
+    p.add_argument(
+        "--fuxictr-class",
+        action="append",
+        default=[],
+        metavar="MODEL=CLASS",
+        help="another class of the model's model_zoo folder, e.g. FFM=FFM (F-1 tables of D; default FFMv2, one "
+        "(F-1)*D table as Encore keeps it: the same function, init and penalty)",
+    )
     p.add_argument("--nice", type=int, default=None, help="run BOTH sides under nice -n N")
     args = p.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     args.nice = ["nice", "-n", str(args.nice)] if args.nice is not None else []
+    args.fuxictr_class = dict(item.split("=", 1) for item in args.fuxictr_class)
     return args
 
 
@@ -906,6 +1088,8 @@ def main(argv: list[str] | None = None) -> int:
                     en = run_encore(model, args, work)
                 rows.append(_row(model, fx, en, args))
                 write_results(rows, args.out, args)  # partial results survive a later failure
+                if args.record is not None:
+                    record_row(args.record, rows[-1])
                 print(f"[bench] {model}: {json.dumps(rows[-1])}", flush=True)
         print(f"[bench] wrote {args.out / 'results.csv'} and {args.out / 'results.md'}", flush=True)
         return 1 if any("encore_error" in r and not args.skip_encore for r in rows) else 0

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from encore.io import write_text_atomic
+from training import fuxictr_tables
 from training.results import (
     METRIC_LABELS,
     ResultsTable,
@@ -125,6 +126,9 @@ TABLES: dict[str, Callable[[], list[str]]] = {
     },
     "significance-summary": _significance_summary,
     "significance-bootstrap-demo": _bootstrap_demo,
+    "fuxictr-fp32-speed": lambda: fuxictr_tables.speed_table(RESULTS),
+    "fuxictr-fp32-accuracy": lambda: fuxictr_tables.accuracy_table(RESULTS),
+    "fuxictr-fp32-summary": lambda: fuxictr_tables.summary_table(RESULTS),
 }
 
 

@@ -100,3 +100,27 @@ def test_every_frappe_config_entry_builds_its_registered_model(tmp_path):
         TrainConfig(**{**config["train"], **entry.get("train", {})})
         assert model(inputs).shape == (64,), name
         assert 0.9 < entry.get("bars_test_auc", 0.95) < 1.0, name  # an AUC, where BARS publishes one
+
+
+def test_afm_attention_backward_equals_autograds_of_the_plain_modules():
+    from training.models.ctr.afm import _AttentionScores, attention_scores
+
+    torch.manual_seed(0)
+    x = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    w1 = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    b1 = torch.randn(5, dtype=torch.float64, requires_grad=True)  # some pre-activations negative: the ReLU mask
+    w2 = torch.randn(1, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_AttentionScores.apply, (x, w1, b1, w2))
+
+    attention = torch.nn.Sequential(
+        torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 1, bias=False), torch.nn.Softmax(dim=1)
+    ).double()
+    products = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(3, 5, 1, dtype=torch.float64)
+    params = (products, *attention.parameters())
+    mine = torch.autograd.grad(attention_scores(attention, products), params, grad)
+    plain = torch.autograd.grad(attention[2](attention[1](attention[0](products))), params, grad)
+    for got, want in zip(mine, plain, strict=True):
+        torch.testing.assert_close(got, want)
+    with torch.no_grad():  # inference takes the plain modules
+        torch.testing.assert_close(attention_scores(attention, products), attention[2](attention[0](products).relu()))

@@ -1,0 +1,108 @@
+"""The Encore-vs-FuxiCTR tables in docs/, rendered from the committed side-by-side CSV.
+
+`benchmarks/ctr_vs_fuxictr.py --record docs/results/ctr_vs_fuxictr_fp32/side_by_side.csv` upserts one row per
+(model, epoch cap, threads, Encore precision, FuxiCTR loader); `python -m training.results --write-docs` turns it
+into the speed and accuracy tables of docs/benchmarks.md and the summary of docs/performance.md.
+
+A row whose epoch cap is below the BARS protocol's (`max_epochs` < FULL_EPOCHS) is a speed measurement: its AUC
+is an early-training number and only its samples/s count. A full-protocol row (up to 100 or 200 epochs with early
+stopping) is the accuracy comparison; its samples/s come from a long run beside other jobs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+FOLDER = "ctr_vs_fuxictr_fp32"
+CSV_NAME = "side_by_side.csv"
+FULL_EPOCHS = 100  # the BARS cap (NFM: 200); a smaller cap marks a speed-only run
+GOAL_RATIO = 2.0
+GOAL_AUC_DIFF = 0.001
+CONFIG = Path(__file__).resolve().parent / "configs" / "frappe.json"
+
+
+def load(results: Path) -> pd.DataFrame:
+    """The recorded rows in the config's model order (the order of the Frappe table)."""
+    rows = pd.read_csv(results / FOLDER / CSV_NAME)
+    # Rows recorded before --fuxictr-loader existed ran FuxiCTR's own (Ray) loader.
+    rows["fuxictr_loader"] = rows.get("fuxictr_loader", pd.Series(index=rows.index, dtype=object)).fillna("ray")
+    order = {m: i for i, m in enumerate(json.loads(CONFIG.read_text())["models"])}
+    rows["_order"] = rows.model.map(order)
+    return rows.sort_values(["_order", "fuxictr_loader", "max_epochs"], kind="stable").drop(columns="_order")
+
+
+def _bars() -> dict[str, float]:
+    models = json.loads(CONFIG.read_text())["models"]
+    return {m: c["bars_test_auc"] for m, c in models.items() if "bars_test_auc" in c}
+
+
+def _num(value: object, fmt: str) -> str:
+    return "–" if value is None or pd.isna(value) else format(value, fmt)
+
+
+def _pair(row: pd.Series, key: str, fmt: str) -> str:
+    return f"{_num(row.get('fuxictr_' + key), fmt)} / {_num(row.get('encore_' + key), fmt)}"
+
+
+def speed_table(results: Path) -> list[str]:
+    """Training samples/s side by side, one row per speed run (epoch-capped), fp32 on both sides."""
+    rows = load(results)
+    rows = rows[rows.max_epochs < FULL_EPOCHS]
+    lines = [
+        "| model | FuxiCTR loader | epochs | FuxiCTR samples/s | Encore samples/s | Encore / FuxiCTR | >= 2x "
+        "| load avg F / E | others' CPU % F / E | steal % F / E | finished (UTC) |",
+        "|---|---|---:|---:|---:|---:|:---:|---|---|---|---|",
+    ]
+    for _, r in rows.iterrows():
+        ratio = r.get("throughput_ratio")
+        lines.append(
+            f"| {r.model} | {r.fuxictr_loader} | {r.max_epochs} | {_num(r.fuxictr_samples_per_s, ',.0f')} "
+            f"| {_num(r.get('encore_samples_per_s'), ',.0f')} | **{_num(ratio, '.2f')}x** "
+            f"| {'yes' if ratio >= GOAL_RATIO else 'no'} | {_pair(r, 'load_median', '.0f')} "
+            f"| {_pair(r, 'others_cpu_pct', '.0f')} | {_pair(r, 'steal_pct_median', '.1f')} "
+            f"| {str(r.get('finished_utc', ''))[11:16]} |"
+        )
+    return lines
+
+
+def accuracy_table(results: Path) -> list[str]:
+    """Test AUC of full BARS-protocol runs on both sides, beside BARS's published AUC."""
+    rows = load(results)
+    rows = rows[rows.max_epochs >= FULL_EPOCHS]
+    bars = _bars()
+    lines = [
+        "| model | BARS test AUC | FuxiCTR test AUC | Encore test AUC | Encore - FuxiCTR | FuxiCTR - BARS "
+        "| Encore - BARS | epochs F / E | best epoch F / E | FuxiCTR loader |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|---|",
+    ]
+    for _, r in rows.iterrows():
+        ref = bars.get(r.model)
+        fx, en = r.fuxictr_test_auc, r.get("encore_test_auc")
+        lines.append(
+            f"| {r.model} | {_num(ref, '.4f')} | {fx:.5f} | {_num(en, '.5f')} | {_num(en - fx, '+.5f')} "
+            f"| {_num(fx - ref if ref else None, '+.4f')} | {_num(en - ref if ref else None, '+.4f')} "
+            f"| {int(r.fuxictr_epochs)} / {_num(r.get('encore_epochs'), '.0f')} "
+            f"| {int(r.fuxictr_best_epoch)} / {_num(r.get('encore_best_epoch'), '.0f')} | {r.fuxictr_loader} |"
+        )
+    return lines
+
+
+def summary_table(results: Path) -> list[str]:
+    """One line per model for docs/performance.md: the latest speed run's ratio and the full run's AUC gap."""
+    rows = load(results)
+    speed = rows[rows.max_epochs < FULL_EPOCHS].groupby("model", sort=False).tail(1)
+    full = rows[rows.max_epochs >= FULL_EPOCHS].groupby("model", sort=False).tail(1).set_index("model")
+    lines = [
+        "| model | Encore / FuxiCTR samples/s (fp32, 1 thread each) | >= 2x | test AUC Encore - FuxiCTR (full run) |",
+        "|---|---:|:---:|---:|",
+    ]
+    for _, r in speed.iterrows():
+        diff = full.loc[r.model, "auc_diff"] if r.model in full.index else None
+        lines.append(
+            f"| {r.model} | {_num(r.get('throughput_ratio'), '.2f')}x "
+            f"| {'yes' if r.get('throughput_ratio', 0) >= GOAL_RATIO else 'no'} | {_num(diff, '+.5f')} |"
+        )
+    return lines
