@@ -122,7 +122,7 @@ async def _profile(app, users: list[str], n_requests: int) -> dict:
     result = {f"{s}_ms": round((after[s] - before.get(s, 0.0)) * ms, 3) for s in STAGES}
     result["onnx_ms"] = round(onnx[0] * ms, 3)
     result["outside_recommend_ms"] = round((sum(wall) - inside[0]) * ms, 3)
-    result.update(_percentiles("wall", wall), _percentiles("cpu", cpu))
+    result |= _percentiles("wall", wall) | _percentiles("cpu", cpu)
     result["onnx_floor_ms"] = _onnx_floor(ranker, model)
     return result
 
