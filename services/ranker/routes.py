@@ -4,17 +4,19 @@ dependencies they declare (the app's ranker and settings, the k check that needs
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from pydantic import TypeAdapter
 
 from encore.artifacts import BundleError
 from encore.settings import RankerSettings
 from services.common.auth import ApiKey
 from services.common.errors import ServiceError, bundle_refused, error_responses
 from services.ranker.bundle import reload_bundle, resolve_bundle_path
-from services.ranker.pipeline import Ranker
-from services.ranker.schemas import RecommendedTrack, RecommendResponse, ReloadRequest, ReloadResponse
+from services.ranker.pipeline import RankedItem, Ranker, Recommendation
+from services.ranker.schemas import RecommendResponse, ReloadRequest, ReloadResponse
 
 QUERY = Query(
     min_length=1,
@@ -29,6 +31,33 @@ all-MiniLM-L6-v2's space; `query_match` in the answer), and `w` is ENCORE_RANKER
 `score` stays the click probability. An unknown user's candidates (popularity) are steered the same way.
 Without the exported query encoder, a request with `q` answers 422 `query_unavailable`; without `q` nothing
 changes."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """RecommendResponse's fields in its order, over the pipeline's own RankedItem (RecommendedTrack's fields in
+    its order): serialized as they are, without building and validating a model per track and again for the
+    whole answer. tests/services/ranker/test_api.py checks the bytes equal RecommendResponse's."""
+
+    user_id: str
+    query: str | None
+    bundle_id: str
+    model: str
+    degraded: bool
+    degraded_reason: str | None
+    candidate_source: str
+    items: list[RankedItem]
+
+    @classmethod
+    def of(cls, result: Recommendation, query: str | None) -> Answer:
+        reasons = result.degraded_reasons
+        return cls(
+            result.user_id, query, result.bundle_id, result.model, bool(reasons), "; ".join(reasons) or None,
+            result.candidate_source, result.items,
+        )  # fmt: skip
+
+
+ANSWER_JSON = TypeAdapter(Answer)
 
 
 def get_settings(request: Request) -> RankerSettings:
@@ -81,18 +110,9 @@ def build_router(settings: RankerSettings) -> APIRouter:
         k: Annotated[int, Depends(get_k)],
         ranker: Annotated[Ranker, Depends(get_serving_ranker)],
         q: Annotated[str | None, QUERY] = None,
-    ) -> RecommendResponse:
+    ) -> Response:
         result = await ranker.recommend(user_id, k, q)
-        return RecommendResponse(
-            user_id=result.user_id,
-            query=q,
-            bundle_id=result.bundle_id,
-            model=result.model,
-            degraded=bool(result.degraded_reasons),
-            degraded_reason="; ".join(result.degraded_reasons) or None,
-            candidate_source=result.candidate_source,
-            items=[RecommendedTrack(**item.__dict__) for item in result.items],
-        )
+        return Response(ANSWER_JSON.dump_json(Answer.of(result, q)), media_type="application/json")
 
     @router.post(
         "/admin/reload",
