@@ -258,14 +258,23 @@ def compare(joined: pd.DataFrame, candidate: Path, serving: Path, n_boot: int) -
     from training.significance import bootstrap_gauc_diff
 
     labels, users = joined["label"].to_numpy(np.int64), joined[fn.USER_ID].astype(str).to_numpy()
-    per = {}
+    logged = ~joined[fn.EVENT_ID].astype(str).str.endswith(":neg").to_numpy()  # the window's own events
+    per, liking = {}, {}
     for name, path in (("candidate", candidate), ("serving", serving)):
-        table = per_group_auc(labels, window_scores(path, joined), users)
-        per[name] = table.rename(columns={"group": "user"})
+        scores = window_scores(path, joined)
+        per[name] = per_group_auc(labels, scores, users).rename(columns={"group": "user"})
+        liking[name] = per_group_auc(labels[logged], scores[logged], users[logged]).rename(columns={"group": "user"})
     if per["serving"].empty:
         raise EncoreError("no listener in the window has both a positive and a negative: no GAUC to compare")
     test = bootstrap_gauc_diff([per["candidate"]], [per["serving"]], n_boot=n_boot, seed=0)
-    return {"candidate": weighted_gauc(per["candidate"]), "serving": weighted_gauc(per["serving"]), **test}
+    result = {"candidate": weighted_gauc(per["candidate"]), "serving": weighted_gauc(per["serving"]), **test}
+    # Reported beside, not decided on: played/liked against skipped/disliked alone, whether a bundle tells liking
+    # apart, which sampled negatives cannot show (docs/events.md "Replay": both bundles sit near chance on it).
+    if not liking["serving"].empty:
+        diff = bootstrap_gauc_diff([liking["candidate"]], [liking["serving"]], n_boot=n_boot, seed=0)
+        result["liking"] = {"candidate": weighted_gauc(liking["candidate"]),
+                            "serving": weighted_gauc(liking["serving"]), **diff}  # fmt: skip
+    return result
 
 
 def decide(result: dict[str, Any], margin: float, force: bool) -> tuple[bool, str]:
@@ -300,6 +309,7 @@ def write_report(root: Path, report: dict[str, Any]) -> Path:
         f"| serving `{report['serving']}` | {result['serving']:.4f} |",
         f"| candidate `{report['candidate']}` | {result['candidate']:.4f} |",
         "",
+        *_liking_lines(result.get("liking")),
         f"Rule: promote when the low end of the 95% paired bootstrap interval over listeners "
         f"({report['n_boot']} draws) of {METRIC}(candidate) - {METRIC}(serving) is >= -{report['margin']:g}.",
         f"Window: {report['window']['events']} events from {report['window']['from']} to {report['window']['to']}, "
@@ -310,6 +320,14 @@ def write_report(root: Path, report: dict[str, Any]) -> Path:
     ]
     write_text_atomic(path.with_suffix(".md"), "\n".join(lines) + "\n")
     return path
+
+
+def _liking_lines(liking: dict[str, Any] | None) -> list[str]:
+    if liking is None:
+        return ["Liking (played or liked against skipped or disliked): no listener in the window has both.", ""]
+    return [f"Liking, reported only (played or liked against skipped or disliked, {liking['users']} listeners): "
+            f"{METRIC} serving {liking['serving']:.4f}, candidate {liking['candidate']:.4f}, difference "
+            f"{liking['diff']:+.4f} (95% interval {liking['low']:+.4f} .. {liking['high']:+.4f}).", ""]  # fmt: skip
 
 
 def promote(root: Path, bundle_id: str) -> None:

@@ -142,7 +142,10 @@ def test_a_worse_candidate_is_not_promoted_and_the_report_says_why(world: Retrai
     assert evaluation["users"] >= 20 and report["new_tracks"] == 1
     negatives = world.root / retrain.REPORTS / report["window"]["negatives"]
     assert sha256_file(negatives) == report["window"]["sha256"]
-    assert "**Not promoted.**" in (world.root / retrain.REPORTS / "retrain-untrained.md").read_text()
+    markdown = (world.root / retrain.REPORTS / "retrain-untrained.md").read_text()
+    assert "**Not promoted.**" in markdown and "Liking, reported only" in markdown
+    liking = evaluation["liking"]  # plays against skips alone: its own listeners and GAUCs, beside the verdict
+    assert 10 <= liking["users"] <= evaluation["users"] and liking["serving"] != evaluation["serving"]
     load_bundle(world.root / "retrain-untrained")  # written whole, just not CURRENT
 
 
