@@ -170,6 +170,9 @@ def _train_grid(args: argparse.Namespace, todo: list[tuple[str, int]], rows: pd.
     from training.train_recall import RecallConfig, fit_recall
 
     content_name = "+".join(content) or "none"
+    batch_size = args.batch_size or RecallConfig.batch_size
+    if batch_size < 1 or batch_size % dist.world_size:
+        raise EncoreError(f"--batch-size {batch_size} (global) does not split evenly over {dist.world_size} ranks")
     threads = args.threads or dist.threads()
     torch.set_num_threads(threads)
     # Every rank holds the whole data (the graph models propagate over the whole graph); rank 0 loads first so
@@ -188,7 +191,7 @@ def _train_grid(args: argparse.Namespace, todo: list[tuple[str, int]], rows: pd.
     for model, seed in todo:
         cfg = RecallConfig(model=model, seed=seed, epochs=args.epochs or 200, patience=args.patience,
                            threads=threads, progress=not args.no_progress, device=args.device,
-                           **({"batch_size": args.batch_size} if args.batch_size else {}))  # fmt: skip
+                           batch_size=batch_size)  # fmt: skip
         artifacts = fit_recall(data, cfg, dist)
         if artifacts is None:  # not rank 0
             continue
