@@ -14,8 +14,9 @@
 5. Candidate and serving bundle score the window; the candidate is promoted (CURRENT moves, services follow) when
    the lower end of the 95% paired-bootstrap interval (over users) of GAUC(candidate) - GAUC(serving) is at least
    -margin, or with --force. A report (JSON and markdown) in `retrain-reports/` says why.
-A lock file in the artifacts folder refuses a second retrain while one runs; `--rollback` restores the bundle that
-CURRENT named before the last promotion.
+A lock file in the artifacts folder and a lock in the store (Redis: shared by every node, renewed while the job
+runs; encore/job_lock.py) refuse a second retrain while one runs; `--rollback` restores the bundle that CURRENT
+named before the last promotion.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from encore.bundle_check import BUNDLE_ID
 from encore.errors import EncoreError
 from encore.events import EventLog, label
 from encore.io import sha256_file, write_json_atomic, write_text_atomic
+from encore.job_lock import HeldLock, JobLocked, job_lock
 from encore.ranker_frame import training_frame
 from encore.settings import EncoreSettings
 from encore.store import Store
@@ -332,8 +334,9 @@ def rollback(root: Path) -> str:
     return previous
 
 
-def retrain(args: argparse.Namespace) -> bool:
-    """Steps 1 to 6 (module docstring); returns whether the candidate was promoted."""
+def retrain(args: argparse.Namespace, held: HeldLock | None = None) -> bool:
+    """Steps 1 to 6 (module docstring); returns whether the candidate was promoted. `held`: the store's retrain lock,
+    checked before CURRENT moves (a job that lost it must not promote over another's work)."""
     import torch
 
     torch.set_num_threads(args.threads)
@@ -360,6 +363,8 @@ def retrain(args: argparse.Namespace) -> bool:
                          "to": str(stamps.max()), "negatives": negatives.name, "sha256": digest}}  # fmt: skip
     path = write_report(root, report)
     if promoted:
+        if held is not None:
+            held.check()
         promote(root, candidate)
     print(f"[retrain] {reason} (report {path})", flush=True)
     return promoted
@@ -389,14 +394,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     root = boot.artifacts_dir()
     try:
-        with retrain_lock(root):
+        # The flock covers this node's artifacts folder; the store's lock every node sharing the store (a CronJob
+        # may start anywhere): encore/job_lock.py.
+        with retrain_lock(root), job_lock(Store(EncoreSettings().store()), "retrain") as held:
             if args.rollback:
                 print(f"[retrain] CURRENT is {rollback(root)} again", flush=True)
                 return EXIT_PROMOTED
             if args.refit_codebooks:
                 raise EncoreError("--refit-codebooks is not implemented yet: a retrain keeps the serving codebooks")
-            return EXIT_PROMOTED if retrain(args) else EXIT_NOT_PROMOTED
-    except RetrainLocked as exc:
+            return EXIT_PROMOTED if retrain(args, held) else EXIT_NOT_PROMOTED
+    except (RetrainLocked, JobLocked) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_LOCKED
     except EncoreError as exc:

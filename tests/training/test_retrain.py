@@ -22,6 +22,7 @@ from encore import feature_names as fn
 from encore.artifacts import current_bundle_path, load_bundle
 from encore.events import Event, EventLog
 from encore.io import sha256_file
+from encore.job_lock import job_lock
 from encore.retriever_bundle import RetrieverComponent
 from encore.settings import EncoreSettings
 from encore.store import Store
@@ -174,3 +175,11 @@ def test_a_second_retrain_is_refused_while_one_holds_the_lock(world: RetrainWorl
         assert other.returncode == retrain.EXIT_LOCKED and "another retrain holds" in other.stderr  # another process
     assert current_bundle_path(world.root).name == current
     assert not (world.root / "retrain-second").exists()
+
+
+def test_a_retrain_on_another_node_holds_the_stores_lock(world: RetrainWorld) -> None:
+    """Another node (its own artifacts folder, so no shared flock) sharing the store holds the store's lock."""
+    current = current_bundle_path(world.root).name
+    with job_lock(Store(world.store.settings), "retrain"):
+        assert retrain.main(["--rollback"]) == retrain.EXIT_LOCKED
+    assert current_bundle_path(world.root).name == current
