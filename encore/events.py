@@ -224,11 +224,18 @@ class Activity:
 
 
 class _RedisState:
-    def __init__(self, url: str, prefix: str):
+    """Seen ids (keys with an expiry) and aggregates (one JSON per listener) in Redis; the listeners'
+    `user_activity` rows are written in the same MULTI/EXEC as the ids and aggregates (encore.online_write), and
+    every key read is WATCHed from `begin` to that EXEC: if anyone else wrote one meanwhile (a writer whose
+    lock expired), EXEC fails, nothing is written and the batch is answered 503. So aggregates never lose an
+    update or roll back, even when the `events` lock does not hold."""
+
+    def __init__(self, url: str, prefix: str, project: str):
         import redis
 
         self.client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
-        self.prefix = prefix
+        self.prefix, self.project = prefix, project
+        self._pipe: Any = None
 
     def _seen_key(self, event_id: str) -> str:
         return f"{self.prefix}:seen:{event_id}"
@@ -236,26 +243,47 @@ class _RedisState:
     def _user_key(self, user_id: str) -> str:
         return f"{self.prefix}:user:{user_id}"
 
-    def seen(self, ids: list[str]) -> set[str]:
-        values = self.client.mget([self._seen_key(i) for i in ids]) if ids else []
-        return {i for i, v in zip(ids, values, strict=True) if v is not None}
+    def begin(self, ids: list[str], users: list[str]) -> tuple[set[str], dict[str, Activity]]:
+        """The ids already seen and the listeners' aggregates, WATCHed until `commit`."""
+        self.abort()
+        keys = [self._seen_key(i) for i in ids] + [self._user_key(u) for u in users]
+        self._pipe = pipe = self.client.pipeline(transaction=True)
+        pipe.watch(*keys)
+        values = pipe.mget(keys) if keys else []
+        seen = {i for i, v in zip(ids, values, strict=False) if v is not None}
+        docs = values[len(ids) :]
+        return seen, {u: Activity.from_json(v) for u, v in zip(users, docs, strict=True)}
 
-    def load(self, users: list[str]) -> dict[str, Activity]:
-        values = self.client.mget([self._user_key(u) for u in users]) if users else []
-        return {u: Activity.from_json(v) for u, v in zip(users, values, strict=True)}
+    def commit(self, new_ids: list[str], activities: dict[str, Activity], retention_s: int) -> bool:
+        """Ids, aggregates and online rows in one MULTI/EXEC; True: the online rows are written too."""
+        from encore.online_write import redis_hsets
 
-    def commit(self, new_ids: list[str], activities: dict[str, Activity], retention_s: int) -> None:
-        with self.client.pipeline(transaction=True) as pipe:  # MULTI/EXEC: all of it or none
+        pipe, self._pipe = self._pipe, None
+        try:
+            pipe.multi()  # MULTI/EXEC: all of it or none
             for event_id in new_ids:
                 pipe.set(self._seen_key(event_id), 1, ex=retention_s)
             for user_id, activity in activities.items():
                 pipe.set(self._user_key(user_id), activity.to_json())
-            pipe.execute()
+            users = list(activities)
+            rows = [activities[u].row(u) for u in users]
+            stamps = [r[fn.EVENT_TIMESTAMP] for r in rows]
+            redis_hsets(pipe, self.project, fn.USER_ACTIVITY, users, rows, stamps)
+            pipe.execute()  # WatchError when a watched key changed: nothing written
+        finally:
+            pipe.reset()
+        return True
+
+    def abort(self) -> None:
+        if self._pipe is not None:
+            self._pipe.reset()
+            self._pipe = None
 
     def delete_user(self, user_id: str) -> None:
         self.client.delete(self._user_key(user_id))
 
     def close(self) -> None:
+        self.abort()
         self.client.close()
 
 
@@ -271,6 +299,12 @@ class _SqliteState:
         self.conn.execute("CREATE INDEX IF NOT EXISTS seen_at ON seen (at)")
         self.conn.execute("CREATE TABLE IF NOT EXISTS activity (user_id TEXT PRIMARY KEY, doc TEXT NOT NULL)")
         self._lock = threading.Lock()  # one connection, shared by a process's threads
+
+    def begin(self, ids: list[str], users: list[str]) -> tuple[set[str], dict[str, Activity]]:
+        return self.seen(ids), self.load(users)
+
+    def abort(self) -> None:
+        pass
 
     def seen(self, ids: list[str]) -> set[str]:
         found: set[str] = set()
@@ -291,7 +325,8 @@ class _SqliteState:
                 docs.update(self.conn.execute(f"SELECT user_id, doc FROM activity WHERE user_id IN ({marks})", chunk))
         return {u: Activity.from_json(docs.get(u)) for u in users}
 
-    def commit(self, new_ids: list[str], activities: dict[str, Activity], retention_s: int) -> None:
+    def commit(self, new_ids: list[str], activities: dict[str, Activity], retention_s: int) -> bool:
+        """Ids and aggregates in one transaction of events.db; False: the online rows are still to be written."""
         now = int(time.time())
         with self._lock:
             self.conn.execute("BEGIN IMMEDIATE")
@@ -304,6 +339,7 @@ class _SqliteState:
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
+        return False
 
     def delete_user(self, user_id: str) -> None:
         with self._lock:
@@ -354,7 +390,7 @@ class EventLog:
         self.embeddings = embeddings or (lambda ids: {})
         s = store.settings
         if s.online == "redis":
-            self.state: _RedisState | _SqliteState = _RedisState(s.redis_url, f"{s.project}:events")
+            self.state: _RedisState | _SqliteState = _RedisState(s.redis_url, f"{s.project}:events", s.project)
         else:
             self.state = _SqliteState(s.data_dir / "events.db")
         self.folder = s.offline_dir / fn.EVENTS
@@ -362,6 +398,7 @@ class EventLog:
         self._queue_lock = threading.Lock()
         self._queue: list[_Ticket] = []
         self._compacting = threading.Lock()
+        self._online: sqlite3.Connection | None = None  # the SQLite online store, for the user_activity rows
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -405,33 +442,49 @@ class EventLog:
         """Write batches as one (their order kept: a repeat in a later batch is that batch's duplicate)."""
         events = [e for batch in batches for e in batch]
         ids = list(dict.fromkeys(e.event_id for e in events))
-        seen = self.state.seen(ids)
-        fresh: dict[str, Event] = {}
-        accepted = []
-        for batch in batches:
-            before = len(fresh)
-            for event in batch:  # the first occurrence of an unseen id wins
-                if event.event_id not in seen and event.event_id not in fresh:
-                    fresh[event.event_id] = event
-            accepted.append(len(fresh) - before)
-        new = list(fresh.values())
-        if new:
-            self._append_part(new)
         users = list(dict.fromkeys(e.user_id for e in events))
-        activities = self.state.load(users)
-        vectors = self.embeddings(list({e.track_id for e in new})) if new else {}
-        for event in sorted(new, key=lambda e: e.ts_us):
-            activities[event.user_id].fold(event, vectors.get(event.track_id), self.rules.recent_n)
-        now_us = int(time.time() * 1_000_000)
-        for activity in activities.values():
-            activity.stamp_us = max(now_us, activity.stamp_us + 1)
-        self.state.commit(list(fresh), activities, self.rules.retention_s)
-        rows = [activity.row(user) for user, activity in activities.items()]
-        self.store.push_online(fn.USER_ACTIVITY, pd.DataFrame(rows))
+        try:
+            seen, activities = self.state.begin(ids, users)
+            fresh: dict[str, Event] = {}
+            accepted = []
+            for batch in batches:
+                before = len(fresh)
+                for event in batch:  # the first occurrence of an unseen id wins
+                    if event.event_id not in seen and event.event_id not in fresh:
+                        fresh[event.event_id] = event
+                accepted.append(len(fresh) - before)
+            new = list(fresh.values())
+            if new:
+                self._append_part(new)
+            vectors = self.embeddings(list({e.track_id for e in new})) if new else {}
+            for event in sorted(new, key=lambda e: e.ts_us):
+                activities[event.user_id].fold(event, vectors.get(event.track_id), self.rules.recent_n)
+            now_us = int(time.time() * 1_000_000)
+            for activity in activities.values():
+                activity.stamp_us = max(now_us, activity.stamp_us + 1)
+            online_written = self.state.commit(list(fresh), activities, self.rules.retention_s)
+        finally:
+            self.state.abort()
+        if not online_written:
+            self._write_online(activities)
         return [
             IngestResult(n, len(batch) - n, len({e.user_id for e in batch}))
             for batch, n in zip(batches, accepted, strict=True)
         ]
+
+    def _write_online(self, activities: dict[str, Activity]) -> None:
+        """The listeners' user_activity rows into the online store (Redis did it in its commit)."""
+        users = list(activities)
+        rows = [activities[u].row(u) for u in users]
+        s = self.store.settings
+        if s.online == "sqlite":  # Feast's own layout, written directly (encore.online_write: Feast's push is slow)
+            from encore.online_write import sqlite_upsert
+
+            if self._online is None:
+                self._online = sqlite3.connect(s.sqlite_path, timeout=30, check_same_thread=False)
+            sqlite_upsert(self._online, s.project, fn.USER_ACTIVITY, users, rows, [r[fn.EVENT_TIMESTAMP] for r in rows])
+        else:  # a Redis cluster: Feast's push (its writer handles the slots)
+            self.store.push_online(fn.USER_ACTIVITY, pd.DataFrame(rows))
 
     def _append_part(self, events: list[Event]) -> None:
         created = pd.Timestamp.now(tz="UTC")
@@ -548,6 +601,8 @@ class EventLog:
 
     def close(self) -> None:
         self.state.close()
+        if self._online is not None:
+            self._online.close()
 
 
 def _part_name(level: int) -> str:
