@@ -26,6 +26,8 @@ from encore.online_read import entity_key, redis_field, sqlite_table
 
 
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _BYTES[value]
     if value < 0:
         value += 1 << 64  # int64 varints are two's complement, ten bytes
     out = bytearray()
@@ -40,23 +42,55 @@ def _delimited(tag: bytes, payload: bytes) -> bytes:
     return tag + _varint(len(payload)) + payload
 
 
+_BYTES = [bytes([v]) for v in range(0x80)]
+_STRING_ENTRIES: dict[str, bytes] = {}  # str -> its entry in a StringList: track ids and types recur in every row
+
+
 def encode_value(dtype: str, value: Any) -> bytes:
     """One feast `Value` message (dtype as str(Field.dtype)) as Feast serializes it."""
-    if dtype == "String":
-        return _delimited(b"\x12", str(value).encode())
-    if dtype == "Int64":
-        return b"\x20" + _varint(int(value))
-    if dtype == "Float32":
-        return b"\x35" + struct.pack("<f", float(value))
-    if dtype == "Array(String)":
-        return _delimited(b"\x62", b"".join(_delimited(b"\x0a", str(v).encode()) for v in value))
-    if dtype == "Array(Float32)":
-        items = np.asarray(value, dtype="<f4").tobytes()
-        return _delimited(b"\x82\x01", _delimited(b"\x0a", items) if items else b"")
-    if dtype == "Array(Int64)":
-        items = b"".join(_varint(int(v)) for v in value)
-        return _delimited(b"\x72", _delimited(b"\x0a", items) if items else b"")
-    raise ValueError(f"dtype {dtype!r}: not one Encore writes")
+    encoder = _ENCODERS.get(dtype)
+    if encoder is None:
+        raise ValueError(f"dtype {dtype!r}: not one Encore writes")
+    return encoder(value)
+
+
+def _encode_int(value: Any) -> bytes:
+    value = int(value)
+    return _SMALL_INTS[value] if 0 <= value < 128 else b"\x20" + _varint(value)
+
+
+def _string_entry(value: str) -> bytes:
+    entry = _STRING_ENTRIES.get(value)
+    if entry is None:
+        if len(_STRING_ENTRIES) > 200_000:  # bounded: a catalogue's ids, not every string ever seen
+            _STRING_ENTRIES.clear()
+        entry = _STRING_ENTRIES[value] = _delimited(b"\x0a", str(value).encode())
+    return entry
+
+
+def _encode_strings(value: Any) -> bytes:
+    return _delimited(b"\x62", b"".join([_string_entry(v) for v in value]))
+
+
+def _encode_floats(value: Any) -> bytes:
+    items = np.asarray(value, dtype="<f4").tobytes()
+    return _delimited(b"\x82\x01", _delimited(b"\x0a", items) if items else b"")
+
+
+def _encode_ints(value: Any) -> bytes:
+    items = b"".join(_varint(int(v)) for v in value)
+    return _delimited(b"\x72", _delimited(b"\x0a", items) if items else b"")
+
+
+_SMALL_INTS = [b"\x20" + bytes([v]) for v in range(128)]
+_ENCODERS = {
+    "String": lambda value: _delimited(b"\x12", str(value).encode()),
+    "Int64": _encode_int,
+    "Float32": lambda value: b"\x35" + struct.pack("<f", float(value)),
+    "Array(String)": _encode_strings,
+    "Array(Float32)": _encode_floats,
+    "Array(Int64)": _encode_ints,
+}
 
 
 def _value_text(dtype: str, value: Any) -> str | None:
@@ -70,10 +104,9 @@ def _value_text(dtype: str, value: Any) -> str | None:
     return None
 
 
-def _timestamp_proto(stamp: datetime) -> bytes:
+def _timestamp_proto(stamp_us: int) -> bytes:
     """google.protobuf.Timestamp (seconds, nanos) as Feast's Redis writer stores `_ts:<view>`."""
-    micros = int((stamp - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() // 1) * 1_000_000 + stamp.microsecond
-    seconds, nanos = divmod(micros, 1_000_000)
+    seconds, nanos = divmod(stamp_us, 1_000_000)
     out = b"\x08" + _varint(seconds) if seconds else b""
     return out + (b"\x10" + _varint(nanos * 1000) if nanos else b"")
 
@@ -86,16 +119,16 @@ def encoded_rows(view: str, rows: Sequence[Mapping[str, Any]]) -> list[list[byte
 
 
 def sqlite_upsert(conn: Any, project: str, view: str, ids: Sequence[str], rows: Sequence[Mapping[str, Any]],
-                  stamps: Sequence[datetime]) -> None:  # fmt: skip
-    """Upsert the rows in one transaction of `conn` (a sqlite3 connection to the online store)."""
+                  stamps_us: Sequence[int]) -> None:  # fmt: skip
+    """Upsert the rows (stamped in epoch µs) in one transaction of `conn` (a connection to the online store)."""
     key_name = fn.VIEW_ENTITY_KEY[view]
     names = fn.VIEW_FIELDS[view]
     types = [fn.FIELD_DTYPES[name] for name in names]
     params = []
-    for entity_id, row, encoded, stamp in zip(ids, rows, encoded_rows(view, rows), stamps, strict=True):
+    for entity_id, row, encoded, stamp in zip(ids, rows, encoded_rows(view, rows), stamps_us, strict=True):
         key = entity_key(key_name, entity_id)
         # Feast's registered sqlite3 adapter: int(timestamp()) of the naive-UTC time (so whole seconds)
-        naive = int(stamp.astimezone(UTC).replace(tzinfo=None).timestamp())
+        naive = int(datetime.fromtimestamp(stamp // 1_000_000, UTC).replace(tzinfo=None).timestamp())
         for name, dtype, blob in zip(names, types, encoded, strict=True):
             params.append((key, name, blob, _value_text(dtype, row[name]), naive, naive))
     sql = (
@@ -108,13 +141,14 @@ def sqlite_upsert(conn: Any, project: str, view: str, ids: Sequence[str], rows: 
 
 
 def redis_hsets(pipe: Any, project: str, view: str, ids: Sequence[str], rows: Sequence[Mapping[str, Any]],
-                stamps: Sequence[datetime]) -> None:  # fmt: skip
-    """Queue one HSET per entity on a redis-py pipeline (the caller's MULTI/EXEC decides atomicity)."""
+                stamps_us: Sequence[int]) -> None:  # fmt: skip
+    """Queue one HSET per entity (stamped in epoch µs) on a redis-py pipeline (the caller's MULTI/EXEC decides
+    atomicity)."""
     key_name = fn.VIEW_ENTITY_KEY[view]
     fields = [redis_field(view, name) for name in fn.VIEW_FIELDS[view]]
     ts_field = f"_ts:{view}".encode()
     suffix = project.encode()
-    for entity_id, encoded, stamp in zip(ids, encoded_rows(view, rows), stamps, strict=True):
+    for entity_id, encoded, stamp in zip(ids, encoded_rows(view, rows), stamps_us, strict=True):
         mapping = dict(zip(fields, encoded, strict=True))
         mapping[ts_field] = _timestamp_proto(stamp)
         pipe.hset(entity_key(key_name, entity_id) + suffix, mapping=mapping)

@@ -77,7 +77,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 def test_rows_written_directly_equal_rows_pushed_through_feast(store: Store) -> None:
     feast_ids, our_ids = ["f0", "f1", "f2"], ["o0", "o1", "o2"]
-    stamps = [STAMP] * 3
+    stamps = [int(STAMP.timestamp()) * 1_000_000 + STAMP.microsecond] * 3
     frame = pd.DataFrame(_rows(feast_ids))
     frame[fn.EVENT_TIMESTAMP] = frame[fn.CREATED_TIMESTAMP] = pd.Timestamp(STAMP)
     store.push_online(fn.USER_ACTIVITY, frame)
@@ -108,3 +108,8 @@ def test_rows_written_directly_equal_rows_pushed_through_feast(store: Store) -> 
     ).to_dict()
     assert online["n_play"] == [3, 4, 5] and online["recent_tracks"][2] == ["t2", "t9"]
     assert np.allclose(online["profile"][1], ours[1]["profile"])
+
+
+def test_unknown_dtype_is_refused() -> None:
+    with pytest.raises(ValueError, match="Bool"):
+        encode_value("Bool", True)
