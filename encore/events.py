@@ -92,6 +92,38 @@ def label(event_type: str, ms: int | None) -> int | None:
     raise ValueError(f"unknown event type {event_type!r}")
 
 
+def activity_before(log: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """The listener's recent-event features as of each row: n_play, n_skip, n_like, n_dislike and skip_rate from
+    the logged events (`EventLog.read()`: one row per event id) of the row's user_id **strictly before** the row's
+    event_timestamp, aligned with `rows`. What `user_activity` held online when a request came at that time, with
+    every earlier event acknowledged and none later (events arriving in time order); the training side of the
+    skew test (tests/training/test_activity_skew.py). An event never counts toward its own row, so its label
+    cannot leak. Counts and skip_rate as float64; skip_rate is rounded through float32, as the store keeps it.
+    """
+    users = pd.concat([rows[fn.USER_ID], log[fn.USER_ID]], ignore_index=True).astype(str)
+    codes = pd.factorize(users)[0]
+    stamps = pd.to_datetime(pd.concat([rows[fn.EVENT_TIMESTAMP], log[fn.EVENT_TIMESTAMP]], ignore_index=True), utc=True)
+    ns = stamps.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    flag = np.r_[np.zeros(len(rows), np.int8), np.ones(len(log), np.int8)]  # at equal times rows sort first
+    order = np.lexsort((flag, ns, codes))  # by user, then time, rows before events
+    sorted_codes = codes[order]
+    group_start = np.searchsorted(sorted_codes, sorted_codes, side="left")
+    where = np.empty(len(order), np.int64)
+    where[order] = np.arange(len(order))
+    types = np.r_[np.full(len(rows), "", dtype=object), log["type"].astype(str).to_numpy(dtype=object)][order]
+    out: dict[str, np.ndarray] = {}
+    for kind in EVENT_TYPES:
+        hit = (types == kind).astype(np.int64)
+        before = np.cumsum(hit) - hit  # events of this kind earlier in the order
+        counts = before - before[group_start]  # ... of this listener
+        out[f"n_{kind}"] = counts[where[: len(rows)]].astype(np.float64)
+    plays, skips = out["n_play"], out["n_skip"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(plays + skips > 0, skips / np.maximum(plays + skips, 1), 0.0)
+    out["skip_rate"] = rate.astype(np.float32).astype(np.float64)
+    return pd.DataFrame(out, index=rows.index)
+
+
 # --- inputs and refusals ---------------------------------------------------------------------------------
 
 
