@@ -95,8 +95,10 @@ def test_served_recent_event_features_equal_point_in_time_training_features(stor
 
 def test_an_event_never_counts_toward_its_own_time() -> None:
     at = pd.Timestamp("2026-12-07 01:00:00", tz="UTC")
-    log = pd.DataFrame({fn.USER_ID: ["a", "a", "a", "b"], "type": ["play", "skip", "play", "skip"],
-                        fn.EVENT_TIMESTAMP: [at, at + pd.Timedelta(seconds=1), at + pd.Timedelta(seconds=2), at]})  # fmt: skip
+    times = [at, at + pd.Timedelta(seconds=1), at + pd.Timedelta(seconds=2), at]
+    log = pd.DataFrame(
+        {fn.USER_ID: ["a", "a", "a", "b"], "type": ["play", "skip", "play", "skip"], fn.EVENT_TIMESTAMP: times}
+    )
     rows = log[[fn.USER_ID, fn.EVENT_TIMESTAMP]].copy()  # one row per event, at the event's own time
     got = activity_before(log, rows)
     assert got["n_play"].tolist() == [0, 1, 1, 0] and got["n_skip"].tolist() == [0, 0, 1, 0]
