@@ -11,7 +11,8 @@ part with fsync, aggregates, commit, online push), fed `--batches` batches of 50
 the Redis server's own CPU is not in it). The first `--warmup` batches are left out (imports, first reads).
 On a shared machine the CPU time is the steadier number: 500 / CPU seconds per batch is the rate one unloaded
 core would sustain for this part of the path. Writes `docs/results/events/events_batch_cpu.json` (rows keyed by
-`--label`, so a run of another checkout can be added beside) unless `--no-write`.
+`--label` and store, so a run of another checkout can be added beside: run this file with that checkout first on
+PYTHONPATH) and the table between the `ingest-cpu-table` markers of docs/events.md, unless `--no-write`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ from encore.store import Store, StoreSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs/results/events/events_batch_cpu.json"
+DOC = ROOT / "docs/events.md"
+TABLE_START, TABLE_END = "<!-- ingest-cpu-table start -->", "<!-- ingest-cpu-table end -->"
+COLUMNS = ["label", "store", "batches", "cpu_ms_p50", "cpu_ms_mean", "events_per_cpu_s", "wall_ms_p50",
+           "events_per_wall_s", "load_average_1m", "at"]  # fmt: skip
 BATCH = 500
 TYPES = ["play"] * 6 + ["skip"] * 2 + ["like", "dislike"]
 
@@ -143,7 +148,20 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in rows if (r["label"], r["store"]) != (row["label"], row["store"])] + [row]
         OUT.parent.mkdir(parents=True, exist_ok=True)
         OUT.write_text(json.dumps(rows, indent=1) + "\n")
+        write_table(rows)
     return 0
+
+
+def write_table(rows: list[dict]) -> None:
+    """The docs table, made from the JSON rows only."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(row[c]) for c in COLUMNS) + " |" for row in rows]
+    text = DOC.read_text()
+    if TABLE_START not in text:
+        return
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    DOC.write_text(f"{head}{TABLE_START}\n" + "\n".join(lines) + f"\n{TABLE_END}{tail}")
 
 
 if __name__ == "__main__":
