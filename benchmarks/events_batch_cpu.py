@@ -140,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the timed batches to stderr")
     parser.add_argument("--profile-lines", type=int, default=40)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--table", action="store_true", help="only rewrite the docs table from the JSON")
     args = parser.parse_args(argv)
+    if args.table:
+        write_table(json.loads(OUT.read_text()))
+        return 0
     row = run(args)
     print(json.dumps(row), flush=True)
     if not args.no_write:
