@@ -398,8 +398,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="promote even when worse than serving")
     parser.add_argument("--rollback", action="store_true", help="restore the bundle before the last promotion")
     parser.add_argument("--refit-codebooks", action="store_true", help="not implemented yet: refused")
-    parser.add_argument("--activity-features", action="store_true",
-                        help="the candidate's ranker reads recent-event features (n_play, ..., skip_rate)")
+    parser.add_argument(
+        "--activity-features",
+        action="store_true",
+        help="the candidate's ranker reads recent-event features (n_play, ..., skip_rate)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
