@@ -8,7 +8,8 @@
 
 Starts the three services as processes (services/stack.py, the uvicorn options `make run` uses), then, in one run:
 1. `idle`: one sequential client asks /recommend for known users for --seconds (p50, p99);
-2. `paced_1000`: the same while a sender posts 1,000 events/s (two batches of 500 a second);
+2. `paced_1000`: the same while `--paced-senders` senders together post 1,000 events/s (each one batch of 500
+   every senders/2 seconds; more than one, so that a batch slower than half a second does not lower the rate);
 3. `ingest`: --senders concurrent senders post batches of 500 as fast as answers come, for --seconds.
 Events are plays/skips/likes/dislikes of catalogue tracks by 2,000 new listeners, with fresh ids (no repeats).
 With `--before`, the three phases run first against that checkout's services, then against this one's, on the same
@@ -214,7 +215,7 @@ def measure(root: Path, base: Path, args: argparse.Namespace, tracks: list[str],
         batches = Batches(tracks)
         return [
             run_phase("idle", stack, batches, users, args, 0, None),
-            run_phase("paced_1000", stack, batches, users, args, 1, BATCH / 1000),
+            run_phase("paced_1000", stack, batches, users, args, args.paced_senders, args.paced_senders * BATCH / 1000),
             run_phase("ingest", stack, batches, users, args, args.senders, None),
         ]
     finally:
@@ -230,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
     parser.add_argument("--senders", type=int, default=4, help="concurrent senders in the ingest phase")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers per service")
+    parser.add_argument("--paced-senders", type=int, default=2, help="senders sharing the paced 1,000 events/s")
     parser.add_argument("--append", action="store_true", help="add the rows to the CSV instead of replacing it")
     parser.add_argument("--no-write", action="store_true", help="print only; leave the CSV and the docs alone")
     parser.add_argument("--before", type=Path, default=None, help="another checkout, measured first in the same run")
@@ -256,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         f"client on the same machine; load average {args.load_start:.1f} at the start), {args.workers} worker(s) per "
         f"service, {args.online} store, quick world ({len(tracks)} tracks{', reused' if args.world else ''}); "
         f"`python -m benchmarks.events_ingest {'--world <dir> --project ' + args.project + ' ' if args.world else ''}"
-        f"--online {args.online} --seconds {args.seconds:g} --senders {args.senders} --workers {args.workers}"
+        f"--online {args.online} --seconds {args.seconds:g} --senders {args.senders} --workers {args.workers} "
+        f"--paced-senders {args.paced_senders}"
         f"{' --before <checkout of ' + args.before_label + '>' if args.before else ''}`.",
     ]
     if not args.no_write:
