@@ -22,6 +22,7 @@ from encore import feature_names as fn
 from encore.artifacts import current_bundle_path, load_bundle
 from encore.events import Event, EventLog
 from encore.io import sha256_file
+from encore.job_lock import job_lock
 from encore.retriever_bundle import RetrieverComponent
 from encore.settings import EncoreSettings
 from encore.store import Store
@@ -141,7 +142,10 @@ def test_a_worse_candidate_is_not_promoted_and_the_report_says_why(world: Retrai
     assert evaluation["users"] >= 20 and report["new_tracks"] == 1
     negatives = world.root / retrain.REPORTS / report["window"]["negatives"]
     assert sha256_file(negatives) == report["window"]["sha256"]
-    assert "**Not promoted.**" in (world.root / retrain.REPORTS / "retrain-untrained.md").read_text()
+    markdown = (world.root / retrain.REPORTS / "retrain-untrained.md").read_text()
+    assert "**Not promoted.**" in markdown and "Liking, reported only" in markdown
+    liking = evaluation["liking"]  # plays against skips alone: its own listeners and GAUCs, beside the verdict
+    assert 10 <= liking["users"] <= evaluation["users"] and liking["serving"] != evaluation["serving"]
     load_bundle(world.root / "retrain-untrained")  # written whole, just not CURRENT
 
 
@@ -174,3 +178,29 @@ def test_a_second_retrain_is_refused_while_one_holds_the_lock(world: RetrainWorl
         assert other.returncode == retrain.EXIT_LOCKED and "another retrain holds" in other.stderr  # another process
     assert current_bundle_path(world.root).name == current
     assert not (world.root / "retrain-second").exists()
+
+
+def test_a_retrain_on_another_node_holds_the_stores_lock(world: RetrainWorld) -> None:
+    """Another node (its own artifacts folder, so no shared flock) sharing the store holds the store's lock."""
+    current = current_bundle_path(world.root).name
+    with job_lock(Store(world.store.settings), "retrain"):
+        assert retrain.main(["--rollback"]) == retrain.EXIT_LOCKED
+    assert current_bundle_path(world.root).name == current
+
+
+def test_a_candidate_with_recent_event_features_trains_and_is_judged_with_them(world: RetrainWorld) -> None:
+    from encore.ranker_bundle import RankerComponent
+    from encore.ranker_frame import ACTIVITY_COLUMNS
+
+    current = current_bundle_path(world.root).name
+    argv = ["--epochs", "1", "--recall-epochs", "1", "--bundle-id", "retrain-activity", "--activity-features"]
+    argv.append("--quiet")
+    assert retrain.main(argv) in (retrain.EXIT_PROMOTED, retrain.EXIT_NOT_PROMOTED)
+    spec = RankerComponent.read(load_bundle(world.root / "retrain-activity")).spec
+    assert set(ACTIVITY_COLUMNS) <= {f.column for f in spec.fields}
+    assert 0 <= _report(world.root, "retrain-activity")["evaluation"]["candidate"] <= 1
+    events = retrain.labelled_events(world.store)
+    joined = retrain.point_in_time(world.store, events.tail(50))
+    assert (joined["n_play"] + joined["n_skip"] > 0).all()  # late events: their listeners have earlier ones
+    if current_bundle_path(world.root).name != current:
+        retrain.main(["--rollback"])
