@@ -27,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from statistics import median
 
@@ -39,7 +41,7 @@ from encore.store import StoreSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results" / "performance"
-WORLDS = ROOT / "data" / "perf" / "worlds"
+WORLDS = Path(os.environ.get("ENCORE_PERF_WORLDS", ROOT / "data" / "perf" / "worlds"))  # 1M takes ~30 min to build
 CODE = ROOT / "data" / "perf" / "code"
 WARMUP_REQUESTS = 100
 READY_LINE = "Application startup complete."
@@ -142,6 +144,28 @@ def run_once(code: Path, env: dict[str, str], n_workers: int, timeout_s: float) 
         os.unlink(log_file.name)
 
 
+@contextmanager
+def variant_env(world: Path, variant: str, env: dict[str, str]) -> Iterator[tuple[dict[str, str], str]]:
+    """(environment, state suffix of the version's name) of one run of `variant`.
+
+    Restarts (`before`, `after`) keep their encoded item inputs in a folder per world and version, as a
+    restarted host keeps its temp dir; a run that finds it empty is a first start and named so. `after-first`
+    and `after-nosnap` get empty folders (for the item inputs; for the track snapshot too), removed after.
+    """
+    if variant in ("before", "after"):
+        items = world / f"item-cache-{variant}"
+        state = "" if items.is_dir() and any(items.iterdir()) else ", first start"
+        yield {**env, "ENCORE_RANKER_ITEM_CACHE_DIR": str(items)}, state
+        return
+    with tempfile.TemporaryDirectory(dir=world, prefix=".run-") as scratch:
+        run_env = {**env, "ENCORE_RANKER_ITEM_CACHE_DIR": str(Path(scratch) / "items")}
+        if variant == "after-nosnap":
+            run_env["ENCORE_RANKER_TRACK_SNAPSHOT_DIR"] = str(Path(scratch) / "tracks")
+            yield run_env, ", no snapshot"
+        else:
+            yield run_env, ", first start"
+
+
 def summarize(runs: list[dict]) -> list[dict]:
     rows = []
     versions = list(dict.fromkeys(r["version"] for r in runs))  # in order of first appearance
@@ -198,6 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after-name", default="after", help="the after version's name in the results")
     parser.add_argument("--append", action="store_true", help="add these runs to the existing results")
     parser.add_argument("--before-max-catalog", type=int, default=100_000, help="larger catalogs: after only")
+    parser.add_argument(
+        "--variants",
+        default="before,after",
+        help="runs per catalog and repeat: before, after (restarts: the item inputs of an earlier run are "
+        "on disk), after-first (the first start of a bundle: no encoded inputs yet; the snapshot the world's "
+        "bootstrap wrote), after-nosnap (no snapshot either: the first worker reads the store and writes one)",
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout-s", type=float, default=900)
@@ -219,14 +250,16 @@ def main(argv: list[str] | None = None) -> int:
             "ENCORE_RETRIEVER_URL": "http://127.0.0.1:9",  # nothing listens: popularity candidates (no retriever cost)
             "ENCORE_LOG_LEVEL": "warning",
         }
-        names = ["before", "after"] if catalog <= args.before_max_catalog else ["after"]
+        names = [v for v in args.variants.split(",") if v != "before" or catalog <= args.before_max_catalog]
         for repeat in range(args.repeats):
-            for version in names if repeat % 2 == 0 else names[::-1]:
-                print(f"[{label}] {version} run {repeat + 1}/{args.repeats} (load {load_average()})", flush=True)
-                result = run_once(versions[version], env, args.workers, args.timeout_s)
-                name = args.after_name if version == "after" else version
+            for variant in names if repeat % 2 == 0 else names[::-1]:
+                version = variant.split("-")[0]
+                print(f"[{label}] {variant} run {repeat + 1}/{args.repeats} (load {load_average()})", flush=True)
+                with variant_env(world.folder, variant, env) as (run_env, state):
+                    result = run_once(versions[version], run_env, args.workers, args.timeout_s)
+                name = (args.after_name if version == "after" else version) + state
                 runs.append({"catalog": catalog, "version": name, "ref": refs[version], "repeat": repeat, **result})
-                print(f"[{label}] {version}: {json.dumps(result)}", flush=True)
+                print(f"[{label}] {name}: {json.dumps(result)}", flush=True)
                 summary = save(args, argv, previous, runs)  # after every run: a long run can be cut short
     print(json.dumps(summary, indent=2))
     return 0

@@ -224,6 +224,12 @@ def write_track_snapshot(store: Store, folder: Path | None = None) -> Snapshot:
     return TrackSnapshots(store, folder or default_folder(store)).write()
 
 
+def ensure_track_snapshot(store: Store, folder: Path | None = None) -> Snapshot:
+    """A usable snapshot of `store`: the current one (updated with later writes) or a new one."""
+    store.track_log.ensure()
+    return TrackSnapshots(store, folder or default_folder(store)).open()
+
+
 def default_folder(store: Store) -> Path:
     return store.settings.data_dir / "track_table"
 

@@ -79,6 +79,7 @@ class TrackTable:
         self.store = store
         self.snapshots = snapshots  # with them, a full load maps the persisted table (encore.track_snapshot)
         self._snapshot_name: str | None = None  # the persisted snapshot the table was loaded from
+        self._persisted: tuple[str, int, int] | None = None  # (its name, the generation, rows) while held
         self.max_age_s = max_age_s
         self.miss_ttl_s = miss_ttl_s
         self._snapshot = self._build([], widths=None)
@@ -130,8 +131,17 @@ class TrackTable:
         )
         with self._write_lock:
             self._snapshot, self._snapshot_name = snapshot, persisted.name
+            self._persisted = (persisted.name, snapshot.generation, len(snapshot.index))
             self._misses = {}
         return len(snapshot.index)
+
+    def content_key(self, stop: int) -> str | None:
+        """The persisted snapshot's name while rows [0, stop) are exactly its rows (workers that loaded it hold
+        equal rows: no need to hash them); None otherwise."""
+        persisted = self._persisted
+        if persisted is None or persisted[1] != self._snapshot.generation or persisted[2] != stop:
+            return None
+        return persisted[0]
 
     def refresh(self, track_ids: Iterable[str]) -> list[str]:
         """Read ids the table does not hold from the store; returns those it now holds."""

@@ -311,11 +311,14 @@ def tables_dir(bundle_id: str) -> Path:
 def fill_store(bundle_id: str) -> None:
     """Apply the Feast repo and write the bundle's feature tables into the online store."""
     from encore.store import Store
+    from encore.track_snapshot import write_track_snapshot
 
     store = Store(EncoreSettings().store())
     tables = FeatureTables.load(tables_dir(bundle_id))
     store.apply()
     store.materialize_frames(tables.users, tables.track_meta, tables.track_content)
+    # The ranker maps this persisted track table instead of reading every track (encore/track_snapshot.py).
+    write_track_snapshot(store)
     write_json_atomic(tables_dir(bundle_id) / "store.json", {"project": store.settings.project})
 
 

@@ -242,3 +242,13 @@ def test_a_folder_it_cannot_write_falls_back_to_the_store(store: Store, tmp_path
     table = TrackTable(store, snapshots=TrackSnapshots(store, blocked))
     table.load()
     _serves_the_store(table, store, [f"t{i}" for i in range(N_TRACKS)])
+
+
+def test_tables_loaded_from_one_snapshot_share_a_content_key_until_their_rows_differ(store: Store) -> None:
+    first, second = _loaded(store), _loaded(store)
+    n = len(first)
+    assert first.content_key(n) is not None and first.content_key(n) == second.content_key(n)
+    store.push_track("up-k", None, _content(9))
+    assert first.refresh(["up-k"]) == ["up-k"]  # appended in this worker only
+    assert first.content_key(n + 1) is None and first.content_key(n) == second.content_key(n)
+    assert TrackTable(store).content_key(0) is None  # a table read from the store is hashed instead
