@@ -33,6 +33,7 @@ from pathlib import Path
 from statistics import median
 
 import httpx
+import numpy as np
 import psutil
 
 from benchmarks.serving_world import build_world, size_label
@@ -44,6 +45,7 @@ OUT = ROOT / "docs" / "results" / "performance"
 WORLDS = Path(os.environ.get("ENCORE_PERF_WORLDS", ROOT / "data" / "perf" / "worlds"))  # 1M takes ~30 min to build
 CODE = ROOT / "data" / "perf" / "code"
 WARMUP_REQUESTS = 100
+TIMED_REQUESTS = 200  # one client, after the warm-up: /recommend latency against catalog size (popularity candidates)
 READY_LINE = "Application startup complete."
 
 
@@ -109,13 +111,20 @@ def run_once(code: Path, env: dict[str, str], n_workers: int, timeout_s: float) 
                 result["status"] = f"not ready after {timeout_s:.0f} s"
                 return result
             time.sleep(0.1)
+        statuses, latencies = [], []
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            statuses = [
-                client.get("/recommend", params={"user_id": f"u{i}"}).status_code for i in range(WARMUP_REQUESTS)
-            ]
+            for i in range(WARMUP_REQUESTS + TIMED_REQUESTS):
+                sent = time.perf_counter()
+                statuses.append(client.get("/recommend", params={"user_id": f"u{i % 5000}"}).status_code)
+                if i >= WARMUP_REQUESTS:
+                    latencies.append((time.perf_counter() - sent) * 1000)
             ready_body = client.get("/readyz").json()
         if set(statuses) != {200}:
             raise RuntimeError(f"warm-up answers {sorted(set(statuses))}")
+        result["latency_ms"] = {
+            "p50": round(float(np.percentile(latencies, 50)), 2),
+            "p99": round(float(np.percentile(latencies, 99)), 2),
+        }
         workers = []
         for worker in workers_of(psutil.Process(process.pid)):
             info = worker.memory_full_info()
@@ -184,9 +193,16 @@ def summarize(runs: list[dict]) -> list[dict]:
                     "uss_mib_per_worker_median": round(median(w["uss_mib"] for r in ok for w in r["workers"]), 1),
                     "rss_mib_per_worker_median": round(median(w["rss_mib"] for r in ok for w in r["workers"]), 1),
                     "load_median": round(median(r["load_before"][0] for r in ok), 2),
+                    "p50_ms_median": _median_of(ok, "p50"),
+                    "p99_ms_median": _median_of(ok, "p99"),
                 }
             )
     return rows
+
+
+def _median_of(runs: list[dict], key: str) -> float | None:
+    values = [r["latency_ms"][key] for r in runs if "latency_ms" in r]
+    return round(median(values), 2) if values else None
 
 
 def save(args: argparse.Namespace, argv: list[str] | None, previous: Path, runs: list[dict]) -> list[dict]:
