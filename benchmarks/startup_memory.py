@@ -163,7 +163,7 @@ def variant_env(world: Path, variant: str, env: dict[str, str]) -> Iterator[tupl
     """
     if variant in ("before", "after"):
         items = world / f"item-cache-{variant}"
-        state = "" if items.is_dir() and any(items.iterdir()) else ", first start"
+        state = "" if items.is_dir() and any(p.is_dir() for p in items.iterdir()) else ", first start"
         yield {**env, "ENCORE_RANKER_ITEM_CACHE_DIR": str(items)}, state
         return
     with tempfile.TemporaryDirectory(dir=world, prefix=".run-") as scratch:

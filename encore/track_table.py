@@ -63,6 +63,10 @@ class TrackTable:
       lookup starts one background reload and keeps serving the old snapshot until the new one swaps in.
       So an overwrite of an existing track (re-push, new training snapshot) shows within ~max_age_s.
     - Readers never lock: each lookup uses one immutable snapshot; writers build a new one and swap it.
+    - With `snapshots` (encore.track_snapshot, the ranker's default), a full load maps the table persisted on
+      disk instead of reading the whole store: brought up to date first with the tracks the store's write log
+      (encore.track_log) lists since it, rebuilt from the store when it does not fit the store or schema. A
+      reload after max_age_s is then cheap, and keeps the rows and generation when nothing was written since.
     Embeddings (and token lists) must all have one length; a row that does not fit is served as missing
     content (present[track_content] False) and logged. After the first load, call `gc.freeze()` once:
     it moves the table out of the GC's generations and removes the p99 spikes full collections cause.
