@@ -256,7 +256,8 @@ def _save(path: Path, values: np.ndarray) -> None:
 
 
 def _load(path: Path, n: int) -> np.ndarray:
-    values = np.load(path, mmap_mode="r", allow_pickle=False)
+    # A plain ndarray over the mapping: np.memmap's subclass hooks cost time on every hot-path gather.
+    values = np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
     if len(values) != n:
         raise SnapshotError(f"{path} holds {len(values)} rows, the manifest {n}")
     return values
