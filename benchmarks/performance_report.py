@@ -26,8 +26,8 @@ def table(report: dict) -> str:
     rows = {(r["catalog"], r["version"]): r for r in report["summary"]}
     lines = [
         "| catalog | version | runs | ready s (median) | PSS MiB / worker | USS MiB / worker | RSS MiB / worker "
-        "| p50 / p99 ms | load avg (1 min) | ready: before / after |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| start-up CPU s | p50 / p99 ms | load avg (1 min) | ready: before / after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (catalog, version), r in rows.items():  # the summary's order: by catalog, versions as first run
         before = rows.get((catalog, "before"))
@@ -36,9 +36,13 @@ def table(report: dict) -> str:
         lines.append(
             f"| {size_label(catalog)} | {version} ({_ref(report, version)}) | {r['runs']} | {r['ready_s_median']:.1f} "
             f"| {r['pss_mib_per_worker_median']:.0f} | {r['uss_mib_per_worker_median']:.0f} "
-            f"| {r['rss_mib_per_worker_median']:.0f} | {_latency(r)} | {r['load_median']:.1f} | {ratio} |"
+            f"| {r['rss_mib_per_worker_median']:.0f} | {_cpu(r)} | {_latency(r)} | {r['load_median']:.1f} | {ratio} |"
         )
     return "\n".join(lines)
+
+
+def _cpu(row: dict) -> str:
+    return "" if row.get("startup_cpu_s_median") is None else f"{row['startup_cpu_s_median']:.1f}"
 
 
 def _latency(row: dict) -> str:

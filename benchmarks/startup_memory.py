@@ -80,6 +80,18 @@ def workers_of(parent: psutil.Process) -> list[psutil.Process]:
     return [p for p in parent.children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
 
 
+def cpu_seconds(parent: psutil.Process) -> float:
+    """CPU time (user + system) the ranker's processes have used so far: what start-up costs, whatever the load."""
+    total = 0.0
+    for proc in [parent, *parent.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return round(total, 2)
+
+
 def run_once(code: Path, env: dict[str, str], n_workers: int, timeout_s: float) -> dict:
     """Start the ranker from `code`, wait for every worker, warm it up, measure its workers, stop it."""
     port = free_port()
@@ -104,6 +116,7 @@ def run_once(code: Path, env: dict[str, str], n_workers: int, timeout_s: float) 
             if ready >= n_workers:
                 result["ready_s"] = round(time.perf_counter() - started, 2)
                 result["first_ready_s"] = round(first or 0.0, 2)
+                result["startup_cpu_s"] = cpu_seconds(psutil.Process(process.pid))
                 break
             if process.poll() is not None:
                 raise RuntimeError(f"ranker exited with {process.returncode}:\n{text[-3000:]}")
@@ -193,11 +206,17 @@ def summarize(runs: list[dict]) -> list[dict]:
                     "uss_mib_per_worker_median": round(median(w["uss_mib"] for r in ok for w in r["workers"]), 1),
                     "rss_mib_per_worker_median": round(median(w["rss_mib"] for r in ok for w in r["workers"]), 1),
                     "load_median": round(median(r["load_before"][0] for r in ok), 2),
+                    "startup_cpu_s_median": _cpu_median(ok),
                     "p50_ms_median": _median_of(ok, "p50"),
                     "p99_ms_median": _median_of(ok, "p99"),
                 }
             )
     return rows
+
+
+def _cpu_median(runs: list[dict]) -> float | None:
+    values = [r["startup_cpu_s"] for r in runs if "startup_cpu_s" in r]
+    return round(median(values), 2) if values else None
 
 
 def _median_of(runs: list[dict], key: str) -> float | None:
