@@ -123,7 +123,8 @@ class TrackSnapshots:
         base = self._map(manifest)
         widths = _widths(base)
         fresh = read_columns(self.store.reader, changed, fn.FIELD_DTYPES, widths)
-        keep = ~np.isin(np.array(base.ids, dtype=object), np.array(changed, dtype=object))
+        gone = set(changed)  # a set: np.isin over object arrays compares every id with every changed one
+        keep = np.fromiter((t not in gone for t in base.ids), bool, count=len(base.ids))
         merged = _concat(_take(base, keep), fresh)
         log.info("track snapshot updated with %d tracks written since it (%d rows)", len(changed), len(merged.ids))
         return self._publish(merged, last, manifest["store"]["store_id"])
