@@ -42,7 +42,7 @@ from encore.store import StoreSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results" / "performance"
-WORLDS = Path(os.environ.get("ENCORE_PERF_WORLDS", ROOT / "data" / "perf" / "worlds"))  # 1M takes ~30 min to build
+WORLDS = Path(os.environ.get("ENCORE_PERF_WORLDS", ROOT / "data" / "perf" / "worlds"))  # or --worlds
 CODE = ROOT / "data" / "perf" / "code"
 WARMUP_REQUESTS = 100
 TIMED_REQUESTS = 200  # one client, after the warm-up: /recommend latency against catalog size (popularity candidates)
@@ -268,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout-s", type=float, default=900)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--worlds", type=Path, default=WORLDS, help="where the worlds are built and cached")
     args = parser.parse_args(argv)
 
     versions = {"before": export_ref(args.before), "after": export_ref(args.after)}
@@ -277,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     summary: list[dict] = []
     for catalog in (int(c) for c in args.catalogs.split(",")):
         label = size_label(catalog)
-        world = build_world(WORLDS, catalog, StoreSettings(WORLDS / label / "feast", f"bench_{label}", "sqlite"))
+        settings = StoreSettings(args.worlds / label / "feast", f"bench_{label}", "sqlite")
+        world = build_world(args.worlds, catalog, settings)
         env = {
             **os.environ,
             **world.env(),
