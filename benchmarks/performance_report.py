@@ -62,7 +62,7 @@ def chart(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right, latency) = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, (left, cpu, right, latency) = plt.subplots(1, 4, figsize=(19, 4.6))
     versions = list(dict.fromkeys(r["version"] for r in report["summary"]))
     for version, style in zip(versions, ("o--", "s-", "^-.", "d:", "v-", "x--"), strict=False):
         rows = sorted((r for r in report["summary"] if r["version"] == version), key=lambda r: r["catalog"])
@@ -71,6 +71,9 @@ def chart(report: dict, path: Path) -> None:
         x = [r["catalog"] for r in rows]
         left.plot(x, [r["ready_s_median"] for r in rows], style, label=version)
         right.plot(x, [r["pss_mib_per_worker_median"] for r in rows], style, label=version)
+        costed = [r for r in rows if r.get("startup_cpu_s_median") is not None]
+        if costed:
+            cpu.plot([r["catalog"] for r in costed], [r["startup_cpu_s_median"] for r in costed], style, label=version)
         timed = [r for r in rows if r.get("p50_ms_median") is not None]
         if timed:
             latency.plot([r["catalog"] for r in timed], [r["p50_ms_median"] for r in timed], style, label=version)
@@ -78,6 +81,7 @@ def chart(report: dict, path: Path) -> None:
     right.axhline(PSS_GOAL_MIB, color="grey", linewidth=0.8, linestyle=":", label=f"goal {PSS_GOAL_MIB:.0f} MiB at 10k")
     panels = (
         (left, "ranker ready (all workers), s"),
+        (cpu, "start-up CPU (all processes), s"),
         (right, "PSS per worker, MiB"),
         (latency, "/recommend p50, ms (1 client, 200 candidates)"),
     )
