@@ -92,12 +92,13 @@ def cpu_seconds(parent: psutil.Process) -> float:
     return round(total, 2)
 
 
-def run_once(code: Path, env: dict[str, str], n_workers: int, timeout_s: float) -> dict:
+def run_once(code: Path, env: dict[str, str], n_workers: int, timeout_s: float, healthcheck_s: int = 5) -> dict:
     """Start the ranker from `code`, wait for every worker, warm it up, measure its workers, stop it."""
     port = free_port()
     command = [
         sys.executable, "-m", "uvicorn", "services.ranker.main:create_app", "--factory", "--host", "127.0.0.1",
         "--port", str(port), "--workers", str(n_workers), "--log-level", "info", "--no-access-log",
+        "--timeout-worker-healthcheck", str(healthcheck_s),
     ]  # fmt: skip
     log_file = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115 - removed below
     load_before = load_average()
@@ -265,6 +266,13 @@ def main(argv: list[str] | None = None) -> int:
         "bootstrap wrote), after-nosnap (no snapshot either: the first worker reads the store and writes one)",
     )
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--healthcheck-s",
+        type=int,
+        default=5,
+        help="uvicorn's --timeout-worker-healthcheck (its default 5): a worker that does not answer the parent's "
+        "ping in time is killed and restarted",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout-s", type=float, default=900)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -293,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                 version = variant.split("-")[0]
                 print(f"[{label}] {variant} run {repeat + 1}/{args.repeats} (load {load_average()})", flush=True)
                 with variant_env(world.folder, variant, env) as (run_env, state):
-                    result = run_once(versions[version], run_env, args.workers, args.timeout_s)
+                    result = run_once(versions[version], run_env, args.workers, args.timeout_s, args.healthcheck_s)
                 name = (args.after_name if version == "after" else version) + state
                 runs.append({"catalog": catalog, "version": name, "ref": refs[version], "repeat": repeat, **result})
                 print(f"[{label}] {name}: {json.dumps(result)}", flush=True)
