@@ -276,6 +276,7 @@ class RankerSettings(ServiceSettings):
     track_snapshot_dir: str = setting(
         "auto",
         "ENCORE_RANKER_TRACK_SNAPSHOT_DIR",
+        "ENCORE_TRACK_SNAPSHOT_DIR",  # pydantic-settings reads ENCORE_<field> too: listed, so it warns
         description="folder of the persisted track table (encore/track_snapshot.py): workers map it instead of "
         "reading every track from the store, and re-read only tracks written since it; `auto`: `track_table` in "
         "`ENCORE_FEAST_DATA_DIR` (where the bootstrap writes it) when that is writable, else "
