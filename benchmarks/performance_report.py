@@ -34,7 +34,8 @@ def table(report: dict) -> str:
         # only "after" ran alternating with "before" in one command: other versions ran at another load
         ratio = f"{before['ready_s_median'] / r['ready_s_median']:.1f}x" if before and version == "after" else ""
         lines.append(
-            f"| {size_label(catalog)} | {version} ({_ref(report, version)}) | {r['runs']} | {r['ready_s_median']:.1f} "
+            f"| {size_label(catalog)} | {version} ({_ref(report, catalog, version)}) | {r['runs']} "
+            f"| {r['ready_s_median']:.1f} "
             f"| {r['pss_mib_per_worker_median']:.0f} | {r['uss_mib_per_worker_median']:.0f} "
             f"| {r['rss_mib_per_worker_median']:.0f} | {_cpu(r)} | {_latency(r)} | {r['load_median']:.1f} | {ratio} |"
         )
@@ -51,8 +52,8 @@ def _latency(row: dict) -> str:
     return f"{row['p50_ms_median']:.1f} / {row['p99_ms_median']:.1f}"
 
 
-def _ref(report: dict, version: str) -> str:
-    refs = {run["ref"] for run in report["runs"] if run["version"] == version}
+def _ref(report: dict, catalog: int, version: str) -> str:
+    refs = {run["ref"] for run in report["runs"] if run["version"] == version and run["catalog"] == catalog}
     return ", ".join(sorted(refs))
 
 
