@@ -36,6 +36,7 @@ from encore.io import atomic_path
 from encore.ranker_frame import TrackFeatures, build_frame, is_item_field
 from encore.schema import FeatureSpec
 from encore.track_table import TrackBatch, TrackTable
+from services.ranker.request_inputs import RequestInputs
 
 log = logging.getLogger("encore.ranker")
 
@@ -146,6 +147,7 @@ class SplitSpec:
         self.spec = spec
         self.items = FeatureSpec([f for f in spec.fields if is_item_field(f)], label=None)
         self.request = FeatureSpec([f for f in spec.fields if not is_item_field(f)], label=None)
+        self.request_inputs = RequestInputs(self.request)
 
 
 def encode_item_rows(split: SplitSpec, items: TrackFeatures) -> dict[str, np.ndarray]:
@@ -203,7 +205,7 @@ class ItemInputCache:
         hit = self._users.get(user_id)
         if hit is not None and hit[0] is user:  # the user cache hands out the same row object until it expires
             return hit[1]
-        encoded = split.request.encode(build_frame(split.request, user_id, user, TrackFeatures.unknown(["?"])))
+        encoded = split.request_inputs.encode(user_id, user)  # what split.request's encoder gives, without pandas
         if len(self._users) >= USER_CACHE_SIZE:
             self._users.pop(next(iter(self._users)))
         self._users[user_id] = (user, encoded)

@@ -500,13 +500,10 @@ class Ranker:
         similarity = await self.query_similarity(query)  # first: a refused query costs no store read
         clock.lap("query")
 
-        user = await self.user_features(user_id)
-        recent, activity_degraded = NO_RECENT, None
-        if self.recent is not None:
-            try:
-                recent = await self.recent(user_id)
-            except Exception as error:  # served without the recent filter and fold-in
-                activity_degraded = f"activity store unavailable: {type(error).__name__}: {error}"
+        # two independent store reads (each in a worker thread on a miss): one round trip's wait, not two
+        user, (recent, activity_degraded) = await asyncio.gather(
+            self.user_features(user_id), self.recent_activity(user_id)
+        )
         clock.lap("user_features")
         candidates = await self.retrieve(user_id, max(self.n_candidates, k), model.popularity, recent)
         if candidates.source == FOLDIN_SOURCE:  # the fold-in's order is the only personal signal (RecentActivity)
@@ -530,6 +527,16 @@ class Ranker:
         for reason in reasons:
             self.metrics.degraded.labels(reason.split(":", 1)[0]).inc()
         return Recommendation(user_id, model.bundle_id, model.model_name, candidates.source, ranked, reasons)
+
+    async def recent_activity(self, user_id: str) -> tuple[Recent, str | None]:
+        """The listener's recent events, or none and why when the store could not be read (the answer is then
+        served without the recent filter and fold-in)."""
+        if self.recent is None:  # events not read (ENCORE_RANKER_READ_EVENTS=false)
+            return NO_RECENT, None
+        try:
+            return await self.recent(user_id), None
+        except Exception as error:
+            return NO_RECENT, f"activity store unavailable: {type(error).__name__}: {error}"
 
     async def query_similarity(self, query: str | None) -> dict[str, float] | None:
         if query is None:
