@@ -36,7 +36,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
 
 from encore.artifacts import BundleHolder
-from encore.ranker_frame import TrackFeatures, build_frame
+from encore.ranker_frame import ACTIVITY_COLUMNS, TrackFeatures, build_frame, uses_activity
 from encore.schema import FeatureSpec
 from encore.store import Store
 from encore.track_snapshot import TrackSnapshots
@@ -115,6 +115,7 @@ class Recommendation:
 class Recent:
     exclude: list[str]  # every recent track, newest first
     played: list[str]  # recent tracks whose latest event was a play or a like, newest first
+    features: dict[str, Any] = field(default_factory=dict)  # the row's recent-event features (ACTIVITY_COLUMNS)
 
     @classmethod
     def from_row(cls, row: dict[str, Any] | None) -> Recent:
@@ -124,7 +125,12 @@ class Recent:
         latest: dict[str, str] = {}
         for track, kind in zip(tracks, types, strict=False):  # newest first: the first type seen is the latest
             latest.setdefault(track, kind)
-        return cls(list(latest), [t for t, kind in latest.items() if kind in POSITIVE_TYPES])
+        features = {c: row[c] for c in ACTIVITY_COLUMNS if row.get(c) is not None}
+        return cls(list(latest), [t for t, kind in latest.items() if kind in POSITIVE_TYPES], features)
+
+    def user_row(self, profile: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The ranker's user mapping: the profile plus these recent-event features (for a spec that reads them)."""
+        return {**(profile or {}), **self.features} if self.features else profile
 
 
 NO_RECENT = Recent([], [])
@@ -513,7 +519,8 @@ class Ranker:
         references = played_tracks(recent.played, candidates.history)
         played = (await self.item_features(references)).features if references else None  # table rows: cheap
         clock.lap("item_features")
-        scores = self.score(model, user_id, user.profile, items.features)
+        profile = recent.user_row(user.profile) if uses_activity(model.spec) else user.profile
+        scores = self.score(model, user_id, profile, items.features)
         clock.lap("score")
         steering = None
         if similarity is not None and self.steer is not None:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
 from pydantic import TypeAdapter
+from starlette.concurrency import run_in_threadpool
 
 from encore.artifacts import BundleError, current_bundle_path
 from services.common.auth import ApiKey
@@ -38,6 +39,7 @@ RecentQuery = Annotated[
 # The search's own dataclasses serialized as CandidatesResponse's JSON (same fields, same order; a test checks the
 # bytes): building and validating 200 CandidateOut models per request cost several times the serialization.
 CANDIDATES_JSON = TypeAdapter(CandidateList)
+THREAD_MIN_ITEMS = 200_000  # searched off the event loop from here (exact search: several ms at 200k x 64 floats)
 
 
 @router.get(
@@ -54,9 +56,13 @@ async def get_candidates(
     played: RecentQuery = [],  # noqa: B006 - FastAPI copies query defaults
     exclude: RecentQuery = [],  # noqa: B006
 ) -> Response:
-    # On the event loop: the search is in-memory numpy work (as the ranker's ONNX call is); a plain `def` route
-    # cost two thread-pool round trips per request (the route, then FastAPI's check of its return value).
-    found = retriever.candidates(user_id, k, played, exclude)
+    # On the event loop while the search is short in-memory numpy work: a plain `def` route cost two thread-pool
+    # round trips per request (the route, then FastAPI's check of its return value). A large catalogue's exact
+    # search takes milliseconds; in the pool (numpy's products release the GIL) the loop keeps answering meanwhile.
+    if len(retriever.index.item_ids) >= THREAD_MIN_ITEMS:
+        found = await run_in_threadpool(retriever.candidates, user_id, k, played, exclude)
+    else:
+        found = retriever.candidates(user_id, k, played, exclude)
     metrics.candidates.labels(found.source).inc()
     return Response(CANDIDATES_JSON.dump_json(found), media_type="application/json")
 

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from encore.retriever_bundle import RetrieverComponent
 from encore.settings import RetrieverSettings
 from encore.store import Store
+from services.retriever import routes
 from services.retriever.main import create_app
 from services.retriever.schemas import CandidatesResponse
 from tests.services.error_shape import walk_routes
@@ -119,11 +120,14 @@ def test_posted_item_becomes_a_cold_candidate_for_matching_users(
     assert {"upload-y": True}.items() <= {c["track_id"]: c["cold"] for c in found}.items()
 
 
+@pytest.mark.parametrize("off_loop", [False, True], ids=["on-the-loop", "large-catalogue-thread"])
 def test_candidates_body_is_the_response_model_json(
-    client: TestClient, planted: Planted, trained: RecallArtifacts
+    client: TestClient, planted: Planted, trained: RecallArtifacts, off_loop: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The route serializes the search's dataclasses directly: the bytes are what CandidatesResponse gives, for
-    known, unknown, fold-in and cold answers alike."""
+    known, unknown, fold-in and cold answers alike; the same when a large catalogue is searched in the pool."""
+    if off_loop:
+        monkeypatch.setattr(routes, "THREAD_MIN_ITEMS", 0)
     fan = next(u for u, c in planted.user_clusters.items() if len(c) == 1 and u in set(trained.user_ids))
     cluster = next(iter(planted.user_clusters[fan]))
     item = {"track_id": "upload-z", "embedding": planted.centroids[cluster].tolist(), **ENCODER}
