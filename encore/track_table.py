@@ -120,6 +120,7 @@ class TrackTable:
         snapshot = self._build(ids, widths=None)  # built whole, then swapped in: no half-built table is served
         with self._write_lock:
             self._snapshot = snapshot
+            self._snapshot_name = self._persisted = None  # read from the store, not the persisted snapshot
             self._misses = {}
         return len(self._snapshot.index)
 

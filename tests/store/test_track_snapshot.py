@@ -252,3 +252,11 @@ def test_tables_loaded_from_one_snapshot_share_a_content_key_until_their_rows_di
     assert first.refresh(["up-k"]) == ["up-k"]  # appended in this worker only
     assert first.content_key(n + 1) is None and first.content_key(n) == second.content_key(n)
     assert TrackTable(store).content_key(0) is None  # a table read from the store is hashed instead
+
+
+def test_a_load_of_given_ids_is_not_mistaken_for_the_snapshot(store: Store) -> None:
+    table = _loaded(store)
+    table.load(["t0", "t1"])  # an explicit subset read from the store
+    assert len(table) == 2 and table.content_key(2) is None
+    table.load()  # the snapshot again (same name on disk): every track, not the subset kept
+    _serves_the_store(table, store, [f"t{i}" for i in range(N_TRACKS)])
