@@ -96,6 +96,10 @@ def table_key(spec: FeatureSpec, batch: TrackBatch) -> str:
     return digest.hexdigest()
 
 
+def _digest(*parts: str) -> str:
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+
+
 def private_dir(path: Path) -> Path | None:
     """`path` created for this user only (0700), or None when it exists but others could write into it."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -224,7 +228,8 @@ class ItemInputCache:
             whole = table.slice(0, stop)
             if whole.generation != generation:
                 return None
-            key = table_key(spec, whole)
+            content = table.content_key(stop)  # a persisted snapshot's name: hashing 1M rows took ~10 s
+            key = table_key(spec, whole) if content is None else _digest(spec.hash, content)
             block = shared_arrays(share_dir / key, lambda: self._encode(split, table, 0, stop, generation))
         else:
             block = self._encode(split, table, start, stop, generation)

@@ -39,6 +39,7 @@ from encore.artifacts import BundleHolder
 from encore.ranker_frame import ACTIVITY_COLUMNS, TrackFeatures, build_frame, uses_activity
 from encore.schema import FeatureSpec
 from encore.store import Store
+from encore.track_snapshot import TrackSnapshots
 from encore.track_table import TrackTable
 from services.common.errors import ServiceError
 from services.common.observability import RankerMetrics
@@ -328,14 +329,21 @@ class ItemFeatures:
     and those the store does not know either (or could not be asked) come back marked missing."""
 
     def __init__(
-        self, store: Store, max_age_s: float = 300.0, miss_ttl_s: float = 1.0, guard: StoreGuard | None = None
+        self,
+        store: Store,
+        max_age_s: float = 300.0,
+        miss_ttl_s: float = 1.0,
+        guard: StoreGuard | None = None,
+        snapshot_dir: Path | None = None,  # the persisted track table (encore/track_snapshot.py); None: store reads
     ):
         self.store, self.max_age_s, self.miss_ttl_s = store, max_age_s, miss_ttl_s
         self.guard = guard or StoreGuard(store)
+        self.snapshot_dir = snapshot_dir
         self.table: TrackTable | None = None
 
     def load(self) -> None:
-        self.table = TrackTable(self.store, max_age_s=self.max_age_s, miss_ttl_s=self.miss_ttl_s)
+        snapshots = TrackSnapshots(self.store, self.snapshot_dir) if self.snapshot_dir is not None else None
+        self.table = TrackTable(self.store, max_age_s=self.max_age_s, miss_ttl_s=self.miss_ttl_s, snapshots=snapshots)
         try:
             n = self.table.load()
             log.info("track table loaded: %d tracks", n)
