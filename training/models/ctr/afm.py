@@ -52,7 +52,8 @@ def attention_scores(attention: nn.Sequential, products: torch.Tensor) -> torch.
     """The attention MLP's unnormalised scores of (B, P, D) products -> (B, P, 1); `attention` is
     Linear(D, A) -> ReLU -> Linear(A, 1, no bias) -> Softmax, whose softmax is left to the caller."""
     first, last = attention[0], attention[2]
-    if not torch.is_grad_enabled():  # inference and ONNX export see the plain modules
+    # Inference, eval mode and ONNX export (which traces with grad enabled) see the plain modules.
+    if not (torch.is_grad_enabled() and first.training) or torch.jit.is_tracing():
         return last(torch.relu(first(products)))
     batch, pairs, dim = products.shape
     flat = products.reshape(batch * pairs, dim)
