@@ -30,6 +30,7 @@ from encore.settings import EncoreSettings
 from training.datasets.base import DatasetSplits, taste_fields
 from training.datasets.content import CONTENT_MODES, ContentArrays, MissingPolicy, build_item_content
 from training.datasets.dataset import Dataset, RecallSource
+from training.datasets.oracle import GenerativeTruth
 from training.datasets.protocol import USER, ProtocolConfig, ProtocolSplits, apply_protocol, joined_dataset
 
 GENERATOR_VERSION = 2
@@ -133,6 +134,17 @@ class World:
         p_label = _p_repeat_at_least(p_click, threshold, self.params.repeat_rate)
         pi = np.exp(lat["pop"][i] + self.params.exposure_taste * taste - lat["log_z"][u])
         return p_label, np.minimum(1.0, lat["n_plays"][u] * pi)
+
+    def generative_truth(self, threshold: int) -> GenerativeTruth:
+        """Exposure weights over the catalog, plays per user and P(label | played): what the exact oracle needs."""
+        lat, params = self.latent, self.params
+        tracks = np.arange(len(lat["pop"]))
+
+        def weights(users: np.ndarray) -> np.ndarray:
+            taste = _taste(lat, np.asarray(users)[:, None], tracks[None, :], params)
+            return np.exp(lat["pop"][None, :] + params.exposure_taste * taste - lat["log_z"][users][:, None])
+
+        return GenerativeTruth(weights, lat["n_plays"].astype(np.int64), lambda u, i: self.truth(u, i, threshold)[0])
 
 
 def load_world(params: WorldParams, root: Path | None = None, progress: bool = True) -> World:
@@ -537,7 +549,7 @@ def load_synthetic(
     key = (str(world.folder), cfg)
     if key not in _PROTOCOL_CACHE:
         _PROTOCOL_CACHE[key] = apply_protocol(
-            world.plays, cfg, split_dir, truth=lambda u, i: world.truth(u, i, cfg.label_threshold)
+            world.plays, cfg, split_dir, truth=world.generative_truth(cfg.label_threshold)
         )
     splits = _PROTOCOL_CACHE[key]
 
