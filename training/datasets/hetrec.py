@@ -292,7 +292,7 @@ def load_hetrec(
 
     return joined_dataset(
         NAME, splits, user_table, item_table, fields, features=features, content=content, files=files,
-        variant=cfg.tag(), run_files=run_files,
+        variant=variant_of(cfg, k, token_layers), run_files=run_files,
     )  # fmt: skip
 
 

@@ -158,6 +158,38 @@ def _add(q: np.ndarray, d: np.ndarray, p: np.ndarray, f: np.ndarray) -> None:
     q[..., 1:] += moved
 
 
+def _base_states(weights, t, in_pool, is_frame, length):
+    """(q, D) of the pool without the user's frame items, and of every item outside the pool, per node."""
+    empty = np.zeros((*t.shape, length))
+    empty[..., 0] = 1.0
+    q_pool, q_other = empty.copy(), empty.copy()
+    d_pool, d_other = np.zeros_like(empty), np.zeros_like(empty)
+    for j in range(weights.shape[1]):
+        w = weights[:, j][:, None]
+        e = np.exp(-w * t)
+        p, f = (1 - e)[..., None], (w * e)[..., None]
+        if in_pool[j]:
+            keep = ~is_frame[:, j][:, None, None]
+            _add(q_pool, d_pool, p * keep, f * keep)
+        else:
+            _add(q_other, d_other, p, f)
+    return q_pool, d_pool, q_other, d_other
+
+
+def _leave_one_out(q_pool, d_pool, weights, slots, t):
+    """Copy k of the pool state gets every frame item but the one in slot k (padding slots are -1)."""
+    f_max = slots.shape[1]
+    q_loo = np.repeat(q_pool[:, None], f_max, axis=1)
+    d_loo = np.repeat(d_pool[:, None], f_max, axis=1)
+    for k in range(f_max):
+        items = slots[:, k]
+        w = np.where(items >= 0, np.take_along_axis(weights, np.maximum(items, 0)[:, None], 1)[:, 0], 0.0)
+        e = np.exp(-w[:, None] * t)
+        keep = (np.arange(f_max) != k)[None, :, None, None]
+        _add(q_loo, d_loo, (1 - e)[:, None, :, None] * keep, (w[:, None] * e)[:, None, :, None] * keep)
+    return q_loo, d_loo
+
+
 def _block_terms(truth, block, frame_items, in_pool, n_neg, shares, nodes):
     """The DP for one block of users: pool without each frame item, and every item outside the pool."""
     weights = truth.weights(block).astype(np.float64)
@@ -171,29 +203,8 @@ def _block_terms(truth, block, frame_items, in_pool, n_neg, shares, nodes):
     for b, items in enumerate(frame_items):
         is_frame[b, items] = True
 
-    empty = np.zeros((n_users, nodes, length))
-    empty[..., 0] = 1.0
-    q_pool, q_other = empty.copy(), empty.copy()
-    d_pool, d_other = np.zeros_like(empty), np.zeros_like(empty)
-    for j in range(weights.shape[1]):
-        w = weights[:, j][:, None]
-        e = np.exp(-w * t)
-        p, f = (1 - e)[..., None], (w * e)[..., None]
-        if in_pool[j]:
-            keep = ~is_frame[:, j][:, None, None]
-            _add(q_pool, d_pool, p * keep, f * keep)
-        else:
-            _add(q_other, d_other, p, f)
-
-    # Leave-one-out over the frame items: copy k gets every frame item but the one in slot k.
-    q_loo = np.repeat(q_pool[:, None], f_max, axis=1)
-    d_loo = np.repeat(d_pool[:, None], f_max, axis=1)
-    for k in range(f_max):
-        items = slots[:, k]
-        w = np.where(items >= 0, np.take_along_axis(weights, np.maximum(items, 0)[:, None], 1)[:, 0], 0.0)
-        e = np.exp(-w[:, None] * t)
-        keep = (np.arange(f_max) != k)[None, :, None, None]
-        _add(q_loo, d_loo, (1 - e)[:, None, :, None] * keep, (w[:, None] * e)[:, None, :, None] * keep)
+    q_pool, d_pool, q_other, d_other = _base_states(weights, t, in_pool, is_frame, length)
+    q_loo, d_loo = _leave_one_out(q_pool, d_pool, weights, slots, t)
 
     # Reverse the other group's counts to n-1-a per user so the sums over a are elementwise.
     a = np.arange(length)
@@ -202,9 +213,9 @@ def _block_terms(truth, block, frame_items, in_pool, n_neg, shares, nodes):
     gather = np.broadcast_to(np.maximum(idx, 0)[:, None, :], q_other.shape)
     q_rev = np.take_along_axis(q_other, gather, 2) * valid[:, None, :]
     d_rev = np.take_along_axis(d_other, gather, 2) * valid[:, None, :]
-    other_next = d_loo * q_rev[:, None]  # the n-th arrival is a pool item
-    pool_next = q_loo * d_rev[:, None]  # the n-th arrival is another item
-    mass = np.einsum("bt,bfta->bf", omega, other_next + pool_next)
+    nth_in_pool = d_loo * q_rev[:, None]  # the n-th arrival is a pool item
+    nth_outside = q_loo * d_rev[:, None]  # the n-th arrival is another item
+    mass = np.einsum("bt,bfta->bf", omega, nth_in_pool + nth_outside)
     real = slots >= 0
     mass_error = float(np.abs(mass - 1)[real].max()) if real.any() else 0.0
 
@@ -217,9 +228,9 @@ def _block_terms(truth, block, frame_items, in_pool, n_neg, shares, nodes):
         m = rows_in_set(k, share)
         g = np.divide(m, k, out=np.zeros_like(m), where=k > 0)
         h = n_neg * m / np.maximum(size_pool - k, 1)
-        played = (1 - stay_out) * np.einsum("bfta,a->bft", other_next + pool_next, g[1:])
+        played = (1 - stay_out) * np.einsum("bfta,a->bft", nth_in_pool + nth_outside, g[1:])
         negative = stay_out * (
-            np.einsum("bfta,a->bft", other_next, h[1:]) + np.einsum("bfta,a->bft", pool_next, h[:-1])
+            np.einsum("bfta,a->bft", nth_in_pool, h[1:]) + np.einsum("bfta,a->bft", nth_outside, h[:-1])
         )
         terms.append((np.einsum("bt,bft->bf", omega, played), np.einsum("bt,bft->bf", omega, negative)))
     return terms, mass_error

@@ -245,8 +245,7 @@ def load_taste(
 ) -> DatasetSplits:
     """The atomic-file dataset in folder `root`, split by `protocol`, with features and content."""
     del progress  # nothing slow enough here to need a bar
-    folder = Path(root)
-    name = folder.name
+    folder, name = Path(root), Path(root).name
     columns, inter_fields = _checked_arguments(folder, content, columns, inter_fields)
     cfg = protocol or ProtocolConfig()
     plays, user_tokens, item_tokens, inter_path = load_interactions(folder, name, inter_fields)
@@ -285,7 +284,7 @@ def load_taste(
         if content == "tokens":
             run_files["codebooks"] = books_dir
 
-    variant = variant_of(cfg, content_file, ",".join(columns) if columns else None)
+    variant = variant_of(cfg, content_file, ",".join(columns) if columns else None, k=k, token_layers=token_layers)
     return joined_dataset(
         NAME, splits, user_table, item_table, fields, features=features, content=content, files=files,
         variant=variant, run_files=run_files,
