@@ -49,6 +49,7 @@ OUT_DIR = ROOT / "docs/results/replay"
 PLOT = ROOT / "docs/replay_recall.png"
 DOC = ROOT / "docs/events.md"
 TABLE_START, TABLE_END = "<!-- replay-table start -->", "<!-- replay-table end -->"
+COMPARE_START, COMPARE_END = "<!-- replay-compare start -->", "<!-- replay-compare end -->"
 BATCH = 500
 K = 20
 PLAY_STEPS = (0, 1, 3, 5, 10)
@@ -371,12 +372,37 @@ def write_results(result: dict) -> None:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    render(result)
+
+
+def render(result: dict) -> None:
+    """The docs table and plot of one run (`--render LABEL` redoes them from its committed JSON)."""
     plot_curve(result["foldin"])
+    replace_between(TABLE_START, TABLE_END, markdown_table(table_rows(result)))
+
+
+def replace_between(start: str, end: str, table: str) -> None:
     text = DOC.read_text()
-    if TABLE_START in text:
-        head, rest = text.split(TABLE_START, 1)
-        text = head + TABLE_START + "\n" + markdown_table(rows) + "\n" + TABLE_END + rest.split(TABLE_END, 1)[1]
-        DOC.write_text(text)
+    if start in text:
+        head, rest = text.split(start, 1)
+        DOC.write_text(head + start + "\n" + table + "\n" + end + rest.split(end, 1)[1])
+
+
+def compare_runs(labels: list[str]) -> str:
+    """Side by side, runs of different settings (their `--stack-env`): who loses the new listeners after a retrain."""
+    rows = []
+    for label in labels:
+        run = json.loads((OUT_DIR / f"{label}.json").read_text())
+        day = run["next_day"]
+        settings = ", ".join(run["args"].get("stack_env", "[]").strip("[]").replace("'", "").split(", ")) or "defaults"
+        cells = [f"{day[when][f'recall_{group}']['mean']:.4f}" for group in ("known", "new") for when in ("old", "new")]
+        after_10 = next(step["served"]["mean"] for step in run["foldin"] if step["plays"] == 10)
+        rows.append(f"| {label} | {settings} | {after_10:.4f} | " + " | ".join(cells) + f" | {run['when']} |")
+    head = (
+        "| run | settings | new, fold-in after 10 plays | known, old bundle | known, new bundle | new, old bundle "
+        "| new, new bundle | when |"
+    )
+    return "\n".join([head, "|" + "---|" * 8, *rows])
 
 
 def table_rows(result: dict) -> list[dict]:
@@ -485,17 +511,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--listens", type=int, default=30, help="catalogue listens per known listener")
     parser.add_argument("--upload-share", type=float, default=0.3, help="share of known listeners hearing an upload")
     parser.add_argument("--seed", type=int, default=21)
+    parser.add_argument(
+        "--stack-env",
+        action="append",
+        default=[],
+        metavar="ENCORE_X=VALUE",
+        help="a setting for the stack and the retrain (repeat), e.g. ENCORE_RETRIEVER_FOLDIN_PRIOR=0",
+    )
     parser.add_argument("--retrain-args", nargs=argparse.REMAINDER, default=[], help="passed to training.retrain")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    parser.add_argument("--render", metavar="LABEL", help="only redo the docs table and plot from LABEL's JSON")
+    parser.add_argument("--compare", metavar="LABELS", help="only write the comparison table of these runs (a,b,...)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render or args.compare:
+        if args.render:
+            render(json.loads((OUT_DIR / f"{args.render}.json").read_text()))
+        if args.compare:
+            replace_between(COMPARE_START, COMPARE_END, compare_runs(args.compare.split(",")))
+        return 0
     with tempfile.TemporaryDirectory(prefix="encore-replay-") as tmp:
         base = args.world or Path(tmp)
         # The world's cache stays where this process's load_world finds it (the same world, built once).
         env = world_env(base, args, cache_dir=EncoreSettings().cache_dir)
+        env |= dict(setting.split("=", 1) for setting in args.stack_env)
         os.environ.update(env)  # this process reads the same store (point-in-time join) and world as the stack
         started = time.perf_counter()
         if args.world is None or not (base / "artifacts").exists():

@@ -380,6 +380,14 @@ class RetrieverSettings(ServiceSettings):
         ge=0,
         le=1,
     )
+    retriever_foldin_prior: float = setting(
+        10.0,
+        "ENCORE_RETRIEVER_FOLDIN_PRIOR",
+        description="a known user's vector is blended with the mean of their played tracks' vectors (training plays "
+        "and recent events), weight n / (n + prior) on the trained vector, n = their training plays: a listener a "
+        "retrain saw only a few times keeps fold-in's quality; 0: the trained vector alone",
+        ge=0,
+    )
     retriever_model: str = setting(
         "",
         "ENCORE_RETRIEVER_MODEL",

@@ -14,8 +14,9 @@
 5. Candidate and serving bundle score the window; the candidate is promoted (CURRENT moves, services follow) when
    the lower end of the 95% paired-bootstrap interval (over users) of GAUC(candidate) - GAUC(serving) is at least
    -margin, or with --force. A report (JSON and markdown) in `retrain-reports/` says why.
-A lock file in the artifacts folder refuses a second retrain while one runs; `--rollback` restores the bundle that
-CURRENT named before the last promotion.
+A lock file in the artifacts folder and a lock in the store (Redis: shared by every node, renewed while the job
+runs; encore/job_lock.py) refuse a second retrain while one runs; `--rollback` restores the bundle that CURRENT
+named before the last promotion.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from encore.bundle_check import BUNDLE_ID
 from encore.errors import EncoreError
 from encore.events import EventLog, label
 from encore.io import sha256_file, write_json_atomic, write_text_atomic
+from encore.job_lock import HeldLock, JobLocked, job_lock
 from encore.ranker_frame import training_frame
 from encore.settings import EncoreSettings
 from encore.store import Store
@@ -256,14 +258,23 @@ def compare(joined: pd.DataFrame, candidate: Path, serving: Path, n_boot: int) -
     from training.significance import bootstrap_gauc_diff
 
     labels, users = joined["label"].to_numpy(np.int64), joined[fn.USER_ID].astype(str).to_numpy()
-    per = {}
+    logged = ~joined[fn.EVENT_ID].astype(str).str.endswith(":neg").to_numpy()  # the window's own events
+    per, liking = {}, {}
     for name, path in (("candidate", candidate), ("serving", serving)):
-        table = per_group_auc(labels, window_scores(path, joined), users)
-        per[name] = table.rename(columns={"group": "user"})
+        scores = window_scores(path, joined)
+        per[name] = per_group_auc(labels, scores, users).rename(columns={"group": "user"})
+        liking[name] = per_group_auc(labels[logged], scores[logged], users[logged]).rename(columns={"group": "user"})
     if per["serving"].empty:
         raise EncoreError("no listener in the window has both a positive and a negative: no GAUC to compare")
     test = bootstrap_gauc_diff([per["candidate"]], [per["serving"]], n_boot=n_boot, seed=0)
-    return {"candidate": weighted_gauc(per["candidate"]), "serving": weighted_gauc(per["serving"]), **test}
+    result = {"candidate": weighted_gauc(per["candidate"]), "serving": weighted_gauc(per["serving"]), **test}
+    # Reported beside, not decided on: played/liked against skipped/disliked alone, whether a bundle tells liking
+    # apart, which sampled negatives cannot show (docs/events.md "Replay": both bundles sit near chance on it).
+    if not liking["serving"].empty:
+        diff = bootstrap_gauc_diff([liking["candidate"]], [liking["serving"]], n_boot=n_boot, seed=0)
+        result["liking"] = {"candidate": weighted_gauc(liking["candidate"]),
+                            "serving": weighted_gauc(liking["serving"]), **diff}  # fmt: skip
+    return result
 
 
 def decide(result: dict[str, Any], margin: float, force: bool) -> tuple[bool, str]:
@@ -298,6 +309,7 @@ def write_report(root: Path, report: dict[str, Any]) -> Path:
         f"| serving `{report['serving']}` | {result['serving']:.4f} |",
         f"| candidate `{report['candidate']}` | {result['candidate']:.4f} |",
         "",
+        *_liking_lines(result.get("liking")),
         f"Rule: promote when the low end of the 95% paired bootstrap interval over listeners "
         f"({report['n_boot']} draws) of {METRIC}(candidate) - {METRIC}(serving) is >= -{report['margin']:g}.",
         f"Window: {report['window']['events']} events from {report['window']['from']} to {report['window']['to']}, "
@@ -308,6 +320,14 @@ def write_report(root: Path, report: dict[str, Any]) -> Path:
     ]
     write_text_atomic(path.with_suffix(".md"), "\n".join(lines) + "\n")
     return path
+
+
+def _liking_lines(liking: dict[str, Any] | None) -> list[str]:
+    if liking is None:
+        return ["Liking (played or liked against skipped or disliked): no listener in the window has both.", ""]
+    return [f"Liking, reported only (played or liked against skipped or disliked, {liking['users']} listeners): "
+            f"{METRIC} serving {liking['serving']:.4f}, candidate {liking['candidate']:.4f}, difference "
+            f"{liking['diff']:+.4f} (95% interval {liking['low']:+.4f} .. {liking['high']:+.4f}).", ""]  # fmt: skip
 
 
 def promote(root: Path, bundle_id: str) -> None:
@@ -332,8 +352,9 @@ def rollback(root: Path) -> str:
     return previous
 
 
-def retrain(args: argparse.Namespace) -> bool:
-    """Steps 1 to 6 (module docstring); returns whether the candidate was promoted."""
+def retrain(args: argparse.Namespace, held: HeldLock | None = None) -> bool:
+    """Steps 1 to 6 (module docstring); returns whether the candidate was promoted. `held`: the store's retrain lock,
+    checked before CURRENT moves (a job that lost it must not promote over another's work)."""
     import torch
 
     torch.set_num_threads(args.threads)
@@ -360,6 +381,8 @@ def retrain(args: argparse.Namespace) -> bool:
                          "to": str(stamps.max()), "negatives": negatives.name, "sha256": digest}}  # fmt: skip
     path = write_report(root, report)
     if promoted:
+        if held is not None:
+            held.check()
         promote(root, candidate)
     print(f"[retrain] {reason} (report {path})", flush=True)
     return promoted
@@ -389,14 +412,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     root = boot.artifacts_dir()
     try:
-        with retrain_lock(root):
+        # The flock covers this node's artifacts folder; the store's lock every node sharing the store (a CronJob
+        # may start anywhere): encore/job_lock.py.
+        with retrain_lock(root), job_lock(Store(EncoreSettings().store()), "retrain") as held:
             if args.rollback:
                 print(f"[retrain] CURRENT is {rollback(root)} again", flush=True)
                 return EXIT_PROMOTED
             if args.refit_codebooks:
                 raise EncoreError("--refit-codebooks is not implemented yet: a retrain keeps the serving codebooks")
-            return EXIT_PROMOTED if retrain(args) else EXIT_NOT_PROMOTED
-    except RetrainLocked as exc:
+            return EXIT_PROMOTED if retrain(args, held) else EXIT_NOT_PROMOTED
+    except (RetrainLocked, JobLocked) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_LOCKED
     except EncoreError as exc:

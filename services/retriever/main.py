@@ -101,6 +101,7 @@ def search_options(settings: RetrieverSettings) -> SearchOptions:
         ivf_target_recall=settings.retriever_ivf_target_recall,
         model=settings.retriever_model,
         cold_share=settings.retriever_cold_share,
+        foldin_prior=settings.retriever_foldin_prior,
     )
 
 

@@ -22,6 +22,7 @@ from encore import feature_names as fn
 from encore.artifacts import current_bundle_path, load_bundle
 from encore.events import Event, EventLog
 from encore.io import sha256_file
+from encore.job_lock import job_lock
 from encore.retriever_bundle import RetrieverComponent
 from encore.settings import EncoreSettings
 from encore.store import Store
@@ -141,7 +142,10 @@ def test_a_worse_candidate_is_not_promoted_and_the_report_says_why(world: Retrai
     assert evaluation["users"] >= 20 and report["new_tracks"] == 1
     negatives = world.root / retrain.REPORTS / report["window"]["negatives"]
     assert sha256_file(negatives) == report["window"]["sha256"]
-    assert "**Not promoted.**" in (world.root / retrain.REPORTS / "retrain-untrained.md").read_text()
+    markdown = (world.root / retrain.REPORTS / "retrain-untrained.md").read_text()
+    assert "**Not promoted.**" in markdown and "Liking, reported only" in markdown
+    liking = evaluation["liking"]  # plays against skips alone: its own listeners and GAUCs, beside the verdict
+    assert 10 <= liking["users"] <= evaluation["users"] and liking["serving"] != evaluation["serving"]
     load_bundle(world.root / "retrain-untrained")  # written whole, just not CURRENT
 
 
@@ -174,3 +178,11 @@ def test_a_second_retrain_is_refused_while_one_holds_the_lock(world: RetrainWorl
         assert other.returncode == retrain.EXIT_LOCKED and "another retrain holds" in other.stderr  # another process
     assert current_bundle_path(world.root).name == current
     assert not (world.root / "retrain-second").exists()
+
+
+def test_a_retrain_on_another_node_holds_the_stores_lock(world: RetrainWorld) -> None:
+    """Another node (its own artifacts folder, so no shared flock) sharing the store holds the store's lock."""
+    current = current_bundle_path(world.root).name
+    with job_lock(Store(world.store.settings), "retrain"):
+        assert retrain.main(["--rollback"]) == retrain.EXIT_LOCKED
+    assert current_bundle_path(world.root).name == current

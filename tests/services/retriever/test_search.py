@@ -19,7 +19,7 @@ from training.train_recall import RecallArtifacts
 
 @pytest.fixture
 def retriever(artifacts_root: Path) -> Retriever:
-    retriever = Retriever()
+    retriever = Retriever(SearchOptions(foldin_prior=0))  # the models' own vectors; the blend: test_foldin.py
     retriever.reload(artifacts_root / "b1")
     return retriever
 
