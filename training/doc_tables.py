@@ -97,12 +97,14 @@ TRAINNEG = {"synthetic": "trainneg_synthetic", "hetrec": "trainneg_hetrec"}  # a
 
 def _trainneg(doc: str, split: str) -> Callable[[], list[str]]:
     """Training negatives from training rows only ("train", the `trainneg_*` folder) against TASTE's rule
-    ("all": the committed grid's DeepFM and DCNv2 cells without content), paired by seed, Holm across the table."""
+    ("all": a `trainneg_*_all` folder run on the same code when there is one, else the committed grid's cells
+    without content), paired by seed, Holm across the table."""
     metric = split_metrics(split)[0]
 
     def render() -> list[str]:
         after = _rows(TRAINNEG[doc])
-        before = _rows(GRIDS[doc])
+        same_code = RESULTS / f"{TRAINNEG[doc]}_all" / "results.csv"
+        before = _rows(same_code.parent.name) if same_code.is_file() else _rows(GRIDS[doc])
         keys = ["features", "model", "seed"]  # only the seeds run under both rules, so the means pair up
         before = before[before.content.eq("none")].merge(after[keys].drop_duplicates(), on=keys)
         rows = pd.concat([after.assign(content="train"), before.assign(content="all")], ignore_index=True)
