@@ -3,12 +3,18 @@
     .venv/bin/python -m benchmarks.events_ingest                       # bootstraps a quick world (~4 min on 2 cores)
     .venv/bin/python -m benchmarks.events_ingest --world /tmp/w        # reuse a bootstrapped world (ENCORE_* dirs)
     .venv/bin/python -m benchmarks.events_ingest --online redis --redis-url redis://127.0.0.1:6379/5
+    git archive f20c84e | tar -x -C /tmp/before                        # another commit's code, measured beside:
+    .venv/bin/python -m benchmarks.events_ingest --world /tmp/w --before /tmp/before --before-label "main f20c84e"
 
 Starts the three services as processes (services/stack.py, the uvicorn options `make run` uses), then, in one run:
 1. `idle`: one sequential client asks /recommend for known users for --seconds (p50, p99);
-2. `paced_1000`: the same while a sender posts 1,000 events/s (two batches of 500 a second);
+2. `paced_1000`: the same while `--paced-senders` senders together post 1,000 events/s (each one batch of 500
+   every senders/2 seconds; more than one, so that a batch slower than half a second does not lower the rate);
 3. `ingest`: --senders concurrent senders post batches of 500 as fast as answers come, for --seconds.
 Events are plays/skips/likes/dislikes of catalogue tracks by 2,000 new listeners, with fresh ids (no repeats).
+With `--before`, the three phases run first against that checkout's services, then against this one's, on the same
+world, in one run: rows say which code (`code`), and the load average of the machine at the end of each phase
+(`load_1m`).
 Results: `docs/results/events/events_ingest.csv` and the table in `docs/events.md` between its `ingest-table`
 markers, both written by this script.
 """
@@ -155,12 +161,14 @@ def run_phase(name: str, stack: Stack, batches: Batches, users: list[str], args,
     for thread in threads:
         thread.join()
     row = {
+        "code": args.code_label,
         "store": args.online,
         "workers": args.workers,
         "phase": name,
         "senders": senders,
         **rec,
         **ingest_summary(results, time.monotonic() - started),
+        "load_1m": round(os.getloadavg()[0], 1),
     }
     print(json.dumps(row), flush=True)
     return row
@@ -185,11 +193,33 @@ def write_results(rows: list[dict], notes: list[str], append: bool) -> None:
 
 def markdown_table(rows: list[dict], notes: list[str]) -> str:
     """The docs table, made from the CSV rows only."""
-    cols = ["store", "workers", "phase", "senders", "events_per_s", "batch_p50_ms", "batch_p99_ms", "batch_errors"]
-    cols += ["recommend_n", "recommend_p50_ms", "recommend_p99_ms", "recommend_errors"]
+    cols = ["code", "store", "workers", "phase", "senders", "events_per_s", "batch_p50_ms", "batch_p99_ms"]
+    cols += ["batch_errors", "recommend_n", "recommend_p50_ms", "recommend_p99_ms", "p99_vs_idle", "recommend_errors"]
+    cols += ["load_1m"]
+    idle = {(r.get("code", ""), r["store"]): r["recommend_p99_ms"] for r in rows if r["phase"] == "idle"}
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(row[c]) for c in cols) + " |" for row in rows]
+    for row in rows:
+        base, p99 = idle.get((row.get("code", ""), row["store"]), ""), row["recommend_p99_ms"]
+        ratio = f"{float(p99) / float(base):.2f}" if base not in ("", None) and p99 not in ("", None) else ""
+        cells = {**row, "p99_vs_idle": ratio if row["phase"] != "idle" else "1.00"}
+        lines.append("| " + " | ".join(str(cells.get(c, "")) for c in cols) + " |")
     return "\n".join([*lines, "", *notes])
+
+
+def measure(root: Path, base: Path, args: argparse.Namespace, tracks: list[str], users: list[str]) -> list[dict]:
+    """The three phases against the services of checkout `root` over the world copy `base`."""
+    env = world_env(base, args) | {"PYTHONPATH": str(root)}
+    stack = Stack(env=env, ports={s.name: free_port() for s in SERVICES}, log_dir=base, workers=args.workers, root=root)
+    stack.start(timeout_s=600)
+    try:
+        batches = Batches(tracks)
+        return [
+            run_phase("idle", stack, batches, users, args, 0, None),
+            run_phase("paced_1000", stack, batches, users, args, args.paced_senders, args.paced_senders * BATCH / 1000),
+            run_phase("ingest", stack, batches, users, args, args.senders, None),
+        ]
+    finally:
+        stack.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,35 +231,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
     parser.add_argument("--senders", type=int, default=4, help="concurrent senders in the ingest phase")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers per service")
+    parser.add_argument("--paced-senders", type=int, default=2, help="senders sharing the paced 1,000 events/s")
     parser.add_argument("--append", action="store_true", help="add the rows to the CSV instead of replacing it")
     parser.add_argument("--no-write", action="store_true", help="print only; leave the CSV and the docs alone")
+    parser.add_argument("--before", type=Path, default=None, help="another checkout, measured first in the same run")
+    parser.add_argument("--before-label", default="before", help="its name in the rows (say, main f20c84e)")
+    parser.add_argument("--label", default="this checkout", help="this checkout's name in the rows")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    args.load_start = os.getloadavg()[0]
+    trees = [(args.before, args.before_label)] if args.before else []
+    trees.append((ROOT, args.label))
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="encore-events-") as tmp:
-        base = args.world or Path(tmp)
-        env = world_env(base, args)
+        source = args.world or Path(tmp) / "world"
         if args.world is None:
             print("bootstrapping a quick world ...", flush=True)
-            bootstrap(env)
-        tracks = pd.read_parquet(base / "feast" / "offline" / "track_meta", columns=["track_id"])["track_id"].tolist()
-        users = [str(u) for u in pd.read_parquet(base / "feast" / "offline" / "user_profile")["user_id"][:40]]
-        stack = Stack(env=env, ports={s.name: free_port() for s in SERVICES}, log_dir=base, workers=args.workers)
-        stack.start(timeout_s=300)
-        try:
-            batches = Batches(tracks)
-            rows = [
-                run_phase("idle", stack, batches, users, args, 0, None),
-                run_phase("paced_1000", stack, batches, users, args, 1, BATCH / 1000),
-                run_phase("ingest", stack, batches, users, args, args.senders, None),
-            ]
-        finally:
-            stack.stop()
+            bootstrap(world_env(source, args))
+        tracks = pd.read_parquet(source / "feast" / "offline" / "track_meta", columns=["track_id"])["track_id"].tolist()
+        users = [str(u) for u in pd.read_parquet(source / "feast" / "offline" / "user_profile")["user_id"][:40]]
+        for root, label in trees:  # one world: the later code meets the earlier's events too (fresh listeners)
+            args.code_label = label
+            rows += measure(root, source, args, tracks, users)
     notes = [
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores (shared with other jobs, "
-        f"client on the same machine), {args.workers} worker(s) per service, {args.online} store, quick world "
-        f"({len(tracks)} tracks{', reused' if args.world else ''}); `python -m benchmarks.events_ingest "
-        f"{'--world <dir> --project ' + args.project + ' ' if args.world else ''}--online {args.online} "
-        f"--seconds {args.seconds:g} --senders {args.senders} --workers {args.workers}`.",
+        f"client on the same machine; load average {args.load_start:.1f} at the start), {args.workers} worker(s) per "
+        f"service, {args.online} store, quick world ({len(tracks)} tracks{', reused' if args.world else ''}); "
+        f"`python -m benchmarks.events_ingest {'--world <dir> --project ' + args.project + ' ' if args.world else ''}"
+        f"--online {args.online} --seconds {args.seconds:g} --senders {args.senders} --workers {args.workers} "
+        f"--paced-senders {args.paced_senders}"
+        f"{' --before <checkout of ' + args.before_label + '>' if args.before else ''}`.",
     ]
     if not args.no_write:
         write_results(rows, notes, args.append)

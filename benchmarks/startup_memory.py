@@ -27,10 +27,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from statistics import median
 
 import httpx
+import numpy as np
 import psutil
 
 from benchmarks.serving_world import build_world, size_label
@@ -39,9 +42,10 @@ from encore.store import StoreSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results" / "performance"
-WORLDS = ROOT / "data" / "perf" / "worlds"
+WORLDS = Path(os.environ.get("ENCORE_PERF_WORLDS", ROOT / "data" / "perf" / "worlds"))  # or --worlds
 CODE = ROOT / "data" / "perf" / "code"
 WARMUP_REQUESTS = 100
+TIMED_REQUESTS = 200  # one client, after the warm-up: /recommend latency against catalog size (popularity candidates)
 READY_LINE = "Application startup complete."
 
 
@@ -76,12 +80,25 @@ def workers_of(parent: psutil.Process) -> list[psutil.Process]:
     return [p for p in parent.children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
 
 
-def run_once(code: Path, env: dict[str, str], n_workers: int, timeout_s: float) -> dict:
+def cpu_seconds(parent: psutil.Process) -> float:
+    """CPU time (user + system) the ranker's processes have used so far: what start-up costs, whatever the load."""
+    total = 0.0
+    for proc in [parent, *parent.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return round(total, 2)
+
+
+def run_once(code: Path, env: dict[str, str], n_workers: int, timeout_s: float, healthcheck_s: int = 5) -> dict:
     """Start the ranker from `code`, wait for every worker, warm it up, measure its workers, stop it."""
     port = free_port()
     command = [
         sys.executable, "-m", "uvicorn", "services.ranker.main:create_app", "--factory", "--host", "127.0.0.1",
         "--port", str(port), "--workers", str(n_workers), "--log-level", "info", "--no-access-log",
+        "--timeout-worker-healthcheck", str(healthcheck_s),
     ]  # fmt: skip
     log_file = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115 - removed below
     load_before = load_average()
@@ -100,6 +117,7 @@ def run_once(code: Path, env: dict[str, str], n_workers: int, timeout_s: float) 
             if ready >= n_workers:
                 result["ready_s"] = round(time.perf_counter() - started, 2)
                 result["first_ready_s"] = round(first or 0.0, 2)
+                result["startup_cpu_s"] = cpu_seconds(psutil.Process(process.pid))
                 break
             if process.poll() is not None:
                 raise RuntimeError(f"ranker exited with {process.returncode}:\n{text[-3000:]}")
@@ -107,13 +125,20 @@ def run_once(code: Path, env: dict[str, str], n_workers: int, timeout_s: float) 
                 result["status"] = f"not ready after {timeout_s:.0f} s"
                 return result
             time.sleep(0.1)
+        statuses, latencies = [], []
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            statuses = [
-                client.get("/recommend", params={"user_id": f"u{i}"}).status_code for i in range(WARMUP_REQUESTS)
-            ]
+            for i in range(WARMUP_REQUESTS + TIMED_REQUESTS):
+                sent = time.perf_counter()
+                statuses.append(client.get("/recommend", params={"user_id": f"u{i % 5000}"}).status_code)
+                if i >= WARMUP_REQUESTS:
+                    latencies.append((time.perf_counter() - sent) * 1000)
             ready_body = client.get("/readyz").json()
         if set(statuses) != {200}:
             raise RuntimeError(f"warm-up answers {sorted(set(statuses))}")
+        result["latency_ms"] = {
+            "p50": round(float(np.percentile(latencies, 50)), 2),
+            "p99": round(float(np.percentile(latencies, 99)), 2),
+        }
         workers = []
         for worker in workers_of(psutil.Process(process.pid)):
             info = worker.memory_full_info()
@@ -142,6 +167,28 @@ def run_once(code: Path, env: dict[str, str], n_workers: int, timeout_s: float) 
         os.unlink(log_file.name)
 
 
+@contextmanager
+def variant_env(world: Path, variant: str, env: dict[str, str]) -> Iterator[tuple[dict[str, str], str]]:
+    """(environment, state suffix of the version's name) of one run of `variant`.
+
+    Restarts (`before`, `after`) keep their encoded item inputs in a folder per world and version, as a
+    restarted host keeps its temp dir; a run that finds it empty is a first start and named so. `after-first`
+    and `after-nosnap` get empty folders (for the item inputs; for the track snapshot too), removed after.
+    """
+    if variant in ("before", "after"):
+        items = world / f"item-cache-{variant}"
+        state = "" if items.is_dir() and any(p.is_dir() for p in items.iterdir()) else ", first start"
+        yield {**env, "ENCORE_RANKER_ITEM_CACHE_DIR": str(items)}, state
+        return
+    with tempfile.TemporaryDirectory(dir=world, prefix=".run-") as scratch:
+        run_env = {**env, "ENCORE_RANKER_ITEM_CACHE_DIR": str(Path(scratch) / "items")}
+        if variant == "after-nosnap":
+            run_env["ENCORE_RANKER_TRACK_SNAPSHOT_DIR"] = str(Path(scratch) / "tracks")
+            yield run_env, ", no snapshot"
+        else:
+            yield run_env, ", first start"
+
+
 def summarize(runs: list[dict]) -> list[dict]:
     rows = []
     versions = list(dict.fromkeys(r["version"] for r in runs))  # in order of first appearance
@@ -160,9 +207,22 @@ def summarize(runs: list[dict]) -> list[dict]:
                     "uss_mib_per_worker_median": round(median(w["uss_mib"] for r in ok for w in r["workers"]), 1),
                     "rss_mib_per_worker_median": round(median(w["rss_mib"] for r in ok for w in r["workers"]), 1),
                     "load_median": round(median(r["load_before"][0] for r in ok), 2),
+                    "startup_cpu_s_median": _cpu_median(ok),
+                    "p50_ms_median": _median_of(ok, "p50"),
+                    "p99_ms_median": _median_of(ok, "p99"),
                 }
             )
     return rows
+
+
+def _cpu_median(runs: list[dict]) -> float | None:
+    values = [r["startup_cpu_s"] for r in runs if "startup_cpu_s" in r]
+    return round(median(values), 2) if values else None
+
+
+def _median_of(runs: list[dict], key: str) -> float | None:
+    values = [r["latency_ms"][key] for r in runs if "latency_ms" in r]
+    return round(median(values), 2) if values else None
 
 
 def save(args: argparse.Namespace, argv: list[str] | None, previous: Path, runs: list[dict]) -> list[dict]:
@@ -198,10 +258,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after-name", default="after", help="the after version's name in the results")
     parser.add_argument("--append", action="store_true", help="add these runs to the existing results")
     parser.add_argument("--before-max-catalog", type=int, default=100_000, help="larger catalogs: after only")
+    parser.add_argument(
+        "--variants",
+        default="before,after",
+        help="runs per catalog and repeat: before, after (restarts: the item inputs of an earlier run are "
+        "on disk), after-first (the first start of a bundle: no encoded inputs yet; the snapshot the world's "
+        "bootstrap wrote), after-nosnap (no snapshot either: the first worker reads the store and writes one)",
+    )
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--healthcheck-s",
+        type=int,
+        default=5,
+        help="uvicorn's --timeout-worker-healthcheck (its default 5): a worker that does not answer the parent's "
+        "ping in time is killed and restarted",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout-s", type=float, default=900)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--worlds", type=Path, default=WORLDS, help="where the worlds are built and cached")
     args = parser.parse_args(argv)
 
     versions = {"before": export_ref(args.before), "after": export_ref(args.after)}
@@ -211,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     summary: list[dict] = []
     for catalog in (int(c) for c in args.catalogs.split(",")):
         label = size_label(catalog)
-        world = build_world(WORLDS, catalog, StoreSettings(WORLDS / label / "feast", f"bench_{label}", "sqlite"))
+        settings = StoreSettings(args.worlds / label / "feast", f"bench_{label}", "sqlite")
+        world = build_world(args.worlds, catalog, settings)
         env = {
             **os.environ,
             **world.env(),
@@ -219,14 +295,16 @@ def main(argv: list[str] | None = None) -> int:
             "ENCORE_RETRIEVER_URL": "http://127.0.0.1:9",  # nothing listens: popularity candidates (no retriever cost)
             "ENCORE_LOG_LEVEL": "warning",
         }
-        names = ["before", "after"] if catalog <= args.before_max_catalog else ["after"]
+        names = [v for v in args.variants.split(",") if v != "before" or catalog <= args.before_max_catalog]
         for repeat in range(args.repeats):
-            for version in names if repeat % 2 == 0 else names[::-1]:
-                print(f"[{label}] {version} run {repeat + 1}/{args.repeats} (load {load_average()})", flush=True)
-                result = run_once(versions[version], env, args.workers, args.timeout_s)
-                name = args.after_name if version == "after" else version
+            for variant in names if repeat % 2 == 0 else names[::-1]:
+                version = variant.split("-")[0]
+                print(f"[{label}] {variant} run {repeat + 1}/{args.repeats} (load {load_average()})", flush=True)
+                with variant_env(world.folder, variant, env) as (run_env, state):
+                    result = run_once(versions[version], run_env, args.workers, args.timeout_s, args.healthcheck_s)
+                name = (args.after_name if version == "after" else version) + state
                 runs.append({"catalog": catalog, "version": name, "ref": refs[version], "repeat": repeat, **result})
-                print(f"[{label}] {version}: {json.dumps(result)}", flush=True)
+                print(f"[{label}] {name}: {json.dumps(result)}", flush=True)
                 summary = save(args, argv, previous, runs)  # after every run: a long run can be cut short
     print(json.dumps(summary, indent=2))
     return 0

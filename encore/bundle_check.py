@@ -50,6 +50,7 @@ MANIFEST_FIELDS: dict[str, tuple[bool, type]] = {
     "components": (False, dict),
     "feature_spec_hash": (False, str),
     "dataset": (False, dict),
+    "training": (False, dict),  # how a run was launched: world_size, backend, batch_size_per_rank
 }
 # Components and their path-valued keys: "file" must be a listed file, "folder" must hold listed files.
 COMPONENT_PATHS: dict[str, dict[str, str]] = {

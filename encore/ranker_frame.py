@@ -5,7 +5,11 @@ A field's `column` names a store field: user fields come from `user_profile` (us
 n_plays, n_tracks), item fields from `track_meta` (track_id, artist_id, genre, key, mode, language,
 release_year, popularity), and content as `audio_emb` (dense <- track_content.embedding), `audio_tok_{i}`
 (categorical <- track_content.tokens[i]) and `audio_missing` (categorical: 1 when the track has no content,
-else 0). Context fields come from the request (serving) or the rows (training).
+else 0). Context fields come from the request (serving) or the rows (training). Recent-event features
+(`ACTIVITY_COLUMNS`: the listener's n_play, n_skip, n_like, n_dislike and skip_rate from `user_activity`) are
+user fields too: serving passes the online row's values in the `user` mapping, training the values as of each
+row in the rows' own columns (`encore.events.activity_before`: from events strictly before the row); a listener
+without events has 0 for each (never OOV), as float64 on both sides.
 
 Two entry points, one code path (`_frame`), so the two sides cannot drift:
 - `build_frame(fields, user_id, user, items)`: one listener and their candidates (the ranker, per request);
@@ -46,6 +50,7 @@ USER_COLUMNS: tuple[str, ...] = (fn.USER_ID, *fn.USER_PROFILE_FIELDS)
 ITEM_COLUMNS: tuple[str, ...] = (fn.TRACK_ID, *fn.TRACK_META_FIELDS)
 CONTENT_ARRAYS: dict[str, type] = {"embedding": np.float32, "tokens": np.int64}  # store dtypes of the content arrays
 ITEM_SOURCES = frozenset({"track_id", "item", "embedding", "token", "content_missing"})
+ACTIVITY_COLUMNS: tuple[str, ...] = ("n_play", "n_skip", "n_like", "n_dislike", "skip_rate")  # user_activity scalars
 
 Field = FieldConfig | FieldSpec  # both carry name, kind, owner, column and dim
 
@@ -129,10 +134,16 @@ def check_fields(fields: Sequence[Field]) -> None:
     unknown = [f"{f.name} (column {f.column!r}, owner {f.owner})" for f in fields if _source(f) is None]
     if unknown:
         raise SpecError(
-            f"the ranker has no source for spec field(s) {unknown}; user columns are {list(USER_COLUMNS)}, "
+            f"the ranker has no source for spec field(s) {unknown}; user columns are {list(USER_COLUMNS)} and "
+            f"{list(ACTIVITY_COLUMNS)}, "
             f"item columns {list(ITEM_COLUMNS)}, content {AUDIO_EMBEDDING!r}, 'audio_tok_<i>' and {AUDIO_MISSING!r}, "
             "and context fields need owner 'context'"
         )
+
+
+def uses_activity(fields: FeatureSpec | Sequence[Field]) -> bool:
+    """Whether the fields read recent-event features (serving must then pass the user_activity row)."""
+    return any(_source(f) == "activity" for f in (fields.fields if isinstance(fields, FeatureSpec) else fields))
 
 
 def is_item_field(f: Field) -> bool:
@@ -179,13 +190,12 @@ def training_frame(
     def context(name: str) -> pd.Series:
         return pd.Series(rows[name].to_numpy()) if name in rows else _constant(None, n)
 
-    frame = _frame(
-        fields,
-        items,
-        user_id=lambda: pd.Series(user_ids, dtype=object),
-        user=lambda name: _column(_gather(profiles[name].to_numpy(), order), order >= 0),
-        context=context,
-    )
+    def user(name: str) -> pd.Series:
+        if name in ACTIVITY_COLUMNS:  # as of each row (its own columns); none: no events before it
+            return pd.Series(rows[name].to_numpy()) if name in rows else _constant(None, n)
+        return _column(_gather(profiles[name].to_numpy(), order), order >= 0)
+
+    frame = _frame(fields, items, user_id=lambda: pd.Series(user_ids, dtype=object), user=user, context=context)
     out = pd.DataFrame({name: list(v) if isinstance(v, np.ndarray) and v.ndim == 2 else v for name, v in frame.items()})
     if label in rows:
         out[label] = rows[label].to_numpy()
@@ -210,6 +220,8 @@ def _frame(
             frame[f.column] = user_id()
         elif source == "user":
             frame[f.column] = user(f.column)
+        elif source == "activity":
+            frame[f.column] = _activity(user(f.column))
         elif source == "track_id":
             frame[f.column] = pd.Series(items.track_ids, dtype=object)
         elif source == "item":
@@ -232,6 +244,8 @@ def _source(f: Field) -> str | None:
         return "user_id"
     if f.column in fn.USER_PROFILE_FIELDS:
         return "user"
+    if f.column in ACTIVITY_COLUMNS and f.owner == "user":
+        return "activity"
     if f.column == fn.TRACK_ID:
         return "track_id"
     if f.column in fn.TRACK_META_FIELDS:
@@ -266,6 +280,11 @@ def _column(values: np.ndarray, valid: np.ndarray) -> pd.Series:
     out = values.astype(np.float64) if values.dtype.kind in "iub" else values.copy()
     out[~valid] = np.nan
     return pd.Series(out)
+
+
+def _activity(values: pd.Series) -> pd.Series:
+    """A recent-event count or rate: float64, 0 where the listener has no events (no online row, no earlier event)."""
+    return pd.Series(pd.to_numeric(values, errors="coerce").fillna(0.0).to_numpy(np.float64))
 
 
 def _constant(value: Any, n: int) -> pd.Series:

@@ -273,6 +273,15 @@ class RankerSettings(ServiceSettings):
         "(one copy in memory); must be private to the service's user (0700); `auto`: "
         "`<temp dir>/encore-ranker-items-<uid>`; empty: each worker keeps its own",
     )
+    track_snapshot_dir: str = setting(
+        "auto",
+        "ENCORE_RANKER_TRACK_SNAPSHOT_DIR",
+        "ENCORE_TRACK_SNAPSHOT_DIR",  # pydantic-settings reads ENCORE_<field> too: listed, so it warns
+        description="folder of the persisted track table (encore/track_snapshot.py): workers map it instead of "
+        "reading every track from the store, and re-read only tracks written since it; `auto`: `track_table` in "
+        "`ENCORE_FEAST_DATA_DIR` (where the bootstrap writes it) when that is writable, else "
+        "`<temp dir>/encore-track-table-<uid>`; empty: every worker reads the store",
+    )
     ranker_query_encoder_dir: str = setting(
         "",
         "ENCORE_RANKER_QUERY_ENCODER_DIR",
@@ -309,6 +318,16 @@ class RankerSettings(ServiceSettings):
         if self.item_cache_dir == "auto":
             return Path(tempfile.gettempdir()) / f"encore-ranker-items-{os.getuid()}"
         return Path(self.item_cache_dir)
+
+    def track_snapshot_path(self, data_dir: Path) -> Path | None:
+        """Where the persisted track table lives for a store whose data is in `data_dir` (None: not persisted)."""
+        if not self.track_snapshot_dir:
+            return None
+        if self.track_snapshot_dir != "auto":
+            return Path(self.track_snapshot_dir)
+        if os.access(data_dir, os.W_OK):
+            return Path(data_dir) / "track_table"
+        return Path(tempfile.gettempdir()) / f"encore-track-table-{os.getuid()}"
 
     @model_validator(mode="after")
     def _k_fits(self) -> RankerSettings:

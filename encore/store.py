@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
     from encore.online_read import OnlineReader
+    from encore.track_log import TrackLog
 
 log = logging.getLogger(__name__)
 
@@ -318,6 +319,7 @@ class Store:
         self._init_lock = threading.Lock()
         self._ping_client: Any = None
         self._reader: OnlineReader | None = None
+        self._track_log: TrackLog | None = None
 
     # Lazily built: constructing a Store must not import feast (services build one before they need it).
     @property
@@ -408,6 +410,8 @@ class Store:
             for old in previous:  # superseded training snapshots; readers keep the latest row anyway
                 old.unlink(missing_ok=True)
             written[name] = table.num_rows
+        if set(tables) & set(fn.TRACK_VIEWS):  # persisted track tables read before this are out of date
+            self.track_log.record_all()
         return written
 
     def push_track(
@@ -446,6 +450,7 @@ class Store:
 
             for name, table in tables.items():
                 self.feast.push(fn.PUSH_SOURCE_OF_VIEW[name], table.to_pandas(), to=PushMode.ONLINE)
+            self.track_log.record([track_id])  # after the write: a reader at an earlier position re-reads it
             for name, tmp_path in tmp_paths.items():
                 folder = self.settings.offline_dir / name
                 folder.mkdir(parents=True, exist_ok=True)
@@ -464,6 +469,8 @@ class Store:
         from feast.data_source import PushMode
 
         self.feast.push(fn.PUSH_SOURCE_OF_VIEW[view_name], frame, to=PushMode.ONLINE)
+        if view_name in fn.TRACK_VIEWS:
+            self.track_log.record(frame[fn.TRACK_ID].astype(str).tolist())
 
     def delete_online(self, view_name: str, entity_ids: Sequence[str]) -> None:
         """Remove the given entities' rows of one view from the online store (other views' rows stay).
@@ -490,6 +497,8 @@ class Store:
                 for entity_key in keys:
                     pipe.hdel(_redis_key(self.settings.project, entity_key, version), *fields)
                 pipe.execute()
+            if view_name in fn.TRACK_VIEWS:
+                self.track_log.record(list(entity_ids))
             return
         table = f"{self.settings.project}_{view_name}"
         with sqlite3.connect(self.settings.sqlite_path, timeout=30) as conn:
@@ -497,6 +506,8 @@ class Store:
                 f'DELETE FROM "{table}" WHERE entity_key = ?',
                 [(serialize_entity_key(k, entity_key_serialization_version=version),) for k in keys],
             )
+        if view_name in fn.TRACK_VIEWS:
+            self.track_log.record(list(entity_ids))
 
     def _checked_row(self, view_name: str, track_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
         what = "content" if view_name == fn.TRACK_CONTENT else "meta"
@@ -545,6 +556,7 @@ class Store:
                 for view_name in fn.TRACK_VIEWS:
                     table_name = compute_table_id(self.settings.project, self._view(view_name))
                     conn.execute(f'DELETE FROM "{table_name}" WHERE entity_key = ?', (serialized,))
+        self.track_log.record([track_id])
         return existed
 
     # --- reads ---
@@ -575,6 +587,15 @@ class Store:
         from encore.online_read import read_rows
 
         return read_rows(self.reader, key, ids, views)
+
+    @property
+    def track_log(self) -> TrackLog:
+        """Which tracks were written since a position (encore.track_log): every track write here appends to it."""
+        if self._track_log is None:
+            from encore.track_log import TrackLog
+
+            self._track_log = TrackLog(self.settings)
+        return self._track_log
 
     @property
     def reader(self) -> OnlineReader:

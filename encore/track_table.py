@@ -12,13 +12,16 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from encore import feature_names as fn
 from encore.online_read import Columns, read_columns
 from encore.store import Store, unique_ids
+
+if TYPE_CHECKING:
+    from encore.track_snapshot import TrackSnapshots
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +63,27 @@ class TrackTable:
       lookup starts one background reload and keeps serving the old snapshot until the new one swaps in.
       So an overwrite of an existing track (re-push, new training snapshot) shows within ~max_age_s.
     - Readers never lock: each lookup uses one immutable snapshot; writers build a new one and swap it.
+    - With `snapshots` (encore.track_snapshot, the ranker's default), a full load maps the table persisted on
+      disk instead of reading the whole store: brought up to date first with the tracks the store's write log
+      (encore.track_log) lists since it, rebuilt from the store when it does not fit the store or schema. A
+      reload after max_age_s is then cheap, and keeps the rows and generation when nothing was written since.
     Embeddings (and token lists) must all have one length; a row that does not fit is served as missing
     content (present[track_content] False) and logged. After the first load, call `gc.freeze()` once:
     it moves the table out of the GC's generations and removes the p99 spikes full collections cause.
     """
 
-    def __init__(self, store: Store, *, max_age_s: float = 300.0, miss_ttl_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_age_s: float = 300.0,
+        miss_ttl_s: float = 1.0,
+        snapshots: TrackSnapshots | None = None,
+    ) -> None:
         self.store = store
+        self.snapshots = snapshots  # with them, a full load maps the persisted table (encore.track_snapshot)
+        self._snapshot_name: str | None = None  # the persisted snapshot the table was loaded from
+        self._persisted: tuple[str, int, int] | None = None  # (its name, the generation, rows) while held
         self.max_age_s = max_age_s
         self.miss_ttl_s = miss_ttl_s
         self._snapshot = self._build([], widths=None)
@@ -85,7 +102,16 @@ class TrackTable:
         return time.monotonic() - self._snapshot.loaded_at
 
     def load(self, track_ids: Iterable[str] | None = None) -> int:
-        """(Re)load the whole table: the given ids, or every id in the offline sources and the table."""
+        """(Re)load the whole table: the given ids, or every id in the offline sources and the table.
+
+        With `snapshots`, a load of every id maps the persisted table instead, brought up to date with the
+        tracks written since it; when that is still the one loaded, rows (and generation) are kept.
+        """
+        if track_ids is None and self.snapshots is not None:
+            try:
+                return self._load_snapshot(self.snapshots)
+            except OSError as error:  # say, a folder it may not write: read the store as without snapshots
+                log.warning("track snapshot unavailable (%s); reading every track from the store", error)
         ids = (
             unique_ids(track_ids)
             if track_ids is not None
@@ -94,8 +120,33 @@ class TrackTable:
         snapshot = self._build(ids, widths=None)  # built whole, then swapped in: no half-built table is served
         with self._write_lock:
             self._snapshot = snapshot
+            self._snapshot_name = self._persisted = None  # read from the store, not the persisted snapshot
             self._misses = {}
         return len(self._snapshot.index)
+
+    def _load_snapshot(self, snapshots: TrackSnapshots) -> int:
+        persisted = snapshots.open()
+        with self._write_lock:
+            if persisted.name == self._snapshot_name:  # nothing written since: keep rows merged meanwhile
+                self._snapshot = replace(self._snapshot, loaded_at=time.monotonic())
+                return len(self._snapshot.index)
+        columns = persisted.columns
+        snapshot = _Snapshot(
+            index={t: i for i, t in enumerate(columns.ids)}, columns=columns.columns, present=columns.present
+        )
+        with self._write_lock:
+            self._snapshot, self._snapshot_name = snapshot, persisted.name
+            self._persisted = (persisted.name, snapshot.generation, len(snapshot.index))
+            self._misses = {}
+        return len(snapshot.index)
+
+    def content_key(self, stop: int) -> str | None:
+        """The persisted snapshot's name while rows [0, stop) are exactly its rows (workers that loaded it hold
+        equal rows: no need to hash them); None otherwise."""
+        persisted = self._persisted
+        if persisted is None or persisted[1] != self._snapshot.generation or persisted[2] != stop:
+            return None
+        return persisted[0]
 
     def refresh(self, track_ids: Iterable[str]) -> list[str]:
         """Read ids the table does not hold from the store; returns those it now holds."""

@@ -45,8 +45,11 @@ class Stack:
         ports: Mapping[str, int] | None = None,
         log_dir: Path | None = None,
         workers: int = 1,
+        root: Path = PROJECT_ROOT,
     ):
+        """`root`: the checkout whose services run (a benchmark may start another commit's code beside)."""
         self.env = dict(os.environ if env is None else env)
+        self.root = root
         self.host = host
         self.ports = {s.name: (ports or {}).get(s.name, s.port) for s in SERVICES}
         self.log_dir = log_dir
@@ -84,7 +87,7 @@ class Stack:
             ]  # fmt: skip
             out = open(self.log_path(spec.name), "ab") if self.log_dir else subprocess.DEVNULL  # noqa: SIM115
             self.procs[spec.name] = subprocess.Popen(
-                cmd, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                cmd, cwd=self.root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         deadline = time.monotonic() + timeout_s
         for spec in SERVICES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -34,7 +35,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """The shared Redis at 6379, or a throwaway redis-server when that one is not up."""
+    """ENCORE_TEST_REDIS_URL when set, else the shared Redis at 6379, or a throwaway redis-server when that one
+    is not up."""
+    if os.environ.get("ENCORE_TEST_REDIS_URL"):
+        yield os.environ["ENCORE_TEST_REDIS_URL"]
+        return
     if _redis_answers(6379):
         yield "redis://127.0.0.1:6379/0"
         return

@@ -311,11 +311,20 @@ def tables_dir(bundle_id: str) -> Path:
 def fill_store(bundle_id: str) -> None:
     """Apply the Feast repo and write the bundle's feature tables into the online store."""
     from encore.store import Store
+    from encore.track_snapshot import write_track_snapshot
+    from services.ranker.inputs_ahead import encode_ahead
 
     store = Store(EncoreSettings().store())
     tables = FeatureTables.load(tables_dir(bundle_id))
     store.apply()
     store.materialize_frames(tables.users, tables.track_meta, tables.track_content)
+    # The ranker maps this persisted track table instead of reading every track (encore/track_snapshot.py),
+    # and the item inputs encoded from it now (a minute at 1M tracks) instead of at its first start.
+    write_track_snapshot(store)
+    try:
+        encode_ahead(store, artifacts_dir() / bundle_id)
+    except (EncoreError, OSError, ValueError) as error:  # the ranker then encodes them at its start
+        print(f"[bootstrap] item inputs not encoded ahead: {error}", flush=True)
     write_json_atomic(tables_dir(bundle_id) / "store.json", {"project": store.settings.project})
 
 

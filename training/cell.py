@@ -44,6 +44,7 @@ class GridSettings:
     threads: int = 1  # torch intra-op threads (recorded; the caller sets them)
     progress: bool = True
     precision: str = "fp32"
+    device: str = "cpu"  # cuda / cuda:N: training on the GPU (the model comes back to the CPU after fit)
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ class Cell:
         train = {**grid.config["train"], **model_cfg.get("train", {}), "seed": seed}
         if grid.epochs is not None:
             train["epochs"] = grid.epochs
-        train_cfg = TrainConfig(**{**train, "progress": grid.progress, "precision": grid.precision})
+        flags = {"progress": grid.progress, "precision": grid.precision, "device": grid.device}
+        train_cfg = TrainConfig(**{**train, **flags})
         return cls(data, model, model_class, model_cfg.get("model", {}), train_cfg, grid.threads)
 
     @property

@@ -13,6 +13,12 @@ Spotify audio descriptors (two modalities). Protocol: MMRec's (training/train_re
 Writes <out>/results.csv (one row per model, seed and split: recall/ndcg/hit/mrr/precision at 10, 20, 50),
 results.md (mean ± std tables) and results.png, plus one servable bundle per run under <out>/runs/.
 Finished (model, seed) cells are skipped when the command is run again.
+
+Data-parallel (training/recall_loop.py `train_loop`): the same command under torchrun trains every cell on all
+ranks, each on its shard of the training plays (gloo on CPU, NCCL with --device cuda); rank 0 alone evaluates
+and writes; --batch-size is the global batch:
+    torchrun --standalone --nproc_per_node=2 training/run_benchmark.py --task recall --dataset synthetic \
+        --models BPR,FREEDOM --seeds 1 --out results/recall-ddp
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from encore.io import write_bytes_atomic, write_text_atomic
 from training.recall_metrics import KS, METRICS
 
 if TYPE_CHECKING:
+    from training.distributed import Dist
     from training.train_recall import RecallArtifacts, RecallData
 
 SPLITS = ("valid", "test", "cold")
@@ -116,6 +123,7 @@ def load_recall_data(args: argparse.Namespace, content: list[str]) -> RecallData
 
 def run_recall(args: argparse.Namespace) -> Path:
     from training.datasets.registry import recall_dataset
+    from training.distributed import launched_rank
     from training.models.recall import CONTENT_MODELS, RECALL_MODELS
     from training.run_benchmark import parse_seeds, split_list
 
@@ -125,7 +133,7 @@ def run_recall(args: argparse.Namespace) -> Path:
     if unknown:
         raise EncoreError(f"unknown recall model(s) {unknown}; known: {', '.join(RECALL_MODELS)}")
     seeds = parse_seeds(args.seeds)
-    if args.threads < 1:
+    if args.threads is not None and args.threads < 1:
         raise EncoreError("--threads must be >= 1")
     if not 0 <= args.cold_share < 1:
         raise EncoreError("--cold-share must be in [0, 1)")
@@ -140,26 +148,53 @@ def run_recall(args: argparse.Namespace) -> Path:
     content_name = "+".join(content) or "none"
     variant = recall_variant(args)
     todo = [(m, s) for m in models for s in seeds if not _done(rows, args.dataset, variant, content_name, m, s)]
-    for m, s in sorted(set((m, s) for m in models for s in seeds) - set(todo)):
+    for m, s in sorted(set((m, s) for m in models for s in seeds) - set(todo)) if launched_rank() == 0 else []:
         print(f"skip {m} seed {s}: already in {csv_path}", file=sys.stderr)
     if not todo:
         return args.out
+    from training import distributed
+
+    dist = distributed.context(args.device)  # joins the torchrun group when launched by torchrun
+    try:
+        _train_grid(args, todo, rows, variant, content, dist)
+    finally:
+        distributed.shutdown()
+    return args.out
+
+
+def _train_grid(args: argparse.Namespace, todo: list[tuple[str, int]], rows: pd.DataFrame, variant: str,
+                content: list[str], dist: Dist) -> None:  # fmt: skip
+    """Train the (model, seed) cells in `todo`; every rank trains, rank 0 alone evaluates and writes."""
     import torch
 
     from training.train_recall import RecallConfig, fit_recall
 
-    torch.set_num_threads(args.threads)
+    content_name = "+".join(content) or "none"
+    batch_size = args.batch_size or RecallConfig.batch_size
+    if batch_size < 1 or batch_size % dist.world_size:
+        raise EncoreError(f"--batch-size {batch_size} (global) does not split evenly over {dist.world_size} ranks")
+    threads = args.threads or dist.threads()
+    torch.set_num_threads(threads)
+    # Every rank holds the whole data (the graph models propagate over the whole graph); rank 0 loads first so
+    # that a dataset built on first use is built once, not raced by every rank.
+    if not dist.is_main:
+        dist.barrier()
     data = load_recall_data(args, content)
-    print(
-        f"== {args.dataset} ({variant}): {len(data.user_ids)} users, {len(data.item_ids)} items, "
-        f"{len(data.train[0])} train / {len(data.valid[0])} valid / {len(data.test[0])} test plays, "
-        f"{len(data.cold_item_ids)} cold items ({len(data.cold[0])} plays); content {content_name}",
-        file=sys.stderr,
-    )
+    if dist.is_main:
+        dist.barrier()
+        print(
+            f"== {args.dataset} ({variant}): {len(data.user_ids)} users, {len(data.item_ids)} items, "
+            f"{len(data.train[0])} train / {len(data.valid[0])} valid / {len(data.test[0])} test plays, "
+            f"{len(data.cold_item_ids)} cold items ({len(data.cold[0])} plays); content {content_name}",
+            file=sys.stderr,
+        )
     for model, seed in todo:
         cfg = RecallConfig(model=model, seed=seed, epochs=args.epochs or 200, patience=args.patience,
-                           threads=args.threads, progress=not args.no_progress)  # fmt: skip
-        artifacts = fit_recall(data, cfg)
+                           threads=threads, progress=not args.no_progress, device=args.device,
+                           batch_size=batch_size)  # fmt: skip
+        artifacts = fit_recall(data, cfg, dist)
+        if artifacts is None:  # not rank 0
+            continue
         run_dir = _save_run(args.out / "runs", args.dataset, variant, content_name, artifacts)
         key = {"dataset": args.dataset, "variant": variant, "content": content_name, "model": model, "seed": seed}
         new = result_rows(key, artifacts.metrics, data, run_dir)
@@ -172,7 +207,6 @@ def run_recall(args: argparse.Namespace) -> Path:
             f"{model} seed {seed}: {shown}; best epoch {m['best_epoch']:.0f}, {m['train_seconds']:.0f} s",
             file=sys.stderr,
         )
-    return args.out
 
 
 def result_rows(key: dict, m: dict[str, float], data: RecallData, run_dir: Path) -> list[dict]:
@@ -213,7 +247,8 @@ def _save_run(runs: Path, dataset: str, variant: str, content: str, artifacts: R
         shutil.rmtree(target)
     with BundleBuilder(runs, run_id, make_current=False) as builder:
         artifacts.component().write(builder)
-        builder.manifest.update({"kind": "recall_run", "dataset": {"name": dataset, "variant": variant}})
+        builder.manifest.update({"kind": "recall_run", "dataset": {"name": dataset, "variant": variant},
+                                 "training": artifacts.launch})  # fmt: skip
     return target
 
 

@@ -38,10 +38,10 @@ from encore import feature_names as fn
 from encore.artifacts import BundleBuilder, current_bundle_path, load_bundle, set_current
 from encore.bundle_check import BUNDLE_ID
 from encore.errors import EncoreError
-from encore.events import EventLog, label
+from encore.events import EventLog, activity_before, label
 from encore.io import sha256_file, write_json_atomic, write_text_atomic
 from encore.job_lock import HeldLock, JobLocked, job_lock
-from encore.ranker_frame import training_frame
+from encore.ranker_frame import ACTIVITY_COLUMNS, training_frame
 from encore.settings import EncoreSettings
 from encore.store import Store
 from training import bootstrap as boot
@@ -164,7 +164,20 @@ def point_in_time(store: Store, rows: pd.DataFrame) -> pd.DataFrame:
     if joined[ROW].tolist() != list(range(len(rows))):
         raise EncoreError(f"the point-in-time join returned {len(joined)} rows for {len(rows)}")
     joined[fn.EVENT_TIMESTAMP] = joined[fn.EVENT_TIMESTAMP] + STRICTLY_BEFORE
-    return joined.drop(columns=[ROW])
+    joined = joined.drop(columns=[ROW])
+    log = EventLog(store)
+    try:  # recent-event features, from the listener's events strictly before each row
+        activity = activity_before(log.read(), joined)
+    finally:
+        log.close()
+    return pd.concat([joined.drop(columns=[c for c in ACTIVITY_COLUMNS if c in joined]), activity], axis=1)
+
+
+def activity_fields() -> list:
+    """The recent-event features as ranker fields (user-owned numerics, quantile-bucketized like n_plays)."""
+    from encore.schema import FieldConfig
+
+    return [FieldConfig(c, "numeric", owner="user", numeric_mode="quantile", n_buckets=10) for c in ACTIVITY_COLUMNS]
 
 
 def ranker_rows(joined: pd.DataFrame, fields: list) -> pd.DataFrame:
@@ -183,6 +196,9 @@ def ranker_rows(joined: pd.DataFrame, fields: list) -> pd.DataFrame:
     meta = table(fn.TRACK_ID, fn.TRACK_META_FIELDS, "genre")
     content = table(fn.TRACK_ID, fn.TRACK_CONTENT_ARRAYS, "embedding")
     rows = pd.DataFrame({fn.USER_ID: keys, fn.TRACK_ID: keys, "label": joined["label"].to_numpy()})
+    for column in ACTIVITY_COLUMNS:  # as of each row (point_in_time); the frame builder reads them from the rows
+        if column in joined:
+            rows[column] = joined[column].to_numpy()
     frame = training_frame(rows, users, meta, content, fields)
     for column in (fn.USER_ID, fn.TRACK_ID):
         if column in frame:
@@ -225,6 +241,8 @@ def train_candidate(args: argparse.Namespace, store: Store, serving: Any, events
     with BundleBuilder(boot.artifacts_dir(), bundle_id, make_current=False) as bundle:
         content = ContentComponent.read(serving).write(bundle)  # versioned codebooks: kept as they are
         fields = boot.ranker_fields(content.codebooks.n_fields, content.dense_width)
+        if args.activity_features:  # recent-event features (docs/events.md): the candidate's spec reads them
+            fields += activity_fields()
         extra = ranker_rows(point_in_time(store, events), fields)
         first = boot.ranker_frame(splits.sampler(1, args.seed), tables, fields)
         boot.train_ranker(args, splits, tables, fields, first, bundle, extra_frame=extra)
@@ -403,6 +421,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="promote even when worse than serving")
     parser.add_argument("--rollback", action="store_true", help="restore the bundle before the last promotion")
     parser.add_argument("--refit-codebooks", action="store_true", help="not implemented yet: refused")
+    parser.add_argument(
+        "--activity-features",
+        action="store_true",
+        help="the candidate's ranker reads recent-event features (n_play, ..., skip_rate)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 

@@ -23,6 +23,10 @@ Data-parallel (training/distributed.py): the same command under torchrun trains 
 shard of the rows (gloo on CPU); rank 0 alone evaluates and writes the results and run folders:
     torchrun --standalone --nproc_per_node=2 training/run_benchmark.py --dataset frappe --models DeepFM \
         --seeds 2021 --out DIR
+The recall task too (training/recall_loop.py: every rank the whole graph, the BPR pairs split):
+    torchrun --standalone --nproc_per_node=2 training/run_benchmark.py --task recall --dataset synthetic \
+        --models BPR,FREEDOM --seeds 1 --out DIR
+`--device cuda` trains on the GPU (NCCL under torchrun, one GPU per local rank).
 
 Data larger than memory: `--stream` reads the training rows row group by row group (each rank its own), e.g.
 on Frappe-shaped data of any size from `python -m training.datasets.frappe_synth --rows 20000000 --out DIR`:
@@ -81,6 +85,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="bf16: CPU autocast of the forward pass (weights, optimizer, loss, evaluation stay fp32)",
     )
     p.add_argument("--epochs", type=int, default=None, help="override the maximum number of epochs")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, or cuda / cuda:N: the model and batches on the GPU (torchrun: NCCL, one GPU per local rank)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--stream",
@@ -138,6 +147,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     r = p.add_argument_group("recall task (--task recall)")
     r.add_argument("--cold-share", type=float, default=0.2, help="share of items withheld as cold items (default 0.2)")
     r.add_argument("--patience", type=int, default=10, help="epochs without valid recall@20 gain before stopping")
+    r.add_argument(
+        "--batch-size", type=int, default=None, help="global batch of training triples (default 2048), split over ranks"
+    )
     t = p.add_argument_group("TASTE / RecBole atomic files (--dataset taste; --data-root is the dataset folder)")
     t.add_argument("--inter-fields", default=None, help="user,item,count columns of the .inter file")
     t.add_argument("--columns", default=None, help="comma list of the .user/.item feature columns to use (default all)")
@@ -234,7 +246,7 @@ def run(args: argparse.Namespace) -> Path:
 
     from training import distributed
 
-    dist = distributed.context()  # joins the torchrun group when launched by torchrun; one rank otherwise
+    dist = distributed.context(args.device)  # joins the torchrun group when launched by torchrun; one rank otherwise
     if args.threads is None:
         args.threads = dist.threads()
 
@@ -251,7 +263,9 @@ def run(args: argparse.Namespace) -> Path:
     results = ResultsTable(args.out)
     reference = {m: c["bars_test_auc"] for m, c in config["models"].items() if "bars_test_auc" in c}
     epochs = args.epochs if args.epochs is not None else (2 if args.quick else None)
-    grid = GridSettings(config, epochs, args.threads, not args.no_progress and dist.is_main, args.precision)
+    grid = GridSettings(
+        config, epochs, args.threads, not args.no_progress and dist.is_main, args.precision, args.device
+    )
     try:
         for features in feature_list:
             for content in content_list:
@@ -304,6 +318,10 @@ def main(argv: list[str] | None = None) -> int:
         ctr_only = args.preset or args.config or args.overrides or args.tune is not None or args.tune_minutes
         if args.task == "recall" and ctr_only:
             raise EncoreError("--preset, --config, --set and --tune apply to --task ctr only")
+        if args.task == "recall" and args.precision != "fp32":  # sparse graph products have no bf16 kernels
+            raise EncoreError("--precision applies to --task ctr; the recall models train in fp32")
+        if args.task == "ctr" and args.batch_size is not None:
+            raise EncoreError("--batch-size applies to --task recall; the ctr task takes --set train.batch_size=N")
         if args.tune is not None or args.tune_minutes is not None:
             from training.tune import run_tune
 
@@ -317,11 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.task == "recall":
             from training.recall_benchmark import run_recall
 
-            if launched_world_size() > 1:  # every rank would write the same files
-                raise EncoreError("--task recall does not run data-parallel yet: launch it without torchrun")
-            if args.threads is None:
-                args.threads = os.cpu_count() or 1
-            out = run_recall(args)
+            out = run_recall(args)  # --threads None: the cores / local ranks
         else:
             out = run(args)
     except EncoreError as exc:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from encore.errors import EncoreError, SpecError
-from encore.schema import FeatureSpec, FieldConfig, categorical_counts, check_columns
+from encore.schema import FeatureSpec, FieldConfig, check_columns, field_counts
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
 
@@ -52,13 +52,15 @@ def read_row_group(group: RowGroup, columns: Sequence[str] | None = None) -> pd.
 
 
 def fit_spec_streaming(source: Path, fields: Sequence[FieldConfig], label: str | None = "label") -> FeatureSpec:
-    """The spec `FeatureSpec.fit` would fit on all of `source`'s rows, counted one row group at a time."""
+    """The spec `FeatureSpec.fit` would fit on all of `source`'s rows, counted one row group at a time: id,
+    categorical and numeric fields (numeric: the counts of each distinct value; `FeatureSpec.fit_counts` says
+    what is exact)."""
     totals = {c.name: pd.Series(dtype="int64") for c in fields}
     for group in row_groups(source):
         frame = read_row_group(group)
         check_columns(frame, fields, label)
         for c in fields:
-            totals[c.name] = totals[c.name].add(categorical_counts(frame[c.column]), fill_value=0)
+            totals[c.name] = totals[c.name].add(field_counts(frame[c.column], c), fill_value=0)
     return FeatureSpec.fit_counts(totals, fields, label)
 
 

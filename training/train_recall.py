@@ -33,6 +33,7 @@ import torch
 from encore import feature_names as fn
 from encore.errors import EncoreError
 from encore.retriever_bundle import ContentProjection, RetrieverComponent
+from training.distributed import Dist, check_device
 from training.models.recall import CONTENT_MODELS, RECALL_MODELS, VBPR, RecallInputs, RecallModel
 from training.recall_data import Content, RecallData, content_from_frame, content_matrix, split_frame
 from training.recall_loop import train_loop
@@ -60,6 +61,7 @@ class RecallConfig:
     ridge_alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)  # picked by 3-fold CV on train items
     ks: tuple[int, ...] = KS  # cut-offs of the reported metrics (recall@k, ndcg@k, hit@k, mrr@k, precision@k)
     threads: int | None = 1  # torch threads while training: small embedding ops lose more to sync than they gain
+    device: str = "cpu"  # "cuda" (or "cuda:N"): the model and the training triples there; evaluation on the CPU
     progress: bool = False  # a tqdm bar over epochs
 
 
@@ -79,6 +81,7 @@ class RecallArtifacts:
     config: RecallConfig
     data: dict[str, int] = field(default_factory=dict)  # sizes of the splits, for the manifest
     history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, valid recall@20
+    launch: dict[str, Any] = field(default_factory=dict)  # world_size, backend, batch_size_per_rank
 
     @property
     def model(self) -> str:
@@ -89,7 +92,7 @@ class RecallArtifacts:
         return RetrieverComponent(
             self.model, self.user_ids, self.user_vectors, self.item_ids, self.item_vectors, self.seen_indptr,
             self.seen_indices, self.popularity, self.projection, self.metrics,
-            {"config": asdict(self.config), "data": self.data, "history": self.history},
+            {"config": asdict(self.config), "data": self.data, "history": self.history, "launch": self.launch},
         )  # fmt: skip
 
 
@@ -177,23 +180,33 @@ def content_mapping(
     # VBPR: the content half is the model's own layer on the same standardized content; ridge for the id half.
     id_part = fit_projection(train_content, item_vectors[:, : model.dim], encoder, cfg.ridge_alphas, cfg.seed)
     layer = model.content_linear
-    weight = np.hstack([id_part.weight, layer.weight.detach().numpy().T]).astype(np.float32)
-    bias = np.concatenate([id_part.bias, layer.bias.detach().numpy()]).astype(np.float32)
+    weight = np.hstack([id_part.weight, layer.weight.detach().cpu().numpy().T]).astype(np.float32)
+    bias = np.concatenate([id_part.bias, layer.bias.detach().cpu().numpy()]).astype(np.float32)
     return replace(id_part, weight=weight, bias=bias, method="vbpr")
 
 
 # --- Entry points -----------------------------------------------------------------------------------------
 
 
-def fit_recall(data: RecallData, config: RecallConfig | None = None, **overrides: Any) -> RecallArtifacts:
-    """Train `config.model` on `data`, map content to item vectors, evaluate valid / test / cold (see module doc)."""
-    cfg = replace(config or RecallConfig(), **overrides)
+def _check_content(data: RecallData, cfg: RecallConfig) -> None:
     if cfg.model in CONTENT_MODELS and data.content is None:
         raise EncoreError(f"{cfg.model} needs content vectors; none were given")
     if data.content is not None and not (
         data.encoder and data.encoder.get("encoder") and data.encoder.get("encoder_revision")
     ):
         raise EncoreError("content given without encoder={'encoder': ..., 'encoder_revision': ...}")
+
+
+def fit_recall(
+    data: RecallData, config: RecallConfig | None = None, dist: Dist | None = None, **overrides: Any
+) -> RecallArtifacts | None:
+    """Train `config.model` on `data`, map content to item vectors, evaluate valid / test / cold (see module doc).
+
+    Data-parallel (`dist` of several ranks under torchrun, training/recall_loop.py `train_loop`): every rank
+    trains; rank 0 alone evaluates and returns the artifacts, the other ranks return None."""
+    cfg = replace(config or RecallConfig(), **overrides)
+    dist = dist or Dist()
+    _check_content(data, cfg)
     n_users, n_items = len(data.user_ids), len(data.item_ids)
     previous_threads = torch.get_num_threads()
     started = time.perf_counter()
@@ -201,11 +214,14 @@ def fit_recall(data: RecallData, config: RecallConfig | None = None, **overrides
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        model = build_model(data, cfg)
-        user_vectors, item_vectors, history, best_epoch = train_loop(model, data, cfg)
+        model = build_model(data, cfg).to(check_device(cfg.device))
+        user_vectors, item_vectors, history, best_epoch = train_loop(model, data, cfg, dist)
     finally:
         torch.set_num_threads(previous_threads)
     seconds = time.perf_counter() - started
+    if user_vectors is None or item_vectors is None:  # not rank 0: rank 0 evaluates and reports
+        return None
+    model = model.cpu()  # the content mapping reads VBPR's layer as numpy
     log.info("%s: %d epochs on %d plays in %.1f s", cfg.model, len(history), len(data.train[0]), seconds)
 
     train_u, train_i = data.train
@@ -218,13 +234,7 @@ def fit_recall(data: RecallData, config: RecallConfig | None = None, **overrides
     }
     metrics.update(warm_metrics(data, user_vectors, item_vectors, popularity, cfg.ks))
     projection = content_mapping(model, data, item_vectors, cfg)
-    if projection is not None:
-        metrics["projection_cv_r2"] = projection.cv_r2
-        if len(data.cold[0]):
-            cold_vectors = projection.apply(data.content[n_items:])
-            cold_users, cold_truth = grouped(*data.cold)
-            found = rank_metrics(user_vectors[cold_users], cold_vectors, cold_truth, None, cfg.ks)
-            metrics.update({f"cold_{name}": v for name, v in found.items()})
+    metrics.update(cold_metrics(data, user_vectors, projection, cfg.ks))
 
     # Serving masks what the model learned from or was tuned on; test plays stay unmasked, so the served
     # candidates of a bundle with a test split reproduce its offline test metrics (a production bundle
@@ -244,7 +254,23 @@ def fit_recall(data: RecallData, config: RecallConfig | None = None, **overrides
         config=cfg,
         data=split_sizes(data),
         history=history,
+        launch={**dist.record(), "batch_size_per_rank": dist.per_rank_batch(cfg.batch_size)},
     )
+
+
+def cold_metrics(
+    data: RecallData, user_vectors: np.ndarray, projection: ContentProjection | None, ks: tuple[int, ...]
+) -> dict[str, float]:
+    """The projection's CV R^2 and the cold items' ranking metrics (cold_*), ranked among the cold items."""
+    if projection is None:
+        return {}
+    metrics = {"projection_cv_r2": projection.cv_r2}
+    if len(data.cold[0]):
+        cold_vectors = projection.apply(data.content[len(data.item_ids) :])
+        cold_users, cold_truth = grouped(*data.cold)
+        found = rank_metrics(user_vectors[cold_users], cold_vectors, cold_truth, None, ks)
+        metrics.update({f"cold_{name}": v for name, v in found.items()})
+    return metrics
 
 
 def split_sizes(data: RecallData) -> dict[str, int]:
@@ -270,7 +296,9 @@ def train_recall(
 ) -> RecallArtifacts:
     """`split_plays`, then `fit_recall`; overrides replace config fields (model="FREEDOM", dim=32, ...)."""
     cfg = replace(config or RecallConfig(), **overrides)
-    return fit_recall(split_plays(interactions, content, encoder=encoder, config=cfg), cfg)
+    artifacts = fit_recall(split_plays(interactions, content, encoder=encoder, config=cfg), cfg)
+    assert artifacts is not None  # one process (no dist): always rank 0
+    return artifacts
 
 
 def split_plays(

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from training.data import TensorSplit
-from training.distributed import Dist
+from training.distributed import Dist, check_device
 from training.metrics import binary_metrics, binary_metrics_per_user
 from training.models.base import CTRModel
 
@@ -50,6 +50,9 @@ class TrainConfig:
     # "bf16": CPU autocast of the forward pass (matmuls in bfloat16; weights, optimizer, loss and evaluation
     # stay fp32). 1.5x the samples/s of fp32 for DeepFM on this AVX512-BF16 machine; opt-in, recorded.
     precision: str = "fp32"
+    # "cuda" / "cuda:N": model and batches on the GPU (bf16 is then CUDA autocast: AMP without a grad scaler,
+    # bf16 has fp32's range); the model returns to the CPU when `fit` ends (export and evaluation run there).
+    device: str = "cpu"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,8 +97,14 @@ def seed_everything(seed: int) -> None:
 def predict(model: nn.Module, split: TensorSplit, batch_size: int = 16384) -> np.ndarray:
     """Probabilities for every row of `split`, in order."""
     model.eval()
-    out = [torch.sigmoid(model(inputs)) for inputs, _ in split.batches(batch_size)]
+    device = next(model.parameters()).device
+    out = [torch.sigmoid(model(_to(inputs, device))).cpu() for inputs, _ in split.batches(batch_size)]
     return torch.cat(out).numpy()
+
+
+def _to(inputs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A batch's inputs on `device` (no copy where they already are)."""
+    return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
 
 
 def evaluate(model: nn.Module, split: TensorSplit, batch_size: int = 16384) -> dict[str, float]:
@@ -134,8 +143,9 @@ def fit(
         raise ValueError(f"precision must be fp32 or bf16, got {cfg.precision!r}")
     dist = dist or Dist()
     seed_everything(dist.rank_seed(cfg.seed))
-    generator = torch.Generator().manual_seed(dist.rank_seed(cfg.seed))
+    generator = torch.Generator().manual_seed(dist.rank_seed(cfg.seed))  # CPU: the rows are shuffled there
     batch_size = dist.per_rank_batch(cfg.batch_size)
+    model.to(check_device(cfg.device))
     net = dist.wrap(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     loss_fn = nn.BCEWithLogitsLoss()
@@ -175,6 +185,7 @@ def fit(
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
+    model.cpu()
     return TrainResult(best_epoch, best_valid, epochs_run, train_seconds, samples, history)
 
 
@@ -188,7 +199,7 @@ def batch_loss(
     cfg: TrainConfig,
 ) -> torch.Tensor:
     """The training loss of one batch: BCE on the logits plus the configured L2 penalties."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+    with torch.autocast(labels.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
         logits = net(inputs)
     loss = loss_fn(logits.float(), labels)
     if cfg.embedding_l2 > 0:
@@ -226,7 +237,9 @@ def _train_epoch(
         disable=not cfg.progress,
         mininterval=1.0,
     )
+    device = next(model.parameters()).device
     for inputs, labels in bar:
+        inputs, labels = _to(inputs, device), labels.to(device, non_blocking=True)
         loss = batch_loss(net, tables, net_weights, inputs, labels, loss_fn, cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

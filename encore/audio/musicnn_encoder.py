@@ -24,6 +24,7 @@ from encore.audio.decode import DecodedAudio
 from encore.audio.encoder import TOP_TAGS, AudioEncoder, EncoderUnavailable, Tags
 from encore.audio.melspec import mel_filter_bank
 from encore.audio.resample import to_encoder_input
+from encore.audio.stages import stage
 from encore.audio.weights import WEIGHTS_FILE, WeightsFolder, check_export, open_folder, require_modules
 
 HEADS = {"msd": "musicnn-msd", "mtt": "musicnn-mtt"}  # tag head -> weights folder
@@ -231,8 +232,10 @@ class MusicnnEncoder(AudioEncoder):
 
     def analyze(self, mono: np.ndarray) -> MusicnnAnalysis:
         """Layer vectors (MSD network) and both heads' tags for one track: runs both networks."""
-        patches = self.patches(mono)
-        outputs = {head: self.run(patches, head) for head in self.nets}
+        with stage("mel"):
+            patches = self.patches(mono)
+        with stage("network"):
+            outputs = {head: self.run(patches, head) for head in self.nets}
         return MusicnnAnalysis(
             layers=self.split_layers(outputs[EMBEDDING_HEAD]),
             layer_names=self.layer_names,
@@ -242,7 +245,9 @@ class MusicnnEncoder(AudioEncoder):
         )
 
     def analyze_decoded(self, decoded: DecodedAudio) -> MusicnnAnalysis:
-        return self.analyze(to_encoder_input(decoded.samples, decoded.sample_rate, self.sample_rate))
+        with stage("resample"):  # downmix and resample to 16 kHz
+            mono = to_encoder_input(decoded.samples, decoded.sample_rate, self.sample_rate)
+        return self.analyze(mono)
 
     def encode_with_tags(self, decoded: DecodedAudio) -> tuple[np.ndarray, Tags]:
         """encode_decoded's flat layers plus each head's top tags, from one pass of both networks."""

@@ -61,7 +61,9 @@ class RankerMetrics:
 @dataclass(frozen=True)
 class EmbedderMetrics:
     uploads: Counter  # by outcome: "ok" or the error code
-    stage_seconds: Histogram  # by stage of POST /embed: read, decode, encode, store, notify
+    # by stage of POST /embed: read, decode, encode, store, notify; and parts of encode the encoder times
+    # (MusiCNN: encode_resample, encode_mel, encode_network; the rest of encode is tokens and tags)
+    stage_seconds: Histogram
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> EmbedderMetrics:

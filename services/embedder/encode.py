@@ -24,7 +24,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,7 +32,7 @@ import numpy as np
 
 from encore import feature_names as fn
 from encore.artifacts import Bundle, current_bundle_path
-from encore.audio import AudioEncoder, AudioError, Codebooks, decode_audio
+from encore.audio import AudioEncoder, AudioError, Codebooks, decode_audio, stages
 from encore.audio.content import ContentComponent
 from encore.audio.decode import MIN_AUDIO_SECONDS
 from encore.audio.encoder import Tags, format_tags
@@ -106,7 +106,8 @@ class Embedding:
     duration_seconds: float
     truncated: bool
     decode_ms: float
-    encode_ms: float
+    encode_ms: float  # all of the encode, tokens included
+    encode_parts_ms: dict[str, float] = field(default_factory=dict)  # parts of encode_ms the encoder timed
 
 
 def build_state(bundle: Bundle, encoder: AudioEncoder) -> EmbedderState:
@@ -128,7 +129,8 @@ def embed_audio(data: bytes, state: EmbedderState, *, max_seconds: float) -> Emb
             "too_short", f"{decoded.duration_seconds:.2f} s of audio; at least {MIN_AUDIO_SECONDS:g} s is needed"
         )
     decoded_at = time.perf_counter()
-    layers, tags = state.encoder.encode_with_tags(decoded)  # flat pooled layers
+    with stages.collect() as parts:  # the encoder's own stages (MusiCNN: resample, mel, network)
+        layers, tags = state.encoder.encode_with_tags(decoded)  # flat pooled layers
     content = state.content.features(layers)
     done = time.perf_counter()
     return Embedding(
@@ -141,6 +143,7 @@ def embed_audio(data: bytes, state: EmbedderState, *, max_seconds: float) -> Emb
         truncated=decoded.truncated,
         decode_ms=(decoded_at - start) * 1000,
         encode_ms=(done - decoded_at) * 1000,
+        encode_parts_ms=parts,
     )
 
 

@@ -76,6 +76,8 @@ async def embed(
     runtime.metrics.uploads.labels("ok").inc()
     for stage, ms in timings.items():
         runtime.metrics.stage_seconds.labels(stage).observe(ms / 1000)
+    for part, ms in result.encode_parts_ms.items():  # within "encode": MusiCNN's resample, mel and network
+        runtime.metrics.stage_seconds.labels(f"encode_{part}").observe(ms / 1000)
     return _embed_response(track_id, state, result, embedding, overwritten, notified, started, timings, settings)
 
 

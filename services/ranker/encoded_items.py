@@ -36,6 +36,7 @@ from encore.io import atomic_path
 from encore.ranker_frame import TrackFeatures, build_frame, is_item_field
 from encore.schema import FeatureSpec
 from encore.track_table import TrackBatch, TrackTable
+from services.ranker.request_inputs import RequestInputs
 
 log = logging.getLogger("encore.ranker")
 
@@ -95,6 +96,10 @@ def table_key(spec: FeatureSpec, batch: TrackBatch) -> str:
     return digest.hexdigest()
 
 
+def _digest(*parts: str) -> str:
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+
+
 def private_dir(path: Path) -> Path | None:
     """`path` created for this user only (0700), or None when it exists but others could write into it."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -142,6 +147,7 @@ class SplitSpec:
         self.spec = spec
         self.items = FeatureSpec([f for f in spec.fields if is_item_field(f)], label=None)
         self.request = FeatureSpec([f for f in spec.fields if not is_item_field(f)], label=None)
+        self.request_inputs = RequestInputs(self.request)
 
 
 def encode_item_rows(split: SplitSpec, items: TrackFeatures) -> dict[str, np.ndarray]:
@@ -199,7 +205,7 @@ class ItemInputCache:
         hit = self._users.get(user_id)
         if hit is not None and hit[0] is user:  # the user cache hands out the same row object until it expires
             return hit[1]
-        encoded = split.request.encode(build_frame(split.request, user_id, user, TrackFeatures.unknown(["?"])))
+        encoded = split.request_inputs.encode(user_id, user)  # what split.request's encoder gives, without pandas
         if len(self._users) >= USER_CACHE_SIZE:
             self._users.pop(next(iter(self._users)))
         self._users[user_id] = (user, encoded)
@@ -222,7 +228,8 @@ class ItemInputCache:
             whole = table.slice(0, stop)
             if whole.generation != generation:
                 return None
-            key = table_key(spec, whole)
+            content = table.content_key(stop)  # a persisted snapshot's name: hashing 1M rows took ~10 s
+            key = table_key(spec, whole) if content is None else _digest(spec.hash, content)
             block = shared_arrays(share_dir / key, lambda: self._encode(split, table, 0, stop, generation))
         else:
             block = self._encode(split, table, start, stop, generation)

@@ -36,9 +36,10 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
 
 from encore.artifacts import BundleHolder
-from encore.ranker_frame import TrackFeatures, build_frame
+from encore.ranker_frame import ACTIVITY_COLUMNS, TrackFeatures, build_frame, uses_activity
 from encore.schema import FeatureSpec
 from encore.store import Store
+from encore.track_snapshot import TrackSnapshots
 from encore.track_table import TrackTable
 from services.common.errors import ServiceError
 from services.common.observability import RankerMetrics
@@ -114,6 +115,7 @@ class Recommendation:
 class Recent:
     exclude: list[str]  # every recent track, newest first
     played: list[str]  # recent tracks whose latest event was a play or a like, newest first
+    features: dict[str, Any] = field(default_factory=dict)  # the row's recent-event features (ACTIVITY_COLUMNS)
 
     @classmethod
     def from_row(cls, row: dict[str, Any] | None) -> Recent:
@@ -123,7 +125,12 @@ class Recent:
         latest: dict[str, str] = {}
         for track, kind in zip(tracks, types, strict=False):  # newest first: the first type seen is the latest
             latest.setdefault(track, kind)
-        return cls(list(latest), [t for t, kind in latest.items() if kind in POSITIVE_TYPES])
+        features = {c: row[c] for c in ACTIVITY_COLUMNS if row.get(c) is not None}
+        return cls(list(latest), [t for t, kind in latest.items() if kind in POSITIVE_TYPES], features)
+
+    def user_row(self, profile: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The ranker's user mapping: the profile plus these recent-event features (for a spec that reads them)."""
+        return {**(profile or {}), **self.features} if self.features else profile
 
 
 NO_RECENT = Recent([], [])
@@ -322,14 +329,21 @@ class ItemFeatures:
     and those the store does not know either (or could not be asked) come back marked missing."""
 
     def __init__(
-        self, store: Store, max_age_s: float = 300.0, miss_ttl_s: float = 1.0, guard: StoreGuard | None = None
+        self,
+        store: Store,
+        max_age_s: float = 300.0,
+        miss_ttl_s: float = 1.0,
+        guard: StoreGuard | None = None,
+        snapshot_dir: Path | None = None,  # the persisted track table (encore/track_snapshot.py); None: store reads
     ):
         self.store, self.max_age_s, self.miss_ttl_s = store, max_age_s, miss_ttl_s
         self.guard = guard or StoreGuard(store)
+        self.snapshot_dir = snapshot_dir
         self.table: TrackTable | None = None
 
     def load(self) -> None:
-        self.table = TrackTable(self.store, max_age_s=self.max_age_s, miss_ttl_s=self.miss_ttl_s)
+        snapshots = TrackSnapshots(self.store, self.snapshot_dir) if self.snapshot_dir is not None else None
+        self.table = TrackTable(self.store, max_age_s=self.max_age_s, miss_ttl_s=self.miss_ttl_s, snapshots=snapshots)
         try:
             n = self.table.load()
             log.info("track table loaded: %d tracks", n)
@@ -492,13 +506,10 @@ class Ranker:
         similarity = await self.query_similarity(query)  # first: a refused query costs no store read
         clock.lap("query")
 
-        user = await self.user_features(user_id)
-        recent, activity_degraded = NO_RECENT, None
-        if self.recent is not None:
-            try:
-                recent = await self.recent(user_id)
-            except Exception as error:  # served without the recent filter and fold-in
-                activity_degraded = f"activity store unavailable: {type(error).__name__}: {error}"
+        # two independent store reads (each in a worker thread on a miss): one round trip's wait, not two
+        user, (recent, activity_degraded) = await asyncio.gather(
+            self.user_features(user_id), self.recent_activity(user_id)
+        )
         clock.lap("user_features")
         candidates = await self.retrieve(user_id, max(self.n_candidates, k), model.popularity, recent)
         if candidates.source == FOLDIN_SOURCE:  # the fold-in's order is the only personal signal (RecentActivity)
@@ -508,7 +519,8 @@ class Ranker:
         references = played_tracks(recent.played, candidates.history)
         played = (await self.item_features(references)).features if references else None  # table rows: cheap
         clock.lap("item_features")
-        scores = self.score(model, user_id, user.profile, items.features)
+        profile = recent.user_row(user.profile) if uses_activity(model.spec) else user.profile
+        scores = self.score(model, user_id, profile, items.features)
         clock.lap("score")
         steering = None
         if similarity is not None and self.steer is not None:
@@ -522,6 +534,16 @@ class Ranker:
         for reason in reasons:
             self.metrics.degraded.labels(reason.split(":", 1)[0]).inc()
         return Recommendation(user_id, model.bundle_id, model.model_name, candidates.source, ranked, reasons)
+
+    async def recent_activity(self, user_id: str) -> tuple[Recent, str | None]:
+        """The listener's recent events, or none and why when the store could not be read (the answer is then
+        served without the recent filter and fold-in)."""
+        if self.recent is None:  # events not read (ENCORE_RANKER_READ_EVENTS=false)
+            return NO_RECENT, None
+        try:
+            return await self.recent(user_id), None
+        except Exception as error:
+            return NO_RECENT, f"activity store unavailable: {type(error).__name__}: {error}"
 
     async def query_similarity(self, query: str | None) -> dict[str, float] | None:
         if query is None:

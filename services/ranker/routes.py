@@ -4,17 +4,19 @@ dependencies they declare (the app's ranker and settings, the k check that needs
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from pydantic import TypeAdapter
 
 from encore.artifacts import BundleError
 from encore.settings import RankerSettings
 from services.common.auth import ApiKey
 from services.common.errors import ServiceError, bundle_refused, error_responses
 from services.ranker.bundle import reload_bundle, resolve_bundle_path
-from services.ranker.pipeline import Ranker
-from services.ranker.schemas import RecommendedTrack, RecommendResponse, ReloadRequest, ReloadResponse
+from services.ranker.pipeline import RankedItem, Ranker, Recommendation
+from services.ranker.schemas import RecommendResponse, ReloadRequest, ReloadResponse
 
 QUERY = Query(
     min_length=1,
@@ -31,23 +33,52 @@ Without the exported query encoder, a request with `q` answers 422 `query_unavai
 changes."""
 
 
+@dataclass(frozen=True)
+class Answer:
+    """RecommendResponse's fields in its order, over the pipeline's own RankedItem (RecommendedTrack's fields in
+    its order): serialized as they are, without building and validating a model per track and again for the
+    whole answer. tests/services/ranker/test_api.py checks the bytes equal RecommendResponse's."""
+
+    user_id: str
+    query: str | None
+    bundle_id: str
+    model: str
+    degraded: bool
+    degraded_reason: str | None
+    candidate_source: str
+    items: list[RankedItem]
+
+    @classmethod
+    def of(cls, result: Recommendation, query: str | None) -> Answer:
+        reasons = result.degraded_reasons
+        return cls(
+            result.user_id, query, result.bundle_id, result.model, bool(reasons), "; ".join(reasons) or None,
+            result.candidate_source, result.items,
+        )  # fmt: skip
+
+
+ANSWER_JSON = TypeAdapter(Answer)
+
+
 def get_settings(request: Request) -> RankerSettings:
     return request.app.state.settings
 
 
-def get_ranker(request: Request) -> Ranker:
+# The dependencies are `async def` although they never await: FastAPI runs a plain `def` dependency in its thread
+# pool, a round trip to another thread per dependency and request (~0.1 ms each, much more on a busy host).
+async def get_ranker(request: Request) -> Ranker:
     return request.app.state.ranker
 
 
-def get_serving_ranker(request: Request) -> Ranker:
+async def get_serving_ranker(request: Request) -> Ranker:
     """The ranker, or 503 while no bundle is loaded."""
-    ranker = get_ranker(request)
+    ranker: Ranker = request.app.state.ranker
     if not ranker.holder.loaded:
         raise ServiceError(503, "not_ready", "no bundle loaded yet; see /readyz")
     return ranker
 
 
-def get_k(
+async def get_k(
     request: Request,
     k: Annotated[
         int | None, Query(description="How many tracks to return (1..ENCORE_RANKER_MAX_K)", examples=[10])
@@ -79,18 +110,9 @@ def build_router(settings: RankerSettings) -> APIRouter:
         k: Annotated[int, Depends(get_k)],
         ranker: Annotated[Ranker, Depends(get_serving_ranker)],
         q: Annotated[str | None, QUERY] = None,
-    ) -> RecommendResponse:
+    ) -> Response:
         result = await ranker.recommend(user_id, k, q)
-        return RecommendResponse(
-            user_id=result.user_id,
-            query=q,
-            bundle_id=result.bundle_id,
-            model=result.model,
-            degraded=bool(result.degraded_reasons),
-            degraded_reason="; ".join(result.degraded_reasons) or None,
-            candidate_source=result.candidate_source,
-            items=[RecommendedTrack(**item.__dict__) for item in result.items],
-        )
+        return Response(ANSWER_JSON.dump_json(Answer.of(result, q)), media_type="application/json")
 
     @router.post(
         "/admin/reload",

@@ -11,27 +11,30 @@ from services.common.errors import ServiceError
 from services.common.observability import RetrieverMetrics
 from services.retriever.search import Retriever
 
+# `async def` although none awaits: FastAPI runs a plain `def` dependency in its thread pool, one thread round
+# trip per dependency and request on the hot path of GET /candidates.
 
-def _settings(request: Request) -> RetrieverSettings:
+
+async def _settings(request: Request) -> RetrieverSettings:
     return request.app.state.settings
 
 
-def _retriever(request: Request) -> Retriever:
+async def _retriever(request: Request) -> Retriever:
     return request.app.state.retriever
 
 
-def _loaded_retriever(request: Request) -> Retriever:
+async def _loaded_retriever(request: Request) -> Retriever:
     retriever: Retriever = request.app.state.retriever
     if not retriever.loaded:
         raise ServiceError(503, "not_ready", "no bundle loaded yet; see /readyz")
     return retriever
 
 
-def _metrics(request: Request) -> RetrieverMetrics:
+async def _metrics(request: Request) -> RetrieverMetrics:
     return request.app.state.metrics
 
 
-def _k(
+async def _k(
     settings: Annotated[RetrieverSettings, Depends(_settings)],
     k: Annotated[
         int | None,

@@ -4,16 +4,18 @@ on real clips, and refusals. Needs weights/musicnn-{msd,mtt} (the weights comman
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from encore.audio import EncoderUnavailable, decode_audio, extract_catalog, get_encoder, load_catalog
+from encore.audio import EncoderUnavailable, decode_audio, extract_catalog, get_encoder, load_catalog, stages
 from encore.audio.encoder import format_tags, parse_tags
 from encore.audio.extract import load_catalog_tags
 from encore.audio.musicnn_encoder import (
@@ -230,6 +232,26 @@ def test_top_tags_of_both_heads(encoders) -> None:
         probs = [p for _, p in top]
         assert probs == sorted(probs, reverse=True) and probs[0] == pytest.approx(analysis.tags[head].max())
         assert {t for t, _ in top} <= set(analysis.tag_names[head]) and len(analysis.tag_names[head]) == 50
+
+
+def test_an_encode_reports_its_stages_to_the_thread_that_asks(encoders) -> None:
+    """The embedder's encode_resample / encode_mel / encode_network metrics come from these stages."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.stack([_music(6.0, seed=5)] * 2, axis=1), 16_000, format="WAV")
+    decoded = decode_audio(buffer.getvalue(), max_seconds=None)
+    encoder = encoders["onnx"]
+    elsewhere: list[dict[str, float]] = []
+    with stages.collect() as parts:
+        layers, _ = encoder.encode_with_tags(decoded)
+        worker = threading.Thread(target=lambda: elsewhere.append(encoder.encode_with_tags(decoded)[0]))
+        worker.start()
+        worker.join()
+    assert set(parts) == {"resample", "mel", "network"} and all(ms > 0 for ms in parts.values())
+    assert len(elsewhere) == 1 and np.array_equal(elsewhere[0], layers)  # the other thread's encode: not counted
+    with stages.collect() as alone:
+        encoder.encode_with_tags(decoded)
+    assert set(alone) == set(parts)
+    encoder.encode_with_tags(decoded)  # outside collect(): nothing is timed, nothing breaks
 
 
 # MTT tags a listener would accept for each real clip (issue 19): at least one in the top 5.

@@ -143,3 +143,32 @@ def test_delete_on_redis_removes_features(redis_store: Store) -> None:
     assert redis_store.get_activity(["u4", "u5"]).keys() == {"u5"}
     assert set(log.read()["user_id"]) == {"u5"}
     log.close()
+
+
+def test_a_writer_whose_lock_expired_cannot_overwrite_newer_aggregates(redis_store: Store) -> None:
+    """Between a batch's read of the aggregates and its commit, another writer commits for the same listener (as
+    when the `events` lock expired under a stalled writer): the stale commit fails whole (503), and the retry
+    counts both batches, each once."""
+    other = EventLog(redis_store, EventRules())
+    late = _batch("u6", 2)
+
+    def another_writer_commits_meanwhile(ids: list[str]) -> dict:  # runs between the read and the commit
+        if not late_done:
+            late_done.append(True)
+            seen, activities = other.state.begin([e.event_id for e in late], ["u6"])
+            for event in late:
+                activities["u6"].fold(event, None, 50)
+            other.state.commit([e.event_id for e in late], activities, 3600)
+        return {}
+
+    late_done: list[bool] = []
+    log = EventLog(redis_store, EventRules(), another_writer_commits_meanwhile)
+    batch = _batch("u6", 3)
+    with pytest.raises(EventStoreUnavailable):
+        log.ingest(batch, _known)
+    assert redis_store.get_activity(["u6"])["u6"]["n_play"] == 2  # the stale commit wrote nothing
+
+    assert log.ingest(batch, _known).accepted == 3
+    assert redis_store.get_activity(["u6"])["u6"]["n_play"] == 5
+    log.close()
+    other.close()

@@ -1,6 +1,7 @@
-"""Data-parallel training (training/distributed.py) with two real processes on this machine (torchrun, gloo):
-the gradients of one step on 2 ranks x B/2 equal those of 1 rank x B; a short 2-rank benchmark run ends
-within seed noise of the 1-rank run, writes its results once and records its world size."""
+"""Data-parallel training (training/distributed.py) with two real processes on this machine (torchrun, gloo),
+for the CTR trainer and the recall trainer: the gradients of one step on 2 ranks x B/2 equal those of 1 rank
+x B; a short 2-rank benchmark run ends within seed noise of the 1-rank run, writes its results once and records
+its world size."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
+from encore.artifacts import load_bundle
 from tests.factories import write_frappe_like
 from training.data import TensorSplit
 from training.distributed import Dist
@@ -122,7 +124,7 @@ def test_two_rank_run_ends_within_seed_noise_of_one_rank(tmp_path: Path) -> None
 
 def test_trainer_imports_without_service_dependencies() -> None:
     """The lent GPU machines have torch and onnxruntime but no Feast or web stack: the trainer, the benchmark
-    entry point and the Frappe loader must import without them."""
+    entry point, the recall trainer and the Frappe and synthetic loaders must import without them."""
     code = """
 import sys
 class Block:
@@ -131,18 +133,75 @@ class Block:
             raise ImportError('service-only: ' + name)
 sys.meta_path.insert(0, Block())
 import training.cell, training.distributed, training.run_benchmark, training.trainer
-from training.datasets.registry import get_dataset
+import training.recall_benchmark, training.recall_loop, training.streaming, training.train_recall
+from training.datasets.registry import get_dataset, recall_dataset
 get_dataset('frappe')
+recall_dataset('synthetic')
 """
     proc = _run([sys.executable, "-c", code])
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-def test_recall_task_refuses_torchrun(tmp_path: Path) -> None:
-    """Not data-parallel yet: under torchrun every rank would write the same files, so it stops at once."""
-    env = os.environ | {"PYTHONPATH": str(ROOT), "WORLD_SIZE": "2"}
-    command = [sys.executable, str(ROOT / "training" / "run_benchmark.py"), "--task", "recall", "--dataset",
-               "synthetic", "--models", "BPR", "--out", str(tmp_path / "out")]  # fmt: skip
-    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
-    assert proc.returncode == 2 and "does not run data-parallel yet" in proc.stderr
-    assert not (tmp_path / "out").exists()
+# --- the recall trainer -----------------------------------------------------------------------------------
+
+
+def test_recall_step_on_two_ranks_gives_the_one_rank_gradients(tmp_path: Path) -> None:
+    """BPR, VBPR and the graph models FREEDOM and LGMRec: every rank propagates over the whole graph and takes
+    half the batch's triples; DDP's averaged gradients are the whole batch's (LGMRec's batch-summed InfoNCE
+    term included: two modalities)."""
+    one, two = tmp_path / "one.npz", tmp_path / "two.npz"
+    single = _run([sys.executable, "-m", "tests.training.ddp_recall_step", str(one), "256"])
+    assert single.returncode == 0, single.stderr[-3000:]
+    double = _run([*_torchrun(), "-m", "tests.training.ddp_recall_step", str(two), "256"])
+    assert double.returncode == 0, double.stderr[-3000:]
+    a, b = np.load(one), np.load(two)
+    assert (int(a["world_size"]), int(a["rows"])) == (1, 256)
+    assert (int(b["world_size"]), int(b["rows"])) == (2, 128)
+    names = [n for n in a.files if "/" in n]
+    assert set(names) == {n for n in b.files if "/" in n}
+    assert {n.split("/")[0] for n in names} == {"BPR", "VBPR", "FREEDOM", "LGMRec"}
+    # float32 sums in another order: absolute slack relative to the model's largest gradient (a bias gradient
+    # that is a sum of cancelling terms sits at ~1e-9 on either side)
+    scale = {
+        m: max(float(np.abs(a[n]).max()) for n in names if n.startswith(m + "/"))
+        for m in ("BPR", "VBPR", "FREEDOM", "LGMRec")
+    }
+    assert min(scale.values()) > 1e-4  # real gradients in every model, not zeros
+    for name in names:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-4, atol=1e-5 * scale[name.split("/")[0]], err_msg=name)
+
+
+def _recall(launcher: list[str], out: Path, seeds: str, *extra: str) -> pd.DataFrame:
+    command = [
+        *launcher, str(ROOT / "training" / "run_benchmark.py"), "--task", "recall", "--dataset", "synthetic",
+        "--size", "quick", "--models", "BPR,FREEDOM", "--seeds", seeds, "--epochs", "12", "--patience", "12",
+        "--batch-size", "512", "--no-progress", "--out", str(out), *extra,
+    ]  # fmt: skip
+    proc = _run(command)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = pd.read_csv(out / "results.csv")
+    return results[results.split == "test"].set_index(["model", "seed"])
+
+
+@pytest.mark.slow
+def test_two_rank_recall_run_ends_within_seed_noise_of_one_rank(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("ENCORE_CACHE_DIR", str(tmp_path / "cache"))  # the world is built by the first run
+    single = _recall([sys.executable], tmp_path / "one", "1,2,3", "--threads", "1")
+    double = _recall(_torchrun(), tmp_path / "two", "1")
+
+    for model in ("BPR", "FREEDOM"):
+        seeds = single.loc[model, "recall@20"]
+        gap = abs(double.loc[(model, 1), "recall@20"] - seeds[1])
+        assert gap <= max(3 * (seeds.max() - seeds.min()), 0.02), (model, gap, seeds.tolist())
+        assert double.loc[(model, 1), "recall@20"] > 2 * double.loc[(model, 1), "random_recall@20"]
+
+    results = pd.read_csv(tmp_path / "two" / "results.csv")
+    assert len(results) == 2 * 3  # models x splits, written once (not once per rank)
+    runs = sorted((tmp_path / "two" / "runs").iterdir())
+    assert len(runs) == 2
+    for run in runs:
+        launch = json.loads((run / "manifest.json").read_text())["training"]
+        assert launch == {"world_size": 2, "backend": "gloo", "batch_size_per_rank": 256}
+        assert load_bundle(run).components["retriever"]["model"] in ("BPR", "FREEDOM")  # servable
+    one = json.loads(next((tmp_path / "one" / "runs").iterdir()).joinpath("manifest.json").read_text())
+    assert one["training"] == {"world_size": 1, "backend": "none", "batch_size_per_rank": 512}

@@ -59,6 +59,7 @@ def test_quick_grid_writes_results_and_bundles_and_skips_finished_cells(
         (["--dataset", "synthetic", "--models", "VBPR", "--content", "none"], "error: VBPR need content"),
         (["--dataset", "frappe", "--models", "BPR"], "error: --task recall knows the datasets"),
         (["--dataset", "synthetic", "--models", "BPR", "--cold-share", "1.5"], "error: --cold-share"),
+        (["--dataset", "synthetic", "--models", "BPR", "--precision", "bf16"], "error: --precision applies to"),
     ],
 )
 def test_bad_input_fails_with_one_readable_line(

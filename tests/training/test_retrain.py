@@ -186,3 +186,21 @@ def test_a_retrain_on_another_node_holds_the_stores_lock(world: RetrainWorld) ->
     with job_lock(Store(world.store.settings), "retrain"):
         assert retrain.main(["--rollback"]) == retrain.EXIT_LOCKED
     assert current_bundle_path(world.root).name == current
+
+
+def test_a_candidate_with_recent_event_features_trains_and_is_judged_with_them(world: RetrainWorld) -> None:
+    from encore.ranker_bundle import RankerComponent
+    from encore.ranker_frame import ACTIVITY_COLUMNS
+
+    current = current_bundle_path(world.root).name
+    argv = ["--epochs", "1", "--recall-epochs", "1", "--bundle-id", "retrain-activity", "--activity-features"]
+    argv.append("--quiet")
+    assert retrain.main(argv) in (retrain.EXIT_PROMOTED, retrain.EXIT_NOT_PROMOTED)
+    spec = RankerComponent.read(load_bundle(world.root / "retrain-activity")).spec
+    assert set(ACTIVITY_COLUMNS) <= {f.column for f in spec.fields}
+    assert 0 <= _report(world.root, "retrain-activity")["evaluation"]["candidate"] <= 1
+    events = retrain.labelled_events(world.store)
+    joined = retrain.point_in_time(world.store, events.tail(50))
+    assert (joined["n_play"] + joined["n_skip"] > 0).all()  # late events: their listeners have earlier ones
+    if current_bundle_path(world.root).name != current:
+        retrain.main(["--rollback"])

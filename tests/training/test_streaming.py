@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from encore.errors import SpecError
 from encore.schema import FeatureSpec, FieldConfig
+from tests.factories import make_mixed_frame
 from training.data import TensorSplit
 from training.datasets.frappe import FIELDS
 from training.datasets.frappe_synth import FIELD_SIZES, generate, load_frappe_synth
@@ -72,6 +74,47 @@ def test_streamed_spec_equals_the_in_memory_fit(synth: Path) -> None:
     assert fit_spec_streaming(data.train_stream, data.fields, data.label).hash == spec.hash
 
 
+NUMERIC_FIELDS = [
+    FieldConfig("user", "id", owner="user"),
+    FieldConfig("genre", "categorical", owner="item"),
+    FieldConfig("plays", "numeric", owner="item", numeric_mode="quantile", n_buckets=8),
+    FieldConfig("count", "numeric", owner="item", numeric_mode="quantile", n_buckets=10),  # heavy ties
+    FieldConfig("width", "numeric", owner="item", source="plays", numeric_mode="equal_width", n_buckets=6),
+    FieldConfig("logged", "numeric", owner="item", source="signed", numeric_mode="log", n_buckets=5),
+]
+
+
+def _numeric_frame(rows: int) -> pd.DataFrame:
+    frame = make_mixed_frame(rows, 11)[["label", "user", "genre", "plays"]]
+    rng = np.random.default_rng(12)
+    frame["count"] = rng.poisson(3.0, rows).astype(float)
+    frame["signed"] = rng.standard_t(2, rows) * 100
+    frame.loc[rng.random(rows) < 0.05, "plays"] = np.nan  # missing values are not fit on, either way
+    return frame
+
+
+def test_streamed_spec_with_numeric_fields_equals_the_in_memory_fit(tmp_path: Path) -> None:
+    """Quantile, equal-width and log buckets from the counts of each distinct value: the same edges, the same
+    spec hash; a scaled field's mean and std within float rounding."""
+    frame = _numeric_frame(5003)
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=700)
+    assert len(row_groups(path)) == 8
+    streamed = fit_spec_streaming(path, NUMERIC_FIELDS)
+    in_memory = FeatureSpec.fit(frame, NUMERIC_FIELDS)
+    assert streamed.hash == in_memory.hash
+    fields = {f.name: f for f in in_memory.fields}
+    assert len(fields["plays"].edges) == 7 and len(fields["count"].edges) < 9  # ties merge
+    np.testing.assert_array_equal(streamed.encode_packed(frame)["sparse"], in_memory.encode_packed(frame)["sparse"])
+
+    scaled = [FieldConfig("plays", "numeric", numeric_mode="scale"), FieldConfig("signed", "numeric",
+              numeric_mode="scale")]  # fmt: skip
+    a, b = fit_spec_streaming(path, scaled), FeatureSpec.fit(frame, scaled)
+    for fa, fb in zip(a.fields, b.fields, strict=True):
+        assert fa.mean == pytest.approx(fb.mean, rel=1e-12) and fa.std == pytest.approx(fb.std, rel=1e-12)
+        assert fb.std > 1
+
+
 def test_one_rank_in_order_yields_the_in_memory_rows(synth: Path) -> None:
     spec, memory = _in_memory(synth)
     stream = StreamingSplit.open("train", spec, synth / "train.parquet")
@@ -113,8 +156,8 @@ def test_streaming_refuses_what_it_cannot_do(synth: Path, tmp_path: Path) -> Non
     spec, _ = _in_memory(synth)
     with pytest.raises(ValueError, match="row groups cannot feed"):
         StreamingSplit.open("train", spec, synth / "train.parquet").shard(0, 10)
-    with pytest.raises(SpecError, match="id and categorical fields only"):
-        fit_spec_streaming(synth / "train.parquet", [FieldConfig("user", "numeric")])
+    with pytest.raises(SpecError, match="id, categorical and numeric fields only"):
+        fit_spec_streaming(synth / "train.parquet", [FieldConfig("user", "token_list")])
     with pytest.raises(SpecError, match="unknown column"):
         fit_spec_streaming(synth / "train.parquet", [FieldConfig("genre", "categorical")])
     empty = tmp_path / "empty.parquet"

@@ -15,6 +15,9 @@ from encore.ranker_bundle import RankerComponent
 from encore.settings import RankerSettings
 from encore.store import Store
 from services.ranker.main import create_app
+from services.ranker.pipeline import RankedItem, Recommendation
+from services.ranker.routes import ANSWER_JSON, Answer
+from services.ranker.schemas import RecommendedTrack, RecommendResponse
 from tests.services.error_shape import walk_routes
 from tests.services.ranker.conftest import (
     CONTENT_ONLY,
@@ -95,6 +98,40 @@ def test_candidates_without_features_are_scored_and_flagged(client: TestClient, 
     assert by_id[CONTENT_ONLY]["reason"] == "new upload that sounds strings, classical, violin"  # its stored tags
     assert by_id[NOT_IN_STORE]["artist_id"] is None and by_id[NOT_IN_STORE]["release_year"] is None
     assert by_id["t0"]["cold"] is False
+
+
+def old_response(result: Recommendation, query: str | None) -> RecommendResponse:
+    """How the route built its answer before it serialized the pipeline's dataclasses directly."""
+    return RecommendResponse(
+        user_id=result.user_id,
+        query=query,
+        bundle_id=result.bundle_id,
+        model=result.model,
+        degraded=bool(result.degraded_reasons),
+        degraded_reason="; ".join(result.degraded_reasons) or None,
+        candidate_source=result.candidate_source,
+        items=[RecommendedTrack(**item.__dict__) for item in result.items],
+    )
+
+
+def test_answer_bytes_equal_the_response_model(client: TestClient) -> None:
+    items = [
+        RankedItem("t1", 0.8731, 1, "a17", "jazz", 1965, False, "jazz, played by listeners like you", ["jazz"], 0.25),
+        RankedItem("up-\u00e9", 1e-9, 2, None, None, None, True, "new upload", [], None),
+        RankedItem("t3", 0.1 + 0.2, 3, "a", "rock", 2024, False, 'say "hi"\n', ["a", "b", "c"]),
+    ]
+    cases = [
+        (Recommendation("u1", "b1", "DCNv2", "bpr", items), None),
+        (Recommendation("u2", "b1", "DCNv2", "popularity", items[1:], ["retriever unavailable: x", "user store"]), "q"),
+        (Recommendation("u3", "b1", "DCNv2", "foldin", []), "mellow acoustic guitar"),
+    ]
+    for result, query in cases:
+        assert ANSWER_JSON.dump_json(Answer.of(result, query)) == old_response(result, query).model_dump_json().encode()
+    for params in ({"user_id": "u3", "k": 10}, {"user_id": "u3", "k": 50}, {"user_id": "nobody"}):
+        response = client.get("/recommend", params=params)
+        assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+        body = RecommendResponse.model_validate_json(response.content)  # the schema the OpenAPI page shows
+        assert body.model_dump_json().encode() == response.content
 
 
 def test_unknown_user_still_gets_an_answer(client: TestClient, trained_bundle: TrainedBundle) -> None:

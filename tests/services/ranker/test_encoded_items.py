@@ -4,14 +4,19 @@ the table grows, reloads or a new bundle arrives."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from encore.artifacts import load_bundle
+from encore.settings import RankerSettings
 from encore.store import Store
+from encore.track_snapshot import write_track_snapshot
 from encore.track_table import TrackTable
 from services.ranker.bundle import load_ranker_model
 from services.ranker.encoded_items import ItemInputCache
+from services.ranker.inputs_ahead import encode_ahead
 from services.ranker.pipeline import ItemFeatures
 from tests.services.ranker.conftest import CONTENT_ONLY, TrainedBundle
 from tests.services.ranker.test_features import assert_same_arrays
@@ -112,3 +117,24 @@ def test_empty_item_cache_dir_setting_means_per_worker(monkeypatch) -> None:
     assert RankerSettings().item_cache_path is None
     monkeypatch.setenv("ENCORE_RANKER_ITEM_CACHE_DIR", "/srv/items")
     assert str(RankerSettings().item_cache_path) == "/srv/items"
+
+
+def test_inputs_encoded_ahead_are_mapped_at_start_not_encoded_again(
+    trained_bundle: TrainedBundle, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bootstrap's encode_ahead writes what a starting ranker (same settings, same snapshot) maps."""
+    settings = RankerSettings(track_snapshot_dir=str(tmp_path / "tracks"), item_cache_dir=str(tmp_path / "items"))
+    write_track_snapshot(store, tmp_path / "tracks")
+    assert encode_ahead(store, trained_bundle.artifacts_dir / trained_bundle.bundle_id, settings)
+
+    model = load_ranker_model(load_bundle(trained_bundle.artifacts_dir / trained_bundle.bundle_id))
+    item_features = ItemFeatures(store, snapshot_dir=tmp_path / "tracks")
+    item_features.load()  # what the ranker's start-up does
+    monkeypatch.setattr(ItemInputCache, "_encode", staticmethod(lambda *args: pytest.fail("encoded again")))
+    cache = ItemInputCache(tmp_path / "items")
+    assert cache.build(model.spec, item_features.table).n_rows == len(item_features.table)
+    track_ids = ["t3", "t59", CONTENT_ONLY]
+    items, _ = asyncio.run(item_features(track_ids))
+    user = store.get_users(["u7"])["u7"]
+    expected = trained_bundle.spec.encode_packed(trained_bundle.frame_for("u7", track_ids))
+    assert_same_arrays(cache.packed(model.spec, "u7", user, items), expected)

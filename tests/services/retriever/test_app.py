@@ -14,7 +14,9 @@ from fastapi.testclient import TestClient
 from encore.retriever_bundle import RetrieverComponent
 from encore.settings import RetrieverSettings
 from encore.store import Store
+from services.retriever import routes
 from services.retriever.main import create_app
+from services.retriever.schemas import CandidatesResponse
 from tests.services.error_shape import walk_routes
 from tests.services.retriever.conftest import API_KEY, corrupt, write_bundle
 from tests.services.retriever.planted import ENCODER, Planted
@@ -116,6 +118,35 @@ def test_posted_item_becomes_a_cold_candidate_for_matching_users(
     }
     found = client.get("/candidates", params={"user_id": fan, "k": 100}).json()["candidates"]
     assert {"upload-y": True}.items() <= {c["track_id"]: c["cold"] for c in found}.items()
+
+
+@pytest.mark.parametrize("off_loop", [False, True], ids=["on-the-loop", "large-catalogue-thread"])
+def test_candidates_body_is_the_response_model_json(
+    client: TestClient, planted: Planted, trained: RecallArtifacts, off_loop: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The route serializes the search's dataclasses directly: the bytes are what CandidatesResponse gives, for
+    known, unknown, fold-in and cold answers alike; the same when a large catalogue is searched in the pool."""
+    if off_loop:
+        monkeypatch.setattr(routes, "THREAD_MIN_ITEMS", 0)
+    fan = next(u for u, c in planted.user_clusters.items() if len(c) == 1 and u in set(trained.user_ids))
+    cluster = next(iter(planted.user_clusters[fan]))
+    item = {"track_id": "upload-z", "embedding": planted.centroids[cluster].tolist(), **ENCODER}
+    assert client.post("/items", json=item, headers=AUTH).status_code == 200
+    retriever = client.app.state.retriever
+    played = [str(t) for t in trained.item_ids[:3]]
+    asks = [(fan, 100, [], []), ("newcomer", 5, [], [played[0]]), ("newcomer", 20, played, [])]
+    sources = set()
+    for user_id, k, played_ids, exclude in asks:
+        response = client.get("/candidates", params={"user_id": user_id, "k": k, "played": played_ids,
+                                                     "exclude": exclude})  # fmt: skip
+        assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+        expected = CandidatesResponse.model_validate(
+            retriever.candidates(user_id, k, played_ids, exclude), from_attributes=True
+        )
+        assert response.content == expected.model_dump_json().encode()
+        sources.add(expected.source)
+        assert any(c.cold for c in expected.candidates) or user_id != fan
+    assert sources == {"bpr", "popularity", "foldin"}
 
 
 @pytest.mark.parametrize(

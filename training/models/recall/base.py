@@ -31,6 +31,11 @@ class RecallInputs:
 
 class RecallModel(nn.Module):
     needs_content: ClassVar[bool] = False  # True: built only when the data has at least one content modality
+    # Data-parallel, DDP averages the W ranks' gradients: a term summed (not averaged) over the batch's rows is
+    # multiplied by this (the world size, set by the trainer) so the average of W sums over B/W rows is the
+    # sum over the B rows of the global batch.
+    sum_scale: float = 1.0
+    graph_tensors: ClassVar[tuple[str, ...]] = ()  # sparse graphs held as attributes: `.to(device)` moves them
 
     @classmethod
     def build(cls, inputs: RecallInputs, dim: int, l2: float, **options) -> RecallModel:
@@ -48,6 +53,14 @@ class RecallModel(nn.Module):
         """Model-specific terms added to the batch's BPR loss; (B,) index tensors and embed()'s outputs."""
         return user_emb.new_zeros(())
 
+    def _apply(self, fn, *args, **kwargs):
+        # nn.Module moves parameters and buffers; the sparse graphs are neither (DDP cannot broadcast sparse
+        # buffers), so they follow here.
+        super()._apply(fn, *args, **kwargs)
+        for name in self.graph_tensors:
+            setattr(self, name, fn(getattr(self, name)))
+        return self
+
     def new_epoch(self, rng: np.random.Generator) -> None:
         """Called before every training epoch (FREEDOM redraws its pruned graph here)."""
 
@@ -58,7 +71,7 @@ class RecallModel(nn.Module):
         with torch.no_grad():
             users, items = self.embed()
         self.train(was_training)
-        return users.detach().float().numpy().copy(), items.detach().float().numpy().copy()
+        return users.detach().float().cpu().numpy().copy(), items.detach().float().cpu().numpy().copy()
 
 
 def bpr_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:

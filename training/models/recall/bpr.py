@@ -36,7 +36,7 @@ class BPR(RecallModel):
 
     def embed(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(U, dim + 1) and (I, dim + 1): [user, 1] and [item, bias]."""
-        ones = torch.ones(self.user.num_embeddings, 1)
+        ones = torch.ones(self.user.num_embeddings, 1, device=self.user.weight.device)
         return torch.cat([self.user.weight, ones], 1), torch.cat([self.item.weight, self.item_bias.weight], 1)
 
     def extra_loss(self, users, pos, neg, user_emb, item_emb) -> torch.Tensor:

@@ -24,6 +24,7 @@ from training.models.recall.graph import interactions, knn_graph, lightgcn, norm
 
 class FREEDOM(RecallModel):
     needs_content = True
+    graph_tensors = ("item_item", "full_adj", "train_adj")
 
     def __init__(
         self,
@@ -78,7 +79,7 @@ class FREEDOM(RecallModel):
         keys = self.log_edge_weight + rng.gumbel(size=len(self.log_edge_weight))
         keep = np.argpartition(-keys, n_keep - 1)[:n_keep] if 0 < n_keep < len(keys) else np.arange(len(keys))
         u, i = self.edges[0][keep], self.edges[1][keep]
-        self.train_adj = normalized_bipartite(interactions(u, i, self.n_users, self.n_items))
+        self.train_adj = normalized_bipartite(interactions(u, i, self.n_users, self.n_items)).to(self.item.device)
 
     def embed(self) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.item

@@ -39,6 +39,7 @@ def _info_nce(a: torch.Tensor, b: torch.Tensor, all_b: torch.Tensor, tau: float)
 
 class LGMRec(RecallModel):
     needs_content = True
+    graph_tensors = ("adj", "user_mean")
 
     def __init__(
         self,
@@ -124,5 +125,5 @@ class LGMRec(RecallModel):
                 for b in range(a + 1, len(self._hyper_embs)):
                     (ua, ia), (ub, ib) = self._hyper_embs[a], self._hyper_embs[b]
                     cl = cl + _info_nce(ua[users], ub[users], ub, self.tau) + _info_nce(ia[pos], ib[pos], ib, self.tau)
-            loss = loss + self.cl_weight * cl
+            loss = loss + self.cl_weight * self.sum_scale * cl  # InfoNCE sums over the batch's rows
         return loss
