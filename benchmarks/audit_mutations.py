@@ -15,8 +15,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GUARDS = "tests/training/test_guarantees.py"
-ODDS = "odds = p_played * np.maximum(free, 1) / (n_neg * n_user_rows.reindex(users).to_numpy())"
-SCORE = "return odds / (1 + odds) * p_label"
+SCORE = "out[name] = truth.p_label(users, items) * share_played"
+G = "g = np.divide(m, k, out=np.zeros_like(m), where=k > 0)"
+H = "h = n_neg * m / np.maximum(size_pool - k, 1)"
 # name -> (file, original text, mutated text, -k selector of the guarding test)
 MUTATIONS = {
     "early-stop-on-test": (
@@ -38,18 +39,21 @@ MUTATIONS = {
         "(train_u, train_i)",
         "test_test_ranking",
     ),
-    "oracle-drop-free": ("training/datasets/protocol.py", ODDS, ODDS.replace(" * np.maximum(free, 1)", ""), "oracle"),
-    "oracle-drop-n-user-rows": (
-        "training/datasets/protocol.py",
-        ODDS,
-        "odds = p_played * np.maximum(free, 1) / n_neg",
+    "oracle-drop-not-drawn": ("training/datasets/oracle.py", "negative = stay_out * (", "negative = (", "oracle"),
+    "oracle-drop-share": ("training/datasets/oracle.py", G, "g = np.ones_like(m)", "oracle"),
+    "oracle-min-n-pi": (  # the old estimate's inclusion probability: min(1, n * pi) instead of the race
+        "training/datasets/oracle.py",
+        "stay_out = np.exp(-w_i[:, :, None] * t[:, None, :])",
+        "stay_out = np.exp(-w_i[:, :, None] * t[:, None, :]) * 0 + (1 - np.minimum(1, n[:, None, None] * w_i[:, :, "
+        "None] / weights.sum(1)[:, None, None]))",
         "oracle",
     ),
-    "oracle-drop-p-label": ("training/datasets/protocol.py", SCORE, "return odds / (1 + odds)", "oracle"),
+    "oracle-drop-n-neg": ("training/datasets/oracle.py", H, H.replace("n_neg * m", "m"), "oracle"),
+    "oracle-drop-p-label": ("training/datasets/oracle.py", SCORE, "out[name] = share_played", "oracle"),
     "oracle-noise": (
-        "training/datasets/protocol.py",
+        "training/datasets/oracle.py",
         SCORE,
-        SCORE + " * (1 + 1e-3 * np.random.default_rng(0).standard_normal(len(odds)))",
+        SCORE + " * (1 + 1e-3 * np.random.default_rng(0).standard_normal(len(share_played)))",
         "oracle",
     ),
 }

@@ -93,6 +93,36 @@ def _mask(split: str, metrics: list[str]) -> Callable[[], list[str]]:
     return render
 
 
+TRAINNEG = {"synthetic": "trainneg_synthetic", "hetrec": "trainneg_hetrec"}  # after: training rows only
+
+
+def _trainneg(doc: str, split: str) -> Callable[[], list[str]]:
+    """Training negatives from training rows only ("train", the `trainneg_*` folder) against TASTE's rule
+    ("all": a `trainneg_*_all` folder run on the same code when there is one, else the committed grid's cells
+    without content), paired by seed, Holm across the table."""
+    metric = split_metrics(split)[0]
+
+    def render() -> list[str]:
+        after = _rows(TRAINNEG[doc])
+        same_code = RESULTS / f"{TRAINNEG[doc]}_all" / "results.csv"
+        before = _rows(same_code.parent.name) if same_code.is_file() else _rows(GRIDS[doc])
+        keys = ["features", "model", "seed"]  # only the seeds run under both rules, so the means pair up
+        before = before[before.content.eq("none")].merge(after[keys].drop_duplicates(), on=keys)
+        rows = pd.concat([after.assign(content="train"), before.assign(content="all")], ignore_index=True)
+        tests = seed_tests(rows, split, metric, comparisons=[("train", "all")])
+        means = rows[rows.split == split].groupby(["features", "model", "content"])[metric].mean().unstack()
+        lines = seed_test_table(tests, METRIC_LABELS[metric])
+        lines[0] = lines[0].replace("| features | model |", "| features | model | all (before) | train (after) |")
+        lines[1] = "|---|---|---:|---:|" + lines[1][len("|---|---|") :]
+        for index, (_, test) in enumerate(tests.iterrows(), start=2):
+            cell = means.loc[(test.features, test.model)]
+            head = f"| {test.features} | {test.model} |"
+            lines[index] = head + f" {cell['all']:.4f} | {cell['train']:.4f} |" + lines[index][len(head) :]
+        return lines
+
+    return render
+
+
 def _tuning(name: str) -> Callable[[], list[str]]:
     """Default against tuned settings (`<name>_default`, `<name>_tuned` result folders): mean ± std over seeds."""
 
@@ -125,6 +155,12 @@ TABLES: dict[str, Callable[[], list[str]]] = {
         for split in ("cold", "test")
     },
     "significance-summary": _significance_summary,
+    **{
+        f"trainneg-{doc}-{split}": _trainneg(doc, split)
+        for doc in TRAINNEG
+        if (RESULTS / TRAINNEG[doc] / "results.csv").is_file()
+        for split in ("test", "cold")
+    },
     "significance-bootstrap-demo": _bootstrap_demo,
     "fuxictr-fp32-speed": lambda: fuxictr_tables.speed_table(RESULTS),
     "fuxictr-fp32-accuracy": lambda: fuxictr_tables.accuracy_table(RESULTS),

@@ -175,7 +175,7 @@ def grid_tables(summary: pd.DataFrame) -> list[str]:
         for metric in split_metrics(split):
             if part[f"{metric}_mean"].isna().all():
                 continue
-            note = f"; oracle AUC estimate {oracle.iloc[0]:.4f}" if metric == "auc" and len(oracle) else ""
+            note = f"; exact oracle AUC {oracle.iloc[0]:.4f}" if metric == "auc" and len(oracle) else ""
             label = METRIC_LABELS[metric]
             lines.append(f"### {_title(dataset, variant)} — {split} {label} (mean ± std over seeds{note})\n")
             lines.append("| features | model | " + " | ".join(contents) + " |")
@@ -294,7 +294,7 @@ def markdown_summary(rows: pd.DataFrame, reference_auc: dict[str, float] | None 
         sep = "|---|---|---|---:|---:|---:|---:|---:|---:|"
         has_oracle = part.oracle_auc.notna().any()
         if has_oracle:
-            header += " oracle AUC (estimate) |"
+            header += " oracle AUC (exact) |"
             sep += "---:|"
         if reference_auc and split == "test":
             header += " published AUC | diff |"

@@ -137,6 +137,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     g.add_argument("--missing-content", default=None, choices=["error", "zeros"], help="items without content")
     g.add_argument("--encoder", default=None, help="audio encoder for content (default mfcc)")
+    g.add_argument("--token-k", type=int, default=None, help="--content tokens: centroids per codebook (default 32)")
+    g.add_argument(
+        "--token-layers",
+        default=None,
+        help="--content tokens: layers that get token fields: all (default), lastN (the N deepest, e.g. last1, "
+        "last3) or indices (0,2,-1); saved in the codebooks so serving tokenizes the same layers",
+    )
     r = p.add_argument_group("recall task (--task recall)")
     r.add_argument("--cold-share", type=float, default=0.2, help="share of items withheld as cold items (default 0.2)")
     r.add_argument("--patience", type=int, default=10, help="epochs without valid recall@20 gain before stopping")
@@ -177,6 +184,8 @@ def dataset_options(args: argparse.Namespace, dataset: Dataset) -> dict:
         ("world_seed", args.world_seed),
         ("missing", args.missing_content),
         ("encoder", args.encoder),
+        ("k", args.token_k),
+        ("token_layers", args.token_layers),
         ("inter_fields", split_list(args.inter_fields, "--inter-fields") if args.inter_fields else None),
         ("columns", args.columns),
         ("content_file", args.content_file),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,12 @@ class Codebooks:
         groups: int,
         encoder_info: dict[str, Any],
         meta: dict[str, Any] | None = None,
+        tokenized: tuple[int, ...] | None = None,
     ) -> None:
         self.transform = transform  # over one item's flat content, with its layers' widths
-        self.centroids = centroids  # L * groups arrays, field f = layer * groups + group: (k, chunk_dim)
+        # The layers that get token fields (all by default): the token ablation's "how many layers".
+        self.tokenized = tuple(range(transform.layout.n_layers)) if tokenized is None else tuple(tokenized)
+        self.centroids = centroids  # len(tokenized) * groups arrays, field = slot * groups + group: (k, chunk_dim)
         self.groups = groups
         self.encoder_info = encoder_info
         self.meta = meta or {}
@@ -64,15 +68,24 @@ class Codebooks:
 
     @property
     def n_fields(self) -> int:
-        return self.n_layers * self.groups
+        return len(self.tokenized) * self.groups
 
     @classmethod
     def fit(
-        cls, layers: np.ndarray, *, encoder_info: dict[str, Any], k: int = 32, groups: int = 1, seed: int = 0
+        cls,
+        layers: np.ndarray,
+        *,
+        encoder_info: dict[str, Any],
+        k: int = 32,
+        groups: int = 1,
+        seed: int = 0,
+        tokenize_layers: str | Sequence[int] = "all",
     ) -> Codebooks:
         """layers: the pooled layers of the training tracks only, (N, total) flat (or a uniform (N, L, D)),
-        cut by the widths `encoder_info` declares."""
+        cut by the widths `encoder_info` declares. `tokenize_layers` picks the layers that get token fields
+        (`select_layers`: "all", "lastN" or indices); the content transform always covers every layer."""
         layout = LayerLayout.of(encoder_info)
+        tokenized = select_layers(tokenize_layers, layout.n_layers)
         try:
             layers = layout.flatten(layers)
         except ValueError as exc:
@@ -82,20 +95,21 @@ class Codebooks:
         n = len(layers)
         if n < k:
             raise ValueError(f"cannot fit k={k} centroids on {n} tracks; use more tracks or a smaller k")
-        if not 1 <= groups <= min(layout.widths):
-            raise ValueError(f"groups must be in [1, {min(layout.widths)}] (the narrowest layer), got {groups}")
+        narrowest = min(layout.widths[i] for i in tokenized)
+        if not 1 <= groups <= narrowest:
+            raise ValueError(f"groups must be in [1, {narrowest}] (the narrowest tokenized layer), got {groups}")
         import sklearn  # deferred: serving only tokenizes, and scikit-learn costs ~1 s to import
         from sklearn.cluster import KMeans
 
         transform = ContentTransform.fit(layers, layout.widths)
         z = transform.apply(layers)
         centroids = []
-        for layer in layout.split(z):
-            for chunk in np.array_split(layer, groups, axis=1):
+        for index in tokenized:
+            for chunk in np.array_split(layout.layer(z, index), groups, axis=1):
                 km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(chunk)
                 centroids.append(km.cluster_centers_.astype(np.float32))
         meta = {"k": k, "groups": groups, "seed": seed, "n_train": n, "sklearn": sklearn.__version__}
-        return cls(transform, centroids, groups, dict(encoder_info), meta)
+        return cls(transform, centroids, groups, dict(encoder_info), meta, tokenized)
 
     def check_encoder(self, encoder_info: dict[str, Any]) -> None:
         """Raise CodebookMismatch unless `encoder_info` (an encoder's describe()) matches the fit-time one."""
@@ -117,14 +131,16 @@ class Codebooks:
         return self.transform.typicality(self._as_batch(layers))
 
     def tokenize(self, layers: np.ndarray) -> np.ndarray:
-        """Layers (any form flatten() takes) -> (N, L * groups) int64 ids of the nearest centroid, field-major."""
+        """Layers (any form flatten() takes) -> (N, len(tokenized) * groups) int64 ids of the nearest centroid,
+        field-major over the tokenized layers."""
         z = self.standardize(layers)
         tokens = np.empty((z.shape[0], self.n_fields), dtype=np.int64)
-        for layer, values in enumerate(self.layout.split(z)):
+        for slot, index in enumerate(self.tokenized):
+            values = self.layout.layer(z, index)
             for group, chunk in enumerate(np.array_split(values, self.groups, axis=1)):
-                centers = self.centroids[layer * self.groups + group]
+                centers = self.centroids[slot * self.groups + group]
                 dist = (chunk**2).sum(1, keepdims=True) - 2 * chunk @ centers.T + (centers**2).sum(1)
-                tokens[:, layer * self.groups + group] = dist.argmin(axis=1)
+                tokens[:, slot * self.groups + group] = dist.argmin(axis=1)
         return tokens
 
     def embedding(self, layers: np.ndarray, layer: str | int = "last", standardize: bool = True) -> np.ndarray:
@@ -151,7 +167,12 @@ class Codebooks:
         self.transform.check()
         if len(self.centroids) != self.n_fields:
             raise ValueError(f"expected {self.n_fields} codebooks, found {len(self.centroids)}")
-        chunk_dims = [len(c) for w in self.layout.widths for c in np.array_split(np.arange(w), self.groups)]
+        if not self.tokenized or sorted(set(self.tokenized)) != list(self.tokenized):
+            raise ValueError(f"tokenized layers must be distinct and ascending, got {list(self.tokenized)}")
+        if self.tokenized[0] < 0 or self.tokenized[-1] >= self.n_layers:
+            raise ValueError(f"tokenized layers {list(self.tokenized)} out of range for {self.n_layers} layers")
+        widths = [self.layout.widths[i] for i in self.tokenized]
+        chunk_dims = [len(c) for w in widths for c in np.array_split(np.arange(w), self.groups)]
         for field, (centers, chunk_dim) in enumerate(zip(self.centroids, chunk_dims, strict=True)):
             if centers.shape != (self.k, chunk_dim):
                 expected = (self.k, chunk_dim)
@@ -173,6 +194,7 @@ class Codebooks:
             "encoder": self.encoder_info,
             "n_layers": self.n_layers,
             "layer_widths": list(self.layout.widths),
+            "tokenized_layers": list(self.tokenized),
             "groups": self.groups,
             "k": self.k,
             "n_fields": self.n_fields,
@@ -192,7 +214,9 @@ class Codebooks:
         if sha256_file(directory / TENSORS_FILE) != meta["tensors_sha256"]:
             raise ValueError(f"{directory / TENSORS_FILE} does not match the checksum in {META_FILE}")
         tensors = load_file(str(directory / TENSORS_FILE))
-        n_fields = meta["n_layers"] * meta["groups"]
+        # Files written before layers could be chosen tokenized every layer.
+        tokenized = tuple(meta.get("tokenized_layers", range(meta["n_layers"])))
+        n_fields = len(tokenized) * meta["groups"]
         expected = ContentTransform.tensor_names() | {f"centroids.{i}" for i in range(n_fields)}
         if set(tensors) != expected:
             raise ValueError(f"codebooks file holds {sorted(tensors)}, expected {sorted(expected)}")
@@ -202,12 +226,37 @@ class Codebooks:
             meta["groups"],
             meta["encoder"],
             meta["fit"],
+            tokenized,
         )
         if (list(books.layout.widths), books.k) != (meta["layer_widths"], meta["k"]):
             raise ValueError("codebooks tensors disagree with the shapes recorded in the metadata")
         if encoder_info is not None:
             books.check_encoder(encoder_info)
         return books
+
+
+def select_layers(spec: str | Sequence[int], n_layers: int) -> tuple[int, ...]:
+    """The layers to tokenize, ascending: "all"; "lastN" (the N deepest, e.g. "last1", "last3"); or indices
+    ("0,2,-1" or a sequence; negative counts from the end). Anything else, or an empty or out-of-range pick,
+    raises ValueError."""
+    if isinstance(spec, str):
+        text = spec.strip().lower()
+        if text == "all":
+            return tuple(range(n_layers))
+        if text.startswith("last") and text[4:].isdigit():
+            count = int(text[4:])
+            if not 1 <= count <= n_layers:
+                raise ValueError(f"{spec!r}: the encoder has {n_layers} layer(s)")
+            return tuple(range(n_layers - count, n_layers))
+        try:
+            spec = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError as exc:
+            raise ValueError(f"tokenized layers {spec!r}: use all, lastN or comma-separated indices") from exc
+    spec = [int(i) for i in spec]
+    picked = sorted({i % n_layers for i in spec if -n_layers <= i < n_layers})
+    if not picked or len(picked) != len(spec):
+        raise ValueError(f"tokenized layers {list(spec)}: each must be a distinct index in [-{n_layers}, {n_layers})")
+    return tuple(picked)
 
 
 def _check_info_shape(encoder_info: dict[str, Any], layout: LayerLayout) -> None:

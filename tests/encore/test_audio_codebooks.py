@@ -167,3 +167,42 @@ def test_layers_of_different_widths_get_their_own_codebooks_and_bounds(tmp_path)
         Codebooks.load(tmp_path, encoder_info=_ragged_info([9, 5, 5]))
     with pytest.raises(CodebookMismatch):
         books.tokenize(flat[:, :-1])
+
+
+def test_only_the_chosen_layers_are_tokenized_and_the_choice_is_saved(tmp_path):
+    """The token ablation's layer choice: fields only for the picked layers, the same tokens those layers get in
+    an all-layer fit, and a saved description that makes a loader (serving) tokenize the same layers."""
+    rng = np.random.default_rng(3)
+    widths = [7, 5, 4, 6]
+    info = {**_info(4, 0), "dim": None, "n_layers": None, "layer_widths": widths}
+    train = rng.normal(0, 1, (120, sum(widths))).astype(np.float32)
+    every = Codebooks.fit(train, encoder_info=info, k=8, seed=1)
+    last = Codebooks.fit(train, encoder_info=info, k=8, seed=1, tokenize_layers="last1")
+    picked = Codebooks.fit(train, encoder_info=info, k=8, seed=1, tokenize_layers="0,-1")
+    assert (every.n_fields, last.n_fields, picked.n_fields) == (4, 1, 2)
+    assert last.tokenized == (3,) and picked.tokenized == (0, 3)
+    np.testing.assert_array_equal(last.tokenize(train)[:, 0], every.tokenize(train)[:, 3])
+    np.testing.assert_array_equal(picked.tokenize(train), every.tokenize(train)[:, [0, 3]])
+    np.testing.assert_array_equal(Codebooks.fit(train, encoder_info=info, k=8, seed=1, tokenize_layers="last3")
+                                  .tokenize(train), every.tokenize(train)[:, 1:])  # fmt: skip
+
+    last.save(tmp_path)
+    assert json.loads((tmp_path / META_FILE).read_text())["tokenized_layers"] == [3]
+    again = Codebooks.load(tmp_path, encoder_info=info)
+    assert again.tokenized == (3,)
+    np.testing.assert_array_equal(again.tokenize(train), last.tokenize(train))
+    for bad in ("last5", "last0", "4", "1,1", "first2", ""):
+        with pytest.raises(ValueError):
+            Codebooks.fit(train, encoder_info=info, k=8, tokenize_layers=bad)
+
+
+def test_codebooks_saved_before_layers_could_be_chosen_still_tokenize_every_layer(tmp_path):
+    train, _ = _clustered(10)
+    books = Codebooks.fit(train, encoder_info=_info(2, 6), k=4)
+    books.save(tmp_path)
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    del meta["tokenized_layers"]
+    (tmp_path / META_FILE).write_text(json.dumps(meta))
+    again = Codebooks.load(tmp_path)
+    assert again.tokenized == (0, 1)
+    np.testing.assert_array_equal(again.tokenize(train), books.tokenize(train))

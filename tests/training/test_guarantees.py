@@ -7,6 +7,7 @@ noised.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -15,7 +16,8 @@ import pytest
 
 from tests.factories import write_frappe_like
 from training.cell import Cell, EncodedData, GridSettings, train_cell
-from training.datasets.protocol import ITEM, USER, _oracle_scores
+from training.datasets.oracle import EvalSet, GenerativeTruth, exact_scores
+from training.datasets.protocol import ITEM, USER
 from training.datasets.registry import load_dataset
 from training.models.registry import get_ctr_model
 from training.recall_data import RecallData
@@ -80,19 +82,37 @@ def test_test_ranking_masks_the_users_validation_items():
     assert m["recall@1"] == 1.0  # test: the valid item is masked too, so the test item ranks first
 
 
-def test_the_oracle_estimate_uses_every_term():
-    """_oracle_scores on a case worked by hand: odds = P(played) * free / (n_neg * n_user_rows) and the score
-    is odds / (1 + odds) * P(label); dropping or noising any term changes these numbers."""
-    frame = pd.DataFrame({USER: [0, 1], ITEM: [3, 4], "label": [1, 0]})
-    pool = np.arange(5)
-    interacted = pd.DataFrame({USER: [0, 0, 1, 1], ITEM: [0, 1, 2, 9]})  # item 9 is outside the pool
-    n_user_rows = pd.Series({0: 4, 1: 2})
+def _enumerated_scores(weights, n, pool, p_label, share, n_neg):
+    """The oracle by brute force: every ordered draw of n distinct items (the world's sampling without
+    replacement), its probability, the rows m(K) and negatives it leads to, summed exactly."""
+    total = weights.sum()
+    played_rows, negative_rows = np.zeros(len(weights)), np.zeros(len(weights))
+    for order in itertools.permutations(range(len(weights)), n):
+        prob, left = 1.0, total
+        for item in order:
+            prob *= weights[item] / left
+            left -= weights[item]
+        chosen = set(order) & set(pool.tolist())
+        k = len(chosen)
+        m = k if share is None else np.floor(k * share)
+        for item in pool:
+            if item in chosen:
+                played_rows[item] += prob * m / k
+            else:
+                negative_rows[item] += prob * n_neg * m / (len(pool) - k)
+    return (p_label * played_rows)[pool] / (played_rows + negative_rows)[pool]
 
-    def truth(users, items):
-        return np.array([0.5, 0.8]), np.array([0.2, 0.1])
 
-    scores = _oracle_scores(frame, truth, pool, interacted, n_user_rows, n_neg=1)
-    odds = np.array([0.2 * 3 / 4, 0.1 * 4 / 2])  # user 0 has 3 pool items left, user 1 has 4
-    np.testing.assert_allclose(scores, odds / (1 + odds) * np.array([0.5, 0.8]), rtol=1e-12)
-    doubled = _oracle_scores(frame, truth, pool, interacted, n_user_rows, n_neg=2)
-    np.testing.assert_allclose(doubled, odds / 2 / (1 + odds / 2) * np.array([0.5, 0.8]), rtol=1e-12)
+@pytest.mark.parametrize(("share", "n_neg"), [(0.5, 1), (None, 1), (0.5, 2)])
+def test_the_oracle_is_the_exact_bayes_score(share, n_neg):
+    """exact_scores equals the brute-force sum over every possible draw (7 items, 3 plays, a 5-item pool) to
+    quadrature precision; dropping a term (the share, the not-drawn factor, n_neg) or noising one breaks it."""
+    weights = np.array([3.0, 0.4, 1.2, 0.7, 2.1, 0.2, 1.5])
+    p_label = np.array([0.9, 0.2, 0.5, 0.7, 0.3, 0.6, 0.4])
+    pool = np.array([0, 1, 3, 4, 6])  # items 2 and 5 compete in the draw but give no row (outside the pool)
+    truth = GenerativeTruth(lambda u: np.tile(weights, (len(u), 1)), np.array([3]), lambda u, i: p_label[i])
+    frame = pd.DataFrame({USER: 0, ITEM: pool})
+    result = exact_scores(truth, {"x": EvalSet(frame, pool, share)}, n_neg)
+    expected = _enumerated_scores(weights, 3, pool, p_label, share, n_neg)
+    np.testing.assert_allclose(result.scores["x"], expected, rtol=1e-6)
+    assert result.mass_error < 1e-6

@@ -89,6 +89,17 @@ def validate_content(
     return rows, absent
 
 
+def token_tag(k: int = 32, token_layers: str = "all") -> str:
+    """The variant suffix of non-default token settings ('+tok-k16-last3'); empty for k=32 over all layers."""
+    return "" if (int(k), token_layers) == (32, "all") else f"+tok-k{int(k)}-{token_layers.replace(',', '.')}"
+
+
+def codebooks_dirname(source: str, k: int = 32, token_layers: str = "all") -> str:
+    """Where a split keeps the codebooks of one content source and token setting."""
+    layers = "" if token_layers == "all" else f"_{token_layers.replace(',', '.')}"
+    return f"codebooks_{source}_k{int(k)}{layers}"
+
+
 def build_item_content(
     arrays: ContentArrays,
     mode: ContentMode,
@@ -100,6 +111,7 @@ def build_item_content(
     groups: int | None = None,
     seed: int = 0,
     out_dir: Path | None = None,
+    token_layers: str = "all",
 ) -> ItemContent:
     """Content columns for every item in `items`; statistics and codebooks come from `train_items` only."""
     if mode not in CONTENT_MODES:
@@ -123,7 +135,13 @@ def build_item_content(
         # One codebook per layer; a single-layer encoder (MFCC) is cut into groups so that it still gives
         # several token fields, each summarizing a different block of its features.
         groups = groups or max(1, math.ceil(4 / layout.n_layers))
-        books = Codebooks.fit(arrays.layers[train_rows], encoder_info=arrays.encoder, k=k, groups=groups, seed=seed)
+        try:
+            books = Codebooks.fit(
+                arrays.layers[train_rows], encoder_info=arrays.encoder, k=k, groups=groups, seed=seed,
+                tokenize_layers=token_layers,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise EncoreError(f"token settings (k={k}, layers={token_layers!r}): {exc}") from exc
         tokens = books.tokenize(arrays.layers[np.maximum(rows, 0)]).astype(np.float64)
         tokens[absent] = np.nan  # encoded as OOV
         for f in range(books.n_fields):

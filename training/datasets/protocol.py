@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -32,11 +31,11 @@ from encore.errors import EncoreError
 from encore.io import sha256_file, write_bytes_atomic
 from encore.schema import FieldConfig
 from training.datasets.base import ITEM, USER, DatasetSplits, step_record
+from training.datasets.oracle import EvalSet, GenerativeTruth, exact_scores
 
 LABEL = "label"
-# (users, items) -> (P(label = 1 | played), P(played)): the ground truth of a generated dataset.
-TruthFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 EVAL_SETS = ("valid", "test", "cold")
+ORACLE_CACHE, ORACLE_VERSION = "oracle.npz", "exact-1"
 
 
 @dataclass(frozen=True)
@@ -163,7 +162,7 @@ def apply_protocol(
     plays: pd.DataFrame,
     cfg: ProtocolConfig,
     out_dir: Path | None = None,
-    truth: TruthFn | None = None,
+    truth: GenerativeTruth | None = None,
 ) -> ProtocolSplits:
     """Label, filter, split, withhold cold items and freeze eval negatives (saved under out_dir)."""
     missing = [c for c in (USER, ITEM, "num_repeat") if c not in plays.columns]
@@ -193,17 +192,16 @@ def apply_protocol(
 
     # "Never interacted" means in all the data (TASTE), so an eval negative is never a held-out positive.
     interacted = plays[[USER, ITEM]]
-    n_user_rows = rows.groupby(USER).size()
     evals, oracle, files = {}, {}, {}
+    shares = {"valid": cfg.valid_share, "test": cfg.test_share, "cold": None}
     for index, name in enumerate(EVAL_SETS):
         if name not in parts:
             continue
         pool = cold_items if name == "cold" else warm_items
         sampler = NegativeSampler(parts[name], pool, interacted, cfg.negatives, 0)
-        frame = sampler.rows(np.random.default_rng([cfg.seed, 100 + index]))  # its own RNG per eval set
-        if truth is not None:
-            frame["oracle"] = _oracle_scores(frame, truth, pool, interacted, n_user_rows, cfg.negatives)
-        evals[name] = frame
+        evals[name] = sampler.rows(np.random.default_rng([cfg.seed, 100 + index]))  # its own RNG per eval set
+    if truth is not None:
+        _add_oracle(evals, truth, shares, cold_items, warm_items, cfg.negatives, out_dir)
     if n_cold:
         evals["mixed"] = pd.concat([evals["test"], evals["cold"]], ignore_index=True)  # TASTE's warm+cold set
     for name, frame in evals.items():
@@ -219,28 +217,38 @@ def apply_protocol(
     return ProtocolSplits(parts["train"], evals, sampler, train_items, cold_items, oracle, files, steps)
 
 
-def _oracle_scores(
-    frame: pd.DataFrame,
-    truth: TruthFn,
-    pool: np.ndarray,
-    interacted: pd.DataFrame,
-    n_user_rows: pd.Series,
-    n_neg: int,
-) -> np.ndarray:
-    """Estimated Bayes score of a row: P(row is an observed play | user, item, in this set) * P(label | played).
+def _add_oracle(evals, truth, shares, cold_items, warm_items, n_neg, out_dir: Path | None) -> None:
+    """The exact Bayes score of every eval row (training/datasets/oracle.py) as its "oracle" column.
 
-    An item reaches a user's eval rows as a play with probability ~ P(played) * share, or as a negative with
-    probability ~ n_neg * share * n_user / |pool - user's items|; the shares cancel, leaving odds
-    r = P(played) * |pool - user's items| / (n_neg * n_user). Approximations (so the "oracle AUC" is an estimate,
-    docs/benchmarks.md "The oracle is an estimate"): min(1, n * pi) for drawing without the item, no
-    (1 - P(played)) factor on the negative side, and the share taken over all of the user's rows.
-    """
-    users, items = frame[USER].to_numpy(np.int64), frame[ITEM].to_numpy(np.int64)
-    p_label, p_played = truth(users, items)
-    seen = interacted[interacted[ITEM].isin(pool)].groupby(USER).size()
-    free = len(pool) - seen.reindex(users, fill_value=0).to_numpy()
-    odds = p_played * np.maximum(free, 1) / (n_neg * n_user_rows.reindex(users).to_numpy())
-    return odds / (1 + odds) * p_label
+    It takes minutes on the default world, so it is kept in out_dir/oracle.npz, keyed by each set's rows."""
+    keys = {name: _rows_key(frame) for name, frame in evals.items()}
+    cache = out_dir / ORACLE_CACHE if out_dir is not None else None
+    if cache is not None and cache.is_file():
+        with np.load(cache, allow_pickle=False) as npz:
+            if all(f"key_{name}" in npz.files and str(npz[f"key_{name}"]) == key for name, key in keys.items()):
+                for name, frame in evals.items():
+                    frame["oracle"] = npz[f"score_{name}"]
+                return
+    sets = {
+        name: EvalSet(frame, cold_items if name == "cold" else warm_items, shares[name])
+        for name, frame in evals.items()
+    }
+    scores = exact_scores(truth, sets, n_neg).scores
+    for name, frame in evals.items():
+        frame["oracle"] = scores[name]
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"score_{name}": scores[name] for name in evals} | {f"key_{n}": np.array(k) for n, k in keys.items()}
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        write_bytes_atomic(cache, buffer.getvalue())
+
+
+def _rows_key(frame: pd.DataFrame) -> str:
+    """sha256 of a set's (user, item) rows and the oracle's version: the cache is valid for these rows only."""
+    digest = hashlib.sha256(ORACLE_VERSION.encode())
+    digest.update(frame[USER].to_numpy(np.int64).tobytes() + frame[ITEM].to_numpy(np.int64).tobytes())
+    return digest.hexdigest()
 
 
 def _save_frozen(frame: pd.DataFrame, path: Path) -> str:

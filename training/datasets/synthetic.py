@@ -28,8 +28,16 @@ from encore.io import sha256_file, write_json_atomic
 from encore.schema import FieldConfig
 from encore.settings import EncoreSettings
 from training.datasets.base import DatasetSplits, taste_fields
-from training.datasets.content import CONTENT_MODES, ContentArrays, MissingPolicy, build_item_content
+from training.datasets.content import (
+    CONTENT_MODES,
+    ContentArrays,
+    MissingPolicy,
+    build_item_content,
+    codebooks_dirname,
+    token_tag,
+)
 from training.datasets.dataset import Dataset, RecallSource
+from training.datasets.oracle import GenerativeTruth
 from training.datasets.protocol import USER, ProtocolConfig, ProtocolSplits, apply_protocol, joined_dataset
 
 GENERATOR_VERSION = 2
@@ -133,6 +141,17 @@ class World:
         p_label = _p_repeat_at_least(p_click, threshold, self.params.repeat_rate)
         pi = np.exp(lat["pop"][i] + self.params.exposure_taste * taste - lat["log_z"][u])
         return p_label, np.minimum(1.0, lat["n_plays"][u] * pi)
+
+    def generative_truth(self, threshold: int) -> GenerativeTruth:
+        """Exposure weights over the catalog, plays per user and P(label | played): what the exact oracle needs."""
+        lat, params = self.latent, self.params
+        tracks = np.arange(len(lat["pop"]))
+
+        def weights(users: np.ndarray) -> np.ndarray:
+            taste = _taste(lat, np.asarray(users)[:, None], tracks[None, :], params)
+            return np.exp(lat["pop"][None, :] + params.exposure_taste * taste - lat["log_z"][users][:, None])
+
+        return GenerativeTruth(weights, lat["n_plays"].astype(np.int64), lambda u, i: self.truth(u, i, threshold)[0])
 
 
 def load_world(params: WorldParams, root: Path | None = None, progress: bool = True) -> World:
@@ -497,16 +516,21 @@ def _wavetable(f0: float, tilt: float, odd_only: bool, max_harmonics: int = 24) 
 # ---- the loader: world + protocol + features + content -> DatasetSplits ------------------------------
 USER_CAT, TRACK_CAT = ("country", "gender"), ("artist_id", "genre", "key", "mode", "language")
 USER_NUM, TRACK_NUM = ("age", "n_plays", "n_tracks"), ("release_year", "popularity")
-OPTIONS = ("size", "world_seed", "protocol", "missing", "encoder", "k", "progress")
+OPTIONS = ("size", "world_seed", "protocol", "missing", "encoder", "k", "token_layers", "progress")
 _PROTOCOL_CACHE: dict[tuple, ProtocolSplits] = {}  # one split per (world, protocol) per process
 
 
 def variant_of(
-    size: str = "default", world_seed: int | None = None, protocol: ProtocolConfig | None = None, **_ignored: object
+    size: str = "default",
+    world_seed: int | None = None,
+    protocol: ProtocolConfig | None = None,
+    k: int = 32,
+    token_layers: str = "all",
+    **_ignored: object,
 ) -> str:
-    """The result-table name of a (world, protocol) setting, e.g. 'default/random+cold20'."""
+    """The result-table name of a (world, protocol, token) setting, e.g. 'default/random+cold20+tok-k16-last1'."""
     world = size if world_seed is None else f"{size}-w{world_seed}"
-    return f"{world}/{(protocol or ProtocolConfig()).tag()}"
+    return f"{world}/{(protocol or ProtocolConfig()).tag()}{token_tag(k, token_layers)}"
 
 
 def feature_fields(features: str) -> list[FieldConfig]:
@@ -525,6 +549,7 @@ def load_synthetic(
     missing: MissingPolicy = "error",
     encoder: str = "mfcc",
     k: int = 32,
+    token_layers: str = "all",
     progress: bool = True,
 ) -> DatasetSplits:
     """The synthetic world under `root`, split by `protocol`, with the requested features and content."""
@@ -537,7 +562,7 @@ def load_synthetic(
     key = (str(world.folder), cfg)
     if key not in _PROTOCOL_CACHE:
         _PROTOCOL_CACHE[key] = apply_protocol(
-            world.plays, cfg, split_dir, truth=lambda u, i: world.truth(u, i, cfg.label_threshold)
+            world.plays, cfg, split_dir, truth=world.generative_truth(cfg.label_threshold)
         )
     splits = _PROTOCOL_CACHE[key]
 
@@ -555,19 +580,20 @@ def load_synthetic(
         if not (folder / "manifest.json").is_file():
             extract_world_audio(world, encoder, folder, progress=progress)
         arrays = ContentArrays.from_catalog(folder)
-        books_dir = split_dir / f"codebooks_{encoder}_k{k}"
+        books_dir = split_dir / codebooks_dirname(encoder, k, token_layers)
         item_content = build_item_content(
             arrays, content, world.tracks.track_id.to_numpy(), splits.train_items,
             missing=missing, k=k, seed=cfg.seed, out_dir=books_dir if content == "tokens" else None,
+            token_layers=token_layers,
         )  # fmt: skip
         tracks = tracks.merge(item_content.table, on="track_id", how="left")
         fields += item_content.fields
         files[str(folder / "content.npz")] = arrays.sha256
 
-    run_files = {"codebooks": split_dir / f"codebooks_{encoder}_k{k}"} if content == "tokens" else {}
+    run_files = {"codebooks": split_dir / codebooks_dirname(encoder, k, token_layers)} if content == "tokens" else {}
     return joined_dataset(
         "synthetic", splits, users, tracks, fields, features=features, content=content, files=files,
-        variant=variant_of(size, world_seed, cfg), run_files=run_files,
+        variant=variant_of(size, world_seed, cfg, k, token_layers), run_files=run_files,
     )  # fmt: skip
 
 

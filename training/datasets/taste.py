@@ -33,14 +33,14 @@ from encore.io import sha256_file
 from encore.schema import FieldConfig
 from encore.settings import EncoreSettings
 from training.datasets.base import FEATURE_SETTINGS, DatasetSplits, require_file
-from training.datasets.content import ContentArrays, MissingPolicy, build_item_content
+from training.datasets.content import ContentArrays, MissingPolicy, build_item_content, codebooks_dirname, token_tag
 from training.datasets.content_files import CONTENT_SUFFIXES, read_content_file
 from training.datasets.dataset import Dataset
 from training.datasets.protocol import ITEM, USER, ProtocolConfig, ProtocolSplits, apply_protocol, joined_dataset
 
 NAME = "taste"
 CONTENT_SETTINGS = ("none", "dense", "tokens")
-OPTIONS = ("protocol", "missing", "k", "progress", "inter_fields", "columns", "content_file")
+OPTIONS = ("protocol", "missing", "k", "token_layers", "progress", "inter_fields", "columns", "content_file")
 DEFAULT_INTER_FIELDS = ("user_id", "item_id", "num_repeat")
 ATOMIC_TYPES = ("token", "float", "token_seq", "float_seq")
 _PROTOCOL_CACHE: dict[tuple, ProtocolSplits] = {}
@@ -51,9 +51,14 @@ def cache_root() -> Path:
 
 
 def variant_of(
-    protocol: ProtocolConfig | None = None, content_file: str | None = None, columns: str | None = None, **_: object
+    protocol: ProtocolConfig | None = None,
+    content_file: str | None = None,
+    columns: str | None = None,
+    k: int = 32,
+    token_layers: str = "all",
+    **_: object,
 ) -> str:
-    parts = [(protocol or ProtocolConfig()).tag()]
+    parts = [(protocol or ProtocolConfig()).tag() + token_tag(k, token_layers)]
     if content_file:
         parts.append(f"content={content_file}")
     if columns:
@@ -232,6 +237,7 @@ def load_taste(
     protocol: ProtocolConfig | None = None,
     missing: MissingPolicy = "error",
     k: int = 32,
+    token_layers: str = "all",
     progress: bool = True,
     inter_fields: Sequence[str] = DEFAULT_INTER_FIELDS,
     columns: str | Sequence[str] | None = None,
@@ -239,8 +245,7 @@ def load_taste(
 ) -> DatasetSplits:
     """The atomic-file dataset in folder `root`, split by `protocol`, with features and content."""
     del progress  # nothing slow enough here to need a bar
-    folder = Path(root)
-    name = folder.name
+    folder, name = Path(root), Path(root).name
     columns, inter_fields = _checked_arguments(folder, content, columns, inter_fields)
     cfg = protocol or ProtocolConfig()
     plays, user_tokens, item_tokens, inter_path = load_interactions(folder, name, inter_fields)
@@ -267,11 +272,11 @@ def load_taste(
     if content != "none":
         path = content_path(folder, content_file)
         arrays = keyed_by_ids(read_content_file(path), item_tokens)
-        books_dir = split_dir / f"codebooks_{path.stem}_k{k}"
+        books_dir = split_dir / codebooks_dirname(path.stem, k, token_layers)
         items = np.sort(plays[ITEM].unique())
         item_content = build_item_content(
             arrays, content, items, splits.train_items, missing=missing, k=k, seed=cfg.seed,
-            out_dir=books_dir if content == "tokens" else None,
+            out_dir=books_dir if content == "tokens" else None, token_layers=token_layers,
         )  # fmt: skip
         item_table = item_table.merge(item_content.table, on=ITEM, how="outer")
         fields += item_content.fields
@@ -279,7 +284,7 @@ def load_taste(
         if content == "tokens":
             run_files["codebooks"] = books_dir
 
-    variant = variant_of(cfg, content_file, ",".join(columns) if columns else None)
+    variant = variant_of(cfg, content_file, ",".join(columns) if columns else None, k=k, token_layers=token_layers)
     return joined_dataset(
         NAME, splits, user_table, item_table, fields, features=features, content=content, files=files,
         variant=variant, run_files=run_files,

@@ -60,3 +60,17 @@ def test_bad_grid_input_fails_in_one_line(world_root, tmp_path):
     line = _one_line_error(run_cli("--dataset", "frappe", "--cold", *common))
     assert "does not take option(s) ['protocol']" in line
     assert not (tmp_path / "o" / "results.csv").exists()
+
+
+def test_token_k_and_layers_reach_the_codebooks_and_name_the_variant(quick_world, world_root, tmp_path):
+    out = tmp_path / "tok"
+    args = ["--dataset", "synthetic", "--quick", "--features", "id", "--content", "tokens", "--models", "LR"]
+    args += ["--seeds", "1", "--epochs", "1", "--out", str(out), "--data-root", str(world_root)]
+    proc = run_cli(*args, "--token-k", "8", "--token-layers", "last1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = pd.read_csv(out / "results.csv")
+    assert set(results.variant) == {"quick/random+tok-k8-last1"}
+    books = json.loads((Path(results.run_dir.iloc[0]) / "codebooks" / "codebooks.json").read_text())
+    assert books["k"] == 8 and books["tokenized_layers"] == [0]  # MFCC: one layer, cut into groups
+    bad = run_cli(*args, "--token-layers", "last2")  # MFCC has a single layer
+    assert bad.returncode != 0 and "last2" in bad.stderr

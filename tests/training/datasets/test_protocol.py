@@ -15,8 +15,7 @@ COLD = ProtocolConfig(cold_share=0.2)
 
 @pytest.fixture(scope="module")
 def cold_splits(quick_world, tmp_path_factory):
-    truth = lambda u, i: quick_world.truth(u, i, 2)  # noqa: E731
-    return apply_protocol(quick_world.plays, COLD, tmp_path_factory.mktemp("split"), truth)
+    return apply_protocol(quick_world.plays, COLD, tmp_path_factory.mktemp("split"), quick_world.generative_truth(2))
 
 
 def _pairs(frame: pd.DataFrame) -> set[tuple[int, int]]:
@@ -78,6 +77,21 @@ def test_cold_items_never_reach_training_and_encode_to_oov(quick_world, cold_spl
 def test_oracle_auc_is_a_ceiling_above_chance(cold_splits):
     for name in ("valid", "test", "cold", "mixed"):
         assert 0.7 < cold_splits.oracle_auc[name] < 1.0, (name, cold_splits.oracle_auc)
+
+
+def test_the_exact_oracle_is_cached_with_the_split_and_recomputed_when_stale(quick_world, tmp_path):
+    """oracle.npz is keyed by each set's rows: a reload reads it, a cache for other rows is not used."""
+    truth = quick_world.generative_truth(2)
+    first = apply_protocol(quick_world.plays, COLD, tmp_path, truth)
+    cache = tmp_path / "oracle.npz"
+    with np.load(cache, allow_pickle=False) as npz:
+        stored = {k: npz[k] for k in npz.files}
+    np.savez(cache, **{**stored, "score_test": np.zeros_like(stored["score_test"])})
+    again = apply_protocol(quick_world.plays, COLD, tmp_path, truth)
+    assert (again.evals["test"]["oracle"] == 0).all()  # read from the cache, not recomputed
+    np.savez(cache, **{**stored, "key_test": np.array("other rows")})
+    fresh = apply_protocol(quick_world.plays, COLD, tmp_path, truth)
+    np.testing.assert_array_equal(fresh.evals["test"]["oracle"], first.evals["test"]["oracle"])
 
 
 def test_kcore_and_temporal_split(quick_world, tmp_path):
