@@ -86,7 +86,8 @@ def serving_block(report: dict) -> list[str]:
     lines += [
         "",
         f"Load average (1 min) at the start and end of each run: {min(loads):.1f} to {max(loads):.1f} on "
-        f"{report['machine']['cpus']} CPUs (other jobs shared the machine).",
+        f"{report['machine']['cpus']} CPUs"
+        + (" (other jobs shared the machine)." if max(loads) > report["machine"]["cpus"] + 1 else ": no other jobs."),
     ]
     return lines
 
