@@ -254,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             args.code_label = label
             rows += measure(root, source, args, tracks, users)
     notes = [
-        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores (shared with other jobs, "
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores ("
+        f"{'shared with other jobs, ' if args.load_start > 2 else ''}"
         f"client on the same machine; load average {args.load_start:.1f} at the start), {args.workers} worker(s) per "
         f"service, {args.online} store, quick world ({len(tracks)} tracks{', reused' if args.world else ''}); "
         f"`python -m benchmarks.events_ingest {'--world <dir> --project ' + args.project + ' ' if args.world else ''}"
