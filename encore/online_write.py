@@ -22,20 +22,13 @@ from typing import Any
 import numpy as np
 
 from encore import feature_names as fn
-from encore.online_read import entity_key, redis_field, sqlite_table
+from encore.online_read import _varint_bytes, entity_key, redis_field, sqlite_table
 
 
 def _varint(value: int) -> bytes:
     if 0 <= value < 0x80:
         return _BYTES[value]
-    if value < 0:
-        value += 1 << 64  # int64 varints are two's complement, ten bytes
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    return _varint_bytes(value + (1 << 64) if value < 0 else value)  # int64 varints: two's complement, ten bytes
 
 
 def _delimited(tag: bytes, payload: bytes) -> bytes:
