@@ -1,7 +1,8 @@
 """Ranker app: `uvicorn services.ranker.main:create_app --factory --port 8000`.
 
-Start-up (lifespan) opens the store, loads the track table, opens the retriever session and loads the
-current bundle; nothing heavy happens at import time. A bundle that fails to load leaves the service up
+Start-up (lifespan) opens the store, loads the track table, opens the retriever session (or, with
+ENCORE_RANKER_RETRIEVAL=inprocess, starts the retriever's search in this process) and loads the current bundle;
+nothing heavy happens at import time. A bundle that fails to load leaves the service up
 but not ready (/readyz 503) until POST /admin/reload brings a good one.
 """
 
