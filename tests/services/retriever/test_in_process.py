@@ -3,7 +3,8 @@
 The retriever runs as deployed (the documented uvicorn command, over TCP); the ranker's two retrieval steps,
 `Retrieve` (HTTP) and `RetrieveInProcess`, are asked the same requests, and must answer the same Candidates:
 ids, cold flags, source and history. Then the ranker app itself runs in-process mode from a bundle holding both
-parts: /readyz says so, /recommend and the listening room's reads are served, and reloads move both parts.
+parts: /readyz says so, /recommend and the listening room's reads are served, reloads move both parts, and the
+process still imports neither feast nor torch.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from encore.store import Store, StoreSettings
 from services.ranker.main import create_app
 from services.ranker.pipeline import NO_RECENT, Candidates, Recent, Retrieve, RetrieveInProcess
 from tests.conftest import service_process
+from tests.services.heavy_imports import serve_and_list_imports
 from tests.services.ranker.conftest import TrainedBundle, trained_bundle  # noqa: F401 - the ranker's fixture
 from tests.services.retriever.conftest import write_bundle
 from tests.services.retriever.planted import ENCODER, Planted
@@ -178,3 +180,24 @@ def test_the_ranker_serves_and_reloads_in_process(
         refused = client.post("/admin/reload", json={"bundle_id": "ranker-only"}, headers=headers)
         assert refused.status_code == 422  # no retriever part: this ranker could not serve it
         assert retriever.index.bundle_id == client.get("/readyz").json()["bundle_id"] == "both-2"
+
+
+def test_the_in_process_ranker_imports_neither_feast_nor_torch(
+    tmp_path: Path,
+    pushed_store: Store,
+    trained: RecallArtifacts,
+    trained_bundle: TrainedBundle,  # noqa: F811 - the fixture imported above
+) -> None:
+    root = tmp_path / "artifacts"
+    both_parts(root, "both-1", trained_bundle, trained)
+    env = {
+        "ENCORE_ARTIFACTS_DIR": str(root),
+        "ENCORE_FEAST_DATA_DIR": str(pushed_store.settings.data_dir),
+        "ENCORE_FEAST_PROJECT": pushed_store.settings.project,
+        "ENCORE_FEAST_ONLINE": "sqlite",
+        "ENCORE_RANKER_RETRIEVAL": "inprocess",
+        "ENCORE_RETRIEVER_REFRESH_S": "0",
+    }
+    user = str(trained.user_ids[0])
+    calls = [("GET", "/readyz", {}), ("GET", "/recommend", {"params": {"user_id": user}}), ("GET", "/ui/users", {})]
+    assert serve_and_list_imports("ranker", env, calls) == {"statuses": [200, 200, 200], "loaded": []}
