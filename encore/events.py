@@ -541,6 +541,9 @@ class EventLog:
 
             if self._online is None:
                 self._online = sqlite3.connect(s.sqlite_path, timeout=30, check_same_thread=False)
+                # WAL (kept by the file from then on): the ranker's reads no longer wait for these frequent commits,
+                # and a commit appends to one log instead of writing a rollback journal; synchronous stays FULL.
+                self._online.execute("PRAGMA journal_mode=WAL")
             stamps = [activities[u].stamp_us for u in users]
             sqlite_upsert(self._online, s.project, fn.USER_ACTIVITY, users, rows, stamps)
         else:  # a Redis cluster: Feast's push (its writer handles the slots)

@@ -264,3 +264,28 @@ def test_batches_written_together_keep_their_own_counts(store: Store, tracks) ->
     logged = log.read()
     assert (logged["user_id"] == user).sum() == distinct
     log.close()
+
+
+def test_the_online_store_is_in_wal_mode_so_reads_never_wait_for_a_writer(
+    events_client: TestClient, store: Store, tracks
+) -> None:
+    """The events writer switches the SQLite online store to WAL: a reader then reads (the last committed rows)
+    while another connection holds the write lock, where a rollback journal would leave it waiting (then
+    'database is locked')."""
+    import sqlite3
+    from contextlib import closing
+
+    from encore.online_read import SqliteReader, read_rows
+
+    user = _user()
+    assert _post(events_client, [_event(user, tracks[0])]).status_code == 200
+    with closing(sqlite3.connect(store.settings.sqlite_path, timeout=1)) as writer:
+        assert writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        writer.execute("BEGIN EXCLUSIVE")  # a writer mid-transaction, as during another batch's commit
+        try:
+            reader = SqliteReader(store.settings)
+            reader._connection().execute("PRAGMA busy_timeout = 200")  # fail fast instead of waiting 10 s
+            rows = read_rows(reader, fn.USER_ID, [user], [fn.USER_ACTIVITY])
+        finally:
+            writer.execute("ROLLBACK")
+    assert rows[user]["recent_tracks"] == [tracks[0]]
