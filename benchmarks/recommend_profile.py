@@ -18,6 +18,9 @@ Per run:
 - `http`: retriever (1 worker) and ranker (2 workers) as uvicorn processes, the aiohttp load generator of
   benchmarks/serving_latency.py in this process: one client, then 16. The CPU the load generator and each
   service used is read around each phase, so requests/s can be put against what the machine had to give.
+`--retrieval inprocess` runs the 'after' side with ENCORE_RANKER_RETRIEVAL=inprocess (the retriever's search in
+each ranker worker, no retriever process); the 'before' side keeps the HTTP retriever, so `--before HEAD --after
+HEAD --retrieval inprocess` compares the two modes on the same code.
 Writes docs/results/performance/serving_latency.{json,csv}.
 """
 
@@ -162,10 +165,11 @@ def inprocess_child(args: argparse.Namespace) -> None:
                                                      args.redis_url)
     )  # fmt: skip
     port = _free_port()
-    env = _service_env(world.env(), args.code, port)
-    retriever = _uvicorn(args.code, "retriever", port, 1, env, args.log_dir)
+    env = _service_env(world.env(), args.code, port, args.retrieval)
+    retriever = _uvicorn(args.code, "retriever", port, 1, env, args.log_dir) if args.retrieval == "http" else None
     try:
-        _wait_ready(f"http://127.0.0.1:{port}", retriever, 1)
+        if retriever is not None:
+            _wait_ready(f"http://127.0.0.1:{port}", retriever, 1)
         os.environ.update(env)
         from services.ranker.main import create_app
 
@@ -177,7 +181,8 @@ def inprocess_child(args: argparse.Namespace) -> None:
 
         print("RESULT " + json.dumps(asyncio.run(run())), flush=True)
     finally:
-        _stop(retriever)
+        if retriever is not None:
+            _stop(retriever)
 
 
 # --- the services over HTTP ----------------------------------------------------------------------------------
@@ -191,12 +196,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _service_env(world_env: dict[str, str], code: Path, retriever_port: int) -> dict[str, str]:
+def _service_env(world_env: dict[str, str], code: Path, retriever_port: int, retrieval: str) -> dict[str, str]:
     return {
         **os.environ,
         **world_env,
         "PYTHONPATH": str(code),
         "ENCORE_RANKER_RETRIEVER_URL": f"http://127.0.0.1:{retriever_port}",
+        "ENCORE_RANKER_RETRIEVAL": retrieval,  # code before the setting ignores it (and is only run with http)
         "ENCORE_RANKER_CANDIDATES": "200",
         "ENCORE_RETRIEVER_REFRESH_S": "0",
         "ENCORE_LOG_LEVEL": "warning",
@@ -254,14 +260,20 @@ def _load_phase(url: str, users: list[str], clients: int, procs: dict, **how) ->
     return result
 
 
-def run_http(code: Path, world, args: argparse.Namespace) -> dict:
+def _services(retrieval: str, ranker_workers: int) -> list[tuple[str, int]]:
+    """(service, workers) to start: no retriever process when the ranker retrieves in-process."""
+    ranker = ("ranker", ranker_workers)
+    return [ranker] if retrieval == "inprocess" else [("retriever", 1), ranker]
+
+
+def run_http(code: Path, world, args: argparse.Namespace, retrieval: str) -> dict:
     from benchmarks.serving_latency import _wait_ready, load
 
     ports = {"retriever": _free_port(), "ranker": _free_port()}
-    env = _service_env(world.env(), code, ports["retriever"])
+    env = _service_env(world.env(), code, ports["retriever"], retrieval)
     procs: dict[str, subprocess.Popen] = {}
     try:
-        for name, workers in (("retriever", 1), ("ranker", args.workers)):
+        for name, workers in _services(retrieval, args.workers):
             procs[name] = _uvicorn(code, name, ports[name], workers, env, args.log_dir)
             _wait_ready(f"http://127.0.0.1:{ports[name]}", procs[name], workers)
         url, users = f"http://127.0.0.1:{ports['ranker']}", world.user_ids()
@@ -277,11 +289,11 @@ def run_http(code: Path, world, args: argparse.Namespace) -> dict:
 # --- the run ---------------------------------------------------------------------------------------------------
 
 
-def run_inprocess(code: Path, args: argparse.Namespace) -> dict:
+def run_inprocess(code: Path, args: argparse.Namespace, retrieval: str) -> dict:
     command = [
         sys.executable, str(Path(__file__).resolve()), "--child", "--code", str(code), "--catalog", str(args.catalog),
         "--requests", str(args.requests), "--world-root", str(args.world_root), "--redis-url", args.redis_url,
-        "--log-dir", str(args.log_dir),
+        "--log-dir", str(args.log_dir), "--retrieval", retrieval,
     ]  # fmt: skip
     done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(code)}, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -315,6 +327,7 @@ def save(args: argparse.Namespace, runs: list[dict], command: str) -> list[dict]
         "candidates": 200,
         "ranker_workers": args.workers,
         "clients": args.clients,
+        "retrieval": {"before": "http", "after": args.retrieval},
         "runs": runs,
         "summary": summary,
     }
@@ -339,6 +352,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--http-seconds", type=float, default=20.0)
     parser.add_argument("--parts", default="inprocess,http")
+    parser.add_argument(
+        "--retrieval",
+        choices=("http", "inprocess"),
+        default="http",
+        help="ENCORE_RANKER_RETRIEVAL of the 'after' side (the 'before' side keeps http)",
+    )
     parser.add_argument("--redis-url", default=os.environ.get("ENCORE_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--world-root", type=Path, default=ROOT / "data" / "bench-serving")
     parser.add_argument("--log-dir", type=Path, default=ROOT / "data" / "perf" / "logs")
@@ -365,10 +384,14 @@ def main(argv: list[str] | None = None) -> int:
     for repeat in range(args.repeats):
         for name in ("before", "after") if repeat % 2 == 0 else ("after", "before"):
             code, ref = versions[name]
-            run: dict = {"version": name, "ref": ref, "repeat": repeat, "loadavg_before": list(os.getloadavg())}
+            retrieval = args.retrieval if name == "after" else "http"
+            run: dict = {"version": name, "ref": ref, "repeat": repeat, "retrieval": retrieval}
+            run["loadavg_before"] = list(os.getloadavg())
             print(f"[{name} {ref}] run {repeat + 1}/{args.repeats}, load {os.getloadavg()[0]:.1f}", flush=True)
-            run["inprocess"] = run_inprocess(code, args) if "inprocess" in parts else {}
-            run.update(run_http(code, world, args) if "http" in parts else {"one_client": {}, "concurrent": {}})
+            run["inprocess"] = run_inprocess(code, args, retrieval) if "inprocess" in parts else {}
+            run.update(
+                run_http(code, world, args, retrieval) if "http" in parts else {"one_client": {}, "concurrent": {}}
+            )
             run["loadavg_after"] = list(os.getloadavg())
             runs.append(run)
             print(json.dumps(run), flush=True)

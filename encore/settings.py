@@ -185,6 +185,14 @@ class RankerSettings(ServiceSettings):
     retriever_url: str = setting(
         "http://127.0.0.1:8001", "ENCORE_RANKER_RETRIEVER_URL", "ENCORE_RETRIEVER_URL", description="the retriever"
     )
+    ranker_retrieval: Literal["http", "inprocess"] = setting(
+        "http",
+        "ENCORE_RANKER_RETRIEVAL",
+        description="where candidates come from: `http` (the retriever service at ENCORE_RANKER_RETRIEVER_URL) or "
+        "`inprocess` (the retriever's search in each ranker worker, loaded from the ranker's bundle and set by the "
+        "`ENCORE_RETRIEVER_*` variables; single node: no retriever service, but its memory in every worker; "
+        "docs/performance.md)",
+    )
     retriever_timeout_s: float = setting(
         0.5,
         "ENCORE_RANKER_RETRIEVER_TIMEOUT_S",

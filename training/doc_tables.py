@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from encore.io import write_text_atomic
-from training import fuxictr_tables
+from encore.io import write_bytes_atomic, write_text_atomic
+from training import encoder_tables, fuxictr_tables
 from training.results import (
     METRIC_LABELS,
     ResultsTable,
@@ -165,7 +165,30 @@ TABLES: dict[str, Callable[[], list[str]]] = {
     "fuxictr-fp32-speed": lambda: fuxictr_tables.speed_table(RESULTS),
     "fuxictr-fp32-accuracy": lambda: fuxictr_tables.accuracy_table(RESULTS),
     "fuxictr-fp32-summary": lambda: fuxictr_tables.summary_table(RESULTS),
+    **(
+        {
+            "encoder-cold": lambda: encoder_tables.grid_table(RESULTS, "cold"),
+            "encoder-test": lambda: encoder_tables.grid_table(RESULTS, "test"),
+            "encoder-answer": lambda: encoder_tables.answer_table(RESULTS),
+            "encoder-significance-cold": lambda: encoder_tables.significance_table(RESULTS, "cold"),
+            "encoder-significance-test": lambda: encoder_tables.significance_table(RESULTS, "test"),
+            "encoder-bootstrap": lambda: bootstrap_doc_table(
+                RESULTS / encoder_tables.ENCODER_FOLDERS["MusiCNN"], ["cold", "test"], "tokens", "dense"
+            ),
+        }
+        if all((RESULTS / f / "results.csv").is_file() for f in encoder_tables.ENCODER_FOLDERS.values())
+        else {}
+    ),
+    **(
+        {
+            "token-ablation-cold": lambda: encoder_tables.ablation_table(RESULTS, "cold"),
+            "token-ablation-test": lambda: encoder_tables.ablation_table(RESULTS, "test"),
+        }
+        if (RESULTS / encoder_tables.ABLATION_FOLDER / "results.csv").is_file()
+        else {}
+    ),
 }
+ENCODER_CHART = DOCS / "encoder_grid.png"
 
 
 def render_doc(text: str) -> str:
@@ -205,6 +228,8 @@ def write_docs(charts: bool = False) -> list[Path]:
     if charts:
         for folder in result_folders():
             write_charts(folder, ResultsTable(folder).rows)
+        if "encoder-cold" in TABLES:
+            write_bytes_atomic(ENCODER_CHART, encoder_tables.chart_png(RESULTS))
     stale = []
     for path, text in expected_files().items():
         if not path.exists() or path.read_text() != text:

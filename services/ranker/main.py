@@ -1,7 +1,8 @@
 """Ranker app: `uvicorn services.ranker.main:create_app --factory --port 8000`.
 
-Start-up (lifespan) opens the store, loads the track table, opens the retriever session and loads the
-current bundle; nothing heavy happens at import time. A bundle that fails to load leaves the service up
+Start-up (lifespan) opens the store, loads the track table, opens the retriever session (or, with
+ENCORE_RANKER_RETRIEVAL=inprocess, starts the retriever's search in this process) and loads the current bundle;
+nothing heavy happens at import time. A bundle that fails to load leaves the service up
 but not ready (/readyz 503) until POST /admin/reload brings a good one.
 """
 
@@ -14,18 +15,34 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from encore.artifacts import BundleError, BundleHolder
-from encore.settings import RankerSettings
+from encore.settings import RankerSettings, RetrieverSettings
 from encore.store import Store
 from services.common.app import build_skeleton
 from services.common.observability import RankerMetrics
-from services.ranker.bundle import RankerModel, load_ranker_model, reload_bundle, resolve_bundle_path
-from services.ranker.pipeline import ItemFeatures, Ranker, RecentActivity, Retrieve, StoreGuard, UserFeatures
+from services.ranker.bundle import RankerModel, load_ranker_model, resolve_bundle_path
+from services.ranker.pipeline import (
+    ItemFeatures,
+    Ranker,
+    RecentActivity,
+    Retrieve,
+    RetrieveInProcess,
+    StoreGuard,
+    UserFeatures,
+)
 from services.ranker.room import add_room
 from services.ranker.routes import build_router
 from services.ranker.steer import Steer
 
 SERVICE = "ranker"
 log = logging.getLogger("encore.ranker")
+
+
+def retrieval_step(settings: RankerSettings, store: Store) -> Retrieve | RetrieveInProcess:
+    """The retriever service over HTTP, or its search in this process (ENCORE_RANKER_RETRIEVAL=inprocess), set by
+    the same ENCORE_RETRIEVER_* variables as the service and loaded from the ranker's own bundles."""
+    if settings.ranker_retrieval == "inprocess":
+        return RetrieveInProcess(RetrieverSettings(artifacts_dir=settings.artifacts_dir), store)
+    return Retrieve(settings.retriever_url, settings.retriever_timeout_s)
 
 
 def create_app(settings: RankerSettings | None = None, store: Store | None = None) -> FastAPI:
@@ -44,7 +61,7 @@ def create_app(settings: RankerSettings | None = None, store: Store | None = Non
         ranker = Ranker(
             holder,
             UserFeatures(feature_store, settings.user_cache_ttl_s, settings.user_cache_size, guard),
-            Retrieve(settings.retriever_url, settings.retriever_timeout_s),
+            retrieval_step(settings, feature_store),
             ItemFeatures(
                 feature_store,
                 settings.track_table_max_age_s,
@@ -61,7 +78,7 @@ def create_app(settings: RankerSettings | None = None, store: Store | None = Non
         )
         ranker.load()
         try:
-            reload_bundle(holder, resolve_bundle_path(settings.artifacts_dir, None))
+            ranker.reload(resolve_bundle_path(settings.artifacts_dir, None))
         except BundleError as error:  # /readyz stays 503 until a reload succeeds
             log.error("bundle refused: %s; still serving no bundle", error)
         app.state.store, app.state.ranker = feature_store, ranker
@@ -102,6 +119,7 @@ def readiness(app: FastAPI) -> tuple[bool, dict]:
         "onnx_providers": holder.state.providers if holder.loaded else [],
         "feature_spec_hash": holder.state.spec.hash if holder.loaded else None,
         "store_reachable": store_ok,
+        "retrieval": ranker.retrieve.mode,  # ENCORE_RANKER_RETRIEVAL: http or inprocess
         "tracks_in_table": len(ranker.item_features.table) if ranker.item_features.table is not None else 0,
         "query_encoder": ranker.steer is not None and ranker.steer.encoder is not None,
         "query_encoder_name": ranker.steer.encoder.name if ranker.steer and ranker.steer.encoder else None,

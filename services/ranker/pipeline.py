@@ -13,6 +13,9 @@ Each step takes its config in `__init__`, opens heavy resources in `load()`, and
 | `Order`        | Candidates, TrackFeatures, scores, k, Steering, played | ranked items with reasons (played: the   |
 |                |                                               | played tracks' TrackFeatures: "sounds like")   |
 
+`Retrieve` asks the retriever service over HTTP; `RetrieveInProcess` gives the same from the retriever's search
+in this process (ENCORE_RANKER_RETRIEVAL=inprocess).
+
 An unknown user or track is decided once, where it is looked up (UserFeatures: profile None; ItemFeatures:
 the track's rows marked invalid), and encoded by the one frame builder (encore/ranker_frame.py) as OOV /
 zeros. A step that had to degrade says why in its output; `Ranker.recommend` wires the steps and collects
@@ -27,6 +30,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -38,16 +42,19 @@ from prometheus_client import CollectorRegistry, Histogram
 from encore.artifacts import BundleHolder
 from encore.ranker_frame import ACTIVITY_COLUMNS, TrackFeatures, build_frame, uses_activity
 from encore.schema import FeatureSpec
+from encore.settings import RetrieverSettings
 from encore.store import Store
 from encore.track_snapshot import TrackSnapshots
 from encore.track_table import TrackTable
 from services.common.errors import ServiceError
 from services.common.observability import RankerMetrics
-from services.ranker.bundle import RankerModel
+from services.ranker.bundle import RankerModel, reload_bundle
 from services.ranker.encoded_items import ItemInputCache
 from services.ranker.reasons import played_tracks, sound_tags, sounds_like
 from services.ranker.reasons import reason as reason_for
 from services.ranker.steer import Steer, Steering
+from services.retriever.search import THREAD_MIN_ITEMS, CandidateList, Retriever
+from services.retriever.state import pick_up_loop, search_options, search_threads
 
 log = logging.getLogger("encore.ranker")
 
@@ -278,8 +285,29 @@ class RecentActivity:
         return recent
 
 
+def popularity_candidates(
+    error: Exception, user_id: str, n: int, popularity: Sequence[str], recent: Recent
+) -> Candidates:
+    """The bundle's most played tracks, less the listener's recent ones: what serves when retrieval failed."""
+    reason = f"retriever unavailable: {type(error).__name__}: {error}".rstrip(": ")
+    warn_throttled("retriever", "%s; serving popularity candidates for user %s", reason, user_id)
+    drop = set(recent.exclude)
+    ids = [t for t in popularity[: n + len(drop)] if t not in drop][:n]
+    return Candidates(ids, dict.fromkeys(ids, False), POPULARITY_SOURCE, reason)
+
+
+def retrieved_candidates(rows: Sequence[tuple[str, bool]], source: str, history: Sequence[str]) -> Candidates:
+    """The retriever's (track id, cold) rows as Candidates, whichever way they came (HTTP or in-process)."""
+    ids = list(dict.fromkeys(t for t, _ in rows))  # first occurrence wins
+    if not ids:
+        raise RuntimeError("it returned no candidates")
+    return Candidates(ids, dict(rows), source, history=list(history))
+
+
 class Retrieve:
     """Candidates from the retriever over one pooled aiohttp session; popularity when it fails."""
+
+    mode = "http"
 
     def __init__(self, retriever_url: str, timeout_s: float):
         self.url = retriever_url.rstrip("/") + "/candidates"
@@ -291,6 +319,9 @@ class Retrieve:
         connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
 
+    def reload(self, path: Path) -> None:
+        """Nothing to do: the retriever service loads its bundles itself (its own POST /admin/reload)."""
+
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
@@ -300,11 +331,7 @@ class Retrieve:
         try:
             return await self._from_retriever(user_id, n, recent)
         except Exception as error:  # any failure (down, slow, bad body) degrades instead of failing the request
-            reason = f"retriever unavailable: {type(error).__name__}: {error}".rstrip(": ")
-            warn_throttled("retriever", "%s; serving popularity candidates for user %s", reason, user_id)
-            drop = set(recent.exclude)
-            ids = [t for t in popularity[: n + len(drop)] if t not in drop][:n]
-            return Candidates(ids, dict.fromkeys(ids, False), POPULARITY_SOURCE, reason)
+            return popularity_candidates(error, user_id, n, popularity, recent)
 
     async def _from_retriever(self, user_id: str, n: int, recent: Recent = NO_RECENT) -> Candidates:
         if self.session is None:
@@ -315,13 +342,60 @@ class Retrieve:
             if response.status != 200:
                 raise RuntimeError(f"HTTP {response.status} from {self.url}")
             body = await response.json()
-        rows = body["candidates"]
-        ids = list(dict.fromkeys(str(row["track_id"]) for row in rows))  # first occurrence wins
-        if not ids:
-            raise RuntimeError("it returned no candidates")
-        cold = {str(row["track_id"]): bool(row.get("cold", False)) for row in rows}
+        rows = [(str(row["track_id"]), bool(row.get("cold", False))) for row in body["candidates"]]
         history = [str(t) for t in body.get("history", [])]
-        return Candidates(ids, cold, str(body.get("source", "retriever")), history=history)
+        return retrieved_candidates(rows, str(body.get("source", "retriever")), history)
+
+
+class RetrieveInProcess:
+    """Candidates from the retriever's own search (services/retriever/search.py) in this process: no HTTP, no JSON
+    (ENCORE_RANKER_RETRIEVAL=inprocess, for a single node). Same contract and fallback as Retrieve.
+
+    The state is the retriever service's, started by the same loader (services/retriever/state.py): the bundle's
+    retriever component, set by the ENCORE_RETRIEVER_* variables, plus tracks pushed to the store since the bundle
+    (picked up every ENCORE_RETRIEVER_REFRESH_S). `reload` follows the ranker's own bundle reloads.
+    """
+
+    mode = "inprocess"
+
+    def __init__(self, settings: RetrieverSettings, store: Store):
+        self.settings, self.store = settings, store
+        self.retriever = Retriever(search_options(settings))
+        self._threads = ExitStack()  # the search's BLAS thread limit, held from load() to close()
+        self._pick_up: asyncio.Task | None = None
+
+    def load(self) -> None:
+        """Limit the search's threads and start the store pick-up; call from inside the running event loop. The
+        bundle comes with the ranker's (`reload`)."""
+        self._threads.enter_context(search_threads(self.settings))
+        interval = self.settings.retriever_refresh_s
+        self._pick_up = asyncio.create_task(pick_up_loop(self.retriever, self.store, interval))
+
+    def reload(self, path: Path) -> None:
+        """Verify and swap in the retriever part of the bundle at `path`; BundleError keeps the old one."""
+        self.retriever.reload(path)
+
+    async def close(self) -> None:
+        if self._pick_up is not None:
+            self._pick_up.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._pick_up
+            self._pick_up = None
+        self._threads.close()
+
+    async def __call__(self, user_id: str, n: int, popularity: Sequence[str], recent: Recent = NO_RECENT) -> Candidates:
+        try:
+            found = await self._search(user_id, n, recent)
+            rows = [(c.track_id, c.cold) for c in found.candidates]
+            return retrieved_candidates(rows, found.source, found.history)
+        except Exception as error:  # no bundle, or a bug: degrade as when the retriever service fails
+            return popularity_candidates(error, user_id, n, popularity, recent)
+
+    async def _search(self, user_id: str, n: int, recent: Recent) -> CandidateList:
+        retriever = self.retriever
+        if len(retriever.index.item_ids) >= THREAD_MIN_ITEMS:  # a long search: off the loop, as the retriever does
+            return await asyncio.to_thread(retriever.candidates, user_id, n, recent.played, recent.exclude)
+        return retriever.candidates(user_id, n, recent.played, recent.exclude)
 
 
 class ItemFeatures:
@@ -460,7 +534,7 @@ class Ranker:
         self,
         holder: BundleHolder[RankerModel],
         user_features: UserFeatures,
-        retrieve: Retrieve,
+        retrieve: Retrieve | RetrieveInProcess,
         item_features: ItemFeatures,
         n_candidates: int,
         metrics: RankerMetrics | None = None,
@@ -486,6 +560,13 @@ class Ranker:
         self.item_features.load()
         if self.steer is not None:
             self.steer.load()
+
+    def reload(self, path: Path) -> tuple[str, str | None]:
+        """Swap in the bundle at `path`, the in-process retriever's part first: a refusal there leaves both on the
+        old bundle. A ranker part refused after it leaves new candidates with the old model, as the two services
+        are during a rollout. Returns (new id, previous id); BundleError when refused."""
+        self.retrieve.reload(path)
+        return reload_bundle(self.holder, path)
 
     def prepare(self) -> None:
         """Encode the item inputs of every table row for the serving bundle (start-up, after a reload).

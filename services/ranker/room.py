@@ -4,10 +4,14 @@ calls it makes through the ranker (demo users, history, nearest catalog tracks; 
 Uploads, audio and events go from the page straight to the embedder, allowed there by CORS for the ranker's
 origin (ENCORE_EMBEDDER_CORS_ORIGINS): upload bodies and audio streams then never pass through the ranker's hot path,
 and the embedder's own limits and key check apply unchanged (docs/listening_room.md).
+
+With ENCORE_RANKER_RETRIEVAL=inprocess the read calls are answered by the retriever's own catalog functions
+(services/retriever/catalog.py) over the ranker's in-process retriever, with no retriever service to ask.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -21,7 +25,9 @@ from encore.audio.encoder import parse_tags
 from encore.settings import RankerSettings
 from services.common.errors import COMMON_STATUS, ServiceError, error_responses
 from services.common.patterns import TRACK_ID_PATTERN
-from services.ranker.pipeline import Ranker
+from services.ranker.pipeline import Ranker, RetrieveInProcess
+from services.retriever import catalog
+from services.retriever.search import Retriever
 
 STATIC_DIR = Path(__file__).parent / "static"
 router = APIRouter(prefix="/ui", tags=["page"])
@@ -38,6 +44,16 @@ def add_room(app: FastAPI) -> None:
         return FileResponse(STATIC_DIR / "index.html")
 
     app.include_router(router)
+
+
+def _in_process(request: Request) -> Retriever | None:
+    """The ranker's own retriever under ENCORE_RANKER_RETRIEVAL=inprocess; None: ask the retriever service."""
+    retrieve = request.app.state.ranker.retrieve
+    if not isinstance(retrieve, RetrieveInProcess):
+        return None
+    if not retrieve.retriever.loaded:
+        raise ServiceError(503, "retriever_unavailable", "the in-process retriever has no bundle loaded yet")
+    return retrieve.retriever
 
 
 async def _from_retriever(request: Request, path: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +90,8 @@ def config(request: Request) -> dict[str, Any]:
 
 @router.get("/users", summary="Demo users (the bundle's first users)", responses=error_responses(503, codes=CODES))
 async def users(request: Request) -> dict[str, Any]:
+    if (retriever := _in_process(request)) is not None:
+        return (await asyncio.to_thread(catalog.users, retriever, 8)).model_dump()
     return await _from_retriever(request, "/users", {"limit": 8})
 
 
@@ -81,7 +99,10 @@ async def users(request: Request) -> dict[str, Any]:
     "/history", summary="A user's played tracks with genre and tags", responses=error_responses(422, 503, codes=CODES)
 )
 async def history(request: Request, user_id: UserId) -> dict[str, Any]:
-    found = await _from_retriever(request, f"/users/{quote(user_id, safe='')}/history", {"k": 30})
+    if (retriever := _in_process(request)) is not None:
+        found = (await asyncio.to_thread(catalog.history, user_id, retriever, 30)).model_dump()
+    else:
+        found = await _from_retriever(request, f"/users/{quote(user_id, safe='')}/history", {"k": 30})
     ids = found["track_ids"]
     items, _ = await request.app.state.ranker.item_features(ids) if ids else (None, None)
     tracks = [
@@ -97,4 +118,6 @@ async def history(request: Request, user_id: UserId) -> dict[str, Any]:
     responses=error_responses(404, 422, 503, codes=CODES),
 )
 async def similar(request: Request, track_id: Annotated[str, Query(pattern=TRACK_ID_PATTERN)]) -> dict[str, Any]:
+    if (retriever := _in_process(request)) is not None:
+        return (await asyncio.to_thread(catalog.similar, track_id, retriever, 5)).model_dump()
     return await _from_retriever(request, f"/items/{track_id}/similar", {"k": 5})

@@ -14,7 +14,7 @@ from encore.artifacts import BundleError
 from encore.settings import RankerSettings
 from services.common.auth import ApiKey
 from services.common.errors import ServiceError, bundle_refused, error_responses
-from services.ranker.bundle import reload_bundle, resolve_bundle_path
+from services.ranker.bundle import resolve_bundle_path
 from services.ranker.pipeline import RankedItem, Ranker, Recommendation
 from services.ranker.schemas import RecommendResponse, ReloadRequest, ReloadResponse
 
@@ -130,7 +130,7 @@ def build_router(settings: RankerSettings) -> APIRouter:
         try:
             path = resolve_bundle_path(settings.artifacts_dir, request.bundle_id if request else None)
             # off the event loop: checksums and the ONNX session take a while, /recommend keeps serving
-            bundle_id, previous = await asyncio.to_thread(reload_bundle, ranker.holder, path)
+            bundle_id, previous = await asyncio.to_thread(ranker.reload, path)  # with an in-process retriever's part
         except BundleError as error:
             raise bundle_refused(error, serving) from error
         await asyncio.to_thread(ranker.prepare)  # requests meanwhile take the full encoding path

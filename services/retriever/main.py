@@ -14,68 +14,46 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from threadpoolctl import threadpool_limits
 
-from encore.artifacts import BundleError, current_bundle_path
+from encore.artifacts import BundleError
 from encore.settings import RetrieverSettings
 from encore.store import Store
 from services.common.app import build_skeleton
 from services.common.observability import RetrieverMetrics
 from services.retriever.catalog import router as catalog_router
 from services.retriever.routes import router
-from services.retriever.search import Retriever, SearchOptions
+from services.retriever.search import Retriever
+from services.retriever.state import load_current, pick_up_loop, search_options, search_threads
 
 log = logging.getLogger(__name__)
 SERVICE = "retriever"
 
 
 async def _load_current(app: FastAPI) -> None:
-    settings: RetrieverSettings = app.state.settings
     try:
-        bundle = await asyncio.to_thread(app.state.retriever.reload, current_bundle_path(settings.artifacts_dir))
+        await asyncio.to_thread(load_current, app.state.retriever, app.state.settings.artifacts_dir)
         app.state.metrics.reloads.labels("loaded").inc()
-        log.info("retriever serving bundle %s", bundle.id)
     except BundleError as error:
         app.state.metrics.reloads.labels("refused").inc()
         log.error("retriever started without a bundle (not ready until POST /admin/reload succeeds): %s", error)
 
 
-async def _pick_up_loop(app: FastAPI) -> None:
-    """Make tracks pushed to the store since the bundle was built retrievable: now, then every interval."""
-    retriever: Retriever = app.state.retriever
-    interval = app.state.settings.retriever_refresh_s
-    while True:
-        if retriever.loaded:
-            try:
-                added = await asyncio.to_thread(retriever.pick_up, app.state.store)
-                if added:
-                    log.info("picked up %d new tracks from the store", added)
-                    app.state.metrics.items.labels("picked_up").inc(added)
-            except Exception:  # the store may be down for a while; keep serving and try again later
-                log.exception("pick-up of new tracks from the store failed")
-        if interval <= 0:
-            return
-        await asyncio.sleep(interval)
-
-
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: RetrieverSettings = app.state.settings
-    blas = threadpool_limits(limits=settings.retriever_blas_threads, user_api="blas")
-    if settings.retriever_index != "exact":
-        import faiss
-
-        faiss.omp_set_num_threads(settings.retriever_blas_threads)  # one query at a time: threads only spin
-    await _load_current(app)
-    gc.freeze()  # long-lived arrays and dicts leave the GC's generations: no p99 spikes from full collections
-    task = asyncio.create_task(_pick_up_loop(app))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        blas.restore_original_limits()
+    with search_threads(settings):
+        await _load_current(app)
+        gc.freeze()  # long-lived arrays and dicts leave the GC's generations: no p99 spikes from full collections
+        picked_up = app.state.metrics.items.labels("picked_up").inc
+        task = asyncio.create_task(
+            pick_up_loop(app.state.retriever, app.state.store, settings.retriever_refresh_s, picked_up)
+        )
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def _readiness(app: FastAPI) -> tuple[bool, dict]:
@@ -90,19 +68,6 @@ def _readiness(app: FastAPI) -> tuple[bool, dict]:
             details.update(ivf_nprobe=int(index.ivf.nprobe), ivf_sampled_recall=index.ivf_recall)
         details["cold_items"] = len(index.cold)
     return retriever.loaded and store_ok, details
-
-
-def search_options(settings: RetrieverSettings) -> SearchOptions:
-    return SearchOptions(
-        index=settings.retriever_index,
-        ivf_min_items=settings.retriever_ivf_min_items,
-        ivf_nlist=settings.retriever_ivf_nlist,
-        ivf_nprobe=settings.retriever_ivf_nprobe,
-        ivf_target_recall=settings.retriever_ivf_target_recall,
-        model=settings.retriever_model,
-        cold_share=settings.retriever_cold_share,
-        foldin_prior=settings.retriever_foldin_prior,
-    )
 
 
 def create_app(settings: RetrieverSettings | None = None, store: Store | None = None) -> FastAPI:

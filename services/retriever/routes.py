@@ -15,7 +15,7 @@ from services.common.auth import ApiKey
 from services.common.errors import ServiceError, bundle_refused, error_responses
 from services.retriever.deps import KDep, LoadedRetrieverDep, MetricsDep, RetrieverDep, SettingsDep
 from services.retriever.schemas import CandidatesResponse, ItemIn, ItemOut, ReloadRequest, ReloadResponse
-from services.retriever.search import CandidateList, ColdItemRefused
+from services.retriever.search import THREAD_MIN_ITEMS, CandidateList, ColdItemRefused
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["retriever"])
@@ -39,7 +39,6 @@ RecentQuery = Annotated[
 # The search's own dataclasses serialized as CandidatesResponse's JSON (same fields, same order; a test checks the
 # bytes): building and validating 200 CandidateOut models per request cost several times the serialization.
 CANDIDATES_JSON = TypeAdapter(CandidateList)
-THREAD_MIN_ITEMS = 200_000  # searched off the event loop from here (exact search: several ms at 200k x 64 floats)
 
 
 @router.get(

@@ -38,6 +38,9 @@ STORE_READ_CHUNK = 500
 # the ranker to find, for most recommended tracks, one that sounds alike (services/ranker/reasons.py).
 HISTORY_FOR_REASONS = 30
 FOLDIN_SOURCE = "foldin"  # candidates of a listener unknown to the bundle, from their played tracks' vectors
+# An async caller searches off its event loop from this many items on (exact search: several ms at 200k x 64
+# floats); below, the search is short numpy work and a thread round trip would cost more than it saves.
+THREAD_MIN_ITEMS = 200_000
 
 
 @dataclass(frozen=True)

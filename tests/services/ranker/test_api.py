@@ -187,6 +187,7 @@ def test_readyz_reports_providers_and_metrics_count_requests(client: TestClient,
     body = ready.json()
     assert body["ready"] is True and body["bundle_id"] == trained_bundle.bundle_id
     assert body["onnx_providers"] == ["CPUExecutionProvider"] and body["store_reachable"] is True
+    assert body["retrieval"] == "http"  # ENCORE_RANKER_RETRIEVAL's default
     assert body["feature_spec_hash"] == trained_bundle.spec.hash and body["tracks_in_table"] > 0
     assert client.get("/healthz").json() == {"status": "ok", "service": "ranker"}
     client.get("/recommend", params={"user_id": "u9"})
