@@ -520,9 +520,9 @@ class Store:
         return row
 
     def delete_track(self, track_id: str) -> bool:
-        """Remove a track's rows: online (both track views) and in the offline parts, so neither serving nor
-        the next training run sees it. True when the online store held it. A part left empty is deleted; the
-        others are rewritten whole (encore.io.atomic_path), never half."""
+        """Remove a track's rows: online (both track views) and in the offline parts (its kept pooled layers too,
+        encore/track_layers.py), so neither serving nor the next training run sees it. True when the online store
+        held it. A part left empty is deleted; the others are rewritten whole (encore.io.atomic_path), never half."""
         from feast.infra.key_encoding_utils import serialize_entity_key
         from feast.infra.online_stores.helpers import compute_table_id
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
@@ -557,6 +557,9 @@ class Store:
                     table_name = compute_table_id(self.settings.project, self._view(view_name))
                     conn.execute(f'DELETE FROM "{table_name}" WHERE entity_key = ?', (serialized,))
         self.track_log.record([track_id])
+        from encore import track_layers
+
+        track_layers.delete(self.settings.data_dir, track_id)  # its pooled layers, kept for codebook refits
         return existed
 
     # --- reads ---

@@ -1,6 +1,7 @@
 """Retraining from the feature store: logged events -> point-in-time training set -> candidate bundle -> promotion.
 
     .venv/bin/python -m training.retrain [--epochs 3] [--margin 0.01] [--holdout-share 0.2] [--force]
+                                         [--refit-codebooks]
     .venv/bin/python -m training.retrain --rollback
 
 1. The event log (the Feast file source `events_parquet`) is read, each event labelled by `encore.events.label`,
@@ -9,11 +10,16 @@
    and hashed (`retrain-reports/eval-<window>.parquet`), so every model compared on that window meets the same ones.
 3. User and track features are joined onto every row with Feast's `get_historical_features`, as they were at the
    event's time (tracks uploaded since the last bundle included: they live in the store's track views).
-4. The ranker (keeping the serving bundle's codebooks) and the retriever are trained on the bootstrap's training
-   plays plus the events before the window, into a new bundle (BundleBuilder: atomic, not yet CURRENT).
+4. The ranker (keeping the serving bundle's codebooks, or with --refit-codebooks new ones fit on the training
+   tracks' pooled layers, every stored track re-tokenized with them) and the retriever are trained on the
+   bootstrap's training plays plus the events before the window, into a new bundle (BundleBuilder: atomic, not yet
+   CURRENT).
 5. Candidate and serving bundle score the window; the candidate is promoted (CURRENT moves, services follow) when
    the lower end of the 95% paired-bootstrap interval (over users) of GAUC(candidate) - GAUC(serving) is at least
-   -margin, or with --force. A report (JSON and markdown) in `retrain-reports/` says why.
+   -margin, or with --force. A report (JSON and markdown) in `retrain-reports/` says why, and whether the codebooks
+   were kept or refit (their version). Before CURRENT moves, every stored track whose content names other codebooks
+   than the candidate's is re-tokenized (store_content_of; a no-op when they were kept); the ranker serves rows of
+   other codebooks without audio meanwhile (docs/events.md "Codebooks").
 A lock file in the artifacts folder and a lock in the store (Redis: shared by every node, renewed while the job
 runs; encore/job_lock.py) refuse a second retrain while one runs; `--rollback` restores the bundle that CURRENT
 named before the last promotion.
@@ -28,6 +34,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +43,8 @@ import pandas as pd
 
 from encore import feature_names as fn
 from encore.artifacts import BundleBuilder, current_bundle_path, load_bundle, set_current
+from encore.audio.codebooks import Codebooks
+from encore.audio.content import ContentComponent, foreign_rows, split_revision
 from encore.bundle_check import BUNDLE_ID
 from encore.errors import EncoreError
 from encore.events import EventLog, activity_before, label
@@ -60,6 +69,7 @@ FEATURE_REFS = [
     *(f"{fn.USER_PROFILE}:{n}" for n in fn.USER_PROFILE_FIELDS),
     *(f"{fn.TRACK_META}:{n}" for n in fn.TRACK_META_FIELDS),
     *(f"{fn.TRACK_CONTENT}:{n}" for n in fn.TRACK_CONTENT_ARRAYS),
+    f"{fn.TRACK_CONTENT}:encoder_revision",  # names the codebooks the row's tokens are of (with_content)
 ]
 
 
@@ -219,31 +229,151 @@ def store_tables(store: Store) -> boot.FeatureTables:
     )
 
 
+def bundle_world(bundle: Any) -> Any:
+    """The synthetic world a bundle names (its catalog's extracted content included)."""
+    from training.datasets.synthetic import load_world, world_params
+
+    dataset = bundle.manifest.get("dataset", {})
+    if dataset.get("name") != "synthetic":
+        raise EncoreError(f"bundle {bundle.id}: retraining knows the synthetic world only, not {dataset!r}")
+    return load_world(world_params(dataset["size"]), progress=False)
+
+
 def bootstrap_splits(serving: Any) -> Any:
     """The bootstrap's protocol splits of the world the serving bundle names (its training plays, valid, test)."""
     from training.datasets.protocol import ProtocolConfig, apply_protocol
-    from training.datasets.synthetic import load_world, world_params
 
-    dataset = serving.manifest.get("dataset", {})
-    if dataset.get("name") != "synthetic":
-        raise EncoreError(f"bundle {serving.id}: retraining knows the synthetic world only, not {dataset!r}")
-    world = load_world(world_params(dataset["size"]), progress=False)
+    world = bundle_world(serving)
     return world, apply_protocol(world.plays, ProtocolConfig(), out_dir=None)
 
 
-def train_candidate(args: argparse.Namespace, store: Store, serving: Any, events: pd.DataFrame, splits: Any) -> str:
-    """Train ranker and retriever on the bootstrap's plays plus `events` (with their negatives) into a new bundle
-    that keeps the serving bundle's codebooks; returns its id (not CURRENT yet)."""
-    from encore.audio.content import ContentComponent
+# --- the candidate's codebooks: kept, or refit with every stored track re-tokenized ----------------------------
 
-    tables = store_tables(store)
+
+@dataclass
+class CandidateContent:
+    """The candidate's content: the serving bundle's codebooks kept, or refit (`--refit-codebooks`); what the
+    candidate trains with (`tables`: the store's rows, their content re-tokenized after a refit)."""
+
+    content: ContentComponent  # written into the candidate (its codebooks_sha256 set then)
+    tables: boot.FeatureTables  # the store's rows; their content the candidate's once it is written
+    serving_rows: pd.DataFrame  # the stored track_content rows of the serving codebooks (what serving scores with)
+    previous: str  # the serving codebooks' version
+    refit: bool = False
+    layers: tuple[list[str], np.ndarray] | None = None  # every stored track's pooled layers (refit only)
+    fit_tracks: int = 0  # the training tracks the refit was fit on
+    version: str = ""  # the candidate's codebooks version, once written
+
+    def report(self) -> dict[str, Any]:
+        """The report's `codebooks` entry."""
+        entry = {"refit": self.refit, "version": self.version, "serving_version": self.previous}
+        if self.refit:
+            entry |= {"fit_tracks": self.fit_tracks, "retokenized": len(self.layers[0]) if self.layers else 0}
+        return entry
+
+
+def candidate_content(args: argparse.Namespace, store: Store, serving: Any, world: Any, splits: Any,
+                      events: pd.DataFrame) -> CandidateContent:  # fmt: skip
+    """Keep the serving codebooks, or with --refit-codebooks fit new ones (same k, groups and tokenized layers, the
+    next seed) on the training tracks' pooled layers: the bootstrap's training items and the tracks of the events
+    before the window (never the window's). Refused before any training when a stored track has no pooled layers
+    to re-tokenize (stored_layers)."""
+    kept = ContentComponent.read(serving)
+    tables = store_tables(store)  # every row of the serving codebooks (retrain ran store_content_of first)
+    if not args.refit_codebooks:
+        return CandidateContent(kept, tables, tables.track_content, kept.version)
+    ids, layers = stored_layers(store, kept, world, tables.track_content[fn.TRACK_ID].astype(str).tolist())
+    train_items = set(np.asarray(splits.train_items).astype(str)) | set(events[fn.TRACK_ID].astype(str))
+    train = np.array([i for i, t in enumerate(ids) if t in train_items])
+    books = kept.codebooks
+    seed = int(books.meta.get("seed", 0)) + 1  # another fit than the serving one, even on the same tracks
+    try:
+        refit = Codebooks.fit(layers[train], encoder_info=books.encoder_info, k=books.k, groups=books.groups,
+                              seed=seed, tokenize_layers=list(books.tokenized))  # fmt: skip
+    except ValueError as exc:
+        raise EncoreError(f"the codebooks cannot be refit: {exc}") from None
+    refit.meta["refit_from"] = kept.version
+    print(f"[retrain] codebooks refit on {len(train)} training tracks (serving version {kept.version})", flush=True)
+    return CandidateContent(replace(kept, codebooks=refit, codebooks_sha256=""), tables, tables.track_content,
+                            kept.version, True, (ids, layers), len(train))  # fmt: skip
+
+
+def stored_layers(store: Store, content: ContentComponent, world: Any, ids: list[str]) -> tuple[list[str], np.ndarray]:
+    """(ids, (N, total) pooled layers) of the stored tracks `ids`: an upload's as the embedder kept them
+    (encore/track_layers.py), a catalog track's from the world's extracted content. EncoreError naming the tracks
+    with neither (say, uploaded before layers were kept): those cannot be re-tokenized."""
+    from encore import track_layers
+    from encore.audio import load_catalog
+
+    books = content.codebooks
+    found: dict[str, np.ndarray] = {}
+    catalog = world.folder / f"content-{content.encoder}"
+    if catalog.is_dir():
+        catalog_ids, catalog_layers, _ = load_catalog(catalog)
+        found.update(zip(catalog_ids, catalog_layers, strict=True))
+    kept = track_layers.read(store.settings.data_dir)
+    info = books.encoder_info
+    kept = kept[(kept["encoder"] == info.get("backend")) & (kept["revision"] == info.get("revision"))]
+    found.update(zip(kept[fn.TRACK_ID], kept["layers"], strict=True))  # an upload over a catalog id wins
+    width = sum(books.layout.widths)
+    missing = [t for t in ids if t not in found or found[t].shape != (width,)]
+    if missing:
+        raise EncoreError(
+            f"{len(missing)} stored track(s) have no kept pooled layers of encoder {content.encoder!r}, e.g. "
+            f"{missing[:3]} (uploaded before the embedder kept them), so they cannot be re-tokenized: upload them "
+            "again with overwrite=true or delete them (a retrain without --refit-codebooks keeps the codebooks)"
+        )
+    return ids, np.stack([found[t] for t in ids]).astype(np.float32)
+
+
+def content_table(store: Store, content: ContentComponent, layers: tuple[list[str], np.ndarray]) -> pd.DataFrame:
+    """The store's track_content rows of `layers`' tracks, computed with `content`'s codebooks (written into a
+    bundle: its version set): what the bootstrap and the embedder store (ContentComponent.features), tags kept."""
+    stored = store.read_offline(fn.TRACK_CONTENT)
+    model_revision = split_revision(str(stored["encoder_revision"].mode().iloc[0]))[0]
+    tags = dict(zip(stored[fn.TRACK_ID].astype(str), stored["tags"].astype(str), strict=True))
+    ids, matrix = layers
+    return boot.track_content(ids, matrix, content, content.revision(model_revision), tags)
+
+
+def with_content(joined: pd.DataFrame, track_content: pd.DataFrame, version: str) -> pd.DataFrame:
+    """`joined` (point_in_time rows) with each row's content of other codebooks than `version` replaced by its
+    track's row in `track_content` (rows of `version`; missing when it has none): the Feast history keeps the rows
+    stored before a refit, and a model reads tokens of its own codebooks only. Rows of `version` keep their as-of
+    values, so a retrain that keeps the codebooks joins as it always did."""
+    has = joined["embedding"].notna().to_numpy()
+    foreign = has & foreign_rows(joined["encoder_revision"].to_numpy(dtype=object), version)
+    if not foreign.any():
+        return joined
+    table = track_content.set_index(track_content[fn.TRACK_ID].astype(str))
+    rows = table.index.get_indexer(joined[fn.TRACK_ID].astype(str))
+    out = joined.copy()
+    for name in (*fn.TRACK_CONTENT_ARRAYS, "encoder_revision"):
+        values, source = out[name].to_numpy(dtype=object).copy(), table[name].to_numpy(dtype=object)
+        for i in np.flatnonzero(foreign):  # one by one: numpy would stack a list of arrays into a matrix
+            values[i] = source[rows[i]] if rows[i] >= 0 else None
+        out[name] = values
+    return out
+
+
+def train_candidate(
+    args: argparse.Namespace, store: Store, serving: Any, events: pd.DataFrame, splits: Any, chosen: CandidateContent
+) -> str:
+    """Train ranker and retriever on the bootstrap's plays plus `events` (with their negatives) into a new bundle
+    whose content component is `chosen`'s (the serving codebooks kept, or a refit); returns its id (not CURRENT
+    yet) and sets `chosen.version`."""
+    tables = chosen.tables
     bundle_id = args.bundle_id or f"retrain-{time.strftime('%Y%m%d-%H%M%S')}"
     with BundleBuilder(boot.artifacts_dir(), bundle_id, make_current=False) as bundle:
-        content = ContentComponent.read(serving).write(bundle)  # versioned codebooks: kept as they are
+        content = chosen.content.write(bundle)  # versioned codebooks: the serving ones, or the refit
+        if chosen.refit:  # every stored track's content of the new codebooks, as promotion will store it
+            assert chosen.layers is not None
+            tables.track_content = content_table(store, content, chosen.layers)
         fields = boot.ranker_fields(content.codebooks.n_fields, content.dense_width)
         if args.activity_features:  # recent-event features (docs/events.md): the candidate's spec reads them
             fields += activity_fields()
-        extra = ranker_rows(point_in_time(store, events), fields)
+        joined = with_content(point_in_time(store, events), tables.track_content, content.version)
+        extra = ranker_rows(joined, fields)
         first = boot.ranker_frame(splits.sampler(1, args.seed), tables, fields)
         boot.train_ranker(args, splits, tables, fields, first, bundle, extra_frame=extra)
         plays = pd.concat([splits.train_positives[[fn.USER_ID, fn.TRACK_ID]].astype(str),
@@ -253,6 +383,7 @@ def train_candidate(args: argparse.Namespace, store: Store, serving: Any, events
         boot.train_retriever(args, plays, tables.track_content[fn.TRACK_ID].tolist(), tables, encoder, bundle)
         retrained = {"retrained_from": serving.id, "events": int(len(events))}
         bundle.manifest["dataset"] = serving.manifest.get("dataset", {}) | retrained
+    chosen.version = content.version
     return bundle_id
 
 
@@ -270,16 +401,18 @@ def window_scores(bundle_path: Path, joined: pd.DataFrame) -> np.ndarray:
     return np.asarray(OnnxScorer(ranker.onnx_path).score(ranker.spec.encode_packed(frame)), dtype=np.float64)
 
 
-def compare(joined: pd.DataFrame, candidate: Path, serving: Path, n_boot: int) -> dict[str, Any]:
-    """GAUC of both bundles on the window and the paired bootstrap over listeners of their difference."""
+def compare(joined: dict[str, pd.DataFrame], candidate: Path, serving: Path, n_boot: int) -> dict[str, Any]:
+    """GAUC of both bundles on the window and the paired bootstrap over listeners of their difference. `joined`:
+    the window's rows for "candidate" and "serving", the same rows, each with content of that bundle's codebooks."""
     from training.metrics import per_group_auc, weighted_gauc
     from training.significance import bootstrap_gauc_diff
 
-    labels, users = joined["label"].to_numpy(np.int64), joined[fn.USER_ID].astype(str).to_numpy()
-    logged = ~joined[fn.EVENT_ID].astype(str).str.endswith(":neg").to_numpy()  # the window's own events
+    rows = joined["serving"]
+    labels, users = rows["label"].to_numpy(np.int64), rows[fn.USER_ID].astype(str).to_numpy()
+    logged = ~rows[fn.EVENT_ID].astype(str).str.endswith(":neg").to_numpy()  # the window's own events
     per, liking = {}, {}
     for name, path in (("candidate", candidate), ("serving", serving)):
-        scores = window_scores(path, joined)
+        scores = window_scores(path, joined[name])
         per[name] = per_group_auc(labels, scores, users).rename(columns={"group": "user"})
         liking[name] = per_group_auc(labels[logged], scores[logged], users[logged]).rename(columns={"group": "user"})
     if per["serving"].empty:
@@ -335,9 +468,20 @@ def write_report(root: Path, report: dict[str, Any]) -> Path:
         f"(sha256 {report['window']['sha256'][:16]}).",
         f"Trained on {report['train_events']} events before the window and the bootstrap's plays; "
         f"{report['new_tracks']} tracks uploaded since the bootstrap are in the store's track views.",
+        _codebooks_line(report["codebooks"]),
     ]
     write_text_atomic(path.with_suffix(".md"), "\n".join(lines) + "\n")
     return path
+
+
+def _codebooks_line(books: dict[str, Any]) -> str:
+    if not books["refit"]:
+        return f"Codebooks: kept (version `{books['version']}`)."
+    stored = books.get("stored_retokenized")
+    promoted = "" if stored is None else f"; {stored} stored tracks re-tokenized with them at promotion"
+    return (f"Codebooks: refit (version `{books['version']}`, replacing `{books['serving_version']}`) on "
+            f"{books['fit_tracks']} training tracks; the candidate trained on {books['retokenized']} tracks "
+            f"re-tokenized with them{promoted}.")  # fmt: skip
 
 
 def _liking_lines(liking: dict[str, Any] | None) -> list[str]:
@@ -348,23 +492,45 @@ def _liking_lines(liking: dict[str, Any] | None) -> list[str]:
             f"{liking['diff']:+.4f} (95% interval {liking['low']:+.4f} .. {liking['high']:+.4f}).", ""]  # fmt: skip
 
 
-def promote(root: Path, bundle_id: str) -> None:
-    """Remember what CURRENT names (for --rollback), then point CURRENT at `bundle_id` (services reload on it)."""
-    load_bundle(root / bundle_id)  # never point CURRENT at a bundle the services would refuse
+def store_content_of(store: Store, bundle: Any) -> int:
+    """Make every stored track's content (embedding, tokens, typicality) the bundle's codebooks' before CURRENT
+    names it: the tracks whose stored rows name other codebooks are re-tokenized from their pooled layers
+    (stored_layers) and written as one new offline part and to the online store. Returns how many; 0, and nothing
+    read, when every row is the bundle's already (a retrain that kept the codebooks). Until the services reload,
+    the ranker serves the rows of the other codebooks without audio (RankerModel.own_content), never mixed."""
+    content = ContentComponent.read(bundle)
+    stored = store.read_offline(fn.TRACK_CONTENT)
+    foreign = content.foreign(stored["encoder_revision"].to_numpy(dtype=object))
+    if not foreign.any():
+        return 0
+    layers = stored_layers(store, content, bundle_world(bundle), stored.loc[foreign, fn.TRACK_ID].astype(str).tolist())
+    store.materialize_frames(None, None, content_table(store, content, layers), append=True)
+    print(f"[retrain] {int(foreign.sum())} stored tracks re-tokenized with codebooks {content.version}", flush=True)
+    return int(foreign.sum())
+
+
+def promote(root: Path, bundle_id: str, store: Store) -> int:
+    """Remember what CURRENT names (for --rollback), store every track's content of the bundle's codebooks (after
+    a refit), then point CURRENT at `bundle_id` (services reload on it). Returns how many tracks were re-tokenized."""
+    bundle = load_bundle(root / bundle_id)  # never point CURRENT at a bundle the services would refuse
+    retokenized = store_content_of(store, bundle)
     write_text_atomic(root / PREVIOUS, current_bundle_path(root).name + "\n")
     set_current(root, bundle_id)
+    return retokenized
 
 
-def rollback(root: Path) -> str:
+def rollback(root: Path, store: Store) -> str:
     """Point CURRENT back at the bundle named in PREVIOUS (checked first); PREVIOUS then names the one left, so a
-    second rollback undoes the first. Returns the restored id."""
+    second rollback undoes the first. Stored tracks are re-tokenized with the restored bundle's codebooks first
+    when a refit was promoted in between (store_content_of). Returns the restored id."""
     pointer = root / PREVIOUS
     if not pointer.is_file():
         raise EncoreError(f"nothing to roll back to: {pointer} is missing (no retrain was promoted)")
     previous = pointer.read_text().strip()
     if not BUNDLE_ID.fullmatch(previous):
         raise EncoreError(f"{pointer} holds a bad bundle id {previous[:40]!r}")
-    load_bundle(root / previous)  # a broken bundle raises BundleError, and CURRENT stays
+    bundle = load_bundle(root / previous)  # a broken bundle raises BundleError, and CURRENT stays
+    store_content_of(store, bundle)  # tracks without pooled layers raise EncoreError, and CURRENT stays
     write_text_atomic(pointer, current_bundle_path(root).name + "\n")
     set_current(root, previous)
     return previous
@@ -380,15 +546,20 @@ def retrain(args: argparse.Namespace, held: HeldLock | None = None) -> bool:
     root, store = boot.artifacts_dir(), Store(EncoreSettings().store())
     serving = load_bundle(current_bundle_path(root))
     world, splits = bootstrap_splits(serving)
+    store_content_of(store, serving)  # rows of other codebooks (a switch cut short, or raced by an upload): none
     events = labelled_events(store)
     before, window = split_window(events, args.holdout_share)
     tracks = store.offline_track_ids()
     interacted = pd.concat([world.plays[[fn.USER_ID, fn.TRACK_ID]].astype(str), events[[fn.USER_ID, fn.TRACK_ID]]])
     train_events = with_negatives(before, tracks, interacted, seed=args.seed)
     print(f"[retrain] {len(before)} events to train on, {len(window)} held out; serving {serving.id}", flush=True)
-    candidate = train_candidate(args, store, serving, train_events, splits)
+    chosen = candidate_content(args, store, serving, world, splits, before)
+    candidate = train_candidate(args, store, serving, train_events, splits, chosen)
     frame, negatives, digest = frozen_window(window, tracks, interacted, root / REPORTS)
-    result = compare(point_in_time(store, frame), root / candidate, serving.path, args.n_boot)
+    window_rows = point_in_time(store, frame)  # each bundle scores them with content of its own codebooks
+    joined = {"candidate": with_content(window_rows, chosen.tables.track_content, chosen.version),
+              "serving": with_content(window_rows, chosen.serving_rows, chosen.previous)}  # fmt: skip
+    result = compare(joined, root / candidate, serving.path, args.n_boot)
     promoted, reason = decide(result, args.margin, args.force)
     stamps = window[fn.EVENT_TIMESTAMP]
     report = {"candidate": candidate, "serving": serving.id, "promoted": promoted, "reason": reason,
@@ -396,12 +567,14 @@ def retrain(args: argparse.Namespace, held: HeldLock | None = None) -> bool:
               "evaluation": result, "train_events": int(len(before)), "epochs": args.epochs,
               "new_tracks": len(set(tracks) - set(world.tracks[fn.TRACK_ID].astype(str))),
               "window": {"events": int(len(window)), "rows": int(len(frame)), "from": str(stamps.min()),
-                         "to": str(stamps.max()), "negatives": negatives.name, "sha256": digest}}  # fmt: skip
+                         "to": str(stamps.max()), "negatives": negatives.name, "sha256": digest},
+              "codebooks": chosen.report()}  # fmt: skip
     path = write_report(root, report)
     if promoted:
         if held is not None:
             held.check()
-        promote(root, candidate)
+        report["codebooks"]["stored_retokenized"] = promote(root, candidate, store)
+        path = write_report(root, report)
     print(f"[retrain] {reason} (report {path})", flush=True)
     return promoted
 
@@ -420,7 +593,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bundle-id", default=None, help="default: retrain-<timestamp>")
     parser.add_argument("--force", action="store_true", help="promote even when worse than serving")
     parser.add_argument("--rollback", action="store_true", help="restore the bundle before the last promotion")
-    parser.add_argument("--refit-codebooks", action="store_true", help="not implemented yet: refused")
+    parser.add_argument(
+        "--refit-codebooks",
+        action="store_true",
+        help="fit new codebooks (a new version) on the training tracks' pooled layers and train with them; every "
+        "stored track is re-tokenized before the candidate becomes CURRENT (default: keep the serving codebooks)",
+    )
     parser.add_argument(
         "--activity-features",
         action="store_true",
@@ -439,10 +617,8 @@ def main(argv: list[str] | None = None) -> int:
         # may start anywhere): encore/job_lock.py.
         with retrain_lock(root), job_lock(Store(EncoreSettings().store()), "retrain") as held:
             if args.rollback:
-                print(f"[retrain] CURRENT is {rollback(root)} again", flush=True)
+                print(f"[retrain] CURRENT is {rollback(root, Store(EncoreSettings().store()))} again", flush=True)
                 return EXIT_PROMOTED
-            if args.refit_codebooks:
-                raise EncoreError("--refit-codebooks is not implemented yet: a retrain keeps the serving codebooks")
             return EXIT_PROMOTED if retrain(args, held) else EXIT_NOT_PROMOTED
     except (RetrainLocked, JobLocked) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -6,6 +6,13 @@ Manifest: `components.codebooks` = {"dir": "codebooks", "encoder": <encoder.desc
 "standardize": true, "catalog_tags": true (only when the catalog's tracks carry the encoder's tags)}.
 The bootstrap writes it; the embedder and the bundle check read it.
 
+Codebook versions: `version` (the first 12 hex digits of the codebooks' sha256, recorded in the manifest as
+`components.codebooks.version`) names the codebooks, and every track's stored content carries it at the end of its
+`encoder_revision` ("<model revision>+cb.<version>"). Tokens are only meaningful to a ranker trained with the same
+codebooks: `foreign` says which stored rows name another version (the ranker serves those without audio
+features, never mixed), and `python -m training.retrain --refit-codebooks` re-tokenizes every stored track before a
+bundle with new codebooks becomes CURRENT (docs/events.md).
+
 `features(layers)` is the one place the store's content fields (embedding, tokens, typicality) are computed
 from an encoder's pooled layers: for the catalog (bootstrap) and for uploads (embedder) alike.
 `revision(encoder_revision)` is the `encoder_revision` stored with them (encore/audio/codebooks.py).
@@ -28,6 +35,8 @@ if TYPE_CHECKING:
     from encore.audio.encoder import AudioEncoder
 
 log = logging.getLogger("encore.artifacts")
+
+VERSION_MARK = "+cb."  # content_revision: "<model revision>+cb.<codebooks version>"
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,16 @@ class ContentComponent:
         """The width of the stored dense vector (`features(...).embedding`)."""
         return self.codebooks.dense_width(self.dense_layer)
 
+    @property
+    def version(self) -> str:
+        """The codebooks' version: what `revision` appends to every stored track's encoder revision."""
+        return codebook_version(self.codebooks_sha256)
+
+    def foreign(self, revisions: np.ndarray) -> np.ndarray:
+        """(N,) bool: which stored `encoder_revision`s name other codebooks than these (their tokens and dense
+        vectors mean nothing to a model trained with these)."""
+        return foreign_rows(revisions, self.version)
+
     def revision(self, encoder_revision: str) -> str:
         """The content revision stored with every track's content (the retriever refuses any other)."""
         return content_revision(encoder_revision, self.codebooks_sha256)
@@ -71,14 +90,19 @@ class ContentComponent:
         with `codebooks_sha256` set."""
         self.codebooks.save(builder.path / self.CODEBOOKS)
         components = builder.manifest.setdefault("components", {})
-        components[self.CODEBOOKS] = {"dir": self.CODEBOOKS, "encoder": self.codebooks.encoder_info}
+        sha256 = sha256_file(builder.path / self.CODEBOOKS / TENSORS_FILE)
+        components[self.CODEBOOKS] = {
+            "dir": self.CODEBOOKS,
+            "encoder": self.codebooks.encoder_info,
+            "version": codebook_version(sha256),
+        }
         components[self.CONTENT] = {
             "encoder": self.encoder,
             "dense_layer": self.dense_layer,
             "standardize": self.standardize,
             **({"catalog_tags": True} if self.catalog_tags else {}),
         }
-        return replace(self, codebooks_sha256=sha256_file(builder.path / self.CODEBOOKS / TENSORS_FILE))
+        return replace(self, codebooks_sha256=sha256)
 
     @classmethod
     def read(cls, bundle: Bundle, encoder: AudioEncoder | None = None) -> ContentComponent:
@@ -117,7 +141,44 @@ class ContentComponent:
             raise BundleError(f"bundle {bundle.id}: {message}")
         standardize, catalog_tags = bool(content_spec.get("standardize", True)), bool(content_spec.get("catalog_tags"))
         encoder_name = str(content_spec.get("encoder", ""))
-        return cls(books, encoder_name, layer, standardize, catalog_tags, bundle.manifest["files"][tensors])
+        sha256 = bundle_codebooks_sha256(bundle, folder)
+        if books_spec.get("version", codebook_version(sha256)) != codebook_version(sha256):
+            raise BundleError(f"bundle {bundle.id}: components.codebooks.version is not that of {tensors}")
+        return cls(books, encoder_name, layer, standardize, catalog_tags, sha256)
+
+    @classmethod
+    def version_in(cls, bundle: Bundle) -> str | None:
+        """The codebooks version of a (verified) bundle from its manifest alone, or None when it has no codebooks:
+        what the ranker checks stored rows against without loading the codebooks."""
+        books_spec = bundle.components.get(cls.CODEBOOKS)
+        if not isinstance(books_spec, dict) or not isinstance(books_spec.get("dir"), str):
+            return None
+        return codebook_version(bundle_codebooks_sha256(bundle, books_spec["dir"]))
+
+
+def codebook_version(codebooks_sha256: str) -> str:
+    """The version of codebooks whose tensors file has this sha256 (encore/audio/codebooks.py content_revision)."""
+    return content_revision("", codebooks_sha256).rsplit(VERSION_MARK, 1)[1]
+
+
+def split_revision(encoder_revision: str) -> tuple[str, str | None]:
+    """(model revision, codebooks version) of a stored `encoder_revision`; the version is None when it names none."""
+    model, mark, version = str(encoder_revision).rpartition(VERSION_MARK)
+    return (model, version) if mark else (str(encoder_revision), None)
+
+
+def foreign_rows(revisions: np.ndarray, version: str) -> np.ndarray:
+    """(N,) bool: the stored revisions that name other codebooks than `version`. A revision naming none (written by
+    hand, say a benchmark's "bench") is not foreign: there is nothing to compare it with."""
+    return np.fromiter((split_revision(r)[1] not in (None, version) for r in revisions), bool, len(revisions))
+
+
+def bundle_codebooks_sha256(bundle: Bundle, folder: str) -> str:
+    """The sha256 the manifest lists for the codebooks' tensors file (checked by load_bundle)."""
+    sha256 = bundle.manifest.get("files", {}).get(f"{folder}/{TENSORS_FILE}")
+    if not isinstance(sha256, str):
+        raise BundleError(f"bundle {bundle.id}: {folder}/{TENSORS_FILE} is not listed in the manifest")
+    return sha256
 
 
 def _load_codebooks(bundle: Bundle, folder: str) -> Codebooks:

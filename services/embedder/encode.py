@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from encore import feature_names as fn
+from encore import track_layers
 from encore.artifacts import Bundle, current_bundle_path
 from encore.audio import AudioEncoder, AudioError, Codebooks, decode_audio, stages
 from encore.audio.content import ContentComponent
@@ -108,6 +109,7 @@ class Embedding:
     decode_ms: float
     encode_ms: float  # all of the encode, tokens included
     encode_parts_ms: dict[str, float] = field(default_factory=dict)  # parts of encode_ms the encoder timed
+    layers: np.ndarray | None = None  # (total,) float32 flat pooled layers: kept with the track (encore/track_layers)
 
 
 def build_state(bundle: Bundle, encoder: AudioEncoder) -> EmbedderState:
@@ -144,6 +146,7 @@ def embed_audio(data: bytes, state: EmbedderState, *, max_seconds: float) -> Emb
         decode_ms=(decoded_at - start) * 1000,
         encode_ms=(done - decoded_at) * 1000,
         encode_parts_ms=parts,
+        layers=np.asarray(layers, dtype=np.float32).reshape(-1),
     )
 
 
@@ -165,7 +168,8 @@ def write_track(
     *,
     overwrite: bool,
 ) -> bool:
-    """Push the track online and to the offline source; returns whether it replaced an existing track.
+    """Keep the track's pooled layers (encore/track_layers.py), push the track online and to the offline source;
+    returns whether it replaced an existing track.
 
     Blocking (Feast + parquet). The caller serializes writes so check-then-write is not raced in-process.
     """
@@ -184,6 +188,9 @@ def write_track(
         _store_call("write", store.push_track, track_id, meta, content, codebook_size=state.codebooks.k)
     except InvalidTrackError as exc:
         raise EmbedError("invalid_track", str(exc)) from exc
+    if result.layers is not None:  # after the push: a refused track never leaves layers that are not its content's
+        where, encoder = store.settings.data_dir, state.encoder
+        _store_call("write", track_layers.write, where, track_id, result.layers, encoder.name, encoder.revision)
     return exists
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from encore import feature_names as fn
 from encore.artifacts import Bundle, BundleError, BundleHolder, current_bundle_path
+from encore.audio.content import ContentComponent, foreign_rows
 from encore.onnx_scorer import OnnxScorer
 from encore.ranker_bundle import RankerComponent
 from encore.ranker_frame import TrackFeatures, build_frame, check_fields
@@ -33,6 +34,7 @@ class RankerModel:
     scorer: OnnxScorer
     popularity: list[str]
     cold_scores: ColdScores | None = None  # cold tracks' scores onto the warm scale; None: raw scores
+    content_version: str | None = None  # the codebooks its tokens were trained with (None: a bundle without any)
 
     def score(self, packed: dict[str, np.ndarray]) -> np.ndarray:
         """Click probabilities of packed rows, cold tracks' put on the warm scale (services/ranker/cold.py)."""
@@ -40,6 +42,21 @@ class RankerModel:
         if self.cold_scores is None:
             return scores
         return self.cold_scores(packed, scores, self.scorer.score)
+
+    def own_content(self, items: TrackFeatures) -> TrackFeatures:
+        """`items` with every content row of other codebooks than the model's marked missing (served without audio
+        features, as a track without content; encore/audio/content.py): tokens of one codebook version are never
+        read by a model trained on another's, say while a refit's re-tokenized rows are written (docs/events.md).
+        The same object when every row is the model's (the usual case; pre-encoded inputs stay usable)."""
+        valid = items.valid[fn.TRACK_CONTENT]
+        if self.content_version is None or "encoder_revision" not in items.columns or not valid.any():
+            return items
+        foreign = valid & foreign_rows(items.columns["encoder_revision"], self.content_version)
+        if not foreign.any():
+            return items
+        log.warning("%d of %d candidates hold content of other codebooks than %s: scored without it",
+                    int(foreign.sum()), len(items), self.content_version)  # fmt: skip
+        return replace(items, valid={**items.valid, fn.TRACK_CONTENT: valid & ~foreign}, rows=None, table=None)
 
     @property
     def providers(self) -> list[str]:
@@ -62,7 +79,8 @@ def load_ranker_model(bundle: Bundle, onnx_threads: int = 1, cold_panel_weight: 
         if cold_panel_weight is not None:
             calibration = replace(calibration, panel_weight=cold_panel_weight)
         cold_scores = ColdScores(spec, calibration, _panel_inputs(spec, calibration.reference_users))
-    model = RankerModel(bundle.id, component.model, spec, scorer, component.popularity, cold_scores)
+    version = ContentComponent.version_in(bundle)
+    model = RankerModel(bundle.id, component.model, spec, scorer, component.popularity, cold_scores, version)
     _smoke_test(model)
     return model
 

@@ -469,6 +469,7 @@ class Score:
     ) -> np.ndarray:
         if len(items) == 0:
             return np.zeros(0, dtype=np.float32)
+        items = model.own_content(items)  # rows of other codebooks: without audio (no pre-encoded rows then)
         packed = self.cache.packed(model.spec, user_id, user, items) if self.cache is not None else None
         if packed is None:
             packed = self.encode(model, user_id, user, items)

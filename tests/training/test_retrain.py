@@ -19,7 +19,9 @@ import pandas as pd
 import pytest
 
 from encore import feature_names as fn
+from encore import track_layers
 from encore.artifacts import current_bundle_path, load_bundle
+from encore.audio.content import ContentComponent
 from encore.events import Event, EventLog
 from encore.io import sha256_file
 from encore.job_lock import job_lock
@@ -155,6 +157,11 @@ def test_a_promoted_retrain_knows_uploads_and_new_listeners_and_rolls_back(world
     assert current_bundle_path(world.root).name == "retrain-forced"
     report = _report(world.root, "retrain-forced")
     assert report["promoted"] and report["serving"] == world.bootstrap_id
+    bootstrap_version = ContentComponent.read(load_bundle(world.root / world.bootstrap_id)).version
+    kept = {"refit": False, "version": bootstrap_version, "serving_version": bootstrap_version}
+    assert report["codebooks"] == kept | {"stored_retokenized": 0}  # nothing to re-tokenize at promotion
+    assert ContentComponent.read(load_bundle(world.root / "retrain-forced")).version == bootstrap_version  # kept
+    assert "Codebooks: kept" in (world.root / retrain.REPORTS / "retrain-forced.md").read_text()
     first = _report(world.root, "retrain-untrained")["window"]
     assert report["window"] == first  # the same window meets the same frozen negatives
     retriever = RetrieverComponent.read(load_bundle(world.root / "retrain-forced"))
@@ -204,3 +211,68 @@ def test_a_candidate_with_recent_event_features_trains_and_is_judged_with_them(w
     assert (joined["n_play"] + joined["n_skip"] > 0).all()  # late events: their listeners have earlier ones
     if current_bundle_path(world.root).name != current:
         retrain.main(["--rollback"])
+
+
+def _served(store: Store, ids: list[str]) -> dict[str, dict]:
+    """What the online store serves for `ids` (tokens and revision), read fresh."""
+    rows = Store(store.settings).get_tracks(ids, views=[fn.TRACK_CONTENT])
+    return {t: {"tokens": list(rows[t]["tokens"]), "encoder_revision": rows[t]["encoder_revision"]} for t in ids}
+
+
+def _ranker_sees_content(bundle: Path, store: Store, ids: list[str]) -> list[bool]:
+    """Which of `ids` the bundle's ranker scores with their stored content (the rest: without audio)."""
+    from encore.ranker_frame import TrackFeatures
+    from encore.track_table import TrackTable
+    from services.ranker.bundle import load_ranker_model
+
+    table = TrackTable(Store(store.settings))
+    table.load(ids)
+    batch = table.lookup(ids)
+    items = TrackFeatures.align(ids, np.ones(len(ids), bool), batch, table)
+    return load_ranker_model(load_bundle(bundle)).own_content(items).valid[fn.TRACK_CONTENT].tolist()
+
+
+def test_a_refit_retokenizes_every_stored_track_and_a_rollback_restores_the_old_tokens(
+    world: RetrainWorld, capsys: pytest.CaptureFixture
+) -> None:
+    from encore.audio import load_catalog
+
+    serving_path = current_bundle_path(world.root)
+    serving = ContentComponent.read(load_bundle(serving_path))
+    argv = ["--epochs", "1", "--recall-epochs", "1", "--bundle-id", "retrain-refit", "--refit-codebooks", "--force"]
+    argv.append("--quiet")
+    # The upload was pushed without its pooled layers (as before the embedder kept them): nothing to re-tokenize.
+    assert retrain.main(argv) == retrain.EXIT_ERROR
+    error = capsys.readouterr().err
+    assert UPLOAD in error and "cannot be re-tokenized" in error.strip().splitlines()[-1]
+    assert not (world.root / "retrain-refit").exists() and current_bundle_path(world.root) == serving_path
+
+    ids, layers, _ = load_catalog(world.world.folder / f"content-{serving.encoder}")
+    source = str(world.store.read_offline(fn.TRACK_CONTENT).iloc[0][fn.TRACK_ID])  # the upload's copied content
+    info = serving.codebooks.encoder_info
+    track_layers.write(world.store.settings.data_dir, UPLOAD, layers[ids.index(source)], info["backend"],
+                       info["revision"])  # fmt: skip  # as the embedder keeps an upload's layers
+    assert retrain.main(argv) == retrain.EXIT_PROMOTED
+    refit = ContentComponent.read(load_bundle(world.root / "retrain-refit"))
+    report = _report(world.root, "retrain-refit")["codebooks"]
+    assert report["refit"] and report["version"] == refit.version != serving.version == report["serving_version"]
+    stored = world.store.read_offline(fn.TRACK_CONTENT)
+    assert report["retokenized"] == report["stored_retokenized"] == len(stored) == len(ids) + 1
+    assert not refit.foreign(stored["encoder_revision"].to_numpy()).any()  # every stored track: the new version
+    layers_of = {UPLOAD: layers[ids.index(source)], ids[5]: layers[5]}
+    served = _served(world.store, list(layers_of))
+    for track, vector in layers_of.items():  # what is served is the track's layers tokenized by the new codebooks
+        assert served[track]["tokens"] == refit.codebooks.tokenize(vector)[0].tolist()
+        assert served[track]["encoder_revision"].endswith(f"+cb.{refit.version}")
+    assert any(served[t]["tokens"] != serving.codebooks.tokenize(v)[0].tolist() for t, v in layers_of.items())
+    # a ranker trained on the old codebooks scores these rows without audio, the refit's with it
+    assert _ranker_sees_content(serving_path, world.store, list(layers_of)) == [False, False]
+    assert _ranker_sees_content(world.root / "retrain-refit", world.store, list(layers_of)) == [True, True]
+
+    assert retrain.main(["--rollback"]) == retrain.EXIT_PROMOTED  # the old bundle, and its tokens, again
+    assert current_bundle_path(world.root) == serving_path
+    served = _served(world.store, list(layers_of))
+    for track, vector in layers_of.items():
+        assert served[track]["tokens"] == serving.codebooks.tokenize(vector)[0].tolist()
+        assert served[track]["encoder_revision"].endswith(f"+cb.{serving.version}")
+    assert _ranker_sees_content(serving_path, world.store, list(layers_of)) == [True, True]

@@ -55,3 +55,24 @@ def test_track_ids_are_store_keys_only() -> None:
     for bad in ("", "../x", "/abs", "a b", ".hidden", "x" * 129, "a\nb"):
         with pytest.raises(ValidationError, match="track_id"):
             EmbedForm(file=upload, track_id=bad)
+
+
+def test_a_stored_upload_keeps_its_pooled_layers_for_a_codebook_refit(artifacts_dir: Path, store) -> None:
+    """write_track keeps the upload's pooled layers (encore/track_layers.py) beside the store: tokenizing them gives
+    the stored tokens, so new codebooks can re-tokenize the track; delete_track removes them with the track."""
+    from encore import track_layers
+    from services.embedder.encode import EmbedError, track_meta, write_track
+
+    state = build_state(load_bundle(artifacts_dir / GOOD_BUNDLE), MfccEncoder())
+    result = embed_audio(wav_bytes(tone(330, 2.0)), state, max_seconds=600)
+    with pytest.raises(EmbedError, match="invalid_track"):  # a refused track keeps no layers either
+        write_track(store, "layers-kept", {"genre": "x"}, result, state, overwrite=True)
+    assert "layers-kept" not in set(track_layers.read(store.settings.data_dir)["track_id"])
+    write_track(store, "layers-kept", track_meta({}), result, state, overwrite=True)
+    kept = track_layers.read(store.settings.data_dir).set_index("track_id").loc["layers-kept"]
+    assert (kept["encoder"], kept["revision"]) == (state.encoder.name, state.encoder.revision)
+    stored = store.get_tracks(["layers-kept"])["layers-kept"]["tokens"]
+    assert state.codebooks.tokenize(kept["layers"])[0].tolist() == list(stored)
+    np.testing.assert_array_equal(kept["layers"], result.layers)
+    store.delete_track("layers-kept")
+    assert "layers-kept" not in set(track_layers.read(store.settings.data_dir)["track_id"])
