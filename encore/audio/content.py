@@ -20,6 +20,7 @@ from an encoder's pooled layers: for the catalog (bootstrap) and for uploads (em
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -170,7 +171,13 @@ def split_revision(encoder_revision: str) -> tuple[str, str | None]:
 def foreign_rows(revisions: np.ndarray, version: str) -> np.ndarray:
     """(N,) bool: the stored revisions that name other codebooks than `version`. A revision naming none (written by
     hand, say a benchmark's "bench") is not foreign: there is nothing to compare it with."""
-    return np.fromiter((split_revision(r)[1] not in (None, version) for r in revisions), bool, len(revisions))
+    return np.fromiter((_is_foreign(r, version) for r in revisions), bool, len(revisions))
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_foreign(revision: str, version: str) -> bool:
+    # Cached: this runs per candidate per request, over a handful of distinct revisions.
+    return split_revision(revision)[1] not in (None, version)
 
 
 def bundle_codebooks_sha256(bundle: Bundle, folder: str) -> str:
