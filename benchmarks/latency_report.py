@@ -2,7 +2,8 @@
 
     .venv/bin/python -m benchmarks.latency_report
 
-Reads docs/results/performance/serving_latency.json (benchmarks/recommend_profile.py) and
+Reads docs/results/performance/serving_latency.json (benchmarks/recommend_profile.py; the HTTP-against-in-process
+retrieval run in docs/results/performance/inprocess/) and
 embedder_throughput.json (benchmarks/embedder_throughput.py) and replaces the text between their markers
 (`serving-latency`, `embedder-throughput`) in docs/performance.md; nothing else in the file changes. A block
 whose markers are missing is appended at the end of the file.
@@ -20,7 +21,7 @@ RESULTS = ROOT / "docs" / "results" / "performance"
 DOC = ROOT / "docs" / "performance.md"
 STEPS = (
     ("user_features_ms", "user profile + recent events (store reads)"),
-    ("retrieve_ms", "retriever HTTP call (200 candidates)"),
+    ("retrieve_ms", "retrieval, 200 candidates (the retriever's HTTP call, or its search in process)"),
     ("item_features_ms", "item gather (track table)"),
     ("score_ms", "score: encode + ONNX"),
     ("onnx_ms", "of which the ONNX call"),
@@ -48,7 +49,11 @@ def _ratio(before: float | None, after: float | None) -> str:
 def serving_block(report: dict) -> list[str]:
     by = {row["version"]: row for row in report["summary"]}
     before, after = by.get("before", {}), by.get("after", {})
-    refs = f"before `{before.get('ref', '?')}`, after `{after.get('ref', '?')}`"
+    modes = report.get("retrieval", {})  # recommend_profile --retrieval: each side's ENCORE_RANKER_RETRIEVAL
+    refs = ", ".join(
+        f"{side} `{row.get('ref', '?')}`" + (f" with {modes[side]} retrieval" if side in modes else "")
+        for side, row in (("before", before), ("after", after))
+    )
     lines = [
         "```bash",
         f".venv/bin/{report['command']}",
@@ -138,6 +143,7 @@ def main() -> int:
     text = DOC.read_text()
     for name, file, render in (
         ("serving-latency", "serving_latency.json", serving_block),
+        ("serving-latency-inprocess", "inprocess/serving_latency.json", serving_block),  # --out <RESULTS>/inprocess
         ("embedder-throughput", "embedder_throughput.json", embedder_block),
     ):
         path = RESULTS / file
