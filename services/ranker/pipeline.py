@@ -384,6 +384,7 @@ class RetrieveInProcess:
         self._threads.close()
 
     async def __call__(self, user_id: str, n: int, popularity: Sequence[str], recent: Recent = NO_RECENT) -> Candidates:
+        n = min(n, self.settings.retriever_max_k)  # the service's cap (it answers 422 above it) holds here too
         try:
             found = await self._search(user_id, n, recent)
             rows = [(c.track_id, c.cold) for c in found.candidates]

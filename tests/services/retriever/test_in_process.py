@@ -136,6 +136,25 @@ def test_in_process_retrieval_without_a_bundle_serves_popularity(tmp_path: Path,
     assert found.degraded_reason and found.degraded_reason.startswith("retriever unavailable: BundleError")
 
 
+def test_in_process_retrieval_keeps_the_services_cap_on_k(tmp_path: Path, store: Store, trained: RecallArtifacts):
+    """Over HTTP a k above ENCORE_RETRIEVER_MAX_K is refused (422, then popularity); in process it is capped."""
+    root = tmp_path / "artifacts"
+    write_bundle(root, "b1", trained)
+
+    async def ask() -> Candidates:
+        settings = RetrieverSettings(artifacts_dir=root, retriever_refresh_s=0, retriever_max_k=7)
+        local = RetrieveInProcess(settings, store)
+        local.load()
+        try:
+            local.reload(current_bundle_path(root))
+            return await local(str(trained.user_ids[0]), N, [], NO_RECENT)
+        finally:
+            await local.close()
+
+    found = asyncio.run(ask())
+    assert (len(found.track_ids), found.source, found.degraded_reason) == (7, "bpr", None)
+
+
 def both_parts(root: Path, bundle_id: str, ranker: TrainedBundle, retriever: RecallArtifacts | None) -> None:
     """A bundle with the ranker test bundle's files and, unless None, `retriever`'s component."""
     source = ranker.artifacts_dir / ranker.bundle_id
