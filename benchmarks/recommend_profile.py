@@ -20,7 +20,8 @@ Per run:
   service used is read around each phase, so requests/s can be put against what the machine had to give.
 `--retrieval inprocess` runs the 'after' side with ENCORE_RANKER_RETRIEVAL=inprocess (the retriever's search in
 each ranker worker, no retriever process); the 'before' side keeps the HTTP retriever, so `--before HEAD --after
-HEAD --retrieval inprocess` compares the two modes on the same code.
+HEAD --retrieval inprocess` compares the two modes on the same code. `--precision int8` likewise runs the 'after'
+side with ENCORE_RANKER_PRECISION=int8 (the bundle's int8 ranker graph; the 'before' side keeps fp32).
 Writes docs/results/performance/serving_latency.{json,csv}.
 """
 
@@ -127,6 +128,7 @@ async def _profile(app, users: list[str], n_requests: int) -> dict:
     result["outside_recommend_ms"] = round((sum(wall) - inside[0]) * ms, 3)
     result |= _percentiles("wall", wall) | _percentiles("cpu", cpu)
     result["onnx_floor_ms"] = _onnx_floor(ranker, model)
+    result["served_precision"] = getattr(model, "precision", "fp32")  # what served: int8 falls back without a graph
     return result
 
 
@@ -165,7 +167,7 @@ def inprocess_child(args: argparse.Namespace) -> None:
                                                      args.redis_url)
     )  # fmt: skip
     port = _free_port()
-    env = _service_env(world.env(), args.code, port, args.retrieval)
+    env = _service_env(world.env(), args.code, port, args.retrieval, args.precision)
     retriever = _uvicorn(args.code, "retriever", port, 1, env, args.log_dir) if args.retrieval == "http" else None
     try:
         if retriever is not None:
@@ -196,13 +198,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _service_env(world_env: dict[str, str], code: Path, retriever_port: int, retrieval: str) -> dict[str, str]:
+def _service_env(
+    world_env: dict[str, str], code: Path, retriever_port: int, retrieval: str, precision: str = "fp32"
+) -> dict[str, str]:
     return {
         **os.environ,
         **world_env,
         "PYTHONPATH": str(code),
         "ENCORE_RANKER_RETRIEVER_URL": f"http://127.0.0.1:{retriever_port}",
         "ENCORE_RANKER_RETRIEVAL": retrieval,  # code before the setting ignores it (and is only run with http)
+        "ENCORE_RANKER_PRECISION": precision,  # likewise (and only run with fp32)
         "ENCORE_RANKER_CANDIDATES": "200",
         "ENCORE_RETRIEVER_REFRESH_S": "0",
         "ENCORE_LOG_LEVEL": "warning",
@@ -266,11 +271,11 @@ def _services(retrieval: str, ranker_workers: int) -> list[tuple[str, int]]:
     return [ranker] if retrieval == "inprocess" else [("retriever", 1), ranker]
 
 
-def run_http(code: Path, world, args: argparse.Namespace, retrieval: str) -> dict:
+def run_http(code: Path, world, args: argparse.Namespace, retrieval: str, precision: str = "fp32") -> dict:
     from benchmarks.serving_latency import _wait_ready, load
 
     ports = {"retriever": _free_port(), "ranker": _free_port()}
-    env = _service_env(world.env(), code, ports["retriever"], retrieval)
+    env = _service_env(world.env(), code, ports["retriever"], retrieval, precision)
     procs: dict[str, subprocess.Popen] = {}
     try:
         for name, workers in _services(retrieval, args.workers):
@@ -289,11 +294,11 @@ def run_http(code: Path, world, args: argparse.Namespace, retrieval: str) -> dic
 # --- the run ---------------------------------------------------------------------------------------------------
 
 
-def run_inprocess(code: Path, args: argparse.Namespace, retrieval: str) -> dict:
+def run_inprocess(code: Path, args: argparse.Namespace, retrieval: str, precision: str = "fp32") -> dict:
     command = [
         sys.executable, str(Path(__file__).resolve()), "--child", "--code", str(code), "--catalog", str(args.catalog),
         "--requests", str(args.requests), "--world-root", str(args.world_root), "--redis-url", args.redis_url,
-        "--log-dir", str(args.log_dir), "--retrieval", retrieval,
+        "--log-dir", str(args.log_dir), "--retrieval", retrieval, "--precision", precision,
     ]  # fmt: skip
     done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(code)}, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -328,6 +333,7 @@ def save(args: argparse.Namespace, runs: list[dict], command: str) -> list[dict]
         "ranker_workers": args.workers,
         "clients": args.clients,
         "retrieval": {"before": "http", "after": args.retrieval},
+        "precision": {"before": "fp32", "after": args.precision},
         "runs": runs,
         "summary": summary,
     }
@@ -358,6 +364,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default="http",
         help="ENCORE_RANKER_RETRIEVAL of the 'after' side (the 'before' side keeps http)",
     )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="ENCORE_RANKER_PRECISION of the 'after' side (the 'before' side keeps fp32)",
+    )
     parser.add_argument("--redis-url", default=os.environ.get("ENCORE_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--world-root", type=Path, default=ROOT / "data" / "bench-serving")
     parser.add_argument("--log-dir", type=Path, default=ROOT / "data" / "perf" / "logs")
@@ -385,12 +397,15 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("before", "after") if repeat % 2 == 0 else ("after", "before"):
             code, ref = versions[name]
             retrieval = args.retrieval if name == "after" else "http"
-            run: dict = {"version": name, "ref": ref, "repeat": repeat, "retrieval": retrieval}
+            precision = args.precision if name == "after" else "fp32"
+            run: dict = {"version": name, "ref": ref, "repeat": repeat, "retrieval": retrieval, "precision": precision}
             run["loadavg_before"] = list(os.getloadavg())
             print(f"[{name} {ref}] run {repeat + 1}/{args.repeats}, load {os.getloadavg()[0]:.1f}", flush=True)
-            run["inprocess"] = run_inprocess(code, args, retrieval) if "inprocess" in parts else {}
+            run["inprocess"] = run_inprocess(code, args, retrieval, precision) if "inprocess" in parts else {}
             run.update(
-                run_http(code, world, args, retrieval) if "http" in parts else {"one_client": {}, "concurrent": {}}
+                run_http(code, world, args, retrieval, precision)
+                if "http" in parts
+                else {"one_client": {}, "concurrent": {}}
             )
             run["loadavg_after"] = list(os.getloadavg())
             runs.append(run)

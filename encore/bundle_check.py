@@ -54,7 +54,7 @@ MANIFEST_FIELDS: dict[str, tuple[bool, type]] = {
 }
 # Components and their path-valued keys: "file" must be a listed file, "folder" must hold listed files.
 COMPONENT_PATHS: dict[str, dict[str, str]] = {
-    "ranker": {"onnx": "file", "spec": "file", "popularity": "file", "cold_calibration": "file"},
+    "ranker": {"onnx": "file", "onnx_int8": "file", "spec": "file", "popularity": "file", "cold_calibration": "file"},
     "retriever": {"path": "folder"},
     "codebooks": {"dir": "folder"},
     "content": {},
@@ -317,14 +317,17 @@ def _check_folder(value: Any, name: str) -> None:
 
 
 def _check_ranker(bundle: Bundle, component: dict, opened: dict[str, Any]) -> None:
-    """The spec matches the manifest's hash and the graph scores two rows of zeros to finite numbers."""
+    """The spec matches the manifest's hash and each graph (fp32, int8 if any) scores two rows of zeros to finite
+    numbers."""
     from encore.schema import FeatureSpec
 
     for key in ("model", "onnx", "spec"):
         if not component.get(key):
             raise BundleError(f"bundle {bundle.id}: components.ranker.{key} is missing")
-    if not component["onnx"].endswith(".onnx"):
-        raise BundleError(f"bundle {bundle.id}: components.ranker.onnx must name an .onnx file")
+    graphs = {key: component[key] for key in ("onnx", "onnx_int8") if component.get(key)}  # fp32, int8 if any
+    for key, graph in graphs.items():
+        if not str(graph).endswith(".onnx"):
+            raise BundleError(f"bundle {bundle.id}: components.ranker.{key} must name an .onnx file")
     try:
         spec = FeatureSpec.load(bundle.file(component["spec"]))
     except Exception as exc:  # noqa: BLE001 - SpecError, KeyError, TypeError: all a spec that cannot be read
@@ -332,16 +335,17 @@ def _check_ranker(bundle: Bundle, component: dict, opened: dict[str, Any]) -> No
         raise BundleError(f"bundle {bundle.id}: {component['spec']} is not a feature spec") from None
     if spec.hash != bundle.manifest.get("feature_spec_hash"):
         raise BundleError(f"bundle {bundle.id}: {component['spec']} does not match the manifest's feature_spec_hash")
-    session = opened[component["onnx"]]  # listed and .onnx (checked above), so already loaded
-    if sorted(i.name for i in session.get_inputs()) != sorted(spec.input_names()):
-        raise BundleError(f"bundle {bundle.id}: {component['onnx']} does not take the inputs its spec packs")
-    try:
-        scores = session.run(None, {i.name: _zeros(i) for i in session.get_inputs()})[0]
-    except Exception as exc:  # noqa: BLE001 - any runtime failure refuses the graph
-        log.warning("bundle %s: %s failed on zeros: %s", bundle.id, component["onnx"], exc)
-        scores = None
-    if scores is None or np.shape(scores) != (2,) or not np.isfinite(scores).all():
-        raise BundleError(f"bundle {bundle.id}: {component['onnx']} does not score two rows to finite numbers")
+    for graph in graphs.values():
+        session = opened[graph]  # listed and .onnx (checked above), so already loaded
+        if sorted(i.name for i in session.get_inputs()) != sorted(spec.input_names()):
+            raise BundleError(f"bundle {bundle.id}: {graph} does not take the inputs its spec packs")
+        try:
+            scores = session.run(None, {i.name: _zeros(i) for i in session.get_inputs()})[0]
+        except Exception as exc:  # noqa: BLE001 - any runtime failure refuses the graph
+            log.warning("bundle %s: %s failed on zeros: %s", bundle.id, graph, exc)
+            scores = None
+        if scores is None or np.shape(scores) != (2,) or not np.isfinite(scores).all():
+            raise BundleError(f"bundle {bundle.id}: {graph} does not score two rows to finite numbers")
 
 
 def _check_retriever(bundle: Bundle, component: dict) -> None:

@@ -215,6 +215,13 @@ class RankerSettings(ServiceSettings):
     onnx_threads: int = setting(
         1, "ENCORE_RANKER_ONNX_THREADS", "ENCORE_ONNX_THREADS", description="intra-op threads of the ONNX session", ge=1
     )
+    ranker_precision: Literal["fp32", "int8"] = setting(
+        "fp32",
+        "ENCORE_RANKER_PRECISION",
+        description="the ranker's ONNX graph: `fp32`, or `int8` (the bundle's dynamically quantized graph, written "
+        "only when its AUC on held-out rows stays within 0.001 of fp32's; a bundle without one serves fp32, with a "
+        "warning; /readyz says which serves; docs/performance.md)",
+    )
     user_cache_ttl_s: float = setting(
         60.0,
         "ENCORE_RANKER_USER_CACHE_TTL_S",

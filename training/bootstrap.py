@@ -273,7 +273,7 @@ def train_ranker(
                       "cold_row_share": args.cold_row_share}  # fmt: skip
     popular = splits.train_positives[fn.TRACK_ID].astype(str).value_counts().index.tolist()
     ranker = RankerComponent(RANKER_MODEL, spec, popular, calibration, RANKER_HPARAMS, ranker_metrics)
-    ranker.write(bundle, lambda path: export_onnx(model, path))
+    ranker.write(bundle, lambda path: export_onnx(model, path), test.eval_rows())  # int8 checked on the test rows
     return ranker_metrics
 
 

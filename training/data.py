@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from encore.errors import SpecError
+from encore.ranker_bundle import EvalRows
 from encore.schema import FeatureSpec
 
 
@@ -35,6 +36,11 @@ class TensorSplit:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def eval_rows(self) -> EvalRows:
+        """The split as rows an ONNX graph is checked on (the int8 graph of the ranker's bundle)."""
+        inputs = {name: tensor.numpy() for name, tensor in self.inputs.items()}
+        return EvalRows(self.name, inputs, self.labels.numpy())
 
     def batches(
         self, batch_size: int, generator: torch.Generator | None = None

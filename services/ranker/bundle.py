@@ -35,6 +35,7 @@ class RankerModel:
     popularity: list[str]
     cold_scores: ColdScores | None = None  # cold tracks' scores onto the warm scale; None: raw scores
     content_version: str | None = None  # the codebooks its tokens were trained with (None: a bundle without any)
+    precision: str = "fp32"  # the graph `scorer` runs: fp32, or int8 (ENCORE_RANKER_PRECISION)
 
     def score(self, packed: dict[str, np.ndarray]) -> np.ndarray:
         """Click probabilities of packed rows, cold tracks' put on the warm scale (services/ranker/cold.py)."""
@@ -63,12 +64,17 @@ class RankerModel:
         return self.scorer.providers
 
 
-def load_ranker_model(bundle: Bundle, onnx_threads: int = 1, cold_panel_weight: float | None = None) -> RankerModel:
-    """Build the ranker state from a verified bundle; any inconsistency raises BundleError."""
+def load_ranker_model(
+    bundle: Bundle, onnx_threads: int = 1, cold_panel_weight: float | None = None, precision: str = "fp32"
+) -> RankerModel:
+    """Build the ranker state from a verified bundle; any inconsistency raises BundleError. `precision` "int8"
+    serves the bundle's int8 graph when it has one (else fp32, with a warning); everything that scores (requests,
+    the cold calibration's panel, the smoke test) goes through that one session."""
     component = RankerComponent.read(bundle)
     spec = component.spec
     check_fields(spec.fields)
-    scorer = OnnxScorer(component.onnx_path, threads=onnx_threads)
+    path, precision = _graph(bundle, component, precision)
+    scorer = OnnxScorer(path, threads=onnx_threads)
     if sorted(scorer.input_names) != sorted(spec.input_names()):
         raise BundleError(
             f"bundle {bundle.id}: the ONNX graph takes {scorer.input_names}, the spec packs {spec.input_names()}"
@@ -80,9 +86,26 @@ def load_ranker_model(bundle: Bundle, onnx_threads: int = 1, cold_panel_weight: 
             calibration = replace(calibration, panel_weight=cold_panel_weight)
         cold_scores = ColdScores(spec, calibration, _panel_inputs(spec, calibration.reference_users))
     version = ContentComponent.version_in(bundle)
-    model = RankerModel(bundle.id, component.model, spec, scorer, component.popularity, cold_scores, version)
+    model = RankerModel(bundle.id, component.model, spec, scorer, component.popularity, cold_scores, version, precision)
     _smoke_test(model)
     return model
+
+
+def _graph(bundle: Bundle, component: RankerComponent, precision: str) -> tuple[Path, str]:
+    """(the graph to serve, its precision): int8 only when asked for and in the bundle."""
+    if precision == "int8" and component.int8_path is not None:
+        log.info("bundle %s: serving the int8 graph (AUC %s vs fp32 %s on %s %s rows)", bundle.id,
+                 component.int8.get("auc_int8"), component.int8.get("auc_fp32"), component.int8.get("rows"),
+                 component.int8.get("eval"))  # fmt: skip
+        return component.int8_path, "int8"
+    if precision == "int8":
+        reason = component.int8.get("reason", "it was written before int8 graphs were")
+        log.warning("ENCORE_RANKER_PRECISION=int8, but bundle %s has no int8 graph (%s): serving fp32", bundle.id,
+                    reason)  # fmt: skip
+    elif precision != "fp32":
+        raise BundleError(f"ranker precision {precision!r}: expected fp32 or int8")
+    assert component.onnx_path is not None  # set by RankerComponent.read
+    return component.onnx_path, "fp32"
 
 
 def _panel_inputs(spec: FeatureSpec, users: list[dict]) -> dict[str, np.ndarray]:

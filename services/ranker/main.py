@@ -54,7 +54,9 @@ def create_app(settings: RankerSettings | None = None, store: Store | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         feature_store = store or Store(settings.store())
         holder: BundleHolder[RankerModel] = BundleHolder(
-            lambda bundle: load_ranker_model(bundle, settings.onnx_threads, settings.cold_panel_weight),
+            lambda bundle: load_ranker_model(
+                bundle, settings.onnx_threads, settings.cold_panel_weight, settings.ranker_precision
+            ),
             expect_spec_hash=settings.expected_spec_hash or None,
         )
         guard = StoreGuard(feature_store)  # one view of "is the store down" for user and track reads
@@ -117,6 +119,7 @@ def readiness(app: FastAPI) -> tuple[bool, dict]:
         "bundle_id": holder.bundle.id if holder.bundle else None,
         "model": holder.state.model_name if holder.loaded else None,
         "onnx_providers": holder.state.providers if holder.loaded else [],
+        "ranker_precision": holder.state.precision if holder.loaded else None,  # the graph serving: fp32 or int8
         "feature_spec_hash": holder.state.spec.hash if holder.loaded else None,
         "store_reachable": store_ok,
         "retrieval": ranker.retrieve.mode,  # ENCORE_RANKER_RETRIEVAL: http or inprocess

@@ -175,6 +175,20 @@ def test_a_promoted_retrain_knows_uploads_and_new_listeners_and_rolls_back(world
     assert current_bundle_path(world.root).name == "retrain-forced"
 
 
+def test_bootstrap_and_retrain_bundles_carry_an_int8_ranker_checked_on_the_test_rows(world: RetrainWorld) -> None:
+    assert retrain.main(["--epochs", "1", "--recall-epochs", "2", "--bundle-id", "retrain-int8", "--quiet"]) in (
+        retrain.EXIT_PROMOTED,
+        retrain.EXIT_NOT_PROMOTED,
+    )
+    for bundle_id in (world.bootstrap_id, "retrain-int8"):
+        bundle = load_bundle(world.root / bundle_id)  # both graphs pass the bundle checks
+        entry = bundle.components["ranker"]
+        check = entry["int8"]
+        assert entry["onnx_int8"] == "ranker/model.int8.onnx" and check["written"] is True, check
+        assert check["eval"] == "test" and check["rows"] > 0 and check["auc_drop"] <= 0.001
+        assert check["auc_fp32"] == pytest.approx(entry["metrics"]["test"]["auc"], abs=1e-4)  # the metrics' rows
+
+
 def test_a_second_retrain_is_refused_while_one_holds_the_lock(world: RetrainWorld) -> None:
     current = current_bundle_path(world.root).name
     with retrain.retrain_lock(world.root):

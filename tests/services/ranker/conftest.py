@@ -155,16 +155,21 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> TrainedBundle:
     )
     artifacts = tmp_path_factory.mktemp("artifacts")
     popularity = frames.meta.sort_values("popularity", ascending=False)[fn.TRACK_ID].tolist()
+    checked_on = TensorSplit.from_frame("valid", spec, valid).eval_rows()  # the int8 graph's accuracy check
     with BundleBuilder(artifacts, BUNDLE_ID) as builder:
         component = RankerComponent("DCNv2", spec, popularity, metrics=result.best_valid)
-        component.write(builder, lambda path: export_onnx(model, path))
+        component.write(builder, lambda path: export_onnx(model, path), checked_on)
     return TrainedBundle(artifacts, BUNDLE_ID, spec, frames, artifacts / BUNDLE_ID / RankerComponent.ONNX, train)
 
 
-def copy_bundle(source: Path, root: Path, bundle_id: str, corrupt_onnx: bool = False) -> Path:
-    """A new bundle with the same files (and valid checksums); `corrupt_onnx` writes garbage as the model."""
+def copy_bundle(
+    source: Path, root: Path, bundle_id: str, corrupt_onnx: bool = False, without_int8: bool = False
+) -> Path:
+    """A new bundle with the same files (and valid checksums); `corrupt_onnx` writes garbage as the model,
+    `without_int8` leaves the int8 graph out (as a bundle written before int8 graphs were)."""
+    skip = {"manifest.json", *([Path(RankerComponent.ONNX_INT8).name] if without_int8 else [])}
     with BundleBuilder(root, bundle_id, make_current=False) as builder:
-        for path in sorted(p for p in source.rglob("*") if p.is_file() and p.name != "manifest.json"):
+        for path in sorted(p for p in source.rglob("*") if p.is_file() and p.name not in skip):
             target = builder.path / path.relative_to(source)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
@@ -172,6 +177,10 @@ def copy_bundle(source: Path, root: Path, bundle_id: str, corrupt_onnx: bool = F
             (builder.path / RankerComponent.ONNX).write_bytes(b"not an onnx graph")
         manifest = json.loads((source / "manifest.json").read_text())
         builder.manifest.update({k: manifest[k] for k in ("feature_spec_hash", "components")})
+        if without_int8:
+            ranker = builder.manifest["components"]["ranker"]
+            ranker.pop("onnx_int8", None)
+            ranker.pop("int8", None)
     return root / bundle_id
 
 
