@@ -67,6 +67,7 @@ def test_no_int8_graph_without_rows_a_quantizable_graph_or_the_accuracy(
     refused = write_int8(trained_bundle.onnx_path, out, _train_rows(trained_bundle))
     assert refused["written"] is False and refused["reason"].startswith("AUC on the train rows drops by")
     assert refused["rows"] == len(trained_bundle.train_frame) and "auc_int8" in refused
+    assert len(refused["fp32_layers"]) == len(ranker_bundle._layers(trained_bundle.onnx_path)) // 2  # tried those
     assert not out.exists()
 
 
