@@ -50,8 +50,11 @@ def serving_block(report: dict) -> list[str]:
     by = {row["version"]: row for row in report["summary"]}
     before, after = by.get("before", {}), by.get("after", {})
     modes = report.get("retrieval", {})  # recommend_profile --retrieval: each side's ENCORE_RANKER_RETRIEVAL
+    precisions = report.get("precision", {})  # and --precision: each side's ENCORE_RANKER_PRECISION
     refs = ", ".join(
-        f"{side} `{row.get('ref', '?')}`" + (f" with {modes[side]} retrieval" if side in modes else "")
+        f"{side} `{row.get('ref', '?')}`"
+        + (f" with {modes[side]} retrieval" if side in modes else "")
+        + (f", {precisions[side]} ranker" if side in precisions else "")
         for side, row in (("before", before), ("after", after))
     )
     lines = [
@@ -144,6 +147,7 @@ def main() -> int:
     for name, file, render in (
         ("serving-latency", "serving_latency.json", serving_block),
         ("serving-latency-inprocess", "inprocess/serving_latency.json", serving_block),  # --out <RESULTS>/inprocess
+        ("serving-latency-int8", "int8/serving_latency.json", serving_block),  # --out <RESULTS>/int8
         ("embedder-throughput", "embedder_throughput.json", embedder_block),
     ):
         path = RESULTS / file

@@ -332,7 +332,7 @@ def save(args: argparse.Namespace, runs: list[dict], command: str) -> list[dict]
         "candidates": 200,
         "ranker_workers": args.workers,
         "clients": args.clients,
-        "retrieval": {"before": "http", "after": args.retrieval},
+        "retrieval": {"before": args.before_retrieval, "after": args.retrieval},
         "precision": {"before": "fp32", "after": args.precision},
         "runs": runs,
         "summary": summary,
@@ -362,7 +362,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--retrieval",
         choices=("http", "inprocess"),
         default="http",
-        help="ENCORE_RANKER_RETRIEVAL of the 'after' side (the 'before' side keeps http)",
+        help="ENCORE_RANKER_RETRIEVAL of the 'after' side (the 'before' side's: --before-retrieval)",
+    )
+    parser.add_argument(
+        "--before-retrieval",
+        choices=("http", "inprocess"),
+        default="http",
+        help="ENCORE_RANKER_RETRIEVAL of the 'before' side (both inprocess: isolates --precision)",
     )
     parser.add_argument(
         "--precision",
@@ -396,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     for repeat in range(args.repeats):
         for name in ("before", "after") if repeat % 2 == 0 else ("after", "before"):
             code, ref = versions[name]
-            retrieval = args.retrieval if name == "after" else "http"
+            retrieval = args.retrieval if name == "after" else args.before_retrieval
             precision = args.precision if name == "after" else "fp32"
             run: dict = {"version": name, "ref": ref, "repeat": repeat, "retrieval": retrieval, "precision": precision}
             run["loadavg_before"] = list(os.getloadavg())
