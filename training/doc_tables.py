@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from encore.io import write_bytes_atomic, write_text_atomic
@@ -33,7 +34,13 @@ from training.results import (
     summarize,
     write_charts,
 )
-from training.significance import bootstrap_doc_table, seed_test_summary, seed_test_table, seed_tests
+from training.significance import (
+    bootstrap_doc_table,
+    paired_test,
+    seed_test_summary,
+    seed_test_table,
+    seed_tests,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DOCS = PROJECT_ROOT / "docs"
@@ -124,17 +131,27 @@ def _trainneg(doc: str, split: str) -> Callable[[], list[str]]:
 
 
 def _tuning(name: str) -> Callable[[], list[str]]:
-    """Default against tuned settings (`<name>_default`, `<name>_tuned` result folders): mean ± std over seeds."""
+    """Default against tuned settings (`<name>_default`, `<name>_tuned` result folders): mean ± std over seeds,
+    then tuned - default paired by seed (two-sided paired t-test) on the test columns."""
 
     def render() -> list[str]:
         lines = ["| settings | seeds | valid AUC | test AUC | test GAUC | best epoch |", "|---|" + "---:|" * 5]
+        tests = {}
         for label in ("default", "tuned"):
-            summary = summarize(_rows(f"{name}_{label}")).set_index("split")
+            rows = _rows(f"{name}_{label}")
+            summary = summarize(rows).set_index("split")
             test, valid = summary.loc["test"], summary.loc["valid"]
             lines.append(
                 f"| {label} | {test['seeds']} | {mean_std(valid, 'auc')} | {mean_std(test, 'auc')} "
                 f"| {mean_std(test, 'gauc')} | {test['best_epoch']:.1f} |"
             )
+            tests[label] = rows[rows.split == "test"].set_index("seed")[["auc", "gauc"]]
+        pairs = tests["tuned"].join(tests["default"], lsuffix="_tuned", rsuffix="_default", how="inner")
+        cells = []
+        for metric in ("auc", "gauc"):
+            diff, p = paired_test(pairs[f"{metric}_tuned"].to_numpy(), pairs[f"{metric}_default"].to_numpy())
+            cells.append(f"{diff:+.4f}" + ("" if np.isnan(p) else f" (p {p:.3f})"))
+        lines.append(f"| tuned - default, paired by seed | {len(pairs)} | | {cells[0]} | {cells[1]} | |")
         return lines
 
     return render
@@ -149,6 +166,11 @@ TABLES: dict[str, Callable[[], list[str]]] = {
     "mask-cold": _mask("cold", ["gauc", "auc"]),
     "mask-test": _mask("test", ["auc", "gauc"]),
     "tuning-hetrec-deepfm": _tuning("tune_hetrec_deepfm"),
+    **(
+        {"tuning-hetrec-dcnv2": _tuning("tune_hetrec_dcnv2")}
+        if (RESULTS / "tune_hetrec_dcnv2_tuned" / "results.csv").is_file()
+        else {}
+    ),
     **{
         f"significance-{doc}-{split}": _significance(name, split)
         for doc, name in GRIDS.items()
