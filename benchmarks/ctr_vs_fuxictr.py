@@ -859,8 +859,8 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_results(rows: list[dict[str, Any]], out: Path, args: argparse.Namespace) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows as CSV, atomically; the columns are every key in first-seen order (rows may differ in keys)."""
     fields: list[str] = []
     for r in rows:
         fields += [k for k in r if k not in fields]
@@ -868,7 +868,12 @@ def write_results(rows: list[dict[str, Any]], out: Path, args: argparse.Namespac
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write(out / "results.csv", buf.getvalue())
+    _atomic_write(path, buf.getvalue())
+
+
+def write_results(rows: list[dict[str, Any]], out: Path, args: argparse.Namespace) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(out / "results.csv", rows)
 
     lines = [
         "# Encore vs FuxiCTR 2.3.10 on Frappe x1",
@@ -930,15 +935,8 @@ def record_row(path: Path, row: dict[str, Any]) -> None:
             rows = list(csv.DictReader(f))
     key = tuple(str(row[k]) for k in RECORD_KEY)
     rows = [r for r in rows if tuple(r.get(k, "") for k in RECORD_KEY) != key] + [row]
-    fields: list[str] = []
-    for r in rows:
-        fields += [k for k in r if k not in fields]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, buf.getvalue())
+    _write_csv(path, rows)
 
 
 def _f(r: dict[str, Any], key: str, digits: int, signed: bool = False) -> str:

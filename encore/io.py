@@ -57,6 +57,24 @@ def atomic_path(final: str | Path, *, directory: bool = False) -> Iterator[Path]
         raise
 
 
+def drop_rows(folder: str | Path, column: str, value: str, schema: object = None) -> None:
+    """Remove every row whose `column` equals `value` from the parquet parts in `folder`: a part left empty is
+    deleted, the others are rewritten whole (atomic_path), never half. pyarrow is imported here, on use."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    for part in sorted(Path(folder).glob("*.parquet")):
+        table = pq.read_table(part, schema=schema)
+        keep = pc.not_equal(table.column(column), value)
+        if pc.all(keep).as_py():
+            continue
+        if not pc.any(keep).as_py():
+            part.unlink()
+            continue
+        with atomic_path(part) as tmp:
+            pq.write_table(table.filter(keep), tmp)
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
     """Rename folder `tmp` onto `final`; an old `final` is moved aside first and deleted after."""
     if not final.exists():

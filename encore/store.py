@@ -528,20 +528,11 @@ class Store:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
-        from encore.io import atomic_path
+        from encore.io import drop_rows
 
         existed = self.track_exists(track_id)
         for view_name in fn.TRACK_VIEWS:
-            for part in sorted((self.settings.offline_dir / view_name).glob("*.parquet")):
-                table = pq.read_table(part)
-                keep = pc.not_equal(table.column(fn.TRACK_ID), track_id)
-                if pc.all(keep).as_py():
-                    continue
-                if not pc.any(keep).as_py():
-                    part.unlink()
-                    continue
-                with atomic_path(part) as tmp:
-                    pq.write_table(table.filter(keep), tmp)
+            drop_rows(self.settings.offline_dir / view_name, fn.TRACK_ID, track_id)
         version = self.feast.config.entity_key_serialization_version
         key = EntityKey(join_keys=[fn.TRACK_ID], entity_values=[Value(string_val=track_id)])
         serialized = serialize_entity_key(key, entity_key_serialization_version=version)

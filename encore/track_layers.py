@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from encore import feature_names as fn
-from encore.io import atomic_path
+from encore.io import atomic_path, drop_rows
 
 FOLDER = "track_layers"
 SCHEMA = pa.schema(
@@ -73,13 +72,4 @@ def read(data_dir: Path) -> pd.DataFrame:
 
 def delete(data_dir: Path, track_id: str) -> None:
     """Remove every kept row of `track_id` (a part left empty is deleted, the others rewritten whole)."""
-    for part in sorted(folder_of(data_dir).glob("*.parquet")):
-        table = pq.read_table(part, schema=SCHEMA)
-        keep = pc.not_equal(table.column(fn.TRACK_ID), track_id)
-        if pc.all(keep).as_py():
-            continue
-        if not pc.any(keep).as_py():
-            part.unlink()
-            continue
-        with atomic_path(part) as tmp:
-            pq.write_table(table.filter(keep), tmp)
+    drop_rows(folder_of(data_dir), fn.TRACK_ID, track_id, SCHEMA)

@@ -166,11 +166,7 @@ TABLES: dict[str, Callable[[], list[str]]] = {
     "mask-cold": _mask("cold", ["gauc", "auc"]),
     "mask-test": _mask("test", ["auc", "gauc"]),
     "tuning-hetrec-deepfm": _tuning("tune_hetrec_deepfm"),
-    **(
-        {"tuning-hetrec-dcnv2": _tuning("tune_hetrec_dcnv2")}
-        if (RESULTS / "tune_hetrec_dcnv2_tuned" / "results.csv").is_file()
-        else {}
-    ),
+    "tuning-hetrec-dcnv2": _tuning("tune_hetrec_dcnv2"),
     **{
         f"significance-{doc}-{split}": _significance(name, split)
         for doc, name in GRIDS.items()
@@ -187,28 +183,16 @@ TABLES: dict[str, Callable[[], list[str]]] = {
     "fuxictr-fp32-speed": lambda: fuxictr_tables.speed_table(RESULTS),
     "fuxictr-fp32-accuracy": lambda: fuxictr_tables.accuracy_table(RESULTS),
     "fuxictr-fp32-summary": lambda: fuxictr_tables.summary_table(RESULTS),
-    **(
-        {
-            "encoder-cold": lambda: encoder_tables.grid_table(RESULTS, "cold"),
-            "encoder-test": lambda: encoder_tables.grid_table(RESULTS, "test"),
-            "encoder-answer": lambda: encoder_tables.answer_table(RESULTS),
-            "encoder-significance-cold": lambda: encoder_tables.significance_table(RESULTS, "cold"),
-            "encoder-significance-test": lambda: encoder_tables.significance_table(RESULTS, "test"),
-            "encoder-bootstrap": lambda: bootstrap_doc_table(
-                RESULTS / encoder_tables.ENCODER_FOLDERS["MusiCNN"], ["cold", "test"], "tokens", "dense"
-            ),
-        }
-        if all((RESULTS / f / "results.csv").is_file() for f in encoder_tables.ENCODER_FOLDERS.values())
-        else {}
+    "encoder-cold": lambda: encoder_tables.grid_table(RESULTS, "cold"),
+    "encoder-test": lambda: encoder_tables.grid_table(RESULTS, "test"),
+    "encoder-answer": lambda: encoder_tables.answer_table(RESULTS),
+    "encoder-significance-cold": lambda: encoder_tables.significance_table(RESULTS, "cold"),
+    "encoder-significance-test": lambda: encoder_tables.significance_table(RESULTS, "test"),
+    "encoder-bootstrap": lambda: bootstrap_doc_table(
+        RESULTS / encoder_tables.ENCODER_FOLDERS["MusiCNN"], ["cold", "test"], "tokens", "dense"
     ),
-    **(
-        {
-            "token-ablation-cold": lambda: encoder_tables.ablation_table(RESULTS, "cold"),
-            "token-ablation-test": lambda: encoder_tables.ablation_table(RESULTS, "test"),
-        }
-        if (RESULTS / encoder_tables.ABLATION_FOLDER / "results.csv").is_file()
-        else {}
-    ),
+    "token-ablation-cold": lambda: encoder_tables.ablation_table(RESULTS, "cold"),
+    "token-ablation-test": lambda: encoder_tables.ablation_table(RESULTS, "test"),
 }
 ENCODER_CHART = DOCS / "encoder_grid.png"
 
@@ -250,8 +234,7 @@ def write_docs(charts: bool = False) -> list[Path]:
     if charts:
         for folder in result_folders():
             write_charts(folder, ResultsTable(folder).rows)
-        if "encoder-cold" in TABLES:
-            write_bytes_atomic(ENCODER_CHART, encoder_tables.chart_png(RESULTS))
+        write_bytes_atomic(ENCODER_CHART, encoder_tables.chart_png(RESULTS))
     stale = []
     for path, text in expected_files().items():
         if not path.exists() or path.read_text() != text:
