@@ -185,3 +185,39 @@ def test_finalmlp_gates_read_their_context_fields_and_refuse_unknown_ones(mixed_
     assert model.gate1.tables[0].weight.grad.abs().sum() > 0
     with pytest.raises(EncoreError, match=r"context field\(s\) \['tags'\] are not sparse fields"):
         get_ctr_model("FinalMLP")(spec, fs1_context=("tags",))
+
+
+@pytest.mark.parametrize("dim", [1, 6])
+def test_embedding_lookup_backward_matches_nn_embedding(dim):
+    from training.models.layers.embedding import _Lookup
+
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(50, dim).double()
+    ids = torch.randint(0, 50, (64, 7))  # repeated ids: their gradients must add up
+    assert torch.autograd.gradcheck(lambda w: _Lookup.apply(w, ids[:4]), (table.weight,))
+    grad = torch.randn(64, 7, dim, dtype=torch.float64)
+    out = _Lookup.apply(table.weight, ids)
+    assert torch.equal(out, table(ids))
+    mine = torch.autograd.grad(out, table.weight, grad)[0]
+    plain = torch.autograd.grad(table(ids), table.weight, grad)[0]
+    torch.testing.assert_close(mine, plain)
+
+
+@pytest.mark.parametrize("name", ["FM", "WideDeep", "xDeepFM"])
+def test_fast_training_paths_give_the_plain_gradients(name, mixed_data, monkeypatch):
+    """The CPU training shortcuts (scatter-add embedding backward, ...) against plain autograd, same weights."""
+    import training.models.layers.embedding as embedding
+
+    spec, train, _ = mixed_data
+    inputs, _ = next(TensorSplit.from_frame("train", spec, train).batches(64))
+    model = build(name, spec).double().eval()  # eval: no dropout draws, the two passes see the same function
+    grads = []
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(embedding, "lookup", lambda table, ids: table(ids))
+        model.zero_grad()
+        model({k: v.double() if v.is_floating_point() else v for k, v in inputs.items()}).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], msg=n)
