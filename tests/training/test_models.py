@@ -162,17 +162,21 @@ def test_dropout_keeps_the_expected_value_and_rate_and_is_identity_in_eval():
     assert torch.equal(drop(x), x)
 
 
-def test_dropout_equals_the_bool_mask_formula_bit_for_bit_and_its_gradient_is_the_scaled_mask():
+def test_dropout_mask_is_32_random_bits_against_p_and_its_gradient_is_the_scaled_mask():
     from training.models.layers import Dropout
 
-    drop, x = Dropout(0.4), torch.randn(300, 70, requires_grad=True)
+    drop, x = Dropout(0.4), torch.randn(301, 70, requires_grad=True)
     torch.manual_seed(1)
     y = drop(x)
     torch.manual_seed(1)
-    keep = torch.rand_like(x) >= 0.4
-    assert torch.equal(y, x * keep * (1.0 / 0.6))
+    seed = int(torch.randint(0, 2**62, (1,)))
+    bits = np.random.SFC64(seed).random_raw((x.numel() + 1) // 2).view(np.uint32)[: x.numel()]
+    keep = torch.from_numpy(bits >= round(0.4 * 2**32)).view(x.shape)
+    assert torch.equal(y, x * keep * (1.0 / 0.6))  # same seed, same mask: torch.manual_seed fixes it
     y.backward(torch.ones_like(y))
     assert torch.equal(x.grad, keep * (1.0 / 0.6))
+    torch.manual_seed(2)
+    assert not torch.equal(drop(x), y)  # a fresh mask on every call
 
 
 def test_finalmlp_gates_read_their_context_fields_and_refuse_unknown_ones(mixed_data):
