@@ -225,3 +225,31 @@ def test_fast_training_paths_give_the_plain_gradients(name, mixed_data, monkeypa
     assert grads[0].keys() == grads[1].keys()
     for n in grads[0]:
         torch.testing.assert_close(grads[0][n], grads[1][n], msg=n)
+
+
+def test_cin_first_layer_over_distinct_pairs_equals_the_full_outer_product():
+    from training.models.ctr.xdeepfm import CompressedInteractionNet
+
+    torch.manual_seed(0)
+    cin = CompressedInteractionNet(5, (6, 4)).double()
+    x0 = torch.randn(8, 5, 3, dtype=torch.float64, requires_grad=True)
+    outs, grads = [], []
+    for grad_path in (True, False):
+        cin.zero_grad()
+        x0.grad = None
+        if grad_path:
+            out = cin(x0)  # first layer over the 15 distinct pairs
+        else:
+            with torch.no_grad():  # the plain layer's output...
+                outs.append(cin(x0))
+            cin.first_layer_pairs = lambda base: cin.compress[0](  # ...and its gradients through autograd
+                (base.unsqueeze(2) * base.unsqueeze(1)).reshape(base.shape[0], -1)
+            )
+            out = cin(x0)
+        out.sum().backward()
+        outs.append(out.detach())
+        grads.append([x0.grad.clone(), *(p.grad.clone() for p in cin.parameters())])
+    torch.testing.assert_close(outs[0], outs[1])
+    torch.testing.assert_close(outs[0], outs[2])
+    for mine, plain in zip(grads[0], grads[1], strict=True):
+        torch.testing.assert_close(mine, plain)
