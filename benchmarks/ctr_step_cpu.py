@@ -4,11 +4,11 @@ behind a speed change, steadier than samples/s on a shared machine because it co
 
 Run:  .venv/bin/python benchmarks/ctr_step_cpu.py --models WideDeep,NFM --fuxictr-src ../fuxictr-src \
         --fuxictr-python ../fuxictr-env/bin/python --cache-dir ../fuxictr-cache --data-dir ../shared/data/frappe/x1
-Each side trains `--repeats` blocks of `--steps` batches of 4096 rows (after `--warmup` untimed ones) with its own training step:
-Encore's trainer loop (training/trainer.py `_train_epoch`: batching, loss, L2 penalties, clipping, Adam) and
-FuxiCTR's `train_step` (forward, loss + its regularizer, backward, clipping, Adam) fed by
-benchmarks/ctr_vs_fuxictr.py's in-memory loader. Hyper-parameters come from that script's MODELS. The minimum block is reported (the least disturbed by
-other processes on a shared machine), with every block's figure.
+Each side trains `--repeats` blocks of `--steps` batches of 4096 rows (after `--warmup` untimed ones) with
+its own training step: Encore's trainer loop (training/trainer.py `_train_epoch`: batching, loss, L2 penalties,
+clipping, Adam) and FuxiCTR's `train_step` (forward, loss + its regularizer, backward, clipping, Adam) fed by
+benchmarks/ctr_vs_fuxictr.py's in-memory loader. Hyper-parameters come from that script's MODELS. The minimum
+block is reported (the least disturbed by other processes on a shared machine), with every block's figure.
 `--profile N` prints each side's top-N torch ops by self CPU time (torch.profiler), for where the time goes.
 `--skip-fuxictr` times Encore alone (no FuxiCTR setup needed).
 """
