@@ -40,7 +40,7 @@ from encore.audio.encoder import DEFAULT_ENCODER, ENCODERS, AudioEncoder
 from encore.audio.extract import load_catalog_tags
 from encore.cold_calibration import ColdCalibration
 from encore.errors import EncoreError
-from encore.events import HISTORY_PART
+from encore.events import HISTORY_PART, HISTORY_PREFIX, EventLog
 from encore.io import atomic_path, write_json_atomic
 from encore.ranker_bundle import RankerComponent
 from encore.ranker_frame import AUDIO_EMBEDDING, audio_token, training_frame
@@ -138,9 +138,7 @@ def history(plays: pd.DataFrame, splits: Any) -> pd.DataFrame:
     """The protocol splits' observed rows as events of the offline log (docs/events.md "Retraining"): id
     `_history:<split>:<n>`, the play's own time, type "play" for a positive (num_repeat >= the threshold) and "skip"
     for a play heard once, ms not given, so that `encore.events.label` gives each its protocol label."""
-    from encore.events import HISTORY_PREFIX
-
-    first = plays.drop_duplicates([fn.USER_ID, fn.TRACK_ID])[[fn.USER_ID, fn.TRACK_ID, "timestamp"]]  # the protocol's
+    first = plays.drop_duplicates([fn.USER_ID, fn.TRACK_ID])[[fn.USER_ID, fn.TRACK_ID, "timestamp"]]  # as the protocol
     parts = {"train": splits.train_positives, **{name: splits.evals[name] for name in HISTORY_SPLITS[1:]}}
     frames = []
     for name, rows in parts.items():  # an eval set's negatives were never played: the join drops them
@@ -378,8 +376,6 @@ def fill_store(bundle_id: str) -> None:
 def log_history(store: Any, bundle_id: str) -> None:
     """The bootstrap's history into the offline event log (replacing an earlier bootstrap's) and the catalog's
     pooled layers beside the store's track views: what a retrain reads instead of the world."""
-    from encore.events import EventLog
-
     log = EventLog(store)
     try:
         log.write_history(pd.read_parquet(tables_dir(bundle_id) / HISTORY_FILE))
@@ -420,8 +416,9 @@ def existing_bundle(size: str, encoder_info: dict) -> str | None:
         return None
     if not content.catalog_tags:  # built before the catalog carried tags
         return None
-    saved = ("users.parquet", HISTORY_FILE)  # a bundle built before its history was kept is rebuilt
-    return bundle.id if all((tables_dir(bundle.id) / name).exists() for name in saved) else None
+    folder = tables_dir(bundle.id)  # a bundle built before its history and catalog layers were kept is rebuilt
+    saved = (folder / "users.parquet", folder / HISTORY_FILE, track_layers.folder_of(folder) / CATALOG_LAYERS)
+    return bundle.id if all(path.exists() for path in saved) else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,8 +15,7 @@
 4. The ranker (keeping the serving bundle's codebooks, or with --refit-codebooks new ones fit on the training
    tracks' pooled layers, kept in the store by encore/track_layers.py, every stored track re-tokenized with them)
    and the retriever are trained on the bootstrap's logged training plays plus the events before the window, into
-   a new bundle (BundleBuilder: atomic, not yet
-   CURRENT).
+   a new bundle (BundleBuilder: atomic, not yet CURRENT).
 5. Candidate and serving bundle score the window; the candidate is promoted (CURRENT moves, services follow) when
    the lower end of the 95% paired-bootstrap interval (over users) of GAUC(candidate) - GAUC(serving) is at least
    -margin, or with --force. A report (JSON and markdown) in `retrain-reports/` says why, and whether the codebooks
@@ -597,7 +596,7 @@ def retrain(args: argparse.Namespace, held: HeldLock | None = None) -> bool:
     events = logged[~is_history(logged[fn.EVENT_ID])].reset_index(drop=True)
     before, window = split_window(events, args.holdout_share)
     tracks = store.offline_track_ids()
-    interacted = logged[[fn.USER_ID, fn.TRACK_ID]].astype(str)  # every event and history play, labelled or not
+    interacted = logged[[fn.USER_ID, fn.TRACK_ID]].astype(str)  # every labelled event, the history's included
     splits = History(logged, interacted)
     train_events = with_negatives(before, tracks, interacted, seed=args.seed)
     print(f"[retrain] {len(before)} events to train on, {len(window)} held out; serving {serving.id}", flush=True)
