@@ -292,6 +292,25 @@ def test_a_refit_retokenizes_every_stored_track_and_a_rollback_restores_the_old_
     assert _ranker_sees_content(serving_path, world.store, list(layers_of)) == [True, True]
 
 
+def test_a_store_filled_without_the_history_or_catalog_layers_is_filled_again(world: RetrainWorld) -> None:
+    from encore.events import HISTORY_PART
+    from training import bootstrap
+
+    parts = (world.store.settings.offline_dir / fn.EVENTS / HISTORY_PART,
+             track_layers.folder_of(world.store.settings.data_dir) / track_layers.CATALOG_PART)  # fmt: skip
+    assert bootstrap.store_is_filled(world.bootstrap_id)
+    for part in parts:  # as a store filled before the bootstrap logged them
+        kept = part.read_bytes()
+        part.unlink()
+        assert not bootstrap.store_is_filled(world.bootstrap_id)  # the next bootstrap fills it again
+        part.write_bytes(kept)
+    before = EventLog(world.store).read()
+    bootstrap.log_history(world.store, world.bootstrap_id)  # again: replaced whole, nothing doubled
+    after = EventLog(world.store).read()
+    assert bootstrap.store_is_filled(world.bootstrap_id) and len(after) == len(before)
+    assert sorted(world.store.settings.offline_dir.joinpath(fn.EVENTS).glob("history*")) == [parts[0]]
+
+
 def test_a_retrain_trains_on_the_bootstraps_history_from_the_store_with_the_world_gone(
     world: RetrainWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
