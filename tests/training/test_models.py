@@ -162,17 +162,21 @@ def test_dropout_keeps_the_expected_value_and_rate_and_is_identity_in_eval():
     assert torch.equal(drop(x), x)
 
 
-def test_dropout_equals_the_bool_mask_formula_bit_for_bit_and_its_gradient_is_the_scaled_mask():
+def test_dropout_mask_is_32_random_bits_against_p_and_its_gradient_is_the_scaled_mask():
     from training.models.layers import Dropout
 
-    drop, x = Dropout(0.4), torch.randn(300, 70, requires_grad=True)
+    drop, x = Dropout(0.4), torch.randn(301, 70, requires_grad=True)
     torch.manual_seed(1)
     y = drop(x)
     torch.manual_seed(1)
-    keep = torch.rand_like(x) >= 0.4
-    assert torch.equal(y, x * keep * (1.0 / 0.6))
+    seed = int(torch.randint(0, 2**62, (1,)))
+    bits = np.random.SFC64(seed).random_raw((x.numel() + 1) // 2).view(np.uint32)[: x.numel()]
+    keep = torch.from_numpy(bits >= round(0.4 * 2**32)).view(x.shape)
+    assert torch.equal(y, x * keep * (1.0 / 0.6))  # same seed, same mask: torch.manual_seed fixes it
     y.backward(torch.ones_like(y))
     assert torch.equal(x.grad, keep * (1.0 / 0.6))
+    torch.manual_seed(2)
+    assert not torch.equal(drop(x), y)  # a fresh mask on every call
 
 
 def test_finalmlp_gates_read_their_context_fields_and_refuse_unknown_ones(mixed_data):
@@ -185,3 +189,67 @@ def test_finalmlp_gates_read_their_context_fields_and_refuse_unknown_ones(mixed_
     assert model.gate1.tables[0].weight.grad.abs().sum() > 0
     with pytest.raises(EncoreError, match=r"context field\(s\) \['tags'\] are not sparse fields"):
         get_ctr_model("FinalMLP")(spec, fs1_context=("tags",))
+
+
+@pytest.mark.parametrize("dim", [1, 6])
+def test_embedding_lookup_backward_matches_nn_embedding(dim):
+    from training.models.layers.embedding import _Lookup
+
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(50, dim).double()
+    ids = torch.randint(0, 50, (64, 7))  # repeated ids: their gradients must add up
+    assert torch.autograd.gradcheck(lambda w: _Lookup.apply(w, ids[:4]), (table.weight,))
+    grad = torch.randn(64, 7, dim, dtype=torch.float64)
+    out = _Lookup.apply(table.weight, ids)
+    assert torch.equal(out, table(ids))
+    mine = torch.autograd.grad(out, table.weight, grad)[0]
+    plain = torch.autograd.grad(table(ids), table.weight, grad)[0]
+    torch.testing.assert_close(mine, plain)
+
+
+@pytest.mark.parametrize("name", ["FM", "WideDeep", "xDeepFM"])
+def test_fast_training_paths_give_the_plain_gradients(name, mixed_data, monkeypatch):
+    """The CPU training shortcuts (scatter-add embedding backward, ...) against plain autograd, same weights."""
+    import training.models.layers.embedding as embedding
+
+    spec, train, _ = mixed_data
+    inputs, _ = next(TensorSplit.from_frame("train", spec, train).batches(64))
+    model = build(name, spec).double().eval()  # eval: no dropout draws, the two passes see the same function
+    grads = []
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(embedding, "lookup", lambda table, ids: table(ids))
+        model.zero_grad()
+        model({k: v.double() if v.is_floating_point() else v for k, v in inputs.items()}).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], msg=n)
+
+
+def test_cin_first_layer_over_distinct_pairs_equals_the_full_outer_product():
+    from training.models.ctr.xdeepfm import CompressedInteractionNet
+
+    torch.manual_seed(0)
+    cin = CompressedInteractionNet(5, (6, 4)).double()
+    x0 = torch.randn(8, 5, 3, dtype=torch.float64, requires_grad=True)
+    outs, grads = [], []
+    for grad_path in (True, False):
+        cin.zero_grad()
+        x0.grad = None
+        if grad_path:
+            out = cin(x0)  # first layer over the 15 distinct pairs
+        else:
+            with torch.no_grad():  # the plain layer's output...
+                outs.append(cin(x0))
+            cin.first_layer_pairs = lambda base: cin.compress[0](  # ...and its gradients through autograd
+                (base.unsqueeze(2) * base.unsqueeze(1)).reshape(base.shape[0], -1)
+            )
+            out = cin(x0)
+        out.sum().backward()
+        outs.append(out.detach())
+        grads.append([x0.grad.clone(), *(p.grad.clone() for p in cin.parameters())])
+    torch.testing.assert_close(outs[0], outs[1])
+    torch.testing.assert_close(outs[0], outs[2])
+    for mine, plain in zip(grads[0], grads[1], strict=True):
+        torch.testing.assert_close(mine, plain)

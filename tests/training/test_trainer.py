@@ -140,3 +140,26 @@ def test_warmup_epochs_neither_decay_the_lr_nor_count_toward_stopping(mixed_data
     assert [e.lr for e in warm.history[:6]] == [1e-2] * 6
     # Best-epoch tracking still covers the warm-up: the restored weights may come from it.
     assert warm.best_epoch == int(np.argmax([e.valid["auc"] for e in warm.history])) + 1
+
+
+def test_fused_adam_follows_the_per_tensor_adam(mixed_data):
+    """The trainer's fused Adam against torch's per-tensor loop: same weights after 30 steps and an lr cut."""
+    from training.trainer import adam
+
+    spec, train, _ = mixed_data
+    inputs, labels = next(TensorSplit.from_frame("train", spec, train).batches(256))
+    models = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = get_ctr_model("DeepFM")(spec, embedding_dim=8, hidden_units=(16,))
+        opt = adam(model.parameters(), 1e-2) if fused else torch.optim.Adam(model.parameters(), lr=1e-2)
+        assert opt.defaults["fused"] is (True if fused else None)
+        for step in range(30):
+            if step == 20:
+                opt.param_groups[0]["lr"] = 1e-3
+            opt.zero_grad()
+            torch.nn.functional.binary_cross_entropy_with_logits(model(inputs), labels).backward()
+            opt.step()
+        models.append(model.state_dict())
+    for name, value in models[0].items():
+        torch.testing.assert_close(value, models[1][name], atol=1e-5, rtol=1e-4, msg=name)
