@@ -27,6 +27,7 @@ are refused (their ids may have been forgotten, so a repeat could not be recogni
 from __future__ import annotations
 
 import base64
+import bisect
 import json
 import logging
 import os
@@ -263,8 +264,7 @@ class Activity:
             self.changed.add("skip_rate")
         entry = (event.ts_us, event.track_id, event.type)
         before = len(self.recent)
-        self.recent.append(entry)
-        self.recent.sort(key=_newest_first)  # stable: equal times keep arrival order
+        bisect.insort_right(self.recent, entry, key=_newest_first)  # after equal times: arrival order is kept
         if before != recent_n or self.recent[-1] is not entry:  # else the new event fell off: the list is as it was
             self.changed.update(("recent_tracks", "recent_types"))
         del self.recent[recent_n:]
