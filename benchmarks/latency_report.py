@@ -63,7 +63,8 @@ def serving_block(report: dict) -> list[str]:
         ".venv/bin/python -m benchmarks.latency_report",
         "```",
         "",
-        f"In process, {report['catalog']:,}-track catalog, {report['candidates']} candidates, k=20 ({refs}; "
+        f"In process, {report['catalog']:,}-track catalog, {report['candidates']} candidates, k=20, "
+        f"{report.get('ranker', 'untrained')} ranker ({refs}; "
         f"medians over {before.get('runs', 0)} runs each, ms per request):",
         "",
         "| step | before | after | before / after |",
@@ -148,6 +149,7 @@ def main() -> int:
         ("serving-latency", "serving_latency.json", serving_block),
         ("serving-latency-inprocess", "inprocess/serving_latency.json", serving_block),  # --out <RESULTS>/inprocess
         ("serving-latency-int8", "int8/serving_latency.json", serving_block),  # --out <RESULTS>/int8
+        ("serving-latency-int8-trained", "int8_trained/serving_latency.json", serving_block),  # and --trained
         ("embedder-throughput", "embedder_throughput.json", embedder_block),
     ):
         path = RESULTS / file

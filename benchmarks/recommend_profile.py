@@ -22,6 +22,8 @@ Per run:
 each ranker worker, no retriever process); the 'before' side keeps the HTTP retriever, so `--before HEAD --after
 HEAD --retrieval inprocess` compares the two modes on the same code. `--precision int8` likewise runs the 'after'
 side with ENCORE_RANKER_PRECISION=int8 (the bundle's int8 ranker graph; the 'before' side keeps fp32).
+`--trained` serves the world's trained ranker (benchmarks/serving_world.py: planted tastes) on both sides, so the
+int8 graph is a trained model's (layers that cost AUC stay fp32), not the untrained one's all-int8 graph.
 Writes docs/results/performance/serving_latency.{json,csv}.
 """
 
@@ -164,7 +166,7 @@ def inprocess_child(args: argparse.Namespace) -> None:
     label = size_label(args.catalog)
     world = build_world(
         args.world_root, args.catalog, StoreSettings(args.world_root / label / "feast", f"bench_{label}", "redis",
-                                                     args.redis_url)
+                                                     args.redis_url), trained=args.trained,
     )  # fmt: skip
     port = _free_port()
     env = _service_env(world.env(), args.code, port, args.retrieval, args.precision)
@@ -299,6 +301,7 @@ def run_inprocess(code: Path, args: argparse.Namespace, retrieval: str, precisio
         sys.executable, str(Path(__file__).resolve()), "--child", "--code", str(code), "--catalog", str(args.catalog),
         "--requests", str(args.requests), "--world-root", str(args.world_root), "--redis-url", args.redis_url,
         "--log-dir", str(args.log_dir), "--retrieval", retrieval, "--precision", precision,
+        *(["--trained"] if args.trained else []),
     ]  # fmt: skip
     done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(code)}, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -334,6 +337,7 @@ def save(args: argparse.Namespace, runs: list[dict], command: str) -> list[dict]
         "clients": args.clients,
         "retrieval": {"before": args.before_retrieval, "after": args.retrieval},
         "precision": {"before": "fp32", "after": args.precision},
+        "ranker": "trained (planted tastes)" if args.trained else "untrained",
         "runs": runs,
         "summary": summary,
     }
@@ -377,6 +381,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="ENCORE_RANKER_PRECISION of the 'after' side (the 'before' side keeps fp32)",
     )
     parser.add_argument("--redis-url", default=os.environ.get("ENCORE_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--trained", action="store_true", help="serve the world's trained ranker (both sides)")
     parser.add_argument("--world-root", type=Path, default=ROOT / "data" / "bench-serving")
     parser.add_argument("--log-dir", type=Path, default=ROOT / "data" / "perf" / "logs")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -393,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
 
     label = size_label(args.catalog)
     settings = StoreSettings(args.world_root / label / "feast", f"bench_{label}", "redis", args.redis_url)
-    world = build_world(args.world_root, args.catalog, settings)
+    world = build_world(args.world_root, args.catalog, settings, trained=args.trained)
     versions = {name: (export_ref(ref), rev_parse(ref)[:12]) for name, ref in (("before", args.before),
                                                                                 ("after", args.after))}  # fmt: skip
     parts = set(args.parts.split(","))

@@ -2,11 +2,14 @@
 
 No audio: track content is random (embedding + tokens), so a 1M-track catalog builds in minutes. The ranker is
 the bootstrap's DCNv2 (same fields, same hyper-parameters) exported untrained: latency does not depend on the
-weights. The bundle is written with the components' own writers (encore/ranker_bundle.py, encore/retriever_bundle.py;
-random BPR-shaped retriever vectors; the ranker's int8 graph checked on the spec rows, so ENCORE_RANKER_PRECISION=int8
-can be measured; a world whose bundle predates int8 graphs gets its bundle rewritten). Feature
-tables go into the online store of `ENCORE_FEAST_*` (Redis in the benchmarks) under project `bench_<size>`.
-A world that is already built and filled is reused.
+weights, except through the int8 graph (an untrained model quantizes whole; a trained one keeps the layers that
+cost AUC in fp32). So `trained=True` (recommend_profile --trained) writes a second bundle beside it, trained a few
+epochs on clicks planted from a taste the features show (`planted_labels`), into `artifacts-trained/`; both
+bundles read the same store. The bundle is written with the components' own writers (encore/ranker_bundle.py,
+encore/retriever_bundle.py; random BPR-shaped retriever vectors; the ranker's int8 graph checked on the spec rows,
+held-out ones when trained, so ENCORE_RANKER_PRECISION=int8 can be measured; a world whose bundle predates int8
+graphs gets its bundle rewritten). Feature tables go into the online store of `ENCORE_FEAST_*` (Redis in the
+benchmarks) under project `bench_<size>`. A world that is already built and filled is reused.
 """
 
 from __future__ import annotations
@@ -40,14 +43,15 @@ class ServingWorld:
     n_tracks: int
     n_users: int
     store_settings: StoreSettings
+    trained: bool = False
 
     @property
     def artifacts_dir(self) -> Path:
-        return self.folder / "artifacts"
+        return self.folder / ("artifacts-trained" if self.trained else "artifacts")
 
     @property
     def bundle_id(self) -> str:
-        return f"bench-{self.n_tracks}"
+        return f"bench-{self.n_tracks}" + ("-trained" if self.trained else "")
 
     @property
     def bundle_path(self) -> Path:
@@ -115,18 +119,21 @@ def feature_tables(n_tracks: int, n_users: int, seed: int = 0) -> FeatureTables:
     return FeatureTables(users, meta, content)
 
 
-def build_world(root: Path, n_tracks: int, store_settings: StoreSettings, *, n_users: int = 5000) -> ServingWorld:
-    """Build (or reuse) the world of `n_tracks` under `root/<size>`; the store project is bench_<size>."""
+def build_world(
+    root: Path, n_tracks: int, store_settings: StoreSettings, *, n_users: int = 5000, trained: bool = False
+) -> ServingWorld:
+    """Build (or reuse) the world of `n_tracks` under `root/<size>`; the store project is bench_<size>. `trained`:
+    the world's bundle is the planted-taste trained one (module docstring)."""
     label = size_label(n_tracks)
-    world = ServingWorld(root / label, n_tracks, n_users, store_settings)
+    world = ServingWorld(root / label, n_tracks, n_users, store_settings, trained)
     marker = world.folder / "world.json"
     store = Store(store_settings)
     started = time.perf_counter()
-    if marker.exists() and (world.bundle_path / "manifest.json").exists() and _filled(store, world):
+    if marker.exists() and _filled(store, world):
         ensure_track_snapshot(store)  # a world filled before snapshots existed gets one now
-        if not _has_int8_check(world):  # a bundle written before int8 graphs: the same bundle again, with one
+        if not _has_int8_check(world):  # no bundle of this kind yet, or one written before int8 graphs
             _write_bundle(world, feature_tables(n_tracks, n_users))
-            print(f"[world {label}] bundle rewritten with its int8 graph ({time.perf_counter() - started:.0f} s)")
+            print(f"[world {label}] bundle written ({time.perf_counter() - started:.0f} s)", flush=True)
         return world
     tables = feature_tables(n_tracks, n_users)
     if not _has_int8_check(world):
@@ -160,6 +167,33 @@ def _filled(store: Store, world: ServingWorld) -> bool:
         return False
 
 
+def planted_labels(
+    tables: FeatureTables, users: np.ndarray, tracks: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Clicks from a taste the features can show: listeners of one country and gender like two of the eight genres,
+    and each country one direction of the content space."""
+    genres = sorted(tables.track_meta["genre"].unique())
+    genre = pd.Categorical(tables.track_meta["genre"], categories=genres).codes[tracks]
+    country = pd.factorize(tables.users["country"], sort=True)[0][users]
+    group = country * 4 + pd.factorize(tables.users["gender"], sort=True)[0][users]
+    liked = (genre == group % len(genres)) | (genre == (group * 3 + 1) % len(genres))
+    direction = np.random.default_rng(7).standard_normal((country.max() + 1, EMBEDDING_DIM)).astype(np.float32)
+    embedding = np.stack(tables.track_content["embedding"].to_numpy())[tracks]
+    affinity = np.einsum("nd,nd->n", embedding, direction[country]) / np.sqrt(EMBEDDING_DIM)
+    logit = 2.5 * liked - 1.5 + affinity
+    return (rng.random(len(users)) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+
+
+def _train(model, spec: FeatureSpec, train: pd.DataFrame, valid: pd.DataFrame) -> dict:
+    """A few epochs of the bootstrap's ranker training (same optimizer settings) on the planted rows."""
+    from training.data import TensorSplit
+    from training.trainer import TrainConfig, fit
+
+    cfg = TrainConfig(lr=1e-3, batch_size=2048, epochs=4, embedding_l2=1e-5, seed=1, progress=False)
+    result = fit(model, TensorSplit.from_frame("train", spec, train), TensorSplit.from_frame("valid", spec, valid), cfg)
+    return {"best_epoch": result.best_epoch, "valid_auc": round(float(result.best_valid["auc"]), 4)}
+
+
 def _write_bundle(world: ServingWorld, tables: FeatureTables) -> None:
     import torch
 
@@ -167,22 +201,29 @@ def _write_bundle(world: ServingWorld, tables: FeatureTables) -> None:
     from training.models.registry import get_ctr_model
 
     rng = np.random.default_rng(1)
-    n_rows = min(SPEC_ROWS_MAX, 2 * world.n_tracks)
+    n_rows = min(SPEC_ROWS_MAX, (30 if world.trained else 2) * world.n_tracks)
+    users = rng.integers(0, world.n_users, n_rows)
+    tracks = rng.integers(0, world.n_tracks, n_rows)
     rows = pd.DataFrame(
         {
-            fn.USER_ID: [f"u{i}" for i in rng.integers(0, world.n_users, n_rows)],
-            fn.TRACK_ID: [f"t{i}" for i in rng.integers(0, world.n_tracks, n_rows)],
-            "label": rng.integers(0, 2, n_rows),
+            fn.USER_ID: [f"u{i}" for i in users],
+            fn.TRACK_ID: [f"t{i}" for i in tracks],
+            "label": planted_labels(tables, users, tracks, rng) if world.trained else rng.integers(0, 2, n_rows),
         }
     )
     fields = ranker_fields(TOKEN_FIELDS, EMBEDDING_DIM)
     frame = ranker_frame(rows, tables, fields)
     spec = FeatureSpec.fit(frame, fields)
-    # The int8 graph is checked on these rows (random labels: an untrained model, so only the AUC change means
-    # anything), as a trained bundle's is on its test split.
-    checked_on = EvalRows("spec_rows", spec.encode_packed(frame), spec.labels(frame))
     torch.manual_seed(0)
     model = get_ctr_model(RANKER_MODEL)(spec, **RANKER_HPARAMS)
+    if world.trained:
+        held_out = frame.sample(frac=0.2, random_state=0)
+        metrics = _train(model, spec, frame.drop(held_out.index), held_out)
+        print(f"[world {size_label(world.n_tracks)}] trained ranker: {metrics}", flush=True)
+        frame = held_out
+    # The int8 graph is checked on these rows (untrained: random labels, so only the AUC change means anything;
+    # trained: the held-out planted rows), as a bootstrap bundle's is on its test split.
+    checked_on = EvalRows("spec_rows", spec.encode_packed(frame), spec.labels(frame))
 
     n_seen = 20
     seen = np.sort(rng.integers(0, world.n_tracks, (world.n_users, n_seen)), axis=1)
