@@ -60,6 +60,10 @@ PLAY_POSITIVE_MS = 30_000  # a play (or skip) heard at least this long counts as
 LOCK_NAME = "events"
 COMPACT_LOCK_NAME = "events-compact"
 MAX_LEVEL = 8
+# Page cache of each writer connection (SQLite's default is 2 MiB): a batch's ~440 listeners touch pages all over
+# the aggregates and user_activity tables; with them cached, and rows written in key order, the upserts and commits
+# cost ~4 ms less CPU a batch. Filled only as pages are read.
+CACHE_KIB = 32 * 1024
 
 EVENT_SCHEMA = pa.schema(
     [
@@ -382,6 +386,7 @@ class _SqliteState:
         self.conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute(f"PRAGMA cache_size={-CACHE_KIB}")
         self.conn.execute("CREATE TABLE IF NOT EXISTS seen (event_id TEXT PRIMARY KEY, at INTEGER NOT NULL)")
         self.conn.execute("CREATE INDEX IF NOT EXISTS seen_at ON seen (at)")
         self.conn.execute("CREATE TABLE IF NOT EXISTS activity (user_id TEXT PRIMARY KEY, doc TEXT NOT NULL)")
@@ -419,7 +424,7 @@ class _SqliteState:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 self.conn.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", [(i, now) for i in new_ids])
-                docs = [(u, a.encode()) for u, a in activities.items()]
+                docs = [(u, activities[u].encode()) for u in sorted(activities)]  # in key order: fewer page visits
                 # an upsert rewrites the record in place; INSERT OR REPLACE deleted and re-inserted the row and its
                 # key (~2x the CPU, and more pages for the commit to write)
                 self.conn.executemany(
@@ -465,6 +470,7 @@ class _SqliteOnline:
         # commit appends to one log instead of writing a rollback journal; synchronous stays FULL (the default).
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute(f"PRAGMA cache_size={-CACHE_KIB}")
         self.conn.execute(
             f"CREATE TABLE IF NOT EXISTS {self.TABLE} (user_id TEXT PRIMARY KEY, stamp INTEGER NOT NULL) WITHOUT ROWID"
         )
@@ -473,7 +479,7 @@ class _SqliteOnline:
         """Every listener's row, in one transaction: all of it or none."""
         from encore.online_write import sqlite_execute, sqlite_params
 
-        users = list(activities)
+        users = sorted(activities, key=lambda u: (len(u.encode()), u))  # ~ the rows' entity key order (length, then id)
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             online: dict[str, int] = {}
