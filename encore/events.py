@@ -58,6 +58,13 @@ EVENT_TYPES: tuple[str, ...] = ("play", "skip", "like", "dislike")
 _TYPE_CODE = {t: i for i, t in enumerate(EVENT_TYPES)}
 PLAY_POSITIVE_MS = 30_000  # a play (or skip) heard at least this long counts as a listen
 LOCK_NAME = "events"
+# The bootstrap's history (training/bootstrap.py): its protocol splits' plays, logged in one part of their own
+# (HISTORY_PART, written whole by `write_history`, never compacted) with ids `_history:<split>:<n>`. No event id
+# of POST /events can start with '_' (services/embedder/events_routes.py ID_PATTERN), so these ids are the
+# bootstrap's only. The history never passes `ingest`: user_activity never counts it, and so neither does
+# `activity_before`, the training side (one rule: `is_history`).
+HISTORY_PREFIX = "_history:"
+HISTORY_PART = "history.parquet"
 COMPACT_LOCK_NAME = "events-compact"
 MAX_LEVEL = 8
 # Page cache of each writer connection (SQLite's default is 2 MiB): a batch's ~440 listeners touch pages all over
@@ -97,6 +104,16 @@ def label(event_type: str, ms: int | None) -> int | None:
     raise ValueError(f"unknown event type {event_type!r}")
 
 
+def is_history(event_ids: pd.Series) -> np.ndarray:
+    """Which logged events are the bootstrap's history (HISTORY_PREFIX), not events of POST /events."""
+    return event_ids.astype(str).str.startswith(HISTORY_PREFIX).to_numpy(dtype=bool)
+
+
+def history_split(event_ids: pd.Series) -> pd.Series:
+    """The protocol split (train, valid, test) each history event id names: `_history:<split>:<n>`."""
+    return event_ids.astype(str).str.split(":").str[1]
+
+
 def activity_before(log: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     """The listener's recent-event features as of each row: n_play, n_skip, n_like, n_dislike and skip_rate from
     the logged events (`EventLog.read()`: one row per event id) of the row's user_id **strictly before** the row's
@@ -104,7 +121,10 @@ def activity_before(log: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     every earlier event acknowledged and none later (events arriving in time order); the training side of the
     skew test (tests/training/test_activity_skew.py). An event never counts toward its own row, so its label
     cannot leak. Counts and skip_rate as float64; skip_rate is rounded through float32, as the store keeps it.
+    The bootstrap's history is left out (`is_history`): it never passes ingest, so user_activity never counts it.
     """
+    if fn.EVENT_ID in log:
+        log = log[~is_history(log[fn.EVENT_ID])]
     users = pd.concat([rows[fn.USER_ID], log[fn.USER_ID]], ignore_index=True).astype(str)
     codes = pd.factorize(users)[0]
     stamps = pd.to_datetime(pd.concat([rows[fn.EVENT_TIMESTAMP], log[fn.EVENT_TIMESTAMP]], ignore_index=True), utc=True)
@@ -678,6 +698,16 @@ class EventLog:
         finally:
             os.close(folder)
 
+    def write_history(self, history: pd.DataFrame) -> None:
+        """Log the bootstrap's history (event_id, user_id, track_id, type, ms, event_timestamp; ids of
+        HISTORY_PREFIX) as one part, HISTORY_PART, replacing the one an earlier bootstrap wrote (one rename)."""
+        if not is_history(history[fn.EVENT_ID]).all():
+            raise ValueError(f"history event ids must start with {HISTORY_PREFIX!r}")
+        frame = history.assign(**{fn.CREATED_TIMESTAMP: pd.Timestamp.now(tz="UTC")})
+        table = pa.Table.from_pandas(frame[EVENT_SCHEMA.names], schema=EVENT_SCHEMA, preserve_index=False)
+        with self._exclusive():
+            self._publish(table, self.folder / HISTORY_PART)
+
     # --- reading, compaction, deletion ---
 
     def parts(self) -> list[Path]:
@@ -696,6 +726,8 @@ class EventLog:
         """Parts by level: L0 is one ingested batch; a level-L part merges compact_parts parts of level L-1."""
         found: dict[int, list[Path]] = {}
         for part in self.parts():
+            if part.name == HISTORY_PART:  # written whole by the bootstrap, replaced whole, never merged
+                continue
             level = int(part.name[1]) if part.name[:1] == "L" and part.name[1:2].isdigit() else 0
             found.setdefault(level, []).append(part)
         return found

@@ -6,7 +6,10 @@ extracted content folder (encore/audio/extract.py); an upload's are written here
 store's offline sources:
 
     <ENCORE_FEAST_DATA_DIR>/track_layers/layers-<time>-<uuid>.parquet   track_id, layers, encoder, revision, written
+    <ENCORE_FEAST_DATA_DIR>/track_layers/catalog.parquet                 the bootstrap's catalog (CATALOG_PART)
 
+So a refit (training/retrain.py) finds every stored track's layers in the store, the world's folder unneeded; the
+catalog part also says which stored tracks are the bootstrap's (`catalog_ids`: the rest were uploaded since).
 One parquet part per write (no pickle), published with os.replace; the newest row of a track wins, and
 `Store.delete_track` removes a track's rows with its features (`delete`).
 """
@@ -26,6 +29,7 @@ from encore import feature_names as fn
 from encore.io import atomic_path, drop_rows
 
 FOLDER = "track_layers"
+CATALOG_PART = "catalog.parquet"  # the bootstrap's catalog, written whole (write_many), replaced by the next bootstrap
 SCHEMA = pa.schema(
     [
         pa.field(fn.TRACK_ID, pa.string(), nullable=False),
@@ -57,6 +61,30 @@ def write(data_dir: Path, track_id: str, layers: np.ndarray, encoder: str, revis
     path = folder / f"layers-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+
+def write_many(data_dir: Path, ids: list[str], layers: np.ndarray, encoder: str, revision: str, name: str) -> None:
+    """Keep many tracks' flat pooled layers ((N, total) float32) as one part named `name`, replacing a part of
+    that name (the bootstrap keeps its catalog's as `catalog.parquet`)."""
+    values = np.asarray(layers, dtype=np.float32).reshape(len(ids), -1)
+    if not values.size or not np.isfinite(values).all():
+        raise ValueError("layers must be non-empty and finite")
+    flat = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
+    table = pa.Table.from_pydict(
+        {fn.TRACK_ID: ids, "layers": flat.cast(pa.list_(pa.float32())), "encoder": [encoder] * len(ids),
+         "revision": [revision] * len(ids), "written": [pd.Timestamp.now(tz="UTC")] * len(ids)},
+        schema=SCHEMA,
+    )  # fmt: skip
+    folder = folder_of(data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / name) as tmp:
+        pq.write_table(table, tmp)
+
+
+def catalog_ids(data_dir: Path) -> set[str]:
+    """The bootstrap's catalog tracks still in the store (a deleted track's row leaves the part with it)."""
+    path = folder_of(data_dir) / CATALOG_PART
+    return set(pq.read_table(path, columns=[fn.TRACK_ID]).column(0).to_pylist()) if path.is_file() else set()
 
 
 def read(data_dir: Path) -> pd.DataFrame:

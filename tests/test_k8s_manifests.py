@@ -275,14 +275,15 @@ def test_bundles_reach_every_pod_through_one_shared_volume(rendered: tuple[str, 
             assert artifacts and not any(m.get("readOnly") for m in artifacts), name
 
 
-def test_the_demo_world_is_one_claim_the_bootstrap_writes_and_retrain_and_embedder_read(
+def test_the_demo_world_is_one_claim_the_bootstrap_writes_and_the_embedder_reads(
     rendered: tuple[str, list[dict[str, Any]]],
 ) -> None:
-    """The retrain CronJob trains on the bootstrap's plays and the embedder plays its rendered tracks, so the
-    world lives on a shared claim (an emptyDir would vanish with the bootstrap pod); retraining runs on schedule."""
+    """The embedder plays the bootstrap's rendered tracks, so the world lives on a shared claim (an emptyDir would
+    vanish with the bootstrap pod); the retrain CronJob runs on schedule from the store alone, without the world."""
     _, docs = rendered
     workloads = {w["metadata"]["name"]: w for w in _workloads(docs)}
-    for name in ("bootstrap", "retrain", "embedder"):
+    assert not [v for v in _pod_spec(workloads["retrain"])["volumes"] if v["name"] == "worlds"]
+    for name in ("bootstrap", "embedder"):
         spec = _pod_spec(workloads[name])
         (worlds,) = [v for v in spec["volumes"] if v["name"] == "worlds"]
         assert worlds["persistentVolumeClaim"]["claimName"] == "encore-worlds", name

@@ -7,6 +7,10 @@ and writes user profiles, track metadata and track content into the online store
 A later run with the same settings finds the bundle and the store filled and returns in seconds; when the
 online store was emptied (Redis keeps nothing on disk) it is refilled from the saved feature tables.
 
+The store also gets what a retrain (training/retrain.py) trains on besides the logged events, so it never needs
+the world: the protocol splits' plays as the bootstrap's history in the offline event log (`history`,
+`EventLog.write_history`) and the catalog's pooled layers (encore/track_layers.py, for a codebook refit).
+
 Training and serving read the same values: the ranker's frames are built from exactly the feature tables
 that go into the store, and the dense vectors and tokens come from the bundle's codebooks
 (`Codebooks.embedding` / `tokenize`), the same calls the embedder makes for uploads.
@@ -27,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from encore import feature_names as fn
+from encore import track_layers
 from encore.artifacts import BundleBuilder, BundleError, current_bundle_path, load_bundle
 from encore.audio import Codebooks, extract_catalog, get_encoder, load_catalog
 from encore.audio.codebooks import CodebookMismatch
@@ -35,7 +40,8 @@ from encore.audio.encoder import DEFAULT_ENCODER, ENCODERS, AudioEncoder
 from encore.audio.extract import load_catalog_tags
 from encore.cold_calibration import ColdCalibration
 from encore.errors import EncoreError
-from encore.io import write_json_atomic
+from encore.events import HISTORY_PART, HISTORY_PREFIX, EventLog
+from encore.io import atomic_path, write_json_atomic
 from encore.ranker_bundle import RankerComponent
 from encore.ranker_frame import AUDIO_EMBEDDING, audio_token, training_frame
 from encore.schema import FeatureSpec, FieldConfig
@@ -121,6 +127,32 @@ def track_content(
             "encoder_revision": revision,
             "typicality": features.typicality,
             "tags": [tags.get(t, "") for t in ids],
+        }
+    )
+
+
+HISTORY_SPLITS = ("train", "valid", "test")
+
+
+def history(plays: pd.DataFrame, splits: Any) -> pd.DataFrame:
+    """The protocol splits' observed rows as events of the offline log (docs/events.md "Retraining"): id
+    `_history:<split>:<n>`, the play's own time, type "play" for a positive (num_repeat >= the threshold) and "skip"
+    for a play heard once, ms not given, so that `encore.events.label` gives each its protocol label."""
+    first = plays.drop_duplicates([fn.USER_ID, fn.TRACK_ID])[[fn.USER_ID, fn.TRACK_ID, "timestamp"]]  # as the protocol
+    parts = {"train": splits.train_positives, **{name: splits.evals[name] for name in HISTORY_SPLITS[1:]}}
+    frames = []
+    for name, rows in parts.items():  # an eval set's negatives were never played: the join drops them
+        observed = rows[[fn.USER_ID, fn.TRACK_ID, "label"]].merge(first, on=[fn.USER_ID, fn.TRACK_ID])
+        frames.append(observed.assign(split=name))
+    rows = pd.concat(frames, ignore_index=True)
+    return pd.DataFrame(
+        {
+            fn.EVENT_ID: HISTORY_PREFIX + rows["split"] + ":" + pd.Series(np.arange(len(rows))).astype(str),
+            fn.USER_ID: rows[fn.USER_ID].astype(str),
+            fn.TRACK_ID: rows[fn.TRACK_ID].astype(str),
+            "type": np.where(rows["label"].to_numpy() == 1, "play", "skip"),
+            "ms": np.full(len(rows), -1, np.int64),
+            fn.EVENT_TIMESTAMP: pd.to_datetime(rows["timestamp"].to_numpy(np.int64), unit="s", utc=True),
         }
     )
 
@@ -222,6 +254,9 @@ def build(args: argparse.Namespace) -> str:
         train_retriever(args, train_rows, ids, tables, {"encoder": encoder.name, "encoder_revision": revision}, bundle)
         bundle.manifest["dataset"] = {"name": "synthetic", "size": args.size, "world": world.folder.name}
     tables.save(tables_dir(bundle_id))
+    # What fill_store logs into the store for a retrain: the history, and the catalog's layers (for a refit).
+    write_parquet_atomic(history(world.plays, splits), tables_dir(bundle_id) / HISTORY_FILE)
+    track_layers.write_many(tables_dir(bundle_id), ids, layers, encoder.name, encoder.revision, CATALOG_LAYERS)
     auc, cold_auc = ranker_metrics["test"]["auc"], ranker_metrics["test_as_cold"]["auc"]
     print(f"[bootstrap] bundle {bundle_id}: ranker test AUC {auc:.4f}, as cold tracks {cold_auc:.4f} "
           f"({time.time() - started:.0f} s)", flush=True)  # fmt: skip
@@ -303,6 +338,15 @@ def train_retriever(
     recall.component().write(bundle)
 
 
+HISTORY_FILE = "history.parquet"  # in tables_dir: the history fill_store logs (EventLog.write_history)
+CATALOG_LAYERS = track_layers.CATALOG_PART  # the catalog's pooled layers, in tables_dir and in the store
+
+
+def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
 def tables_dir(bundle_id: str) -> Path:
     """The feature tables a bundle was trained with, kept beside the worlds (ENCORE_CACHE_DIR)."""
     return EncoreSettings().cache_dir / "bootstrap" / bundle_id
@@ -318,6 +362,7 @@ def fill_store(bundle_id: str) -> None:
     tables = FeatureTables.load(tables_dir(bundle_id))
     store.apply()
     store.materialize_frames(tables.users, tables.track_meta, tables.track_content)
+    log_history(store, bundle_id)
     # The ranker maps this persisted track table instead of reading every track (encore/track_snapshot.py),
     # and the item inputs encoded from it now (a minute at 1M tracks) instead of at its first start.
     write_track_snapshot(store)
@@ -326,6 +371,19 @@ def fill_store(bundle_id: str) -> None:
     except (EncoreError, OSError, ValueError) as error:  # the ranker then encodes them at its start
         print(f"[bootstrap] item inputs not encoded ahead: {error}", flush=True)
     write_json_atomic(tables_dir(bundle_id) / "store.json", {"project": store.settings.project})
+
+
+def log_history(store: Any, bundle_id: str) -> None:
+    """The bootstrap's history into the offline event log (replacing an earlier bootstrap's) and the catalog's
+    pooled layers beside the store's track views: what a retrain reads instead of the world."""
+    log = EventLog(store)
+    try:
+        log.write_history(pd.read_parquet(tables_dir(bundle_id) / HISTORY_FILE))
+    finally:
+        log.close()
+    kept = track_layers.read(tables_dir(bundle_id))
+    track_layers.write_many(store.settings.data_dir, kept[fn.TRACK_ID].tolist(), np.stack(kept["layers"].to_numpy()),
+                            str(kept["encoder"].iloc[0]), str(kept["revision"].iloc[0]), CATALOG_LAYERS)  # fmt: skip
 
 
 def store_is_filled(bundle_id: str) -> bool:
@@ -337,7 +395,10 @@ def store_is_filled(bundle_id: str) -> bool:
         return False
     track = str(pd.read_parquet(folder / "track_meta.parquet", columns=[fn.TRACK_ID]).iloc[0, 0])
     try:
-        return bool(Store(EncoreSettings().store()).get_tracks([track]))
+        store = Store(EncoreSettings().store())
+        logged = (store.settings.offline_dir / fn.EVENTS / HISTORY_PART).is_file()  # filled before it was logged
+        layers = (track_layers.folder_of(store.settings.data_dir) / CATALOG_LAYERS).is_file()
+        return logged and layers and bool(store.get_tracks([track]))
     except Exception:  # noqa: BLE001 - any store failure means "fill it again"
         return False
 
@@ -355,7 +416,9 @@ def existing_bundle(size: str, encoder_info: dict) -> str | None:
         return None
     if not content.catalog_tags:  # built before the catalog carried tags
         return None
-    return bundle.id if (tables_dir(bundle.id) / "users.parquet").exists() else None
+    folder = tables_dir(bundle.id)  # a bundle built before its history and catalog layers were kept is rebuilt
+    saved = (folder / "users.parquet", folder / HISTORY_FILE, track_layers.folder_of(folder) / CATALOG_LAYERS)
+    return bundle.id if all(path.exists() for path in saved) else None
 
 
 def main(argv: list[str] | None = None) -> int:

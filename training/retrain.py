@@ -5,15 +5,17 @@
     .venv/bin/python -m training.retrain --rollback
 
 1. The event log (the Feast file source `events_parquet`) is read, each event labelled by `encore.events.label`,
-   and the newest `--holdout-share` of labelled events kept apart as the evaluation window.
+   and the newest `--holdout-share` of labelled events kept apart as the evaluation window. The bootstrap's
+   history (its protocol splits' plays, logged by training/bootstrap.py with ids `_history:<split>:<n>`) comes from
+   the same log: the retrain reads the store only, never the synthetic world.
 2. One negative per positive (a track the listener has no event for) is drawn; the window's are drawn once, saved
    and hashed (`retrain-reports/eval-<window>.parquet`), so every model compared on that window meets the same ones.
 3. User and track features are joined onto every row with Feast's `get_historical_features`, as they were at the
    event's time (tracks uploaded since the last bundle included: they live in the store's track views).
 4. The ranker (keeping the serving bundle's codebooks, or with --refit-codebooks new ones fit on the training
-   tracks' pooled layers, every stored track re-tokenized with them) and the retriever are trained on the
-   bootstrap's training plays plus the events before the window, into a new bundle (BundleBuilder: atomic, not yet
-   CURRENT).
+   tracks' pooled layers, kept in the store by encore/track_layers.py, every stored track re-tokenized with them)
+   and the retriever are trained on the bootstrap's logged training plays plus the events before the window, into
+   a new bundle (BundleBuilder: atomic, not yet CURRENT).
 5. Candidate and serving bundle score the window; the candidate is promoted (CURRENT moves, services follow) when
    the lower end of the 95% paired-bootstrap interval (over users) of GAUC(candidate) - GAUC(serving) is at least
    -margin, or with --force. A report (JSON and markdown) in `retrain-reports/` says why, and whether the codebooks
@@ -42,12 +44,13 @@ import numpy as np
 import pandas as pd
 
 from encore import feature_names as fn
+from encore import track_layers
 from encore.artifacts import BundleBuilder, current_bundle_path, load_bundle, set_current
 from encore.audio.codebooks import Codebooks
 from encore.audio.content import ContentComponent, foreign_rows, split_revision
 from encore.bundle_check import BUNDLE_ID
 from encore.errors import EncoreError
-from encore.events import EventLog, activity_before, label
+from encore.events import EventLog, activity_before, history_split, is_history, label
 from encore.io import sha256_file, write_json_atomic, write_text_atomic
 from encore.job_lock import HeldLock, JobLocked, job_lock
 from encore.ranker_frame import ACTIVITY_COLUMNS, training_frame
@@ -96,7 +99,14 @@ def retrain_lock(root: Path) -> Iterator[None]:
 
 
 def labelled_events(store: Store) -> pd.DataFrame:
-    """Every logged event once (encore.events.EventLog.read), with its label; events without one are dropped."""
+    """The events of POST /events, each once, labelled (labelled_log); the bootstrap's history left out."""
+    events = labelled_log(store)
+    return events[~is_history(events[fn.EVENT_ID])].reset_index(drop=True)
+
+
+def labelled_log(store: Store) -> pd.DataFrame:
+    """Every logged event once (encore.events.EventLog.read), the bootstrap's history included, with its label;
+    events without one are dropped."""
     log = EventLog(store)
     try:
         events = log.read()
@@ -149,6 +159,60 @@ def frozen_window(window: pd.DataFrame, tracks: list[str], interacted: pd.DataFr
         with_negatives(window, tracks, interacted, seed=0).to_parquet(tmp, index=False)
         tmp.replace(path)
     return pd.read_parquet(path), path, sha256_file(path)
+
+
+class History:
+    """The bootstrap's history read back from the log as the protocol splits it was trained on
+    (training.datasets.protocol): `train_positives` (every observed training row, label 0 or 1), `evals` (valid and
+    test: observed rows plus one never-interacted track each, drawn once), `sampler(epoch, seed)` (training rows
+    with fresh negatives from the training tracks, excluding the listener's training rows) and `train_items`.
+    Ids are strings; the protocol's sampler works on integer codes of them."""
+
+    def __init__(self, log: pd.DataFrame, interacted: pd.DataFrame):
+        from training.datasets.protocol import LABEL, NegativeSampler, ProtocolConfig
+
+        rows = log[is_history(log[fn.EVENT_ID])]
+        split = history_split(rows[fn.EVENT_ID]).to_numpy()
+        parts = {name: rows[split == name].reset_index(drop=True) for name in boot.HISTORY_SPLITS}
+        if parts["train"].empty or parts["valid"].empty or parts["test"].empty:
+            raise EncoreError(f"the event log holds no bootstrap history to train on ({self.counts(parts)}): "
+                              "run python -m training.bootstrap to log it")  # fmt: skip
+        self.sizes = self.counts(parts)
+        pairs = pd.concat([rows[[fn.USER_ID, fn.TRACK_ID]], interacted[[fn.USER_ID, fn.TRACK_ID]]]).astype(str)
+        self._users = pd.Index(pairs[fn.USER_ID].unique())
+        self._tracks = pd.Index(pairs[fn.TRACK_ID].unique())
+        self.train_positives = parts["train"][[fn.USER_ID, fn.TRACK_ID, LABEL]]
+        self.train_items = np.sort(self.train_positives[fn.TRACK_ID].unique())
+        cfg, coded = ProtocolConfig(), {name: self._encode(part) for name, part in parts.items()}
+        everything, pool = self._encode(pairs), self._tracks.get_indexer(rows[fn.TRACK_ID].unique())
+        self.evals = {}
+        for index, name in enumerate(boot.HISTORY_SPLITS[1:]):  # as apply_protocol draws them: seed, its own RNG
+            sampler = NegativeSampler(coded[name], pool, everything, cfg.negatives, 0)
+            self.evals[name] = self._decode(sampler.rows(np.random.default_rng([cfg.seed, 100 + index])))
+        train = coded["train"]
+        self._sampler = NegativeSampler(train, self._tracks.get_indexer(self.train_items), train, cfg.negatives,
+                                        cfg.seed)  # fmt: skip
+
+    @staticmethod
+    def counts(parts: dict[str, pd.DataFrame]) -> dict[str, int]:
+        return {name: int(len(part)) for name, part in parts.items()}
+
+    def _encode(self, rows: pd.DataFrame) -> pd.DataFrame:
+        coded = pd.DataFrame({fn.USER_ID: self._users.get_indexer(rows[fn.USER_ID].astype(str)),
+                              fn.TRACK_ID: self._tracks.get_indexer(rows[fn.TRACK_ID].astype(str))})  # fmt: skip
+        return coded.assign(label=rows["label"].to_numpy()) if "label" in rows else coded
+
+    def _decode(self, rows: pd.DataFrame) -> pd.DataFrame:
+        return rows.assign(
+            **{
+                fn.USER_ID: self._users[rows[fn.USER_ID].to_numpy()].to_numpy(dtype=object),
+                fn.TRACK_ID: self._tracks[rows[fn.TRACK_ID].to_numpy()].to_numpy(dtype=object),
+            }
+        )
+
+    def sampler(self, epoch: int, seed: int = 0) -> pd.DataFrame:
+        """The history's training rows for `epoch` of the run with seed `seed`, with fresh negatives."""
+        return self._decode(self._sampler(epoch, seed))
 
 
 # --- 2. point-in-time features -------------------------------------------------------------------------------
@@ -229,24 +293,6 @@ def store_tables(store: Store) -> boot.FeatureTables:
     )
 
 
-def bundle_world(bundle: Any) -> Any:
-    """The synthetic world a bundle names (its catalog's extracted content included)."""
-    from training.datasets.synthetic import load_world, world_params
-
-    dataset = bundle.manifest.get("dataset", {})
-    if dataset.get("name") != "synthetic":
-        raise EncoreError(f"bundle {bundle.id}: retraining knows the synthetic world only, not {dataset!r}")
-    return load_world(world_params(dataset["size"]), progress=False)
-
-
-def bootstrap_splits(serving: Any) -> Any:
-    """The bootstrap's protocol splits of the world the serving bundle names (its training plays, valid, test)."""
-    from training.datasets.protocol import ProtocolConfig, apply_protocol
-
-    world = bundle_world(serving)
-    return world, apply_protocol(world.plays, ProtocolConfig(), out_dir=None)
-
-
 # --- the candidate's codebooks: kept, or refit with every stored track re-tokenized ----------------------------
 
 
@@ -272,7 +318,7 @@ class CandidateContent:
         return entry
 
 
-def candidate_content(args: argparse.Namespace, store: Store, serving: Any, world: Any, splits: Any,
+def candidate_content(args: argparse.Namespace, store: Store, serving: Any, splits: History,
                       events: pd.DataFrame) -> CandidateContent:  # fmt: skip
     """Keep the serving codebooks, or with --refit-codebooks fit new ones (same k, groups and tokenized layers, the
     next seed) on the training tracks' pooled layers: the bootstrap's training items and the tracks of the events
@@ -282,7 +328,7 @@ def candidate_content(args: argparse.Namespace, store: Store, serving: Any, worl
     tables = store_tables(store)  # every row of the serving codebooks (retrain ran store_content_of first)
     if not args.refit_codebooks:
         return CandidateContent(kept, tables, tables.track_content, kept.version)
-    ids, layers = stored_layers(store, kept, world, tables.track_content[fn.TRACK_ID].astype(str).tolist())
+    ids, layers = stored_layers(store, kept, tables.track_content[fn.TRACK_ID].astype(str).tolist())
     train_items = set(np.asarray(splits.train_items).astype(str)) | set(events[fn.TRACK_ID].astype(str))
     train = np.array([i for i, t in enumerate(ids) if t in train_items])
     books = kept.codebooks
@@ -298,23 +344,16 @@ def candidate_content(args: argparse.Namespace, store: Store, serving: Any, worl
                             kept.version, True, (ids, layers), len(train))  # fmt: skip
 
 
-def stored_layers(store: Store, content: ContentComponent, world: Any, ids: list[str]) -> tuple[list[str], np.ndarray]:
-    """(ids, (N, total) pooled layers) of the stored tracks `ids`: an upload's as the embedder kept them
-    (encore/track_layers.py), a catalog track's from the world's extracted content. EncoreError naming the tracks
-    with neither (say, uploaded before layers were kept): those cannot be re-tokenized."""
-    from encore import track_layers
-    from encore.audio import load_catalog
-
+def stored_layers(store: Store, content: ContentComponent, ids: list[str]) -> tuple[list[str], np.ndarray]:
+    """(ids, (N, total) pooled layers) of the stored tracks `ids`, as the store keeps them (encore/track_layers.py:
+    the bootstrap's catalog, the embedder's uploads; the newest row of a track wins, so an upload over a catalog id
+    does). EncoreError naming the tracks without (say, uploaded before layers were kept): those cannot be
+    re-tokenized."""
     books = content.codebooks
-    found: dict[str, np.ndarray] = {}
-    catalog = world.folder / f"content-{content.encoder}"
-    if catalog.is_dir():
-        catalog_ids, catalog_layers, _ = load_catalog(catalog)
-        found.update(zip(catalog_ids, catalog_layers, strict=True))
     kept = track_layers.read(store.settings.data_dir)
     info = books.encoder_info
     kept = kept[(kept["encoder"] == info.get("backend")) & (kept["revision"] == info.get("revision"))]
-    found.update(zip(kept[fn.TRACK_ID], kept["layers"], strict=True))  # an upload over a catalog id wins
+    found = dict(zip(kept[fn.TRACK_ID], kept["layers"], strict=True))
     width = sum(books.layout.widths)
     missing = [t for t in ids if t not in found or found[t].shape != (width,)]
     if missing:
@@ -357,11 +396,16 @@ def with_content(joined: pd.DataFrame, track_content: pd.DataFrame, version: str
 
 
 def train_candidate(
-    args: argparse.Namespace, store: Store, serving: Any, events: pd.DataFrame, splits: Any, chosen: CandidateContent
+    args: argparse.Namespace,
+    store: Store,
+    serving: Any,
+    events: pd.DataFrame,
+    splits: History,
+    chosen: CandidateContent,
 ) -> str:
-    """Train ranker and retriever on the bootstrap's plays plus `events` (with their negatives) into a new bundle
-    whose content component is `chosen`'s (the serving codebooks kept, or a refit); returns its id (not CURRENT
-    yet) and sets `chosen.version`."""
+    """Train ranker and retriever on the bootstrap's logged history plus `events` (with their negatives) into a new
+    bundle whose content component is `chosen`'s (the serving codebooks kept, or a refit); returns its id (not
+    CURRENT yet) and sets `chosen.version`."""
     tables = chosen.tables
     bundle_id = args.bundle_id or f"retrain-{time.strftime('%Y%m%d-%H%M%S')}"
     with BundleBuilder(boot.artifacts_dir(), bundle_id, make_current=False) as bundle:
@@ -466,8 +510,10 @@ def write_report(root: Path, report: dict[str, Any]) -> Path:
         f"Window: {report['window']['events']} events from {report['window']['from']} to {report['window']['to']}, "
         f"{report['window']['rows']} rows with frozen negatives `{report['window']['negatives']}` "
         f"(sha256 {report['window']['sha256'][:16]}).",
-        f"Trained on {report['train_events']} events before the window and the bootstrap's plays; "
-        f"{report['new_tracks']} tracks uploaded since the bootstrap are in the store's track views.",
+        f"Trained on {report['train_events']} events before the window and the bootstrap's "
+        f"{report['history']['train']} logged training plays (valid {report['history']['valid']}, test "
+        f"{report['history']['test']}); {report['new_tracks']} tracks uploaded since the bootstrap are in the store's "
+        "track views.",
         _codebooks_line(report["codebooks"]),
     ]
     write_text_atomic(path.with_suffix(".md"), "\n".join(lines) + "\n")
@@ -503,7 +549,7 @@ def store_content_of(store: Store, bundle: Any) -> int:
     foreign = content.foreign(stored["encoder_revision"].to_numpy(dtype=object))
     if not foreign.any():
         return 0
-    layers = stored_layers(store, content, bundle_world(bundle), stored.loc[foreign, fn.TRACK_ID].astype(str).tolist())
+    layers = stored_layers(store, content, stored.loc[foreign, fn.TRACK_ID].astype(str).tolist())
     store.materialize_frames(None, None, content_table(store, content, layers), append=True)
     print(f"[retrain] {int(foreign.sum())} stored tracks re-tokenized with codebooks {content.version}", flush=True)
     return int(foreign.sum())
@@ -545,15 +591,16 @@ def retrain(args: argparse.Namespace, held: HeldLock | None = None) -> bool:
     torch.manual_seed(args.seed)  # the ranker's initial weights too: the same events give the same candidate
     root, store = boot.artifacts_dir(), Store(EncoreSettings().store())
     serving = load_bundle(current_bundle_path(root))
-    world, splits = bootstrap_splits(serving)
     store_content_of(store, serving)  # rows of other codebooks (a switch cut short, or raced by an upload): none
-    events = labelled_events(store)
+    logged = labelled_log(store)  # the bootstrap's history and the events of POST /events
+    events = logged[~is_history(logged[fn.EVENT_ID])].reset_index(drop=True)
     before, window = split_window(events, args.holdout_share)
     tracks = store.offline_track_ids()
-    interacted = pd.concat([world.plays[[fn.USER_ID, fn.TRACK_ID]].astype(str), events[[fn.USER_ID, fn.TRACK_ID]]])
+    interacted = logged[[fn.USER_ID, fn.TRACK_ID]].astype(str)  # every labelled event, the history's included
+    splits = History(logged, interacted)
     train_events = with_negatives(before, tracks, interacted, seed=args.seed)
     print(f"[retrain] {len(before)} events to train on, {len(window)} held out; serving {serving.id}", flush=True)
-    chosen = candidate_content(args, store, serving, world, splits, before)
+    chosen = candidate_content(args, store, serving, splits, before)
     candidate = train_candidate(args, store, serving, train_events, splits, chosen)
     frame, negatives, digest = frozen_window(window, tracks, interacted, root / REPORTS)
     window_rows = point_in_time(store, frame)  # each bundle scores them with content of its own codebooks
@@ -565,7 +612,8 @@ def retrain(args: argparse.Namespace, held: HeldLock | None = None) -> bool:
     report = {"candidate": candidate, "serving": serving.id, "promoted": promoted, "reason": reason,
               "forced": bool(args.force), "metric": METRIC, "margin": args.margin, "n_boot": args.n_boot,
               "evaluation": result, "train_events": int(len(before)), "epochs": args.epochs,
-              "new_tracks": len(set(tracks) - set(world.tracks[fn.TRACK_ID].astype(str))),
+              "new_tracks": len(set(tracks) - track_layers.catalog_ids(store.settings.data_dir)),
+              "history": splits.sizes,
               "window": {"events": int(len(window)), "rows": int(len(frame)), "from": str(stamps.min()),
                          "to": str(stamps.max()), "negatives": negatives.name, "sha256": digest},
               "codebooks": chosen.report()}  # fmt: skip

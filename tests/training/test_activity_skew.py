@@ -70,6 +70,13 @@ def _fields() -> list[FieldConfig]:
 def test_served_recent_event_features_equal_point_in_time_training_features(store: Store) -> None:
     log = EventLog(store, EventRules(), lambda ids: {t: np.eye(3)[TRACKS.index(t)] for t in ids})
     batches = _batches(datetime.now(UTC) - timedelta(hours=1))
+    # The bootstrap's history in the log (training/bootstrap.py), u3's too: it never passes ingest, so neither side
+    # counts it (encore.events.is_history), and u3 stays at zero on both.
+    early = pd.Timestamp(batches[0][0].ts) - pd.Timedelta(days=1)
+    history = {fn.EVENT_ID: [f"_history:train:{i}" for i in range(4)], fn.USER_ID: ["u1", "u1", "u3", "u3"],
+               fn.TRACK_ID: TRACKS[:2] * 2, "type": ["play", "skip"] * 2, "ms": -1,
+               fn.EVENT_TIMESTAMP: [early + pd.Timedelta(seconds=i) for i in range(4)]}  # fmt: skip
+    log.write_history(pd.DataFrame(history))
     served: dict[tuple[str, pd.Timestamp], dict] = {}
     for batch in batches:
         checkpoint = pd.Timestamp(batch[0].ts)  # before this batch is written: a request at its first event's time

@@ -290,3 +290,64 @@ def test_a_refit_retokenizes_every_stored_track_and_a_rollback_restores_the_old_
         assert served[track]["tokens"] == serving.codebooks.tokenize(vector)[0].tolist()
         assert served[track]["encoder_revision"].endswith(f"+cb.{serving.version}")
     assert _ranker_sees_content(serving_path, world.store, list(layers_of)) == [True, True]
+
+
+def test_a_store_filled_without_the_history_or_catalog_layers_is_filled_again(world: RetrainWorld) -> None:
+    from encore.events import HISTORY_PART
+    from training import bootstrap
+
+    parts = (world.store.settings.offline_dir / fn.EVENTS / HISTORY_PART,
+             track_layers.folder_of(world.store.settings.data_dir) / track_layers.CATALOG_PART)  # fmt: skip
+    assert bootstrap.store_is_filled(world.bootstrap_id)
+    for part in parts:  # as a store filled before the bootstrap logged them
+        kept = part.read_bytes()
+        part.unlink()
+        assert not bootstrap.store_is_filled(world.bootstrap_id)  # the next bootstrap fills it again
+        part.write_bytes(kept)
+    before = EventLog(world.store).read()
+    bootstrap.log_history(world.store, world.bootstrap_id)  # again: replaced whole, nothing doubled
+    after = EventLog(world.store).read()
+    assert bootstrap.store_is_filled(world.bootstrap_id) and len(after) == len(before)
+    assert sorted(world.store.settings.offline_dir.joinpath(fn.EVENTS).glob("history*")) == [parts[0]]
+
+
+def test_a_retrain_trains_on_the_bootstraps_history_from_the_store_with_the_world_gone(
+    world: RetrainWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The world's folder out of reach (ENCORE_CACHE_DIR an empty folder, where the world would be looked for, or
+    made again): a retrain and a refit retrain train on the bootstrap's plays as the offline event log holds them,
+    and the refit, its promotion and the rollback re-tokenize from the layers the store keeps."""
+    from training.datasets.protocol import ProtocolConfig, apply_protocol
+
+    splits = apply_protocol(world.world.plays, ProtocolConfig(), out_dir=None)  # what the bootstrap trained on
+    expected = {"train": len(splits.train_positives), "valid": len(splits.evals["valid"]) // 2,
+                "test": len(splits.evals["test"]) // 2}  # fmt: skip  # eval sets: one negative per observed row
+    history = EventLog(world.store).read()
+    assert history[fn.EVENT_ID].str.startswith("_history:").sum() == sum(expected.values())
+    serving_path = current_bundle_path(world.root)
+    serving = ContentComponent.read(load_bundle(serving_path))
+    kept = track_layers.read(world.store.settings.data_dir).set_index(fn.TRACK_ID)  # the catalog's, as bootstrapped
+    source = str(world.store.read_offline(fn.TRACK_CONTENT).iloc[0][fn.TRACK_ID])  # the upload's copied content
+    info = serving.codebooks.encoder_info
+    track_layers.write(world.store.settings.data_dir, UPLOAD, kept.loc[source, "layers"], info["backend"],
+                       info["revision"])  # fmt: skip  # as the embedder keeps an upload's layers
+    nothing = tmp_path / "no-world"
+    nothing.mkdir()
+    monkeypatch.setenv("ENCORE_CACHE_DIR", str(nothing))
+
+    argv = ["--epochs", "1", "--recall-epochs", "1", "--bundle-id", "retrain-store-only", "--quiet"]
+    assert retrain.main(argv) in (retrain.EXIT_PROMOTED, retrain.EXIT_NOT_PROMOTED)
+    report = _report(world.root, "retrain-store-only")
+    assert report["history"] == expected and report["train_events"] > 0
+    if current_bundle_path(world.root) != serving_path:
+        assert retrain.main(["--rollback"]) == retrain.EXIT_PROMOTED
+
+    argv = ["--epochs", "1", "--recall-epochs", "1", "--bundle-id", "retrain-store-only-refit", "--refit-codebooks"]
+    assert retrain.main([*argv, "--force", "--quiet"]) == retrain.EXIT_PROMOTED
+    report = _report(world.root, "retrain-store-only-refit")
+    stored = world.store.read_offline(fn.TRACK_CONTENT)
+    assert report["history"] == expected and report["codebooks"]["refit"]
+    assert report["codebooks"]["retokenized"] == report["codebooks"]["stored_retokenized"] == len(stored)
+    assert retrain.main(["--rollback"]) == retrain.EXIT_PROMOTED  # re-tokenized back, from the store's layers
+    assert current_bundle_path(world.root) == serving_path
+    assert not any(nothing.iterdir())  # no world looked for, or made again

@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -229,6 +230,34 @@ def test_compaction_merges_parts_and_keeps_every_event_once(store: Store, tracks
     assert sorted(logged.loc[logged["user_id"] == user, "event_id"]) == sorted(sent)
     assert logged["event_id"].is_unique
     log.close()
+
+
+def test_the_bootstraps_history_is_one_part_that_compaction_leaves_and_a_later_bootstrap_replaces(
+    events_client: TestClient, store: Store, tracks
+) -> None:
+    from encore.events import HISTORY_PART, Event, is_history
+
+    log, user = EventLog(store, EventRules(compact_parts=2)), _user()
+
+    def history(n: int) -> pd.DataFrame:
+        return pd.DataFrame({fn.EVENT_ID: [f"_history:train:{i}" for i in range(n)], fn.USER_ID: user,
+                             fn.TRACK_ID: tracks[0], "type": "play", "ms": -1,
+                             fn.EVENT_TIMESTAMP: pd.Timestamp("2024-03-01", tz="UTC")})  # fmt: skip
+
+    log.write_history(history(3))
+    with pytest.raises(ValueError, match="_history:"):
+        log.write_history(history(1).assign(**{fn.EVENT_ID: "e-1"}))  # the log's other events are ingested
+    for _ in range(3):
+        log.ingest([Event(f"h-{uuid.uuid4().hex}", user, tracks[1], "play", None, datetime.now(UTC))], set)
+    assert log.compact() > 0
+    assert HISTORY_PART not in {p.name for parts in log.levels().values() for p in parts}  # never merged
+    log.write_history(history(2))  # a later bootstrap's history replaces the earlier one whole
+    mine = log.read().loc[lambda f: f[fn.USER_ID] == user]
+    assert sorted(mine.loc[is_history(mine[fn.EVENT_ID]), fn.EVENT_ID]) == ["_history:train:0", "_history:train:1"]
+    assert (~is_history(mine[fn.EVENT_ID])).sum() == 3
+    log.close()
+    # no client can send an event the log would take for the bootstrap's: ids start with a letter or digit
+    assert _post(events_client, [_event(user, tracks[0]) | {"id": "_history:train:9"}]).status_code == 422
 
 
 def test_feast_offline_source_reads_the_log(events_client: TestClient, store: Store) -> None:
