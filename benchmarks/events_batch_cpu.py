@@ -9,6 +9,8 @@ the embedder's own `EventService` (per-event validation, track check, `EventLog.
 part with fsync, aggregates, commit, online push), fed `--batches` batches of 500 fresh events by 2,000 listeners
 (the mix of benchmarks/events_ingest.py). Per batch: wall time and this process's CPU time (`time.process_time`;
 the Redis server's own CPU is not in it). The first `--warmup` batches are left out (imports, first reads).
+Then `--http-batches` more go through the embedder's app (a TestClient): `http_cpu_ms_mean` is the CPU of the
+whole POST /events, HTTP handling and FastAPI's body parsing included.
 On a shared machine the CPU time is the steadier number: 500 / CPU seconds per batch is the rate one unloaded
 core would sustain for this part of the path. Writes `docs/results/events/events_batch_cpu.json` (rows keyed by
 `--label` and store, so a run of another checkout can be added beside: run this file with that checkout first on
@@ -42,7 +44,7 @@ OUT = ROOT / "docs/results/events/events_batch_cpu.json"
 DOC = ROOT / "docs/events.md"
 TABLE_START, TABLE_END = "<!-- ingest-cpu-table start -->", "<!-- ingest-cpu-table end -->"
 COLUMNS = ["label", "store", "batches", "cpu_ms_p50", "cpu_ms_mean", "events_per_cpu_s", "parse_cpu_ms_mean",
-           "wall_ms_p50", "events_per_wall_s", "load_average_1m", "at"]  # fmt: skip
+           "http_cpu_ms_mean", "wall_ms_p50", "events_per_wall_s", "load_average_1m", "at"]  # fmt: skip
 BATCH = 500
 TYPES = ["play"] * 6 + ["skip"] * 2 + ["like", "dislike"]
 
@@ -90,6 +92,27 @@ def _parse_cpu_ms(batches: list[list[dict]]) -> float:
     return round((time.process_time() - started) * 1000 / len(bodies), 1)
 
 
+def _http_cpu_ms(store: Store, bodies: list[bytes], folder: Path) -> float:
+    """CPU per POST /events through the embedder's own app (middleware, auth, FastAPI's parsing into `RawBatch`,
+    the route, `EventService.ingest`, the response), over the same store: a TestClient in this process, bodies
+    encoded beforehand (the client's share of the request is counted too, uvicorn's socket handling is not)."""
+    from fastapi.testclient import TestClient
+
+    from services.embedder.main import create_app
+
+    key = "bench-key"
+    headers = {"X-API-Key": key, "Content-Type": "application/json"}
+    settings = EmbedderSettings(api_key=key, artifacts_dir=folder / "no-bundle")  # no encoder to load: events only
+    with TestClient(create_app(settings, store=store)) as client:
+        for body in bodies[:1]:  # warm-up: the app's first request
+            assert client.post("/events", content=body, headers=headers).status_code == 200
+        started = time.process_time()
+        for body in bodies[1:]:
+            response = client.post("/events", content=body, headers=headers)
+            assert response.status_code == 200, response.text
+        return round((time.process_time() - started) * 1000 / (len(bodies) - 1), 1)
+
+
 def run(args: argparse.Namespace) -> dict:
     from services.embedder.events_routes import EventService
 
@@ -102,7 +125,7 @@ def run(args: argparse.Namespace) -> dict:
         for batch in batches[: args.warmup]:
             service.ingest(batch)
         parse_ms = _parse_cpu_ms(batches[args.warmup :])
-        profiler = cProfile.Profile() if args.profile else None
+        profiler = cProfile.Profile(time.process_time) if args.profile else None  # CPU, not waits
         walls, cpus = [], []
         for batch in batches[args.warmup :]:
             wall, cpu = time.perf_counter(), time.process_time()
@@ -116,6 +139,10 @@ def run(args: argparse.Namespace) -> dict:
             assert result.accepted == BATCH, result
         parts = len(service.log.parts())
         service.log.close()
+        http_ms = None
+        if args.http_batches:
+            bodies = [json.dumps({"events": _batch(tracks, users, rng)}).encode() for _ in range(args.http_batches + 1)]
+            http_ms = _http_cpu_ms(store, bodies, Path(tmp))
     if profiler is not None:
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(args.profile_lines)
     wall_ms, cpu_ms = np.asarray(walls) * 1000, np.asarray(cpus) * 1000
@@ -134,6 +161,7 @@ def run(args: argparse.Namespace) -> dict:
         "events_per_cpu_s": round(BATCH / float(cpu_ms.mean() / 1000)),
         "events_per_wall_s": round(BATCH / float(wall_ms.mean() / 1000)),
         "parse_cpu_ms_mean": parse_ms,
+        "http_cpu_ms_mean": http_ms,
         "offline_parts": parts,
         "load_average_1m": round(os.getloadavg()[0], 2),
         "cores": os.cpu_count(),
@@ -150,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--tracks", type=int, default=240)
     parser.add_argument("--dim", type=int, default=200, help="content vector length (the profile's length)")
+    parser.add_argument(
+        "--http-batches",
+        type=int,
+        default=10,
+        help="then this many batches POSTed through the embedder app (http_cpu_ms_mean); 0: none",
+    )
     parser.add_argument("--label", default="this checkout")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the timed batches to stderr")
     parser.add_argument("--profile-lines", type=int, default=40)
@@ -173,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 def write_table(rows: list[dict]) -> None:
     """The docs table, made from the JSON rows only."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(str(row.get(c, "")) for c in COLUMNS) + " |" for row in rows]
+    lines += ["| " + " | ".join("" if row.get(c) is None else str(row[c]) for c in COLUMNS) + " |" for row in rows]
     text = DOC.read_text()
     if TABLE_START not in text:
         return

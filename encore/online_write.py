@@ -15,7 +15,7 @@ the same rows through Feast and through this module and compares the stored byte
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,7 +62,8 @@ def _string_entry(value: str) -> bytes:
 
 
 def _encode_strings(value: Any) -> bytes:
-    return _delimited(b"\x62", b"".join([_string_entry(v) for v in value]))
+    known = _STRING_ENTRIES.get
+    return _delimited(b"\x62", b"".join([known(v) or _string_entry(v) for v in value]))
 
 
 def _encode_floats(value: Any) -> bytes:
@@ -86,15 +87,20 @@ _ENCODERS = {
 }
 
 
-def _value_text(dtype: str, value: Any) -> str | None:
-    """Feast's value_text column (helpers.extract_text_and_num): str() of scalars, None for lists."""
-    if dtype == "String":
-        return str(value)
-    if dtype == "Int64":
-        return str(int(value))
-    if dtype == "Float32":
-        return str(float(np.float32(value)))  # Feast stores the float32 value, read back as a python float
-    return None
+_F32 = struct.Struct("<f")
+# Feast's value_text of each dtype from (value, its encoded Value): str() of scalars (a Float32 as the float32
+# value read back, from the Value's 4 bytes), None for lists.
+_TEXTS: dict[str, Callable[[Any, bytes], str | None]] = {
+    "String": lambda value, blob: str(value),
+    "Int64": lambda value, blob: str(int(value)),
+    "Float32": lambda value, blob: str(_F32.unpack_from(blob, 1)[0]),
+    "Array(String)": lambda value, blob: None,
+    "Array(Float32)": lambda value, blob: None,
+    "Array(Int64)": lambda value, blob: None,
+}
+
+
+assert set(_TEXTS) == set(_ENCODERS)
 
 
 def _timestamp_proto(stamp_us: int) -> bytes:
@@ -111,26 +117,64 @@ def encoded_rows(view: str, rows: Sequence[Mapping[str, Any]]) -> list[list[byte
     return [[encode_value(t, row[n]) for t, n in zip(types, names, strict=True)] for row in rows]
 
 
+_UPSERT = (
+    "INSERT INTO {table} (entity_key, feature_name, value, value_text, event_ts, created_ts) VALUES {values}"
+    " ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, value_text = excluded.value_text,"
+    " event_ts = excluded.event_ts, created_ts = excluded.created_ts"
+)
+_ROWS_PER_STATEMENT = 150  # 6 parameters a row: 900, under SQLite's oldest limit of 999 variables a statement
+
+
+def sqlite_params(view: str, ids: Sequence[str], rows: Sequence[Mapping[str, Any]],
+                  stamps_us: Sequence[int]) -> list[Any]:  # fmt: skip
+    """The upsert parameters (6 a stored row, flat) of the rows: one stored row per field a row holds, in the
+    view's field order. A row may hold only some of the view's fields (the others are left as stored)."""
+    key_name = fn.VIEW_ENTITY_KEY[view]
+    fields = [(name, _ENCODERS[fn.FIELD_DTYPES[name]], _TEXTS[fn.FIELD_DTYPES[name]]) for name in fn.VIEW_FIELDS[view]]
+    seconds: dict[int, int] = {}  # a batch's stamps fall in a second or two
+    params: list[Any] = []
+    for entity_id, row, stamp in zip(ids, rows, stamps_us, strict=True):
+        key = entity_key(key_name, entity_id)
+        naive = seconds.get(stamp // 1_000_000)
+        if naive is None:  # Feast's registered sqlite3 adapter: int(timestamp()) of the naive-UTC time
+            utc = datetime.fromtimestamp(stamp // 1_000_000, UTC).replace(tzinfo=None)
+            naive = seconds[stamp // 1_000_000] = int(utc.timestamp())
+        for name, encode, text in fields:
+            if name in row:
+                blob = encode(row[name])
+                params += (key, name, blob, text(row[name], blob), naive, naive)
+    return params
+
+
+def sqlite_execute(conn: Any, project: str, view: str, params: Sequence[Any]) -> None:
+    """Run the upserts of `sqlite_params` on `conn`, inside the caller's transaction. Many rows a statement
+    (multi-row VALUES): a statement per stored row cost ~5 us of CPU each, most of the online write."""
+    table = sqlite_table(project, view)
+    step = 6 * _ROWS_PER_STATEMENT
+    for start in range(0, len(params), step):
+        chunk = params[start : start + step]
+        conn.execute(_upsert_sql(table, len(chunk) // 6), chunk)
+
+
+def _upsert_sql(table: str, n_rows: int) -> str:
+    key = (table, n_rows)
+    sql = _SQL.get(key)
+    if sql is None:
+        if len(_SQL) > 64:
+            _SQL.clear()
+        sql = _SQL[key] = _UPSERT.format(table=table, values=",".join(["(?,?,?,?,?,?)"] * n_rows))
+    return sql
+
+
+_SQL: dict[tuple[str, int], str] = {}
+
+
 def sqlite_upsert(conn: Any, project: str, view: str, ids: Sequence[str], rows: Sequence[Mapping[str, Any]],
                   stamps_us: Sequence[int]) -> None:  # fmt: skip
     """Upsert the rows (stamped in epoch µs) in one transaction of `conn` (a connection to the online store)."""
-    key_name = fn.VIEW_ENTITY_KEY[view]
-    names = fn.VIEW_FIELDS[view]
-    types = [fn.FIELD_DTYPES[name] for name in names]
-    params = []
-    for entity_id, row, encoded, stamp in zip(ids, rows, encoded_rows(view, rows), stamps_us, strict=True):
-        key = entity_key(key_name, entity_id)
-        # Feast's registered sqlite3 adapter: int(timestamp()) of the naive-UTC time (so whole seconds)
-        naive = int(datetime.fromtimestamp(stamp // 1_000_000, UTC).replace(tzinfo=None).timestamp())
-        for name, dtype, blob in zip(names, types, encoded, strict=True):
-            params.append((key, name, blob, _value_text(dtype, row[name]), naive, naive))
-    sql = (
-        f"INSERT INTO {sqlite_table(project, view)} (entity_key, feature_name, value, value_text, event_ts, created_ts)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value,"
-        " value_text = excluded.value_text, event_ts = excluded.event_ts, created_ts = excluded.created_ts"
-    )
+    params = sqlite_params(view, ids, rows, stamps_us)
     with conn:  # one transaction: every row or none
-        conn.executemany(sql, params)
+        sqlite_execute(conn, project, view, params)
 
 
 def redis_hsets(pipe: Any, project: str, view: str, ids: Sequence[str], rows: Sequence[Mapping[str, Any]],

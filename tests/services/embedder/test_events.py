@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from encore import feature_names as fn
-from encore.events import EventLog, EventRules, label
+from encore.events import EventLog, EventRules, EventStoreUnavailable, label
 from encore.store import Store
 from tests.services.embedder.helpers import AUTH
 
@@ -318,3 +318,82 @@ def test_the_online_store_is_in_wal_mode_so_reads_never_wait_for_a_writer(
         finally:
             writer.execute("ROLLBACK")
     assert rows[user]["recent_tracks"] == [tracks[0]]
+
+
+def _stored_fields(store: Store, user: str) -> dict[str, tuple]:
+    """The user_activity rows stored for a listener: feature_name -> (value bytes, value_text)."""
+    import sqlite3
+    from contextlib import closing
+
+    from encore.online_read import entity_key, sqlite_table
+
+    table = sqlite_table(store.settings.project, fn.USER_ACTIVITY)
+    with closing(sqlite3.connect(store.settings.sqlite_path)) as conn:
+        query = f"SELECT feature_name, value, value_text FROM {table} WHERE entity_key = ?"
+        return {name: (value, text) for name, value, text in conn.execute(query, (entity_key(fn.USER_ID, user),))}
+
+
+def _feast_full_row(store: Store, log: EventLog, user: str) -> dict[str, tuple]:
+    """What Feast's push stores for the listener's committed aggregates, every field (pushed under another id)."""
+    import pandas as pd
+
+    copy = f"{user}-feast"
+    row = log.state.load([user])[user].row(copy)
+    store.push_online(fn.USER_ACTIVITY, pd.DataFrame([row]))
+    return _stored_fields(store, copy)
+
+
+def test_changed_field_writes_leave_the_rows_a_full_write_would(store: Store, tracks) -> None:
+    """On SQLite a batch writes only the fields its events changed, for listeners whose online row is known to
+    hold the loaded aggregates; every stored value must still be the bytes Feast's push of the whole row stores:
+    through new listeners, the recent list's cap, a lost online write (then repaired) and a deletion."""
+    import sqlite3
+    from contextlib import closing
+
+    from encore.events import Event
+
+    vectors = {t: np.eye(DIM, dtype=np.float32)[i] for i, t in enumerate(tracks)}
+    log = EventLog(store, EventRules(recent_n=3), lambda ids: {t: vectors[t] for t in ids if t in vectors})
+    known = set(tracks).intersection
+    user, other = _user(), _user()
+    start = datetime.now(UTC) - timedelta(minutes=30)
+
+    def send(*events: tuple[str, str, str, int | None, float]) -> None:
+        batch = [Event(f"w-{uuid.uuid4().hex}", u, t, kind, ms, start + timedelta(seconds=s))
+                 for u, t, kind, ms, s in events]  # fmt: skip
+        log.ingest(batch, known)
+
+    def check(*users: str) -> None:
+        for u in users:
+            stored = _stored_fields(store, u)
+            assert set(stored) == set(fn.USER_ACTIVITY_FIELDS)
+            assert stored == _feast_full_row(store, log, u), u
+
+    send((user, tracks[0], "play", 60_000, 1), (other, tracks[1], "skip", 2_000, 1))
+    check(user, other)
+    send((user, tracks[1], "like", None, 2))  # like: n_like, recent, profile
+    send((user, tracks[2], "skip", 45_000, 3), (other, tracks[2], "dislike", None, 2))
+    send((user, tracks[3], "play", 10_000, 4))  # a short play: no profile change; the cap of 3 drops one
+    send((user, tracks[4], "play", 60_000, 0))  # older than the 3 kept: falls off, recent unchanged
+    check(user, other)
+
+    # A lost online write (the aggregates committed, the rows not): the next batch writes the whole row again.
+    table = f'"{store.settings.project}_{fn.USER_ACTIVITY}"'
+    with closing(sqlite3.connect(store.settings.sqlite_path)) as conn:
+        conn.execute(f"CREATE TRIGGER refuse_rows BEFORE UPDATE ON {table} BEGIN SELECT RAISE(ABORT, 'down'); END")
+        conn.commit()
+    before = _stored_fields(store, user)
+    with pytest.raises(EventStoreUnavailable):
+        send((user, tracks[5], "like", None, 5))
+    assert _stored_fields(store, user) == before  # nothing of it online
+    with closing(sqlite3.connect(store.settings.sqlite_path)) as conn:
+        conn.execute("DROP TRIGGER refuse_rows")
+        conn.commit()
+    send((user, tracks[0], "play", 60_000, 6))  # changes neither n_like nor n_dislike: still repaired
+    check(user)
+    assert log.state.load([user])[user].counts["like"] == 2
+
+    log.delete_user(user)
+    send((user, tracks[1], "dislike", None, 7))
+    check(user)
+    log.close()
