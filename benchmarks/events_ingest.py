@@ -206,11 +206,24 @@ def markdown_table(rows: list[dict], notes: list[str]) -> str:
     return "\n".join([*lines, "", *notes])
 
 
+def renice_tree(pid: int, niceness: int) -> None:
+    """The process and its descendants (uvicorn's workers) at `niceness`: the write path yields the CPU to the
+    ranker's requests, as lower CPU shares would give it in a deployment (compose `cpu_shares`, k8s requests)."""
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        for task in Path(f"/proc/{current}/task").iterdir():  # Linux niceness is per thread
+            os.setpriority(os.PRIO_PROCESS, int(task.name), niceness)
+            pending += [int(child) for child in (task / "children").read_text().split()]
+
+
 def measure(root: Path, base: Path, args: argparse.Namespace, tracks: list[str], users: list[str]) -> list[dict]:
     """The three phases against the services of checkout `root` over the world copy `base`."""
     env = world_env(base, args) | {"PYTHONPATH": str(root)}
     stack = Stack(env=env, ports={s.name: free_port() for s in SERVICES}, log_dir=base, workers=args.workers, root=root)
     stack.start(timeout_s=600)
+    if args.embedder_nice:
+        renice_tree(stack.procs["embedder"].pid, args.embedder_nice)
     try:
         batches = Batches(tracks)
         return [
@@ -237,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", type=Path, default=None, help="another checkout, measured first in the same run")
     parser.add_argument("--before-label", default="before", help="its name in the rows (say, main f20c84e)")
     parser.add_argument("--label", default="this checkout", help="this checkout's name in the rows")
+    parser.add_argument(
+        "--embedder-nice", type=int, default=0, help="run the embedder (the write path) at this niceness (0: as is)"
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     args.load_start = os.getloadavg()[0]
