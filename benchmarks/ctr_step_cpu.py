@@ -35,26 +35,13 @@ from benchmarks.ctr_vs_fuxictr import (  # noqa: E402
     _thread_env,
 )
 
-# FuxiCTR side: the comparison driver's setup (feature map, memory loader, model) up to the model, then
-# timed train_step calls instead of fit().
+# FuxiCTR side: the comparison driver's own setup (feature map, memory loader, model), cut where it would start
+# fit(); timed train_step calls follow instead.
+_MODEL_BUILT = "os.makedirs(model.model_dir"
+assert _MODEL_BUILT in _DRIVER, "benchmarks/ctr_vs_fuxictr.py's driver changed: update the cut"
 _STEP_DRIVER = (
-    _DRIVER.split("encoder = FeatureProcessor(**params)")[0]
+    _DRIVER.split(_MODEL_BUILT)[0]
     + r"""
-encoder = FeatureProcessor(**params)
-params["train_data"], params["valid_data"], params["test_data"] = build_dataset(encoder, **params)
-params["data_format"] = "parquet"
-if cfg["model"] is None:
-    sys.exit(0)
-seed_everything(seed=params["seed"])
-feature_map = FeatureMap(params["dataset_id"], encoder.data_dir)
-feature_map.load(os.path.join(encoder.data_dir, "feature_map.json"), params)
-spec = importlib.util.spec_from_file_location(
-    "fuxictr_zoo_src", os.path.join(cfg["zoo_dir"], "src", "__init__.py"),
-    submodule_search_locations=[os.path.join(cfg["zoo_dir"], "src")])
-zoo = importlib.util.module_from_spec(spec)
-sys.modules["fuxictr_zoo_src"] = zoo
-spec.loader.exec_module(zoo)
-model = getattr(zoo, cfg["model_class"])(feature_map, gpu=-1, model_id=cfg["model"], **params)
 loader = MemoryLoader(feature_map, params["train_data"], "train", params["batch_size"], shuffle=True)
 model._max_gradient_norm = params["max_gradient_norm"]  # set by fit(), which we bypass
 model.train()

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 FILE_MODE, DIR_MODE = 0o644, 0o755  # mkstemp/mkdtemp make 0600/0700; results and bundles are read by other users
 
@@ -98,6 +99,12 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode())
+
+
+def write_parquet_atomic(path: str | Path, frame: Any) -> None:
+    """A pandas frame as parquet (no index), all or nothing (atomic_path)."""
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
 
 
 def write_json_atomic(path: str | Path, doc: object) -> None:

@@ -41,7 +41,7 @@ from encore.audio.extract import load_catalog_tags
 from encore.cold_calibration import ColdCalibration
 from encore.errors import EncoreError
 from encore.events import HISTORY_PART, HISTORY_PREFIX, EventLog
-from encore.io import atomic_path, write_json_atomic
+from encore.io import write_json_atomic, write_parquet_atomic
 from encore.ranker_bundle import RankerComponent
 from encore.ranker_frame import AUDIO_EMBEDDING, audio_token, training_frame
 from encore.schema import FeatureSpec, FieldConfig
@@ -75,11 +75,8 @@ class FeatureTables:
     track_content: pd.DataFrame  # track_id + embedding, tokens, encoder, encoder_revision
 
     def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
         for name in ("users", "track_meta", "track_content"):
-            tmp = folder / f".{name}.parquet.tmp"
-            getattr(self, name).to_parquet(tmp, index=False)
-            tmp.replace(folder / f"{name}.parquet")
+            write_parquet_atomic(folder / f"{name}.parquet", getattr(self, name))
 
     @classmethod
     def load(cls, folder: Path) -> FeatureTables:
@@ -255,7 +252,7 @@ def build(args: argparse.Namespace) -> str:
         bundle.manifest["dataset"] = {"name": "synthetic", "size": args.size, "world": world.folder.name}
     tables.save(tables_dir(bundle_id))
     # What fill_store logs into the store for a retrain: the history, and the catalog's layers (for a refit).
-    write_parquet_atomic(history(world.plays, splits), tables_dir(bundle_id) / HISTORY_FILE)
+    write_parquet_atomic(tables_dir(bundle_id) / HISTORY_FILE, history(world.plays, splits))
     track_layers.write_many(tables_dir(bundle_id), ids, layers, encoder.name, encoder.revision, CATALOG_LAYERS)
     auc, cold_auc = ranker_metrics["test"]["auc"], ranker_metrics["test_as_cold"]["auc"]
     print(f"[bootstrap] bundle {bundle_id}: ranker test AUC {auc:.4f}, as cold tracks {cold_auc:.4f} "
@@ -340,11 +337,6 @@ def train_retriever(
 
 HISTORY_FILE = "history.parquet"  # in tables_dir: the history fill_store logs (EventLog.write_history)
 CATALOG_LAYERS = track_layers.CATALOG_PART  # the catalog's pooled layers, in tables_dir and in the store
-
-
-def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
 
 
 def tables_dir(bundle_id: str) -> Path:

@@ -51,7 +51,7 @@ from encore.audio.content import ContentComponent, foreign_rows, split_revision
 from encore.bundle_check import BUNDLE_ID
 from encore.errors import EncoreError
 from encore.events import EventLog, activity_before, history_split, is_history, label
-from encore.io import sha256_file, write_json_atomic, write_text_atomic
+from encore.io import sha256_file, write_json_atomic, write_parquet_atomic, write_text_atomic
 from encore.job_lock import HeldLock, JobLocked, job_lock
 from encore.ranker_frame import ACTIVITY_COLUMNS, training_frame
 from encore.settings import EncoreSettings
@@ -154,10 +154,7 @@ def frozen_window(window: pd.DataFrame, tracks: list[str], interacted: pd.DataFr
     key = hashlib.sha256("\n".join(sorted(window[fn.EVENT_ID])).encode()).hexdigest()[:16]
     path = folder / f"eval-{key}.parquet"
     if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{path.name}.tmp"
-        with_negatives(window, tracks, interacted, seed=0).to_parquet(tmp, index=False)
-        tmp.replace(path)
+        write_parquet_atomic(path, with_negatives(window, tracks, interacted, seed=0))
     return pd.read_parquet(path), path, sha256_file(path)
 
 
