@@ -300,7 +300,11 @@ def score_both(joined: pd.DataFrame, old: Path, new: Path) -> dict:
 
     from training import retrain
 
-    result = retrain.compare(joined, new, old, n_boot=1000)
+    # the retrain's codebooks are kept (no --refit-codebooks), so both bundles read the same rows; event ids that
+    # are not ":neg" (every row counts as logged), and the liking sub-result, the same rows again, is left out
+    joined = joined.assign(event_id=[f"replay-next:{i}" for i in range(len(joined))])
+    result = retrain.compare({"candidate": joined, "serving": joined}, new, old, n_boot=1000)
+    result.pop("liking", None)
     labels = joined["label"].to_numpy(np.int64)
     aucs = {name: float(roc_auc_score(labels, retrain.window_scores(path, joined))) for name, path in
             (("auc_old", old), ("auc_new", new))}  # fmt: skip
@@ -388,21 +392,34 @@ def replace_between(start: str, end: str, table: str) -> None:
         DOC.write_text(head + start + "\n" + table + "\n" + end + rest.split(end, 1)[1])
 
 
+def run_settings(args: dict[str, str]) -> str:
+    """A run's settings as its JSON keeps them (each a list written as str): --stack-env, then --retrain-args."""
+
+    def items(key: str) -> list[str]:
+        return [s for s in args.get(key, "[]").strip("[]").replace("'", "").split(", ") if s]
+
+    retrain = " ".join(items("retrain_args"))
+    return ", ".join(items("stack_env") + ([f"retrain {retrain}"] if retrain else [])) or "defaults"
+
+
 def compare_runs(labels: list[str]) -> str:
-    """Side by side, runs of different settings (their `--stack-env`): who loses the new listeners after a retrain."""
+    """Side by side, runs of different settings (their `--stack-env` and `--retrain-args`): who loses the new
+    listeners after a retrain, whether the retrain was promoted on its own verdict, and whether the ranker tells
+    played from skipped on the next day (GAUC, old bundle and new)."""
     rows = []
     for label in labels:
         run = json.loads((OUT_DIR / f"{label}.json").read_text())
-        day = run["next_day"]
-        settings = ", ".join(run["args"].get("stack_env", "[]").strip("[]").replace("'", "").split(", ")) or "defaults"
+        day, promoted = run["next_day"], "yes" if run["retrain"]["promoted"] else "no"
         cells = [f"{day[when][f'recall_{group}']['mean']:.4f}" for group in ("known", "new") for when in ("old", "new")]
+        cells += [f"{day['auc']['listens'][f'gauc_{when}']:.4f}" for when in ("old", "new")]
         after_10 = next(step["served"]["mean"] for step in run["foldin"] if step["plays"] == 10)
-        rows.append(f"| {label} | {settings} | {after_10:.4f} | " + " | ".join(cells) + f" | {run['when']} |")
+        rows.append(f"| {label} | {run_settings(run['args'])} | {after_10:.4f} | " + " | ".join(cells)
+                    + f" | {promoted} | {run['when']} |")  # fmt: skip
     head = (
         "| run | settings | new, fold-in after 10 plays | known, old bundle | known, new bundle | new, old bundle "
-        "| new, new bundle | when |"
+        "| new, new bundle | GAUC played vs skipped, old | GAUC played vs skipped, new | promoted | when |"
     )
-    return "\n".join([head, "|" + "---|" * 8, *rows])
+    return "\n".join([head, "|" + "---|" * 11, *rows])
 
 
 def table_rows(result: dict) -> list[dict]:

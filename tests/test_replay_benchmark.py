@@ -3,17 +3,21 @@ from the quick world's truth. The benchmark itself (a stack, a retrain) is run b
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
 from benchmarks.replay import (
+    OUT_DIR,
     Truth,
     as_events,
+    compare_runs,
     listening,
     next_day_rows,
     recall_at_k,
+    run_settings,
     true_top,
     until_plays,
     world_truth,
@@ -80,3 +84,21 @@ def test_events_label_as_the_truth_says_and_play_steps_count_plays() -> None:
     assert [until_plays(listens, n) for n in (0, 1, 2, 3, 10)] == [0, 2, 4, 5, 5]
     rows = next_day_rows([0], ["u1"], [listens], np.datetime64("2026-12-07"))
     assert rows["label"].tolist() == [0, 1, 0, 1, 1] and set(rows["user_id"]) == {"u1"}
+
+
+def test_the_compare_table_names_each_runs_settings_and_reads_its_json() -> None:
+    assert run_settings({"stack_env": "[]", "retrain_args": "[]"}) == "defaults"
+    assert run_settings({"stack_env": "['ENCORE_RANKER_CANDIDATES=50']", "retrain_args": "[]"}) == (
+        "ENCORE_RANKER_CANDIDATES=50"
+    )
+    both = {"stack_env": "['A=1', 'B=2']", "retrain_args": "['--event-weight', '5']"}
+    assert run_settings(both) == "A=1, B=2, retrain --event-weight 5"
+    assert run_settings({"stack_env": "[]"}) == "defaults"  # runs from before --retrain-args was recorded
+    table = compare_runs(["quick", "quick-activity"]).splitlines()
+    assert len(table) == 4 and all(line.count("|") == 12 for line in table)
+    run = json.loads((OUT_DIR / "quick-activity.json").read_text())
+    cells = [c.strip() for c in table[3].split("|")[1:-1]]
+    assert cells[:2] == ["quick-activity", "retrain --activity-features"]
+    assert cells[4] == f"{run['next_day']['new']['recall_known']['mean']:.4f}"
+    assert cells[8] == f"{run['next_day']['auc']['listens']['gauc_new']:.4f}"
+    assert cells[9] == ("yes" if run["retrain"]["promoted"] else "no")

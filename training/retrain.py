@@ -392,6 +392,16 @@ def with_content(joined: pd.DataFrame, track_content: pd.DataFrame, version: str
     return out
 
 
+def weighted_events(extra: pd.DataFrame, events: pd.DataFrame, weight: int) -> pd.DataFrame:
+    """The ranker's rows of `events` (aligned with them) with each logged event's row (a play or a skip, not a
+    sampled `:neg`) `weight` times: how much the events' play/skip signal counts against the bootstrap's history."""
+    if weight < 1:
+        raise EncoreError(f"--event-weight must be at least 1, got {weight}")
+    logged = ~events[fn.EVENT_ID].astype(str).str.endswith(":neg").to_numpy()
+    repeats = [extra.loc[logged]] * (weight - 1)
+    return pd.concat([extra, *repeats], ignore_index=True)
+
+
 def train_candidate(
     args: argparse.Namespace,
     store: Store,
@@ -414,7 +424,7 @@ def train_candidate(
         if args.activity_features:  # recent-event features (docs/events.md): the candidate's spec reads them
             fields += activity_fields()
         joined = with_content(point_in_time(store, events), tables.track_content, content.version)
-        extra = ranker_rows(joined, fields)
+        extra = weighted_events(ranker_rows(joined, fields), events, args.event_weight)
         first = boot.ranker_frame(splits.sampler(1, args.seed), tables, fields)
         boot.train_ranker(args, splits, tables, fields, first, bundle, extra_frame=extra)
         plays = pd.concat([splits.train_positives[[fn.USER_ID, fn.TRACK_ID]].astype(str),
@@ -648,6 +658,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--activity-features",
         action="store_true",
         help="the candidate's ranker reads recent-event features (n_play, ..., skip_rate)",
+    )
+    parser.add_argument(
+        "--event-weight",
+        type=int,
+        default=1,
+        help="each logged event's row (play or skip; not its sampled negative) counts this many times per epoch",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
