@@ -24,12 +24,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def system(quick_world, tmp_path_factory):
+def system(booted_world, tmp_path_factory):
     """The session's quick world (tests/stack_world.py; one bootstrap shared with the room tests), its own stack."""
     from tests.stack_world import running_stack
 
-    meta = pd.read_parquet(quick_world.base / "feast" / "offline" / "track_meta")
-    with running_stack(quick_world, tmp_path_factory.mktemp("events-e2e-logs")) as stack:
+    meta = pd.read_parquet(booted_world.base / "feast" / "offline" / "track_meta")
+    with running_stack(booted_world, tmp_path_factory.mktemp("events-e2e-logs")) as stack:
         with httpx.Client(timeout=60) as client:
             yield stack, client, meta
 
