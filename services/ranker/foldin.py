@@ -1,19 +1,21 @@
-"""How the ranker orders a fold-in listener's candidates: the model's order blended with how close they sound.
+"""How the ranker orders a fold-in listener's candidates: uploads placed and ordered by how close they sound.
 
 For a listener the bundle does not know (candidate_source "foldin"), the model's score depends on the item only
 (the user inputs are OOV): the same for every such listener, so it cannot say which tracks suit this one. New
 uploads' calibrated scores come out tied or nearly so, and how many of them reached the top-10 was an accident of
 the bundle's calibration (0 of 10 on one bootstrap, 8-9 on another, drum & bass first for a classical listener).
 The personal signal the ranker holds for every candidate, catalog track or upload alike, is its stored content
-vector against the played tracks' (both read for the "sounds like" reasons anyway). So, for "foldin" only, the
-order is by the mean of two ranks among the candidates:
-- the model's rank (its score: popularity and quality as the model learnt them);
-- the sound rank: by closeness, a candidate's mean cosine to the played tracks' content vectors (the cosine to
-  the mean of their unit vectors: the fold-in, in content space); a candidate without content ranks last here;
-ties go to the model's rank, then retrieval order. That decides which ranks hold uploads; the uploads then fill
-those ranks closest first (their model scores, item-only and near-tied, tell nothing about this listener), so the
-first upload shown is the one that sounds most like the plays. Known listeners and popularity answers keep the
-model's order.
+vector against the played tracks' (both read for the "sounds like" reasons anyway). Closeness is a candidate's mean
+cosine to the played tracks' content vectors (the cosine to the mean of their unit vectors: the fold-in, in
+content space); a candidate without content ranks last by it. For "foldin" only:
+- which ranks hold uploads: the candidates ordered by the mean of the model's rank and the closeness rank (ties:
+  the model's rank, then retrieval order);
+- the uploads fill those ranks closest first (their model scores, item-only and near-tied, tell nothing about this
+  listener), so the first upload shown is the one that sounds most like the plays;
+- catalog tracks fill the other ranks in the model's order, as before: among them the retriever's fold-in already
+  chose by the listener's plays, and the content of the rendered catalog is a weaker guide to taste than that (a
+  blend there too left tests/test_events_e2e.py's folk listener 4 folk tracks of 20, classical renders taking 10).
+Known listeners and popularity answers keep the model's order.
 """
 
 from __future__ import annotations
@@ -47,10 +49,13 @@ def ranks(key: np.ndarray) -> np.ndarray:
 
 
 def foldin_order(scores: np.ndarray, closeness: np.ndarray, cold: np.ndarray) -> np.ndarray:
-    """Every candidate's row, best first (`cold`: which rows are uploads): by model rank + sound rank, ties by model
-    rank (lexsort: last key first); the ranks that holds uploads go to the uploads by closeness."""
+    """Every candidate's row, best first (`cold`: which rows are uploads): the ranks that model rank + sound rank
+    (ties: model rank; lexsort's last key is the primary one) gives uploads go to the uploads by closeness, the
+    others to the catalog tracks in the model's order."""
     model, sound = ranks(scores), ranks(closeness)
     order = np.lexsort((model, model + sound))
-    uploads = np.flatnonzero(cold)
-    order[cold[order]] = uploads[np.argsort(sound[uploads], kind="stable")]
+    held = cold[order]
+    uploads, warm = np.flatnonzero(cold), np.flatnonzero(~cold)
+    order[held] = uploads[np.argsort(sound[uploads], kind="stable")]
+    order[~held] = warm[np.argsort(model[warm], kind="stable")]
     return order
