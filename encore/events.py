@@ -58,6 +58,12 @@ EVENT_TYPES: tuple[str, ...] = ("play", "skip", "like", "dislike")
 _TYPE_CODE = {t: i for i, t in enumerate(EVENT_TYPES)}
 PLAY_POSITIVE_MS = 30_000  # a play (or skip) heard at least this long counts as a listen
 LOCK_NAME = "events"
+# The events lock's lease, and how long a batch waits for it (Redis; on SQLite, the wait only): a group of batches
+# commits in well under a second (~60 ms per 500 events), so a holder that died, or a lock that a restarted Redis
+# kept (AOF), holds the next batch back 5 s at most, not 30; a writer stalled past it commits nothing (the
+# state's optimistic `commit`), and its batch is retried. Deletion and compaction rewrite parts: longer leases.
+INGEST_LOCK_S = 5.0
+MAINTENANCE_LOCK_S = 300.0
 # The bootstrap's history (training/bootstrap.py): its protocol splits' plays, logged in one part of their own
 # (HISTORY_PART, written whole by `write_history`, never compacted) with ids `_history:<split>:<n>`. No event id
 # of POST /events can start with '_' (services/embedder/events_routes.py ID_PATTERN), so these ids are the
@@ -584,7 +590,12 @@ class EventLog:
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
-        with self._lock, self.store.write_lock(LOCK_NAME):
+        with self._lock, self.store.write_lock(LOCK_NAME, timeout_s=MAINTENANCE_LOCK_S):
+            yield
+
+    @contextmanager
+    def _compaction(self) -> Iterator[None]:
+        with self._compacting, self.store.write_lock(COMPACT_LOCK_NAME, timeout_s=MAINTENANCE_LOCK_S):
             yield
 
     def ingest(self, events: Sequence[Event], known_tracks: Callable[[list[str]], set[str]]) -> IngestResult:
@@ -610,7 +621,7 @@ class EventLog:
 
     def _write_group(self, group: list[_Ticket]) -> None:
         try:
-            with self.store.write_lock(LOCK_NAME):
+            with self.store.write_lock(LOCK_NAME, timeout_s=INGEST_LOCK_S):
                 results = self._write([t.events for t in group])
         except Exception as error:  # redis / sqlite / OS errors, a failed lock: 503 for all, the clients retry
             log.warning("event batches not written: %s: %s", type(error).__name__, error, exc_info=True)
@@ -744,7 +755,7 @@ class EventLog:
         (perhaps twice for an instant; readers keep the first row per event_id anyway).
         """
         merged_parts = 0
-        with self._compacting, self.store.write_lock(COMPACT_LOCK_NAME, timeout_s=300):
+        with self._compaction():
             for level in range(MAX_LEVEL):
                 parts = self.levels().get(level, [])
                 if len(parts) <= self.rules.compact_parts:
@@ -766,7 +777,7 @@ class EventLog:
         still recognised as a repeat. Runs under both locks: no ingest or compaction interleaves.
         """
         try:
-            with self._exclusive(), self._compacting, self.store.write_lock(COMPACT_LOCK_NAME, timeout_s=300):
+            with self._exclusive(), self._compaction():
                 removed, rewritten = 0, 0
                 for part in self.parts():
                     table = pq.read_table(part, schema=EVENT_SCHEMA)

@@ -107,10 +107,42 @@ def service_process(service: str, env: dict[str, str], timeout_s: float = 120.0)
         log_file.close()
 
 
-@pytest.fixture(scope="session")
-def quick_world(tmp_path_factory):
-    """The quick demo world in a Redis of its own (tests/stack_world.py), built once per session."""
-    from tests.stack_world import quick_world as build
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    from tests.early_worlds import late_world_modules
 
-    with build(tmp_path_factory.mktemp("quick_world")) as world:
-        yield world
+    late_world_modules(items)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def early_worlds(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Starts the bootstrapped worlds this session's tests use before its first test (tests/early_worlds.py)."""
+    from tests.early_worlds import EarlyWorlds, needed
+
+    worlds = EarlyWorlds(request, tmp_path_factory)
+    try:
+        worlds.start(needed(request.session.items))
+        yield worlds
+    finally:
+        worlds.close()
+
+
+@pytest.fixture(scope="session")
+def booted_world(early_worlds):
+    """The quick demo world in a Redis of its own (tests/stack_world.py's World), built once per session."""
+    from tests.stack_world import World
+
+    run = early_worlds.get("booted_world")
+    run.redis.save()  # what a test that stops and restarts this Redis gets back
+    return World(run.base, run.env, run.info["bundle_id"], run.info["example_user"], run.redis)
+
+
+@pytest.fixture(scope="session")
+def demo_world(early_worlds):
+    """The world `make run` builds, in the suite's Redis (a finished tests.early_worlds.Bootstrap)."""
+    return early_worlds.get("demo_world")
+
+
+@pytest.fixture(scope="session")
+def retrain_world(early_worlds):
+    """The quick world in a SQLite store for the retrain tests (a finished tests.early_worlds.Bootstrap)."""
+    return early_worlds.get("retrain_world")

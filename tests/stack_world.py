@@ -1,15 +1,12 @@
 """A running Encore for tests that drive it from outside: its own redis-server (so a test may stop it), the quick
-demo world bootstrapped into it, and the three services started by services.stack with logs in a folder."""
+demo world bootstrapped into it (tests/early_worlds.py), and the three services started by services.stack with logs
+in a folder."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -72,32 +69,6 @@ class World:
     bundle_id: str
     example_user: str
     redis: RedisServer
-
-
-@contextmanager
-def quick_world(base: Path) -> Iterator[World]:
-    """Bootstrap the quick synthetic world (about 35 s on 2 cores) into a Redis of its own."""
-    redis = RedisServer(base)
-    redis.start()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ENCORE_")},
-        "ENCORE_ARTIFACTS_DIR": str(base / "artifacts"),
-        "ENCORE_CACHE_DIR": str(base / "data"),
-        "ENCORE_FEAST_DATA_DIR": str(base / "feast"),
-        "ENCORE_FEAST_PROJECT": f"room_{uuid.uuid4().hex[:8]}",
-        "ENCORE_FEAST_ONLINE": "redis",
-        "ENCORE_REDIS_URL": redis.url,
-        "ENCORE_API_KEY": API_KEY,
-    }
-    try:
-        cmd = [sys.executable, "-m", "training.bootstrap", "--size", "quick", "--epochs", "2", "--quiet"]
-        boot = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
-        assert boot.returncode == 0, boot.stderr[-3000:]
-        info = json.loads(boot.stdout.strip().splitlines()[-1])
-        redis.save()
-        yield World(base, env, info["bundle_id"], info["example_user"], redis)
-    finally:
-        redis.stop()
 
 
 @contextmanager

@@ -3,11 +3,6 @@ processes, upload a real recording through /embed, and ask /recommend and /candi
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 import httpx
@@ -26,60 +21,33 @@ AUDIO = EncoreSettings().datasets_dir / "audio"
 pytestmark = pytest.mark.slow
 
 
-def _running_system(tmp_path_factory, redis_url: str, bootstrap_args: list[str]):
-    """Bootstrap a world into Redis with `bootstrap_args`, start the three services; yields (stack, client, info,
-    base) and cleans up after."""
-    if not AUDIO.is_dir():
-        pytest.skip(f"real audio clips not found at {AUDIO}")
-    base = tmp_path_factory.mktemp("e2e")
-    project = f"e2e_{uuid.uuid4().hex[:10]}"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ENCORE_")},
-        "ENCORE_ARTIFACTS_DIR": str(base / "artifacts"),
-        "ENCORE_CACHE_DIR": str(base / "data"),
-        "ENCORE_FEAST_DATA_DIR": str(base / "feast"),
-        "ENCORE_FEAST_PROJECT": project,
-        "ENCORE_FEAST_ONLINE": "redis",
-        "ENCORE_REDIS_URL": redis_url,
-        "ENCORE_API_KEY": API_KEY,
-    }
-    cmd = [sys.executable, "-m", "training.bootstrap", *bootstrap_args, "--quiet"]
-    boot = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert boot.returncode == 0, boot.stderr[-3000:]
-    info = json.loads(boot.stdout.strip().splitlines()[-1])
-    stack = Stack(env=env, ports={s.name: free_port() for s in SERVICES}, log_dir=base)
-    try:
-        stack.start(timeout_s=180)
-    except RuntimeError:
-        stack.stop()
-        logs = "\n".join((base / f"{s.name}.log").read_text()[-2000:] for s in SERVICES)
-        raise AssertionError(f"stack did not start:\n{logs}") from None
-    client = httpx.Client(timeout=60)
-    yield stack, client, info, base
-    client.close()
-    stack.stop()
-    import redis
-
-    r = redis.Redis.from_url(redis_url)
-    for key in r.scan_iter(match=f"*{project}*".encode()):
-        r.delete(key)
-
-
 @pytest.fixture(scope="module")
-def system(quick_world, tmp_path_factory):
+def system(booted_world, tmp_path_factory):
     """The session's quick world (tests/stack_world.py, built once for every test that drives a stack), with this
     module's own three services: fast, for the wiring."""
     if not AUDIO.is_dir():
         pytest.skip(f"real audio clips not found at {AUDIO}")
-    info = {"bundle_id": quick_world.bundle_id, "example_user": quick_world.example_user}
-    with running_stack(quick_world, tmp_path_factory.mktemp("e2e-logs")) as stack, httpx.Client(timeout=60) as client:
-        yield stack, client, info, quick_world.base
+    info = {"bundle_id": booted_world.bundle_id, "example_user": booted_world.example_user}
+    with running_stack(booted_world, tmp_path_factory.mktemp("e2e-logs")) as stack, httpx.Client(timeout=60) as client:
+        yield stack, client, info, booted_world.base
 
 
 @pytest.fixture(scope="module")
-def demo_system(tmp_path_factory, redis_url):
-    """The world `make run` builds (small, default settings): what the product check is stated on."""
-    yield from _running_system(tmp_path_factory, redis_url, [])
+def demo_system(demo_world, tmp_path_factory):
+    """The world `make run` builds (small, default settings; tests/early_worlds.py), with its three services: what
+    the product check is stated on."""
+    if not AUDIO.is_dir():
+        pytest.skip(f"real audio clips not found at {AUDIO}")
+    stack = Stack(env=demo_world.env, ports={s.name: free_port() for s in SERVICES}, log_dir=demo_world.base)
+    try:
+        stack.start(timeout_s=180)
+    except RuntimeError:
+        stack.stop()
+        logs = "\n".join((demo_world.base / f"{s.name}.log").read_text()[-2000:] for s in SERVICES)
+        raise AssertionError(f"stack did not start:\n{logs}") from None
+    with httpx.Client(timeout=60) as client:
+        yield stack, client, demo_world.info, demo_world.base
+    stack.stop()
 
 
 def test_recommend_for_known_and_unknown_users(system):

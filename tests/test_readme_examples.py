@@ -25,8 +25,8 @@ PRELUDE = 'set -euo pipefail\ncurl() { command curl --fail-with-body -sS "$@"; e
 
 
 @pytest.fixture(scope="module")
-def stack(quick_world, tmp_path_factory):
-    with running_stack(quick_world, tmp_path_factory.mktemp("readme_logs")) as running:
+def stack(booted_world, tmp_path_factory):
+    with running_stack(booted_world, tmp_path_factory.mktemp("readme_logs")) as running:
         yield running
 
 
@@ -51,18 +51,18 @@ def forget(stack, track_id: str) -> None:
     httpx.delete(f"{stack.url('embedder')}/tracks/{track_id}", headers={"X-API-Key": API_KEY}, timeout=60)
 
 
-def test_the_api_doc_examples_run_as_written(stack, quick_world) -> None:
+def test_the_api_doc_examples_run_as_written(stack, booted_world) -> None:
     (block,) = bash_blocks(ROOT / "docs" / "api.md")
-    out = run(block, stack, quick_world.base)
-    assert '"bundle_id":"' + quick_world.bundle_id in out.replace(" ", "")  # the reload by name took CURRENT
+    out = run(block, stack, booted_world.base)
+    assert '"bundle_id":"' + booted_world.bundle_id in out.replace(" ", "")  # the reload by name took CURRENT
     assert '"status":"added"' in out  # the hand-made /items call
     assert "206" in out  # the ranged audio request
 
 
-def test_the_readme_what_to_try_block_runs_as_written(stack, quick_world) -> None:
+def test_the_readme_what_to_try_block_runs_as_written(stack, booted_world) -> None:
     (block,) = bash_blocks(ROOT / "README.md", "## What to try")
     forget(stack, "my-upload")
-    out = run(block, stack, quick_world.base)
+    out = run(block, stack, booted_world.base)
     assert '"candidate_source":"popularity"' in out and '"degraded":false' in out  # the unknown user
     assert '"track_id":"my-upload"' in out and '"ready":true' in out
 
@@ -76,14 +76,14 @@ def test_the_quick_start_names_the_two_commands_make_has() -> None:
     assert "services.stack" in makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
 
 
-def test_every_example_make_run_prints_works_in_a_fresh_clone(stack, quick_world, monkeypatch) -> None:
-    monkeypatch.setenv("ENCORE_CACHE_DIR", str(quick_world.base / "data"))
-    monkeypatch.setenv("ENCORE_DATASETS_DIR", str(quick_world.base / "no-shared"))  # a fresh clone has no ../shared
+def test_every_example_make_run_prints_works_in_a_fresh_clone(stack, booted_world, monkeypatch) -> None:
+    monkeypatch.setenv("ENCORE_CACHE_DIR", str(booted_world.base / "data"))
+    monkeypatch.setenv("ENCORE_DATASETS_DIR", str(booted_world.base / "no-shared"))  # a fresh clone has no ../shared
     audio = example_audio()
     assert audio.is_file() and audio.suffix == ".flac"  # a rendered demo track, as a fresh clone has
     printed = curl_examples(stack, str(audio), "0")
     lines = [line.strip().split("   #")[0] for line in printed.splitlines() if line.strip().startswith("curl ")]
     assert len(lines) >= 5
     forget(stack, "my-upload")
-    out = run("export ENCORE_API_KEY=encore-dev-key\n" + "\n".join(lines), stack, quick_world.base)
+    out = run("export ENCORE_API_KEY=encore-dev-key\n" + "\n".join(lines), stack, booted_world.base)
     assert '"track_id":"my-upload"' in out and '"user_id":"0"' in out

@@ -37,8 +37,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def stack(quick_world, tmp_path_factory):
-    with running_stack(quick_world, tmp_path_factory.mktemp("browser_logs")) as running:
+def stack(booted_world, tmp_path_factory):
+    with running_stack(booted_world, tmp_path_factory.mktemp("browser_logs")) as running:
         yield running
 
 

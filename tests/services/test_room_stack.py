@@ -16,8 +16,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # the first one buil
 
 
 @pytest.fixture(scope="module")
-def stack(quick_world, tmp_path_factory):
-    with running_stack(quick_world, tmp_path_factory.mktemp("logs")) as running:
+def stack(booted_world, tmp_path_factory):
+    with running_stack(booted_world, tmp_path_factory.mktemp("logs")) as running:
         yield running
 
 
@@ -39,10 +39,10 @@ def test_docs_pages_load_their_assets_from_the_service_itself(stack) -> None:
         assert redoc.status_code == 200 and "cdn" not in redoc.text and "fonts.googleapis" not in redoc.text
 
 
-def test_readyz_counts_an_upload_once_the_ranker_serves_it(stack, quick_world) -> None:
+def test_readyz_counts_an_upload_once_the_ranker_serves_it(stack, booted_world) -> None:
     ranker = stack.url("ranker")
     before = httpx.get(f"{ranker}/readyz", timeout=10).json()["tracks_in_table"]
-    with a_rendered_track(quick_world).open("rb") as audio:
+    with a_rendered_track(booted_world).open("rb") as audio:
         files = {"file": ("clip.flac", audio, "audio/flac")}
         up = httpx.post(
             f"{stack.url('embedder')}/embed",
@@ -103,8 +103,8 @@ def test_the_embedder_lets_the_page_origin_in_and_no_other(stack) -> None:
     assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == stack.url("ranker")
 
 
-def test_uploaded_audio_plays_by_key_or_signed_link_with_ranges(stack, quick_world) -> None:
-    embedder, source = stack.url("embedder"), a_rendered_track(quick_world)
+def test_uploaded_audio_plays_by_key_or_signed_link_with_ranges(stack, booted_world) -> None:
+    embedder, source = stack.url("embedder"), a_rendered_track(booted_world)
     upload(stack, source, "listen-upload")
     data = source.read_bytes()
     assert httpx.get(f"{embedder}/tracks/listen-upload/audio").status_code == 401  # not public
@@ -123,9 +123,9 @@ def test_uploaded_audio_plays_by_key_or_signed_link_with_ranges(stack, quick_wor
     assert catalog.status_code == 200 and catalog.content == data  # a catalog track plays its rendered file
 
 
-def test_delete_removes_the_rows_the_audio_and_the_retriever_entry(stack, quick_world) -> None:
+def test_delete_removes_the_rows_the_audio_and_the_retriever_entry(stack, booted_world) -> None:
     embedder, retriever = stack.url("embedder"), stack.url("retriever")
-    upload(stack, a_rendered_track(quick_world), "doomed-upload")
+    upload(stack, a_rendered_track(booted_world), "doomed-upload")
     assert httpx.get(f"{retriever}/items/doomed-upload/similar").status_code == 200
     key = {"X-API-Key": API_KEY}
     assert httpx.delete(f"{embedder}/tracks/doomed-upload").status_code == 401
@@ -174,15 +174,15 @@ def test_a_free_text_query_steers_lists_towards_its_tags(stack) -> None:
     assert blank.status_code == 422 and blank.json()["detail"]["code"] == "invalid_request"
 
 
-def test_a_store_stopped_under_requests_leaves_lines_in_the_logs(stack, quick_world) -> None:
+def test_a_store_stopped_under_requests_leaves_lines_in_the_logs(stack, booted_world) -> None:
     """Last in this module: it takes the world's Redis away, then gives it back from its last save."""
     for service in SERVICES:
         assert stack.log_path(service.name).is_file()
-    quick_world.redis.stop()
+    booted_world.redis.stop()
     try:
         answer = httpx.get(f"{stack.url('ranker')}/recommend?user_id=never-seen-user&k=5", timeout=60)
         assert answer.status_code == 200 and answer.json()["degraded"], answer.text
-        with a_rendered_track(quick_world).open("rb") as audio:
+        with a_rendered_track(booted_world).open("rb") as audio:
             refused = httpx.post(
                 f"{stack.url('embedder')}/embed",
                 headers={"X-API-Key": API_KEY},
@@ -191,7 +191,7 @@ def test_a_store_stopped_under_requests_leaves_lines_in_the_logs(stack, quick_wo
             )
         assert refused.status_code == 503, refused.text
     finally:
-        quick_world.redis.start()
+        booted_world.redis.start()
     ranker_log = stack.log_path("ranker").read_text()
     embedder_log = stack.log_path("embedder").read_text()
     assert re.search(r"WARNING .*store unavailable", ranker_log), ranker_log[-2000:]

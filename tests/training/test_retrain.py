@@ -45,13 +45,6 @@ class RetrainWorld:
     bootstrap_id: str
 
 
-def _bootstrap(base: Path, env: dict[str, str]) -> str:
-    cmd = [sys.executable, "-m", "training.bootstrap", "--size", "quick", "--epochs", "2", "--recall-epochs", "3"]
-    done = subprocess.run([*cmd, "--quiet"], cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])["bundle_id"]
-
-
 def _push_upload(store: Store) -> None:
     """A track uploaded after the bootstrap (content only, as the embedder pushes a track without metadata)."""
     content = store.read_offline(fn.TRACK_CONTENT).iloc[0]
@@ -79,15 +72,14 @@ def _listening(world, tracks: list[str], since: float, n_users: int = 60, per_us
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Iterator[RetrainWorld]:
-    base = tmp_path_factory.mktemp("retrain")
-    env = {"ENCORE_ARTIFACTS_DIR": str(base / "artifacts"), "ENCORE_CACHE_DIR": str(base / "data"),
-           "ENCORE_FEAST_DATA_DIR": str(base / "feast"), "ENCORE_FEAST_PROJECT": "retrain_test",
-           "ENCORE_FEAST_ONLINE": "sqlite"}  # fmt: skip
+def world(retrain_world) -> Iterator[RetrainWorld]:
+    """The session's retrain world (tests/early_worlds.py: the quick world in SQLite), an upload and a stretch of
+    listening written into it."""
+    base, bootstrap_id = retrain_world.base, retrain_world.info["bundle_id"]
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        bootstrap_id = _bootstrap(base, env)
+        for name, value in retrain_world.env.items():
+            if name.startswith("ENCORE_"):
+                patch.setenv(name, value)
         from training.datasets.synthetic import load_world, world_params
 
         quick = load_world(world_params("quick"), progress=False)

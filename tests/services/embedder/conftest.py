@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from encore.audio import MfccEncoder
@@ -82,17 +83,24 @@ def retriever() -> Iterator[Recorder]:
 
 
 @pytest.fixture(scope="session")
-def make_client(
-    artifacts_dir: Path, store: Store, retriever: Recorder
-) -> Callable[..., AbstractContextManager[TestClient]]:
+def make_app(artifacts_dir: Path, store: Store, retriever: Recorder) -> Callable[..., FastAPI]:
+    """make_app(**settings) -> a fresh embedder app over the session's store, test bundles and retriever."""
+
+    def make(**overrides: object) -> FastAPI:
+        values = {"artifacts_dir": artifacts_dir, "api_key": API_KEY, "retriever_url": retriever.url}
+        values = {"encoder": "mfcc", **values} | overrides  # the test bundles are MFCC
+        return create_app(EmbedderSettings(**values), store=store)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def make_client(make_app: Callable[..., FastAPI]) -> Callable[..., AbstractContextManager[TestClient]]:
     """make_client(**settings) -> a context manager giving a TestClient over a fresh app (lifespan run)."""
 
     @contextmanager
     def make(**overrides: object) -> Iterator[TestClient]:
-        values = {"artifacts_dir": artifacts_dir, "api_key": API_KEY, "retriever_url": retriever.url}
-        values = {"encoder": "mfcc", **values} | overrides  # the test bundles are MFCC
-        app = create_app(EmbedderSettings(**values), store=store)
-        with TestClient(app) as client:
+        with TestClient(make_app(**overrides)) as client:
             yield client
 
     return make

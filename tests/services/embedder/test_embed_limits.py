@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from encore.settings import EmbedderSettings
@@ -105,30 +110,60 @@ def test_a_failing_store_gives_503_and_not_ready(artifacts_dir: Path, tmp_path: 
     assert not list(tmp_path.rglob("*.parquet"))
 
 
+def _wait_until_the_slot_is_taken(url: str) -> None:
+    """Probe with a form-less POST /embed: 422 while the held upload has not reached the app, 503 once it holds
+    the slot (a probe that gets in first is refused for its missing file and writes nothing)."""
+    deadline = time.monotonic() + 30
+    while (status := httpx.post(f"{url}/embed", headers=AUTH, timeout=30).status_code) != 503:
+        assert status == 422 and time.monotonic() < deadline, status
+        time.sleep(0.02)
+
+
+def _read_all(conn: socket.socket) -> bytes:
+    received = b""
+    while chunk := conn.recv(65536):
+        received += chunk
+    return received
+
+
+@contextmanager
+def uvicorn_thread(app: FastAPI) -> Iterator[str]:
+    """`app` served by uvicorn over TCP from a thread of this process (its lifespan run): a held request's body
+    streams from a socket the test controls, while other requests go through the same server."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
 def test_uploads_beyond_the_in_flight_cap_get_503_and_the_held_one_completes(
-    make_client: MakeClient, store: Store
+    make_app: Callable[..., FastAPI], store: Store
 ) -> None:
     """One upload holds the only slot (its body still streaming); a second is refused before its body is read."""
     body = _multipart(wav_bytes(tone(440, 1.0)))
-    started, release = threading.Event(), threading.Event()
-
-    def slow_body() -> Iterator[bytes]:
-        yield body[:100]
-        started.set()
-        release.wait(30)
-        yield body[100:]
-
-    headers = {**AUTH, "Content-Type": "multipart/form-data; boundary=encoreboundary"}
-    with make_client(max_uploads_in_flight=1) as client:
-        held: list = []
-        sender = threading.Thread(
-            target=lambda: held.append(client.post("/embed", content=slow_body(), headers=headers))
-        )
-        sender.start()
-        assert started.wait(30)
-        refused = post_embed(client, wav_bytes(tone(440, 1.0)), track_id="busy:1")
-        release.set()
-        sender.join(60)
+    head = (
+        f"POST /embed HTTP/1.1\r\nHost: test\r\nX-API-Key: {API_KEY}\r\nContent-Length: {len(body)}\r\n"
+        "Content-Type: multipart/form-data; boundary=encoreboundary\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with uvicorn_thread(make_app(max_uploads_in_flight=1)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as held:
+            held.sendall(head + body[:100])
+            _wait_until_the_slot_is_taken(url)
+            with httpx.Client(timeout=60) as client:
+                files = {"file": ("a.wav", wav_bytes(tone(440, 1.0)), "audio/wav")}
+                refused = client.post(f"{url}/embed", files=files, data={"track_id": "busy:1"}, headers=AUTH)
+            held.sendall(body[100:])
+            answer = _read_all(held)
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
     assert refused.json()["detail"]["code"] == "overloaded" and not store.track_exists("busy:1")
-    assert held[0].status_code == 200, held[0].text
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:500]
