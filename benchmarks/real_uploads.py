@@ -90,7 +90,11 @@ class Report:
         )
 
 
-def upload_all(client: httpx.Client, embedder: str, api_key: str, audio_dir: Path) -> list[Upload]:
+def upload_all(
+    client: httpx.Client, embedder: str, api_key: str, audio_dir: Path, bodies: dict[str, dict] | None = None
+) -> list[Upload]:
+    """Upload every clip plus the unusual files; `bodies` (when given) collects each accepted upload's /embed
+    answer by file name (its stored embedding and tags: benchmarks/new_listener_uploads.py reads them)."""
     files = [(p.name, p.read_bytes(), True) for p in sorted(audio_dir.iterdir()) if p.suffix != ".csv"]
     files += [(name, data, False) for name, data in unusual_files().items()]
     uploads = []
@@ -106,6 +110,8 @@ def upload_all(client: httpx.Client, embedder: str, api_key: str, audio_dir: Pat
         up = Upload(name, track_id, real, resp.status_code)
         if resp.status_code == 200:
             up.typicality = body.get("typicality")
+            if bodies is not None:
+                bodies[name] = body
         else:
             up.code = body.get("detail", {}).get("code") if isinstance(body.get("detail"), dict) else str(body)
         uploads.append(up)

@@ -193,8 +193,16 @@ TABLES: dict[str, Callable[[], list[str]]] = {
     ),
     "token-ablation-cold": lambda: encoder_tables.ablation_table(RESULTS, "cold"),
     "token-ablation-test": lambda: encoder_tables.ablation_table(RESULTS, "test"),
+    "new-listener-uploads": lambda: _new_listener_uploads(),
 }
 ENCODER_CHART = DOCS / "encoder_grid.png"
+
+
+def _new_listener_uploads() -> list[str]:
+    """docs/real_audio.md's new-listener check, from docs/results/real_uploads/new_listeners/*.json."""
+    from benchmarks.new_listener_uploads import table
+
+    return table(RESULTS / "real_uploads" / "new_listeners")
 
 
 def render_doc(text: str) -> str:

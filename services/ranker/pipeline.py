@@ -50,6 +50,7 @@ from services.common.errors import ServiceError
 from services.common.observability import RankerMetrics
 from services.ranker.bundle import RankerModel, reload_bundle
 from services.ranker.encoded_items import ItemInputCache
+from services.ranker.foldin import content_closeness, foldin_order
 from services.ranker.reasons import played_tracks, sound_tags, sounds_like
 from services.ranker.reasons import reason as reason_for
 from services.ranker.steer import Steer, Steering
@@ -491,12 +492,23 @@ class Order:
         played: TrackFeatures | None = None,
     ) -> list[RankedItem]:
         if steering is None:
-            top = np.argsort(-scores, kind="stable")[:k].tolist()
+            top = self.rows(candidates, items, scores, played)[:k].tolist()
         else:  # lexsort: the last key is the primary one
             top = np.lexsort((-scores, -steering.order_by))[:k].tolist()
         matches = steering.matches if steering is not None else None
         alike = sounds_like(items, top, played) if played is not None else {}
         return [self.item(candidates, items, scores, i, rank, matches, alike.get(i)) for rank, i in enumerate(top, 1)]
+
+    @staticmethod
+    def rows(
+        candidates: Candidates, items: TrackFeatures, scores: np.ndarray, played: TrackFeatures | None
+    ) -> np.ndarray:
+        """Every row, best first: by score; a fold-in's by score and by how close they sound to the listener's plays
+        (services/ranker/foldin.py): the model's score is the same for every listener it does not know."""
+        if candidates.source != FOLDIN_SOURCE or played is None:
+            return np.argsort(-scores, kind="stable")
+        cold = np.fromiter((candidates.cold.get(t, False) for t in items.track_ids), dtype=bool, count=len(scores))
+        return foldin_order(scores, content_closeness(items, played), cold)
 
     @staticmethod
     def item(

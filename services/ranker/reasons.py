@@ -37,7 +37,7 @@ def sounds_like(
     items: TrackFeatures, rows: Sequence[int], played: TrackFeatures, min_cosine: float = SOUNDS_LIKE_MIN
 ) -> dict[int, str]:
     """row in `items` -> the played track that sounds most like it (cosine >= min_cosine), for `rows` only."""
-    candidates, references = _unit_vectors(items, rows), _unit_vectors(played, range(len(played)))
+    candidates, references = unit_vectors(items, rows), unit_vectors(played, range(len(played)))
     if candidates is None or references is None or candidates[0].shape[1] != references[0].shape[1]:
         return {}
     (vectors, ok), (refs, ref_ok) = candidates, references
@@ -52,7 +52,7 @@ def sounds_like(
     return alike
 
 
-def _unit_vectors(features: TrackFeatures, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
+def unit_vectors(features: TrackFeatures, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
     """(unit content vectors of `rows`, which of them hold real content), or None when none can be compared."""
     matrix = features.columns.get("embedding")
     if matrix is None or matrix.ndim != 2 or matrix.shape[1] == 0 or not len(rows):

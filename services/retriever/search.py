@@ -50,23 +50,40 @@ class ColdItems:
     ids: tuple[str, ...]
     index: dict[str, int]
     vectors: np.ndarray  # (n, D) float32
+    content: np.ndarray  # (n, C) float32: each track's stored content vector at unit length (fold-in order)
 
     @classmethod
     def empty(cls, dim: int) -> ColdItems:
-        return cls((), {}, np.zeros((0, dim), np.float32))
+        return cls((), {}, np.zeros((0, dim), np.float32), np.zeros((0, 0), np.float32))
+
+    @classmethod
+    def of(cls, ids: Sequence[str], vectors: np.ndarray, content: np.ndarray) -> ColdItems:
+        """`content`: the tracks' stored content vectors, as kept (made unit length here)."""
+        return cls(tuple(ids), {t: i for i, t in enumerate(ids)}, vectors, unit_rows(content))
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def with_item(self, track_id: str, vector: np.ndarray) -> ColdItems:
-        """A copy with the track's vector added or replaced."""
+    def with_item(self, track_id: str, vector: np.ndarray, content: np.ndarray) -> ColdItems:
+        """A copy with the track's vector (and content) added or replaced."""
+        if not len(self.ids):
+            return ColdItems.of((track_id,), vector[None], content[None])
         if track_id in self.index:
-            vectors = self.vectors.copy()
-            vectors[self.index[track_id]] = vector
-            return ColdItems(self.ids, self.index, vectors)
-        return ColdItems(
-            (*self.ids, track_id), {**self.index, track_id: len(self.ids)}, np.vstack([self.vectors, vector[None]])
-        )
+            vectors, contents = self.vectors.copy(), self.content.copy()
+            vectors[self.index[track_id]], contents[self.index[track_id]] = vector, unit_rows(content[None])[0]
+            return ColdItems(self.ids, self.index, vectors, contents)
+        return ColdItems.of((*self.ids, track_id), np.vstack([self.vectors, vector[None]]),
+                            np.vstack([self.content, content[None]]))  # fmt: skip
+
+    def content_profile(self, played: Sequence[str]) -> np.ndarray | None:
+        """The mean of the played uploads' unit content vectors (a fold-in in content space); None without any."""
+        rows = [self.index[t] for t in played if t in self.index]
+        return self.content[rows].mean(axis=0) if rows else None
+
+
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float32)
+    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
 
 
 @dataclass(frozen=True)
@@ -242,11 +259,11 @@ class RecallIndex:
                 top = [i for i in self.popular[: k + len(drop)] if self.item_ids[i] not in drop][:k]
                 found = [Candidate(self.item_ids[i], float(self.popularity[i]), False) for i in top]
                 return CandidateList(user_id, False, "popularity", self.bundle_id, found)
-            source, seen = FOLDIN_SOURCE, np.zeros(0, np.int64)
+            source, seen, profile = FOLDIN_SOURCE, np.zeros(0, np.int64), cold.content_profile(played)
         else:
-            source, seen = self.source, self.seen(row)
+            source, seen, profile = self.source, self.seen(row), None
             user = self._blend(self.user_vectors[row], seen, played, cold)
-        found = self._search(user, seen, cold, k, set(exclude) | set(played))
+        found = self._search(user, seen, cold, k, set(exclude) | set(played), profile)
         history = self._history(user, seen)
         return CandidateList(user_id, row is not None, source, self.bundle_id, found, history)
 
@@ -279,7 +296,11 @@ class RecallIndex:
         weight = len(seen) / (len(seen) + prior)
         return (weight * trained + (1 - weight) * folded * (norm / folded_norm)).astype(np.float32)
 
-    def _search(self, user: np.ndarray, seen: np.ndarray, cold: ColdItems, k: int, drop: set[str]) -> list[Candidate]:
+    def _search(
+        self, user: np.ndarray, seen: np.ndarray, cold: ColdItems, k: int, drop: set[str],
+        profile: np.ndarray | None = None,
+    ) -> list[Candidate]:  # fmt: skip
+        """`profile`: a fold-in listener's played uploads in content space (ColdItems.content_profile)."""
         want = k + len(drop)
         if self.ivf is not None:
             top, scores = self._ivf_top(user, seen, cold, want)
@@ -288,6 +309,8 @@ class RecallIndex:
         quota = min(len(cold), math.ceil(self.options.cold_share * want))
         if quota:
             top, scores = self._reserve_cold(top, scores, cold, user, quota, want)
+        if profile is not None and len(cold):
+            top, scores = self._cold_by_sound(top, scores, cold, user, profile, drop)
         n_items = len(self.item_ids)
         found = [
             Candidate(self.item_ids[i], float(s), False)
@@ -333,6 +356,22 @@ class RecallIndex:
             rows, all_scores = rows[keep], all_scores[keep]
         order = np.argsort(-all_scores, kind="stable")
         return rows[order], all_scores[order]
+
+    def _cold_by_sound(
+        self, top: np.ndarray, scores: np.ndarray, cold: ColdItems, user: np.ndarray, profile: np.ndarray,
+        drop: set[str],
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """A fold-in listener's ranks held by new tracks go to the new tracks whose content is closest to their
+        played uploads' (cosine to `profile`), closest first: the projected item vectors, mixed and shrunk by the
+        ridge map, say little about sound. Played and excluded tracks are not chosen (the search drops them)."""
+        n_items = len(self.item_ids)
+        slots = np.flatnonzero(top >= n_items)
+        closeness = cold.content @ profile
+        closeness[[cold.index[t] for t in drop if t in cold.index]] = -np.inf
+        chosen = top_k(closeness, len(slots))
+        top, scores = top.copy(), scores.copy()
+        top[slots], scores[slots] = n_items + chosen, cold.vectors[chosen] @ user
+        return top, scores
 
     def _ivf_top(self, user: np.ndarray, seen: np.ndarray, cold: ColdItems, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Like _exact_top, with trained items from the IVF index (asked for k + |seen| so that k survive)."""
@@ -417,7 +456,7 @@ class Retriever:
             self._records[track_id] = ContentRecord(vector, encoder, encoder_revision)
             current = self.holder.state  # a reload may have swapped it since the checks
             if current is index:
-                index.cold = index.cold.with_item(track_id, index.projection.apply(vector[None])[0])
+                index.cold = index.cold.with_item(track_id, index.projection.apply(vector[None])[0], vector)
             else:
                 self._sync(current)
         return status
@@ -488,7 +527,6 @@ class Retriever:
         if not usable:
             index.cold = ColdItems.empty(index.dim)
             return
-        ids = tuple(t for t, _ in usable)
         assert index.projection is not None
-        vectors = index.projection.apply(np.stack([v for _, v in usable]))
-        index.cold = ColdItems(ids, {t: i for i, t in enumerate(ids)}, vectors)
+        content = np.stack([v for _, v in usable])
+        index.cold = ColdItems.of([t for t, _ in usable], index.projection.apply(content), content)

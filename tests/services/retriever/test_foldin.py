@@ -91,3 +91,31 @@ def test_the_blend_weighs_the_trained_vector_by_training_plays(trained: RecallAr
     best = np.argsort(-scores)[:10]
     assert [c.track_id for c in found.candidates] == trained.item_ids[best].tolist()
     np.testing.assert_allclose([c.score for c in found.candidates], scores[best], rtol=1e-5)
+
+
+def test_a_fold_in_listeners_new_track_ranks_go_to_the_uploads_closest_in_sound(
+    planted: Planted, retriever: Retriever
+) -> None:
+    """A new listener who played two uploads: the ranks their candidates give to new tracks go to the uploads whose
+    stored content is closest (cosine to the played uploads' mean unit vector), closest first; not to the best
+    projected scores, which the ridge map's shrinking and mixing make a poor measure of sound."""
+    rng = np.random.default_rng(3)
+    for cluster, centroid in enumerate(planted.centroids):
+        for j in range(4):
+            content = centroid + rng.normal(0.0, 1.0, len(centroid))
+            assert retriever.add_item(f"up-{cluster}-{j}", content.tolist(), **ENCODER) == "added"
+    # The played genre's sound, quietly: the same direction (close in sound), a projected vector near the mean.
+    retriever.add_item("quiet", (0.02 * planted.centroids[0]).tolist(), **ENCODER)
+    played = ["up-0-0", "up-0-1"]
+    found = retriever.candidates("a-new-listener", 20, played=played)
+    assert found.source == FOLDIN_SOURCE
+    cold = [c.track_id for c in found.candidates if c.cold]
+    index, items = retriever.index, retriever.index.cold
+    unit = items.content / np.linalg.norm(items.content, axis=1, keepdims=True)
+    profile = unit[[items.index[t] for t in played]].mean(axis=0)
+    unplayed = [t for t in items.ids if t not in played]
+    by_sound = sorted(unplayed, key=lambda t: -float(unit[items.index[t]] @ profile))
+    assert len(cold) >= 5 and cold == by_sound[: len(cold)]
+    user = index.fold_in(played, items)
+    by_projection = sorted(unplayed, key=lambda t: -float(items.vectors[items.index[t]] @ user))
+    assert by_projection[: len(cold)] != cold  # what the projected scores alone would have chosen
