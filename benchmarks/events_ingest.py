@@ -24,16 +24,18 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import multiprocessing
 import os
 import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -98,7 +100,7 @@ class Batches:
         ]
 
 
-def post_batches(url: str, batches: Batches, stop: threading.Event, interval_s: float | None, out: list) -> None:
+def post_batches(url: str, batches: Batches, stop: Any, interval_s: float | None, out: list) -> None:
     """Post batches until `stop`; every `interval_s` (paced) or back to back. Appends (seconds, status, accepted)."""
     with httpx.Client(timeout=60, headers={"X-API-Key": KEY}) as client:
         next_at = time.monotonic()
@@ -142,15 +144,30 @@ def ingest_summary(results: list, seconds: float) -> dict:
     }
 
 
+def sender(url: str, batches: Batches, go, stop, interval_s: float | None, ready, out) -> None:
+    """One sender process: says it is ready, waits for `go`, posts until `stop`, hands its results back."""
+    ready.put(True)
+    go.wait()
+    results: list = []
+    post_batches(url, batches, stop, interval_s, results)
+    out.put(results)
+
+
 def run_phase(name: str, stack: Stack, batches: Batches, users: list[str], args, senders: int, interval) -> dict:
-    stop, results = threading.Event(), []
-    threads = [
-        threading.Thread(target=post_batches, args=(stack.url("embedder"), batches, stop, interval, results))
+    """A phase with `senders` sender processes (not threads of this one: building and encoding 500-event bodies
+    would hold this process's GIL and add to the /recommend latency this process measures)."""
+    context = multiprocessing.get_context("spawn")
+    go, stop, ready, out = context.Event(), context.Event(), context.Queue(), context.Queue()
+    processes = [
+        context.Process(target=sender, args=(stack.url("embedder"), batches, go, stop, interval, ready, out))
         for _ in range(senders)
     ]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        ready.get(timeout=120)
     started = time.monotonic()
-    for thread in threads:
-        thread.start()
+    go.set()
     if name == "ingest":
         for _ in tqdm(range(int(args.seconds)), desc=name, disable=args.quiet):
             time.sleep(1)
@@ -158,8 +175,10 @@ def run_phase(name: str, stack: Stack, batches: Batches, users: list[str], args,
     else:
         rec = recommend_latency(stack.url("ranker"), users, args.seconds)
     stop.set()
-    for thread in threads:
-        thread.join()
+    results = [result for _ in processes for result in out.get(timeout=300)]
+    seconds = time.monotonic() - started
+    for process in processes:
+        process.join(timeout=60)
     row = {
         "code": args.code_label,
         "store": args.online,
@@ -167,7 +186,7 @@ def run_phase(name: str, stack: Stack, batches: Batches, users: list[str], args,
         "phase": name,
         "senders": senders,
         **rec,
-        **ingest_summary(results, time.monotonic() - started),
+        **ingest_summary(results, seconds),
         "load_1m": round(os.getloadavg()[0], 1),
     }
     print(json.dumps(row), flush=True)
@@ -206,15 +225,25 @@ def markdown_table(rows: list[dict], notes: list[str]) -> str:
     return "\n".join([*lines, "", *notes])
 
 
-def renice_tree(pid: int, niceness: int) -> None:
-    """The process and its descendants (uvicorn's workers) at `niceness`: the write path yields the CPU to the
-    ranker's requests, as lower CPU shares would give it in a deployment (compose `cpu_shares`, k8s requests)."""
+def for_each_thread(pid: int, apply: Callable[[int], None]) -> None:
+    """`apply(thread id)` for every thread of the process and of its descendants (uvicorn's workers): Linux keeps
+    niceness and scheduling policy per thread, and threads started later inherit them."""
     pending = [pid]
     while pending:
         current = pending.pop()
-        for task in Path(f"/proc/{current}/task").iterdir():  # Linux niceness is per thread
-            os.setpriority(os.PRIO_PROCESS, int(task.name), niceness)
+        for task in Path(f"/proc/{current}/task").iterdir():
+            apply(int(task.name))
             pending += [int(child) for child in (task / "children").read_text().split()]
+
+
+def lower_embedder(pid: int, args: argparse.Namespace) -> None:
+    """The write path yields the CPU to the ranker's requests, as lower CPU shares would give it in a deployment
+    (compose `cpu_shares`, k8s requests): a niceness (still ~10% of a contended core at 10), or SCHED_IDLE (the
+    embedder runs only on CPU nobody else wants)."""
+    if args.embedder_nice:
+        for_each_thread(pid, lambda tid: os.setpriority(os.PRIO_PROCESS, tid, args.embedder_nice))
+    if args.embedder_idle:
+        for_each_thread(pid, lambda tid: os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0)))
 
 
 def measure(root: Path, base: Path, args: argparse.Namespace, tracks: list[str], users: list[str]) -> list[dict]:
@@ -222,8 +251,7 @@ def measure(root: Path, base: Path, args: argparse.Namespace, tracks: list[str],
     env = world_env(base, args) | {"PYTHONPATH": str(root)}
     stack = Stack(env=env, ports={s.name: free_port() for s in SERVICES}, log_dir=base, workers=args.workers, root=root)
     stack.start(timeout_s=600)
-    if args.embedder_nice:
-        renice_tree(stack.procs["embedder"].pid, args.embedder_nice)
+    lower_embedder(stack.procs["embedder"].pid, args)
     try:
         batches = Batches(tracks)
         return [
@@ -253,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--embedder-nice", type=int, default=0, help="run the embedder (the write path) at this niceness (0: as is)"
     )
+    parser.add_argument(
+        "--embedder-idle", action="store_true", help="run the embedder under SCHED_IDLE (only on otherwise idle CPU)"
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     args.load_start = os.getloadavg()[0]
@@ -277,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         f"`python -m benchmarks.events_ingest {'--world <dir> --project ' + args.project + ' ' if args.world else ''}"
         f"--online {args.online} --seconds {args.seconds:g} --senders {args.senders} --workers {args.workers} "
         f"--paced-senders {args.paced_senders}"
+        f"{f' --embedder-nice {args.embedder_nice}' if args.embedder_nice else ''}"
+        f"{' --embedder-idle' if args.embedder_idle else ''}"
         f"{' --before <checkout of ' + args.before_label + '>' if args.before else ''}`.",
     ]
     if not args.no_write:
