@@ -70,12 +70,12 @@ def track_name(track_id: str) -> str:
 
 
 def reason(*, cold: bool, genre: str | None, tags: str | None, like: str | None = None) -> str:
-    """e.g. "new upload that sounds like brahms-intermezzo, which you played", "jazz, played by listeners like
+    """e.g. "new track that sounds like brahms-intermezzo, which you played", "jazz, played by listeners like
     you; sounds classical, violin, strings"."""
     sound = sound_tags(tags)[:SOUND_TAGS]
     heard = f"sounds like {track_name(like)}, which you played" if like else ""
     heard = heard or (f"sounds {', '.join(sound)}" if sound else "")
     if cold:
-        return f"new upload that {heard}" if heard else "new upload whose sound suits your plays"
+        return f"new track that {heard}" if heard else "new track whose sound suits your plays"
     listeners = f"{genre}, played by listeners like you" if genre else "played by listeners like you"
     return f"{listeners}; {heard}" if heard else listeners

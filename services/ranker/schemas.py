@@ -55,7 +55,7 @@ class RecommendResponse(BaseModel):
                             "genre": None,
                             "release_year": None,
                             "cold": True,
-                            "reason": "new upload that sounds classical, violin, strings",
+                            "reason": "new track that sounds classical, violin, strings",
                             "tags": ["classical", "violin", "strings", "slow", "soft"],
                         },
                     ],

@@ -85,7 +85,7 @@ function renderRecs(answer) {
     el("div", { class: "head" },
       el("span", { class: "rank" }, `${item.rank}.`),
       el("span", { class: "id" }, item.track_id),
-      item.cold ? el("span", { class: "badge", title: "a new upload, found by its sound" }, "new") : null,
+      item.cold ? el("span", { class: "badge", title: "a new track (uploaded, or not yet trained on), found by its sound" }, "new") : null,
       el("span", { class: "score" }, `score ${item.score.toFixed(3)}`),
       item.query_match !== null && item.query_match !== undefined
         ? el("span", { class: "meta match", title: "how well its tags match your words (cosine)" },

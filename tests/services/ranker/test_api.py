@@ -95,7 +95,7 @@ def test_candidates_without_features_are_scored_and_flagged(client: TestClient, 
     by_id = {item["track_id"]: item for item in body["items"]}
     assert len(body["items"]) == len(CANDIDATES)
     assert by_id[CONTENT_ONLY]["cold"] is True and by_id[CONTENT_ONLY]["genre"] is None
-    assert by_id[CONTENT_ONLY]["reason"] == "new upload that sounds strings, classical, violin"  # its stored tags
+    assert by_id[CONTENT_ONLY]["reason"] == "new track that sounds strings, classical, violin"  # its stored tags
     assert by_id[NOT_IN_STORE]["artist_id"] is None and by_id[NOT_IN_STORE]["release_year"] is None
     assert by_id["t0"]["cold"] is False
 

@@ -11,13 +11,13 @@ TAGS = format_tags({"mtt": ["classical", "violin", "strings", "slow", "cello"], 
 
 
 def test_an_upload_is_described_by_its_sound_and_a_catalog_track_by_genre_and_sound() -> None:
-    assert reason(cold=True, genre=None, tags=TAGS) == "new upload that sounds classical, violin, strings"
+    assert reason(cold=True, genre=None, tags=TAGS) == "new track that sounds classical, violin, strings"
     assert (
         reason(cold=False, genre="jazz", tags=TAGS)
         == "jazz, played by listeners like you; sounds classical, violin, strings"
     )
     assert reason(cold=False, genre=None, tags="") == "played by listeners like you"
-    assert reason(cold=True, genre="folk", tags=None) == "new upload whose sound suits your plays"
+    assert reason(cold=True, genre="folk", tags=None) == "new track whose sound suits your plays"
 
 
 def _features(ids: list[str], vectors: list[list[float]], has_content: list[bool]) -> TrackFeatures:
@@ -39,7 +39,7 @@ def test_a_track_is_said_to_sound_like_the_closest_played_track_only_when_close_
     # d: no content of its own; p1 itself: never "sounds like itself", p2 is too far.
     assert alike == {0: "p1", 1: "p2"}
     assert sounds_like(items, [1], played, min_cosine=0.999) == {}
-    assert reason(cold=True, genre=None, tags=TAGS, like="p1") == "new upload that sounds like p1, which you played"
+    assert reason(cold=True, genre=None, tags=TAGS, like="p1") == "new track that sounds like p1, which you played"
     assert reason(cold=False, genre="jazz", tags=TAGS, like="340") == (
         "jazz, played by listeners like you; sounds like track 340, which you played"
     )
