@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from benchmarks.real_uploads import AUDIO, OUT, upload_all
+from benchmarks.real_uploads import OUT, add_check_arguments, upload_all
 
 NEW_OUT = OUT / "new_listeners"
 # Listener groups by the clips' MusiCNN tags (the mtt head's top 5, which /embed returns and the JSON keeps):
@@ -166,12 +166,7 @@ def table(out_dir: Path = NEW_OUT) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--label", default="check")
-    parser.add_argument("--ranker", default="http://127.0.0.1:8000")
-    parser.add_argument("--embedder", default="http://127.0.0.1:8002")
-    parser.add_argument("--api-key", default="encore-dev-key")
-    parser.add_argument("--audio-dir", type=Path, default=AUDIO)
-    parser.add_argument("--table", action="store_true", help="print the table of saved runs and exit")
+    add_check_arguments(parser)
     args = parser.parse_args(argv)
     if args.table:
         print("\n".join(table()))

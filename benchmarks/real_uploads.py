@@ -187,16 +187,22 @@ def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"  # runs saved before the column existed show "-"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every listener check takes (this one, benchmarks/new_listener_uploads.py): the run's label, the
+    running stack, its key, the clips to upload, and --table."""
     parser.add_argument("--label", default="check")
     parser.add_argument("--ranker", default="http://127.0.0.1:8000")
     parser.add_argument("--embedder", default="http://127.0.0.1:8002")
     parser.add_argument("--api-key", default="encore-dev-key")
-    parser.add_argument("--users", type=int, default=200)
-    parser.add_argument("--catalog", type=int, required=False, help="catalog size (default: the ranker's /readyz)")
     parser.add_argument("--audio-dir", type=Path, default=AUDIO)
     parser.add_argument("--table", action="store_true", help="print the table of saved runs and exit")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_check_arguments(parser)
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--catalog", type=int, required=False, help="catalog size (default: the ranker's /readyz)")
     args = parser.parse_args(argv)
     if args.table:
         print(table())
