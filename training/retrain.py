@@ -394,9 +394,8 @@ def with_content(joined: pd.DataFrame, track_content: pd.DataFrame, version: str
 
 def weighted_events(extra: pd.DataFrame, events: pd.DataFrame, weight: int) -> pd.DataFrame:
     """The ranker's rows of `events` (aligned with them) with each logged event's row (a play or a skip, not a
-    sampled `:neg`) `weight` times: how much the events' play/skip signal counts against the bootstrap's history."""
-    if weight < 1:
-        raise EncoreError(f"--event-weight must be at least 1, got {weight}")
+    sampled `:neg`) `weight` (>= 1) times: how much the events' play/skip signal counts against the bootstrap's
+    history."""
     logged = ~events[fn.EVENT_ID].astype(str).str.endswith(":neg").to_numpy()
     repeats = [extra.loc[logged]] * (weight - 1)
     return pd.concat([extra, *repeats], ignore_index=True)
@@ -666,7 +665,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="each logged event's row (play or skip; not its sampled negative) counts this many times per epoch",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.event_weight < 1:  # refused before the store is read, not after the joins
+        parser.error(f"--event-weight must be at least 1, got {args.event_weight}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

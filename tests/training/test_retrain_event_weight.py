@@ -6,7 +6,6 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from encore.errors import EncoreError
 from training.retrain import parse_args, weighted_events
 
 
@@ -17,10 +16,11 @@ def test_logged_events_count_weight_times_and_their_sampled_negatives_once() -> 
     rows = weighted_events(extra, events, 3)
     assert rows["user_id"].value_counts().to_dict() == {"r0": 3, "r1": 3, "r2": 1}
     assert rows["label"].tolist() == [1, 0, 0, 1, 0, 1, 0]  # the skip (label 0) is weighted like the play
-    with pytest.raises(EncoreError, match="at least 1"):
-        weighted_events(extra, events, 0)
 
 
-def test_the_event_weight_defaults_to_one() -> None:
+def test_the_event_weight_defaults_to_one_and_below_one_is_refused_in_one_line(capsys) -> None:
     assert parse_args([]).event_weight == 1
     assert parse_args(["--event-weight", "5"]).event_weight == 5
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--event-weight", "0"])
+    assert exit_.value.code == 2 and "--event-weight must be at least 1, got 0" in capsys.readouterr().err
