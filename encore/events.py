@@ -36,7 +36,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -153,6 +153,60 @@ def activity_before(log: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
         rate = np.where(plays + skips > 0, skips / np.maximum(plays + skips, 1), 0.0)
     out["skip_rate"] = rate.astype(np.float32).astype(np.float64)
     return pd.DataFrame(out, index=rows.index)
+
+
+def profile_before(log: pd.DataFrame, rows: pd.DataFrame, embeddings: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """The listener's running content profile as of each row: `profile` (float32 vector, None without one) and
+    `profile_n`, from the logged events (`EventLog.read()`: event_id, user_id, track_id, type, ms, event_timestamp)
+    of the row's user_id **strictly before** the row's event_timestamp, aligned with `rows`: what `Activity.fold`
+    and `features()` held online for a request at that time (the training side of `content_affinity`'s skew test,
+    tests/training/test_affinity_skew.py). `embeddings`: track id -> the content vector the store holds (what the
+    embedder folds in); events of tracks without one are not folded, as online.
+
+    Exactly the online arithmetic: positives (`label(type, ms) == 1`) in time order, summed in float64 one after
+    the other (a cumulative sum, S_k = S_(k-1) + v_k, as `fold` adds them), then float32(S_k / k). Events sharing a
+    time are summed in the log's order (event id), which may differ from their arrival order online: the float64
+    sum can then differ in its last bit. The bootstrap's history is left out (`is_history`), as in `activity_before`.
+    """
+    n = len(rows)
+    profiles = np.full(n, None, dtype=object)
+    counts = np.zeros(n, dtype=np.int64)
+    if fn.EVENT_ID in log:
+        log = log[~is_history(log[fn.EVENT_ID])]
+    if len(log) and n:
+        ms = log["ms"].to_numpy() if "ms" in log else np.full(len(log), -1)
+        labels = [label(t, None if m < 0 else int(m)) for t, m in zip(log["type"].astype(str), ms, strict=True)]
+        tracks = log[fn.TRACK_ID].astype(str).to_numpy(dtype=object)
+        keep = np.array([lab == 1 and t in embeddings for lab, t in zip(labels, tracks, strict=True)], dtype=bool)
+        positives = pd.DataFrame({"user": log[fn.USER_ID].astype(str).to_numpy(dtype=object)[keep],
+                                  "track": tracks[keep], "ns": _ns(log[fn.EVENT_TIMESTAMP])[keep]})  # fmt: skip
+        positives = positives.sort_values("ns", kind="stable")  # the log's order among equal times
+        row_users = rows[fn.USER_ID].astype(str).to_numpy(dtype=object)
+        row_ns = _ns(rows[fn.EVENT_TIMESTAMP])
+        wanted = pd.Series(np.arange(n)).groupby(row_users).indices  # user -> row positions
+        for user, group in positives.groupby("user", sort=False):
+            at = wanted.get(user)
+            if at is None:
+                continue
+            vectors = [np.asarray(embeddings[t], dtype=np.float64) for t in group["track"]]
+            # fold starts again when a vector's length differs from the sum's (another encoder): so do the runs here
+            lengths = np.array([len(v) for v in vectors])
+            starts = np.flatnonzero(np.r_[True, lengths[1:] != lengths[:-1]])
+            sums: list[np.ndarray] = []
+            for first, stop in zip(starts, [*starts[1:], len(vectors)], strict=True):
+                sums.extend(np.cumsum(np.stack(vectors[first:stop]), axis=0))  # sequential float64, as fold adds
+            run_start = starts[np.searchsorted(starts, np.arange(len(vectors)), side="right") - 1]
+            before = np.searchsorted(group["ns"].to_numpy(), row_ns[at], side="left")  # strictly earlier events
+            for position, k in zip(at, before, strict=True):
+                if k > 0:
+                    folded = k - run_start[k - 1]  # events in the sum (since the last restart)
+                    profiles[position] = (sums[k - 1] / folded).astype(np.float32)
+                    counts[position] = folded
+    return pd.DataFrame({"profile": profiles, "profile_n": counts}, index=rows.index)
+
+
+def _ns(stamps: pd.Series) -> np.ndarray:
+    return pd.to_datetime(stamps, utc=True).to_numpy(dtype="datetime64[ns]").view(np.int64)
 
 
 # --- inputs and refusals ---------------------------------------------------------------------------------

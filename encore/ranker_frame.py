@@ -11,6 +11,14 @@ user fields too: serving passes the online row's values in the `user` mapping, t
 row in the rows' own columns (`encore.events.activity_before`: from events strictly before the row); a listener
 without events has 0 for each (never OOV), as float64 on both sides.
 
+One (user, track) field: `content_affinity` (CONTENT_AFFINITY, numeric, owner "user"), the cosine between the
+listener's running content profile (user_activity's `profile`, float32, and `profile_n`) and the track's content
+embedding, 0 when the listener has no profile or the track no content. Both sides compute it with one function,
+`content_affinity`, from the profile serving passes in the `user` mapping (the online row's) and training in the
+rows' own `profile`/`profile_n` columns (`encore.events.profile_before`: from events strictly before the row).
+It is neither an item field nor a per-user one: the ranker computes and encodes it per request for the
+candidates (`is_pair_field`; services/ranker/pair_inputs.py).
+
 Two entry points, one code path (`_frame`), so the two sides cannot drift:
 - `build_frame(fields, user_id, user, items)`: one listener and their candidates (the ranker, per request);
 - `training_frame(rows, users, track_meta, track_content, fields)`: (user, track[, label]) rows joined with
@@ -51,6 +59,8 @@ ITEM_COLUMNS: tuple[str, ...] = (fn.TRACK_ID, *fn.TRACK_META_FIELDS)
 CONTENT_ARRAYS: dict[str, type] = {"embedding": np.float32, "tokens": np.int64}  # store dtypes of the content arrays
 ITEM_SOURCES = frozenset({"track_id", "item", "embedding", "token", "content_missing"})
 ACTIVITY_COLUMNS: tuple[str, ...] = ("n_play", "n_skip", "n_like", "n_dislike", "skip_rate")  # user_activity scalars
+PROFILE, PROFILE_N = "profile", "profile_n"  # user_activity's running content profile (float32 mean) and its count
+CONTENT_AFFINITY = "content_affinity"  # (user, track): cosine(listener's content profile, track's embedding)
 
 Field = FieldConfig | FieldSpec  # both carry name, kind, owner, column and dim
 
@@ -135,20 +145,57 @@ def check_fields(fields: Sequence[Field]) -> None:
     if unknown:
         raise SpecError(
             f"the ranker has no source for spec field(s) {unknown}; user columns are {list(USER_COLUMNS)} and "
-            f"{list(ACTIVITY_COLUMNS)}, "
+            f"{list(ACTIVITY_COLUMNS)} and {CONTENT_AFFINITY!r} (numeric, owner 'user'), "
             f"item columns {list(ITEM_COLUMNS)}, content {AUDIO_EMBEDDING!r}, 'audio_tok_<i>' and {AUDIO_MISSING!r}, "
             "and context fields need owner 'context'"
         )
 
 
 def uses_activity(fields: FeatureSpec | Sequence[Field]) -> bool:
-    """Whether the fields read recent-event features (serving must then pass the user_activity row)."""
-    return any(_source(f) == "activity" for f in (fields.fields if isinstance(fields, FeatureSpec) else fields))
+    """Whether the fields read recent-event features or the content profile (serving must then pass the
+    user_activity row)."""
+    fields = fields.fields if isinstance(fields, FeatureSpec) else fields
+    return any(_source(f) in ("activity", "affinity") for f in fields)
 
 
 def is_item_field(f: Field) -> bool:
     """True for fields whose value depends on the track only (the ranker encodes those once per track)."""
     return _source(f) in ITEM_SOURCES
+
+
+def is_pair_field(f: Field) -> bool:
+    """True for fields whose value depends on the (user, track) pair (the ranker encodes those per request)."""
+    return _source(f) == "affinity"
+
+
+def content_affinity(
+    profiles: np.ndarray, profile_n: np.ndarray, embeddings: np.ndarray, has_content: np.ndarray
+) -> np.ndarray:
+    """cos(profile_i, embedding_i) per row, float64: the one computation of `content_affinity` for training and
+    serving. `profiles` (n, d): the listener's profile as the store keeps it (float32), a broadcast view of one
+    vector at serving; `profile_n` (n,): how many tracks it averages; `embeddings` (n, d'): the tracks' content;
+    `has_content` (n,) bool. 0 where profile_n is 0, the track has no content, a vector is all zeros, or the
+    lengths differ (no profile yet, or another encoder's vectors).
+
+    The sums run one dimension at a time over all rows (elementwise float64 operations in a fixed order), so a
+    row's value does not depend on the batch it is computed in: a request's n candidates and a training frame's
+    rows give the same bits for the same inputs (numpy's own reductions may pair terms differently by layout).
+    """
+    n = len(has_content)
+    out = np.zeros(n, dtype=np.float64)
+    p, e = np.asarray(profiles), np.asarray(embeddings)
+    if n == 0 or p.ndim != 2 or e.ndim != 2 or p.shape[1] != e.shape[1] or p.shape[1] == 0:
+        return out
+    dot, pp, ee = np.zeros(n), np.zeros(n), np.zeros(n)
+    for j in range(p.shape[1]):
+        pj, ej = p[:, j].astype(np.float64), e[:, j].astype(np.float64)
+        dot += pj * ej
+        pp += pj * pj
+        ee += ej * ej
+    norm = np.sqrt(pp) * np.sqrt(ee)
+    ok = (np.asarray(profile_n) > 0) & np.asarray(has_content, dtype=bool) & (norm > 0)
+    out[ok] = dot[ok] / norm[ok]
+    return out
 
 
 def build_frame(
@@ -168,6 +215,7 @@ def build_frame(
         user_id=lambda: _constant(user_id, n),
         user=lambda name: _constant(None if user is None else user.get(name), n),
         context=lambda name: _constant(context.get(name), n),
+        profile=lambda: _one_profile(user, n),
     )
 
 
@@ -195,7 +243,13 @@ def training_frame(
             return pd.Series(rows[name].to_numpy()) if name in rows else _constant(None, n)
         return _column(_gather(profiles[name].to_numpy(), order), order >= 0)
 
-    frame = _frame(fields, items, user_id=lambda: pd.Series(user_ids, dtype=object), user=user, context=context)
+    def profile() -> tuple[np.ndarray, np.ndarray]:  # as of each row (its own columns); none: no profile yet
+        if PROFILE not in rows or PROFILE_N not in rows:
+            return np.zeros((n, 0), np.float32), np.zeros(n, np.int64)
+        return _row_profiles(rows[PROFILE].to_numpy(dtype=object), rows[PROFILE_N].to_numpy())
+
+    frame = _frame(fields, items, user_id=lambda: pd.Series(user_ids, dtype=object), user=user, context=context,
+                   profile=profile)  # fmt: skip
     out = pd.DataFrame({name: list(v) if isinstance(v, np.ndarray) and v.ndim == 2 else v for name, v in frame.items()})
     if label in rows:
         out[label] = rows[label].to_numpy()
@@ -208,6 +262,7 @@ def _frame(
     user_id: Callable[[], pd.Series],
     user: Callable[[str], pd.Series],
     context: Callable[[str], pd.Series],
+    profile: Callable[[], tuple[np.ndarray, np.ndarray]],
 ) -> dict[str, Any]:
     frame: dict[str, Any] = {}
     for f in fields:
@@ -222,6 +277,10 @@ def _frame(
             frame[f.column] = user(f.column)
         elif source == "activity":
             frame[f.column] = _activity(user(f.column))
+        elif source == "affinity":
+            profiles, counts = profile()
+            embeddings, has = items.columns.get("embedding", np.zeros((len(items), 0))), items.valid[fn.TRACK_CONTENT]
+            frame[f.column] = pd.Series(content_affinity(profiles, counts, embeddings, has))
         elif source == "track_id":
             frame[f.column] = pd.Series(items.track_ids, dtype=object)
         elif source == "item":
@@ -246,6 +305,8 @@ def _source(f: Field) -> str | None:
         return "user"
     if f.column in ACTIVITY_COLUMNS and f.owner == "user":
         return "activity"
+    if f.column == CONTENT_AFFINITY and f.owner == "user" and f.kind == "numeric":
+        return "affinity"
     if f.column == fn.TRACK_ID:
         return "track_id"
     if f.column in fn.TRACK_META_FIELDS:
@@ -285,6 +346,34 @@ def _column(values: np.ndarray, valid: np.ndarray) -> pd.Series:
 def _activity(values: pd.Series) -> pd.Series:
     """A recent-event count or rate: float64, 0 where the listener has no events (no online row, no earlier event)."""
     return pd.Series(pd.to_numeric(values, errors="coerce").fillna(0.0).to_numpy(np.float64))
+
+
+def _one_profile(user: Mapping[str, Any] | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The online row's profile for each of n candidates (a broadcast view: one vector), and its count."""
+    vector = None if user is None else user.get(PROFILE)
+    count = None if user is None else user.get(PROFILE_N)
+    count = 0 if count is None or not np.isfinite(count) else int(count)
+    if vector is None or count <= 0:
+        return np.zeros((n, 0), np.float32), np.zeros(n, np.int64)
+    vector = np.asarray(vector, dtype=np.float32)  # the store's float32 values (a list from the online read)
+    return np.broadcast_to(vector, (n, len(vector))), np.full(n, count, np.int64)
+
+
+def _row_profiles(values: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row profiles (arrays, or None: no profile yet) stacked as (n, d) float32, with their counts (rows whose
+    vector has another length than the most common one count as without a profile)."""
+    n = len(values)
+    counts = pd.to_numeric(pd.Series(counts), errors="coerce").fillna(0).to_numpy(np.int64)
+    lengths = np.array([0 if v is None or (isinstance(v, float) and np.isnan(v)) else len(v) for v in values])
+    has = (counts > 0) & (lengths > 0)
+    if not has.any():
+        return np.zeros((n, 0), np.float32), np.zeros(n, np.int64)
+    dim = int(np.bincount(lengths[has]).argmax())
+    has &= lengths == dim
+    matrix = np.zeros((n, dim), np.float32)
+    if has.any():
+        matrix[has] = np.stack([np.asarray(v, dtype=np.float32) for v in values[has]])
+    return matrix, np.where(has, counts, 0)
 
 
 def _constant(value: Any, n: int) -> pd.Series:

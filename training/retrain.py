@@ -50,10 +50,10 @@ from encore.audio.codebooks import Codebooks
 from encore.audio.content import ContentComponent, foreign_rows, split_revision
 from encore.bundle_check import BUNDLE_ID
 from encore.errors import EncoreError
-from encore.events import EventLog, activity_before, history_split, is_history, label
+from encore.events import EventLog, activity_before, history_split, is_history, label, profile_before
 from encore.io import sha256_file, write_json_atomic, write_parquet_atomic, write_text_atomic
 from encore.job_lock import HeldLock, JobLocked, job_lock
-from encore.ranker_frame import ACTIVITY_COLUMNS, training_frame
+from encore.ranker_frame import ACTIVITY_COLUMNS, CONTENT_AFFINITY, PROFILE, PROFILE_N, training_frame
 from encore.settings import EncoreSettings
 from encore.store import Store
 from training import bootstrap as boot
@@ -237,11 +237,16 @@ def point_in_time(store: Store, rows: pd.DataFrame) -> pd.DataFrame:
     joined[fn.EVENT_TIMESTAMP] = joined[fn.EVENT_TIMESTAMP] + STRICTLY_BEFORE
     joined = joined.drop(columns=[ROW])
     log = EventLog(store)
-    try:  # recent-event features, from the listener's events strictly before each row
-        activity = activity_before(log.read(), joined)
+    try:  # recent-event features and the content profile, from the listener's events strictly before each row
+        events = log.read()
     finally:
         log.close()
-    return pd.concat([joined.drop(columns=[c for c in ACTIVITY_COLUMNS if c in joined]), activity], axis=1)
+    activity = activity_before(events, joined)
+    content = store.read_offline(fn.TRACK_CONTENT)  # the vectors the embedder folds into the online profile
+    vectors = dict(zip(content[fn.TRACK_ID].astype(str), content["embedding"], strict=True))
+    profile = profile_before(events, joined, vectors)
+    drop = [c for c in (*ACTIVITY_COLUMNS, PROFILE, PROFILE_N) if c in joined]
+    return pd.concat([joined.drop(columns=drop), activity, profile], axis=1)
 
 
 def activity_fields() -> list:
@@ -249,6 +254,16 @@ def activity_fields() -> list:
     from encore.schema import FieldConfig
 
     return [FieldConfig(c, "numeric", owner="user", numeric_mode="quantile", n_buckets=10) for c in ACTIVITY_COLUMNS]
+
+
+def affinity_fields() -> list:
+    """The (listener, track) content affinity as a ranker field: cosine of the listener's content profile as of the
+    row and the track's embedding (encore.ranker_frame.content_affinity), scaled, not bucketized: most training
+    rows (the bootstrap's history, listeners without events) are 0, which would leave quantile edges at 0 alone.
+    Owned by the user: the cold calibration's panel (reference listeners without events) gets 0 in its place."""
+    from encore.schema import FieldConfig
+
+    return [FieldConfig(CONTENT_AFFINITY, "numeric", owner="user", numeric_mode="scale")]
 
 
 def ranker_rows(joined: pd.DataFrame, fields: list) -> pd.DataFrame:
@@ -267,7 +282,7 @@ def ranker_rows(joined: pd.DataFrame, fields: list) -> pd.DataFrame:
     meta = table(fn.TRACK_ID, fn.TRACK_META_FIELDS, "genre")
     content = table(fn.TRACK_ID, fn.TRACK_CONTENT_ARRAYS, "embedding")
     rows = pd.DataFrame({fn.USER_ID: keys, fn.TRACK_ID: keys, "label": joined["label"].to_numpy()})
-    for column in ACTIVITY_COLUMNS:  # as of each row (point_in_time); the frame builder reads them from the rows
+    for column in (*ACTIVITY_COLUMNS, PROFILE, PROFILE_N):  # as of each row (point_in_time); read from the rows
         if column in joined:
             rows[column] = joined[column].to_numpy()
     frame = training_frame(rows, users, meta, content, fields)
@@ -422,6 +437,8 @@ def train_candidate(
         fields = boot.ranker_fields(content.codebooks.n_fields, content.dense_width)
         if args.activity_features:  # recent-event features (docs/events.md): the candidate's spec reads them
             fields += activity_fields()
+        if args.affinity_feature:  # the (listener, track) content affinity (docs/events.md)
+            fields += affinity_fields()
         joined = with_content(point_in_time(store, events), tables.track_content, content.version)
         extra = weighted_events(ranker_rows(joined, fields), events, args.event_weight)
         first = boot.ranker_frame(splits.sampler(1, args.seed), tables, fields)
@@ -657,6 +674,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--activity-features",
         action="store_true",
         help="the candidate's ranker reads recent-event features (n_play, ..., skip_rate)",
+    )
+    parser.add_argument(
+        "--affinity-feature",
+        action="store_true",
+        help="the candidate's ranker reads content_affinity: cosine of the listener's content profile and the track",
     )
     parser.add_argument(
         "--event-weight",

@@ -3,7 +3,8 @@
 Encoding 200 candidates through the spec encoder cost ~6 ms per request (pandas work per field); the item
 fields of a track only change when the track table or the bundle does. `EncodedItems` holds the item-side
 inputs of every TrackTable row for one (feature spec, table generation); a request gathers its candidates'
-rows and encodes the user's single row (cached per user profile object), then packs both. The values are the
+rows and encodes the user's single row (cached per user profile object), encodes the (user, track) pair fields of
+its candidates (pair_inputs.py: they fit neither cache), then packs them all. The values are the
 spec encoder's own output for the same frame, so the model sees bit-identical inputs (tests compare both paths).
 When the cache does not cover a request (a new bundle or table generation, a freshly merged track, a
 candidate the store does not know) the request takes the full encoding path and a background thread
@@ -33,9 +34,10 @@ from typing import Any
 import numpy as np
 
 from encore.io import atomic_path
-from encore.ranker_frame import TrackFeatures, build_frame, is_item_field
+from encore.ranker_frame import TrackFeatures, build_frame, is_item_field, is_pair_field
 from encore.schema import FeatureSpec
 from encore.track_table import TrackBatch, TrackTable
+from services.ranker.pair_inputs import PairInputs
 from services.ranker.request_inputs import RequestInputs
 
 log = logging.getLogger("encore.ranker")
@@ -141,13 +143,14 @@ def _remove_stale(keep: Path) -> None:
 
 
 class SplitSpec:
-    """A bundle's spec split into item-side and request-side (user, context) fields."""
+    """A bundle's spec split into item-side, request-side (user, context) and pair (user x track) fields."""
 
     def __init__(self, spec: FeatureSpec):
         self.spec = spec
         self.items = FeatureSpec([f for f in spec.fields if is_item_field(f)], label=None)
-        self.request = FeatureSpec([f for f in spec.fields if not is_item_field(f)], label=None)
+        self.request = FeatureSpec([f for f in spec.fields if not (is_item_field(f) or is_pair_field(f))], label=None)
         self.request_inputs = RequestInputs(self.request)
+        self.pairs = PairInputs(spec)  # encoded per request, for its candidates
 
 
 def encode_item_rows(split: SplitSpec, items: TrackFeatures) -> dict[str, np.ndarray]:
@@ -199,6 +202,7 @@ class ItemInputCache:
         inputs = encoded.gather(rows)
         for name, value in self._user_inputs(split, user_id, user).items():
             inputs[name] = np.repeat(value, n, axis=0)
+        inputs.update(split.pairs.encode(user_id, user, items))
         return spec.pack(inputs)
 
     def _user_inputs(self, split: SplitSpec, user_id: str, user: Mapping[str, Any] | None) -> dict[str, np.ndarray]:

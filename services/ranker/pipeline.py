@@ -40,7 +40,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
 
 from encore.artifacts import BundleHolder
-from encore.ranker_frame import ACTIVITY_COLUMNS, TrackFeatures, build_frame, uses_activity
+from encore.ranker_frame import ACTIVITY_COLUMNS, PROFILE, PROFILE_N, TrackFeatures, build_frame, uses_activity
 from encore.schema import FeatureSpec
 from encore.settings import RetrieverSettings
 from encore.store import Store
@@ -123,7 +123,8 @@ class Recommendation:
 class Recent:
     exclude: list[str]  # every recent track, newest first
     played: list[str]  # recent tracks whose latest event was a play or a like, newest first
-    features: dict[str, Any] = field(default_factory=dict)  # the row's recent-event features (ACTIVITY_COLUMNS)
+    # the row's recent-event features (ACTIVITY_COLUMNS) and content profile (PROFILE, PROFILE_N: content_affinity)
+    features: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: dict[str, Any] | None) -> Recent:
@@ -133,11 +134,12 @@ class Recent:
         latest: dict[str, str] = {}
         for track, kind in zip(tracks, types, strict=False):  # newest first: the first type seen is the latest
             latest.setdefault(track, kind)
-        features = {c: row[c] for c in ACTIVITY_COLUMNS if row.get(c) is not None}
+        features = {c: row[c] for c in (*ACTIVITY_COLUMNS, PROFILE, PROFILE_N) if row.get(c) is not None}
         return cls(list(latest), [t for t, kind in latest.items() if kind in POSITIVE_TYPES], features)
 
     def user_row(self, profile: dict[str, Any] | None) -> dict[str, Any] | None:
-        """The ranker's user mapping: the profile plus these recent-event features (for a spec that reads them)."""
+        """The ranker's user mapping: the profile plus these recent-event features and content profile (for a spec
+        that reads them)."""
         return {**(profile or {}), **self.features} if self.features else profile
 
 
