@@ -677,8 +677,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--affinity-feature",
-        action="store_true",
-        help="the candidate's ranker reads content_affinity: cosine of the listener's content profile and the track",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the candidate's ranker reads content_affinity, the cosine of the listener's content profile (as of the "
+        "row) and the track's embedding (default on: docs/events.md 'Does the ranker learn liking from the events?')",
     )
     parser.add_argument(
         "--event-weight",

@@ -590,7 +590,12 @@ class Ranker:
         collections do not walk it on the hot path (the p99 spikes in DESIGN section 3).
         """
         if self.holder.loaded:
-            self.score.prepare(self.holder.state.spec, self.item_features.table)
+            spec = self.holder.state.spec
+            self.score.prepare(spec, self.item_features.table)
+            if self.recent is None and uses_activity(spec):  # served as 0 for every listener: not what it trained on
+                log.warning("bundle %s reads recent-event features or content_affinity, but events are not read "
+                            "(ENCORE_RANKER_READ_EVENTS=false): every listener is scored as without events",
+                            self.holder.state.bundle_id)  # fmt: skip
         gc.collect()
         gc.freeze()
 

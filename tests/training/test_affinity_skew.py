@@ -160,3 +160,8 @@ def test_content_affinity_is_the_cosine_and_zero_without_a_profile_or_content() 
     one = np.broadcast_to(np.float32([3, 4]), (2, 2))  # serving: one profile for every candidate
     assert content_affinity(one, np.array([2, 2]), np.float32([[3, 4], [-4, 3]]), np.ones(2, bool)).tolist() == [1, 0]
     assert content_affinity(one, np.array([2, 2]), np.zeros((2, 3)), np.ones(2, bool)).tolist() == [0, 0]  # lengths
+
+
+def test_the_retrain_reads_content_affinity_unless_told_not_to() -> None:
+    assert retrain.parse_args([]).affinity_feature is True
+    assert retrain.parse_args(["--no-affinity-feature"]).affinity_feature is False

@@ -219,6 +219,52 @@ def test_a_candidate_with_recent_event_features_trains_and_is_judged_with_them(w
         retrain.main(["--rollback"])
 
 
+def test_a_candidate_with_content_affinity_trains_loads_and_serves_it(world: RetrainWorld) -> None:
+    """--affinity-feature: the candidate's spec carries content_affinity; the bundle loads (its smoke test scores
+    through it) and serves a listener with events, the cached path and the full path giving the same scores."""
+    from encore.ranker_bundle import RankerComponent
+    from encore.ranker_frame import CONTENT_AFFINITY, TrackFeatures, build_frame, uses_activity
+    from encore.track_table import TrackTable
+    from services.ranker.bundle import load_ranker_model
+    from services.ranker.encoded_items import ItemInputCache
+    from services.ranker.pipeline import Recent, Score
+
+    current = current_bundle_path(world.root).name
+    argv = ["--epochs", "1", "--recall-epochs", "1", "--bundle-id", "retrain-affinity", "--affinity-feature", "--quiet"]
+    assert retrain.main(argv) in (retrain.EXIT_PROMOTED, retrain.EXIT_NOT_PROMOTED)
+    spec = RankerComponent.read(load_bundle(world.root / "retrain-affinity")).spec
+    assert CONTENT_AFFINITY in {f.column for f in spec.fields} and uses_activity(spec)
+    assert 0 <= _report(world.root, "retrain-affinity")["evaluation"]["candidate"] <= 1
+
+    model = load_ranker_model(load_bundle(world.root / "retrain-affinity"))
+    events = retrain.labelled_events(world.store)
+    user = str(events[events.label == 1][fn.USER_ID].iloc[-1])
+    ids = world.store.read_offline(fn.TRACK_CONTENT)[fn.TRACK_ID].astype(str).tolist()[:40]
+    row = Store(world.store.settings).get_activity([user])[user]
+    # This world's events went in without the embedder's vectors (EventLog(store)), so its online rows hold no
+    # profile: the one a request now would read is the training side's as of now (equal to the online one when
+    # ingest folds the vectors: tests/training/test_affinity_skew.py).
+    now = pd.DataFrame({fn.USER_ID: [user], fn.TRACK_ID: [ids[0]], "label": 1,
+                        fn.EVENT_TIMESTAMP: [pd.Timestamp.now(tz="UTC")]})  # fmt: skip
+    profile = retrain.point_in_time(world.store, now).iloc[0]
+    assert profile["profile_n"] > 0
+    row |= {"profile": profile["profile"].tolist(), "profile_n": int(profile["profile_n"])}
+    mapping = Recent.from_row(row).user_row(world.store.get_users([user]).get(user))
+    table = TrackTable(Store(world.store.settings))
+    table.load(ids)
+    items = TrackFeatures.align(ids, np.ones(len(ids), bool), table.lookup(ids), table)
+    cached = Score(ItemInputCache())
+    cached.prepare(model.spec, table)
+    served = cached(model, user, mapping, items)
+    full = Score(None)(model, user, mapping, items)
+    assert np.isfinite(served).all() and served.tobytes() == full.tobytes()
+    assert build_frame(model.spec, user, mapping, items)[CONTENT_AFFINITY].nunique() > 1  # per candidate
+    frame = retrain.ranker_rows(retrain.point_in_time(world.store, events.tail(50)), list(spec.fields))
+    assert (frame[CONTENT_AFFINITY] != 0).any()  # late events: their listeners have a profile by then
+    if current_bundle_path(world.root).name != current:
+        retrain.main(["--rollback"])
+
+
 def _served(store: Store, ids: list[str]) -> dict[str, dict]:
     """What the online store serves for `ids` (tokens and revision), read fresh."""
     rows = Store(store.settings).get_tracks(ids, views=[fn.TRACK_CONTENT])
