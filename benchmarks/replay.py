@@ -404,22 +404,24 @@ def run_settings(args: dict[str, str]) -> str:
 
 def compare_runs(labels: list[str]) -> str:
     """Side by side, runs of different settings (their `--stack-env` and `--retrain-args`): who loses the new
-    listeners after a retrain, whether the retrain was promoted on its own verdict, and whether the ranker tells
-    played from skipped on the next day (GAUC, old bundle and new)."""
+    listeners after a retrain, whether the retrain was promoted on its own verdict, whether the ranker tells
+    played from skipped on the next day (GAUC, old bundle and new), and the uploads' reach (old bundle and new)."""
     rows = []
     for label in labels:
         run = json.loads((OUT_DIR / f"{label}.json").read_text())
         day, promoted = run["next_day"], "yes" if run["retrain"]["promoted"] else "no"
         cells = [f"{day[when][f'recall_{group}']['mean']:.4f}" for group in ("known", "new") for when in ("old", "new")]
         cells += [f"{day['auc']['listens'][f'gauc_{when}']:.4f}" for when in ("old", "new")]
+        cells += [f"{day[when]['uploads_recall']:.4f}" for when in ("old", "new")]
         after_10 = next(step["served"]["mean"] for step in run["foldin"] if step["plays"] == 10)
         rows.append(f"| {label} | {run_settings(run['args'])} | {after_10:.4f} | " + " | ".join(cells)
                     + f" | {promoted} | {run['when']} |")  # fmt: skip
     head = (
         "| run | settings | new, fold-in after 10 plays | known, old bundle | known, new bundle | new, old bundle "
-        "| new, new bundle | GAUC played vs skipped, old | GAUC played vs skipped, new | promoted | when |"
+        "| new, new bundle | GAUC played vs skipped, old | GAUC played vs skipped, new | uploads' recall, old "
+        "| uploads' recall, new | promoted | when |"
     )
-    return "\n".join([head, "|" + "---|" * 11, *rows])
+    return "\n".join([head, "|" + "---|" * 13, *rows])
 
 
 def table_rows(result: dict) -> list[dict]:

@@ -95,10 +95,11 @@ def test_the_compare_table_names_each_runs_settings_and_reads_its_json() -> None
     assert run_settings(both) == "A=1, B=2, retrain --event-weight 5"
     assert run_settings({"stack_env": "[]"}) == "defaults"  # runs from before --retrain-args was recorded
     table = compare_runs(["quick", "quick-activity"]).splitlines()
-    assert len(table) == 4 and all(line.count("|") == 12 for line in table)
+    assert len(table) == 4 and all(line.count("|") == 14 for line in table)
     run = json.loads((OUT_DIR / "quick-activity.json").read_text())
     cells = [c.strip() for c in table[3].split("|")[1:-1]]
     assert cells[:2] == ["quick-activity", "retrain --activity-features"]
     assert cells[4] == f"{run['next_day']['new']['recall_known']['mean']:.4f}"
     assert cells[8] == f"{run['next_day']['auc']['listens']['gauc_new']:.4f}"
-    assert cells[9] == ("yes" if run["retrain"]["promoted"] else "no")
+    assert cells[10] == f"{run['next_day']['new']['uploads_recall']:.4f}"
+    assert cells[11] == ("yes" if run["retrain"]["promoted"] else "no")
