@@ -18,6 +18,8 @@ Starts the three services as processes (services/stack.py, the uvicorn options `
    says the write path gets in the ranker's way (store locks, I/O);
 4. `idle_again`: phase 1 once more, after the others: how far the idle p99 itself moves within one run;
 5. `ingest`: --senders concurrent senders post batches of 500 as fast as answers come, for --seconds.
+`--pin` keeps the read side (ranker, retriever, the timing client) on one CPU and the write side (embedder, senders,
+burner) on the other in every phase, as a deployment gives each service cores of its own.
 Events are plays/skips/likes/dislikes of catalogue tracks by 2,000 new listeners, with fresh ids (no repeats).
 With `--before`, the five phases run first against that checkout's services, then against this one's, on the same
 world, in one run: rows say which code (`code`), the load average of the machine at the end of each phase
@@ -60,6 +62,7 @@ DOC = ROOT / "docs/events.md"
 TABLE_START, TABLE_END = "<!-- ingest-table start -->", "<!-- ingest-table end -->"
 KEY = "events-bench-key"
 BATCH = 500
+READ_CPU, WRITE_CPU = 0, 1  # --pin
 TYPES = ["play"] * 6 + ["skip"] * 2 + ["like", "dislike"]
 
 
@@ -216,8 +219,12 @@ def run_phase(
         burner_process = context.Process(target=burner, args=(*burn, burner_ready, go, stop, burnt))
         burner_process.start()
         lower_embedder(burner_ready.get(timeout=120), args)
+        if args.pin:
+            pin(burner_process.pid, WRITE_CPU)
     for process in processes:
         process.start()
+        if args.pin:
+            pin(process.pid, WRITE_CPU)
     for _ in processes:
         ready.get(timeout=120)
     cpu_before = {service: cpu_s(process.pid) for service, process in stack.procs.items()}
@@ -308,12 +315,21 @@ def lower_embedder(pid: int, args: argparse.Namespace) -> None:
         for_each_thread(pid, lambda tid: os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0)))
 
 
+def pin(pid: int, cpu: int) -> None:
+    """Keep a process tree (every thread, and those it starts later) on one CPU."""
+    for_each_thread(pid, lambda tid: os.sched_setaffinity(tid, {cpu}))
+
+
 def measure(root: Path, base: Path, args: argparse.Namespace, tracks: list[str], users: list[str]) -> list[dict]:
     """The three phases against the services of checkout `root` over the world copy `base`."""
     env = world_env(base, args) | {"PYTHONPATH": str(root)}
     stack = Stack(env=env, ports={s.name: free_port() for s in SERVICES}, log_dir=base, workers=args.workers, root=root)
     stack.start(timeout_s=600)
     lower_embedder(stack.procs["embedder"].pid, args)
+    if args.pin:  # the read side (ranker, retriever, this client) on CPU 0, the write side on CPU 1
+        for service, process in stack.procs.items():
+            pin(process.pid, WRITE_CPU if service == "embedder" else READ_CPU)
+        os.sched_setaffinity(0, {READ_CPU})
     try:
         batches = Batches(tracks)
         interval = args.paced_senders * BATCH / 1000  # each sender's; batches reach the embedder every BATCH/1000 s
@@ -333,6 +349,7 @@ def measure(root: Path, base: Path, args: argparse.Namespace, tracks: list[str],
         ]
     finally:
         stack.stop()
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--embedder-idle", action="store_true", help="run the embedder under SCHED_IDLE (only on otherwise idle CPU)"
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="ranker, retriever and the timing client on CPU 0; embedder, senders and burner on CPU 1 (all phases)",
     )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -382,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         f"--paced-senders {args.paced_senders}"
         f"{f' --embedder-nice {args.embedder_nice}' if args.embedder_nice else ''}"
         f"{' --embedder-idle' if args.embedder_idle else ''}"
+        f"{' --pin' if args.pin else ''}"
         f"{' --before <checkout of ' + args.before_label + '>' if args.before else ''}`.",
     ]
     if not args.no_write:
