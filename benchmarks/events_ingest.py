@@ -9,12 +9,22 @@
 Starts the three services as processes (services/stack.py, the uvicorn options `make run` uses), then, in one run:
 1. `idle`: one sequential client asks /recommend for known users for --seconds (p50, p99);
 2. `paced_1000`: the same while `--paced-senders` senders together post 1,000 events/s (each one batch of 500
-   every senders/2 seconds; more than one, so that a batch slower than half a second does not lower the rate);
-3. `ingest`: --senders concurrent senders post batches of 500 as fast as answers come, for --seconds.
+   every senders/2 seconds; more than one, so that a batch slower than half a second does not lower the rate;
+   bodies made and encoded before the phase, as by clients on other hosts);
+3. `cpu_control`: the same client while a burner process spends the CPU the arriving events cost in phase 2 (the
+   embedder's beyond its idle CPU, plus the senders', who share this host), one burst per batch and in the
+   embedder's scheduling class: what that much CPU taken from the host costs /recommend, whatever spends it.
+   A paced p99 near the control's says the write path adds nothing beyond the CPU it needs; a paced p99 above it
+   says the write path gets in the ranker's way (store locks, I/O);
+4. `idle_again`: phase 1 once more, after the others: how far the idle p99 itself moves within one run;
+5. `ingest`: --senders concurrent senders post batches of 500 as fast as answers come, for --seconds.
+`--pin` keeps the read side (ranker, retriever, the timing client) on one CPU and the write side (embedder, senders,
+burner) on the other in every phase, as a deployment gives each service cores of its own.
 Events are plays/skips/likes/dislikes of catalogue tracks by 2,000 new listeners, with fresh ids (no repeats).
-With `--before`, the three phases run first against that checkout's services, then against this one's, on the same
-world, in one run: rows say which code (`code`), and the load average of the machine at the end of each phase
-(`load_1m`).
+With `--before`, the five phases run first against that checkout's services, then against this one's, on the same
+world, in one run: rows say which code (`code`), the load average of the machine at the end of each phase
+(`load_1m`), and the CPU each service (all its processes), the senders and the control's burner spent in it, in
+% of one core.
 Results: `docs/results/events/events_ingest.csv` and the table in `docs/events.md` between its `ingest-table`
 markers, both written by this script.
 """
@@ -40,6 +50,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+import psutil
 from tqdm import tqdm
 
 from services.stack import SERVICES, Stack
@@ -51,6 +62,7 @@ DOC = ROOT / "docs/events.md"
 TABLE_START, TABLE_END = "<!-- ingest-table start -->", "<!-- ingest-table end -->"
 KEY = "events-bench-key"
 BATCH = 500
+READ_CPU, WRITE_CPU = 0, 1  # --pin
 TYPES = ["play"] * 6 + ["skip"] * 2 + ["like", "dislike"]
 
 
@@ -100,14 +112,17 @@ class Batches:
         ]
 
 
-def post_batches(url: str, batches: Batches, stop: Any, interval_s: float | None, out: list) -> None:
-    """Post batches until `stop`; every `interval_s` (paced) or back to back. Appends (seconds, status, accepted)."""
-    with httpx.Client(timeout=60, headers={"X-API-Key": KEY}) as client:
+def post_batches(url: str, batches: Batches, stop: Any, interval_s: float | None, out: list,
+                 bodies: list[bytes] | None = None) -> None:  # fmt: skip
+    """Post batches until `stop`; every `interval_s` (paced) or back to back. Appends (seconds, status, accepted).
+    `bodies`: batches made and encoded beforehand, posted in turn (then fresh ones when they run out)."""
+    headers = {"X-API-Key": KEY, "Content-Type": "application/json"}
+    with httpx.Client(timeout=60, headers=headers) as client:
         next_at = time.monotonic()
         while not stop.is_set():
-            body = {"events": batches.make()}
+            body = bodies.pop() if bodies else json.dumps({"events": batches.make()}).encode()
             started = time.perf_counter()
-            response = client.post(f"{url}/events", json=body)
+            response = client.post(f"{url}/events", content=body)
             accepted = response.json().get("accepted", 0) if response.status_code == 200 else 0
             out.append((time.perf_counter() - started, response.status_code, accepted))
             if interval_s is not None:
@@ -144,28 +159,75 @@ def ingest_summary(results: list, seconds: float) -> dict:
     }
 
 
-def sender(url: str, batches: Batches, go, stop, interval_s: float | None, ready, out) -> None:
-    """One sender process: says it is ready, waits for `go`, posts until `stop`, hands its results back."""
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a service's process and its children (uvicorn's workers) so far."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def burner(burst_s: float, period_s: float, ready, go, stop, out) -> None:
+    """The control's load: every `period_s`, spend `burst_s` of this thread's CPU time spinning, then sleep."""
+    ready.put(os.getpid())
+    go.wait()
+    spent_from = time.thread_time()
+    next_at = time.monotonic()
+    while not stop.is_set():
+        until = time.thread_time() + burst_s
+        while time.thread_time() < until:
+            pass
+        next_at += period_s
+        stop.wait(max(0.0, next_at - time.monotonic()))
+    out.put(time.thread_time() - spent_from)
+
+
+def sender(url: str, batches: Batches, go, stop, interval_s: float | None, ahead: int, ready, out) -> None:
+    """One sender process: makes `ahead` batches, says it is ready, waits for `go`, posts until `stop`, hands its
+    results and the CPU it spent posting back. Paced senders make theirs ahead: the listeners' apps that send
+    events run elsewhere, so making and encoding bodies should not take this host's CPU while /recommend is timed."""
+    bodies = [json.dumps({"events": batches.make()}).encode() for _ in range(ahead)][::-1]  # pop(): oldest first
     ready.put(True)
     go.wait()
     results: list = []
-    post_batches(url, batches, stop, interval_s, results)
-    out.put(results)
+    spent_from = time.process_time()
+    post_batches(url, batches, stop, interval_s, results, bodies)
+    out.put((results, time.process_time() - spent_from))
 
 
-def run_phase(name: str, stack: Stack, batches: Batches, users: list[str], args, senders: int, interval) -> dict:
+def run_phase(
+    name: str, stack: Stack, batches: Batches, users: list[str], args, senders: int, interval,
+    burn: tuple[float, float] | None = None,
+) -> dict:  # fmt: skip
     """A phase with `senders` sender processes (not threads of this one: building and encoding 500-event bodies
-    would hold this process's GIL and add to the /recommend latency this process measures)."""
+    would hold this process's GIL and add to the /recommend latency this process measures), and with `burn`
+    (burst, period) a burner process lowered as the embedder is."""
     context = multiprocessing.get_context("spawn")
-    go, stop, ready, out = context.Event(), context.Event(), context.Queue(), context.Queue()
+    go, stop, ready, out, burnt = context.Event(), context.Event(), context.Queue(), context.Queue(), context.Queue()
+    ahead = 0 if interval is None else int(args.seconds / interval) + 2
     processes = [
-        context.Process(target=sender, args=(stack.url("embedder"), batches, go, stop, interval, ready, out))
+        context.Process(target=sender, args=(stack.url("embedder"), batches, go, stop, interval, ahead, ready, out))
         for _ in range(senders)
     ]
+    if burn is not None:
+        burner_ready = context.Queue()
+        burner_process = context.Process(target=burner, args=(*burn, burner_ready, go, stop, burnt))
+        burner_process.start()
+        lower_embedder(burner_ready.get(timeout=120), args)
+        if args.pin:
+            pin(burner_process.pid, WRITE_CPU)
     for process in processes:
         process.start()
+        if args.pin:
+            pin(process.pid, WRITE_CPU)
     for _ in processes:
         ready.get(timeout=120)
+    cpu_before = {service: cpu_s(process.pid) for service, process in stack.procs.items()}
     started = time.monotonic()
     go.set()
     if name == "ingest":
@@ -175,9 +237,13 @@ def run_phase(name: str, stack: Stack, batches: Batches, users: list[str], args,
     else:
         rec = recommend_latency(stack.url("ranker"), users, args.seconds)
     stop.set()
-    results = [result for _ in processes for result in out.get(timeout=300)]
+    sent = [out.get(timeout=300) for _ in processes]
+    results = [result for part, _ in sent for result in part]
     seconds = time.monotonic() - started
-    for process in processes:
+    cpu = {service: cpu_s(stack.procs[service].pid) - before for service, before in cpu_before.items()}
+    cpu["senders"] = sum(spent for _, spent in sent)
+    burner_cpu = burnt.get(timeout=60) if burn is not None else 0.0
+    for process in processes + ([burner_process] if burn is not None else []):
         process.join(timeout=60)
     row = {
         "code": args.code_label,
@@ -187,6 +253,8 @@ def run_phase(name: str, stack: Stack, batches: Batches, users: list[str], args,
         "senders": senders,
         **rec,
         **ingest_summary(results, seconds),
+        **{f"{name}_cpu_pct": round(100 * spent / seconds, 1) for name, spent in cpu.items()},
+        "burner_cpu_pct": round(100 * burner_cpu / seconds, 1),
         "load_1m": round(os.getloadavg()[0], 1),
     }
     print(json.dumps(row), flush=True)
@@ -201,7 +269,8 @@ def write_results(rows: list[dict], notes: list[str], append: bool) -> None:
         text = DOC.read_text().split(TABLE_START, 1)[1].split(TABLE_END, 1)[0]
         notes = [line for line in text.splitlines() if line.startswith("Run ")] + notes
     with OUT_CSV.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        columns = list(dict.fromkeys(c for row in rows for c in row))  # older runs lack the newer columns
+        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
     text = DOC.read_text()
@@ -214,7 +283,7 @@ def markdown_table(rows: list[dict], notes: list[str]) -> str:
     """The docs table, made from the CSV rows only."""
     cols = ["code", "store", "workers", "phase", "senders", "events_per_s", "batch_p50_ms", "batch_p99_ms"]
     cols += ["batch_errors", "recommend_n", "recommend_p50_ms", "recommend_p99_ms", "p99_vs_idle", "recommend_errors"]
-    cols += ["load_1m"]
+    cols += [f"{name}_cpu_pct" for name in ("ranker", "retriever", "embedder", "senders", "burner")] + ["load_1m"]
     idle = {(r.get("code", ""), r["store"]): r["recommend_p99_ms"] for r in rows if r["phase"] == "idle"}
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
@@ -246,21 +315,41 @@ def lower_embedder(pid: int, args: argparse.Namespace) -> None:
         for_each_thread(pid, lambda tid: os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0)))
 
 
+def pin(pid: int, cpu: int) -> None:
+    """Keep a process tree (every thread, and those it starts later) on one CPU."""
+    for_each_thread(pid, lambda tid: os.sched_setaffinity(tid, {cpu}))
+
+
 def measure(root: Path, base: Path, args: argparse.Namespace, tracks: list[str], users: list[str]) -> list[dict]:
     """The three phases against the services of checkout `root` over the world copy `base`."""
     env = world_env(base, args) | {"PYTHONPATH": str(root)}
     stack = Stack(env=env, ports={s.name: free_port() for s in SERVICES}, log_dir=base, workers=args.workers, root=root)
     stack.start(timeout_s=600)
     lower_embedder(stack.procs["embedder"].pid, args)
+    if args.pin:  # the read side (ranker, retriever, this client) on CPU 0, the write side on CPU 1
+        for service, process in stack.procs.items():
+            pin(process.pid, WRITE_CPU if service == "embedder" else READ_CPU)
+        os.sched_setaffinity(0, {READ_CPU})
     try:
         batches = Batches(tracks)
+        interval = args.paced_senders * BATCH / 1000  # each sender's; batches reach the embedder every BATCH/1000 s
+        idle = run_phase("idle", stack, batches, users, args, 0, None)
+        paced = run_phase("paced_1000", stack, batches, users, args, args.paced_senders, interval)
+        period = BATCH / 1000
+        # What the arriving events cost beyond idle (the embedder's write path, the senders' bodies), as one burst
+        # per batch: the ranker and retriever answer the same requests in both phases.
+        extra = float(paced["embedder_cpu_pct"]) - float(idle["embedder_cpu_pct"]) + float(paced["senders_cpu_pct"])
+        burst = max(extra, 0.0) / 100 * period
         return [
-            run_phase("idle", stack, batches, users, args, 0, None),
-            run_phase("paced_1000", stack, batches, users, args, args.paced_senders, args.paced_senders * BATCH / 1000),
+            idle,
+            paced,
+            run_phase("cpu_control", stack, batches, users, args, 0, None, burn=(burst, period)),
+            run_phase("idle_again", stack, batches, users, args, 0, None),
             run_phase("ingest", stack, batches, users, args, args.senders, None),
         ]
     finally:
         stack.stop()
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--embedder-idle", action="store_true", help="run the embedder under SCHED_IDLE (only on otherwise idle CPU)"
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="ranker, retriever and the timing client on CPU 0; embedder, senders and burner on CPU 1 (all phases)",
     )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -310,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         f"--paced-senders {args.paced_senders}"
         f"{f' --embedder-nice {args.embedder_nice}' if args.embedder_nice else ''}"
         f"{' --embedder-idle' if args.embedder_idle else ''}"
+        f"{' --pin' if args.pin else ''}"
         f"{' --before <checkout of ' + args.before_label + '>' if args.before else ''}`.",
     ]
     if not args.no_write:
