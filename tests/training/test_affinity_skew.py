@@ -130,8 +130,14 @@ def test_served_content_affinity_equals_point_in_time_training_affinity(store: S
     # The late play counts from just after its own time on, and not at it (the rows above, all earlier, matched
     # what was served before it was ingested).
     stamp = pd.Timestamp(late.ts)
-    around = pd.DataFrame({fn.USER_ID: ["u2", "u2"], fn.TRACK_ID: TRACKS[5], "label": 1,
-                           fn.EVENT_TIMESTAMP: [stamp, stamp + pd.Timedelta(microseconds=1)]})
+    around = pd.DataFrame(
+        {
+            fn.USER_ID: ["u2", "u2"],
+            fn.TRACK_ID: TRACKS[5],
+            "label": 1,
+            fn.EVENT_TIMESTAMP: [stamp, stamp + pd.Timedelta(microseconds=1)],
+        }
+    )
     counts = retrain.point_in_time(store, around)["profile_n"].tolist()
     assert counts[1] == counts[0] + 1 and counts[0] > 0
 
