@@ -280,18 +280,37 @@ def write_results(rows: list[dict], notes: list[str], append: bool) -> None:
 
 
 def markdown_table(rows: list[dict], notes: list[str]) -> str:
-    """The docs table, made from the CSV rows only."""
+    """The docs table, made from the CSV rows only, then the p99 ratios of the runs with a control phase."""
     cols = ["code", "store", "workers", "phase", "senders", "events_per_s", "batch_p50_ms", "batch_p99_ms"]
     cols += ["batch_errors", "recommend_n", "recommend_p50_ms", "recommend_p99_ms", "p99_vs_idle", "recommend_errors"]
     cols += [f"{name}_cpu_pct" for name in ("ranker", "retriever", "embedder", "senders", "burner")] + ["load_1m"]
-    idle = {(r.get("code", ""), r["store"]): r["recommend_p99_ms"] for r in rows if r["phase"] == "idle"}
+    ratios = p99_ratios(rows)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
-        base, p99 = idle.get((row.get("code", ""), row["store"]), ""), row["recommend_p99_ms"]
-        ratio = f"{float(p99) / float(base):.2f}" if base not in ("", None) and p99 not in ("", None) else ""
-        cells = {**row, "p99_vs_idle": ratio if row["phase"] != "idle" else "1.00"}
+        cells = {**row, "p99_vs_idle": ratios.get((row.get("code", ""), row["store"]), {}).get(row["phase"], "")}
         lines.append("| " + " | ".join(str(cells.get(c, "")) for c in cols) + " |")
+    controlled = [(key, by_phase) for key, by_phase in ratios.items() if "cpu_control" in by_phase]
+    if controlled:
+        lines += ["", "/recommend p99 over the run's idle p99, for the runs with a control phase:", ""]
+        lines += ["| code | store | paced_1000 | cpu_control | idle_again | ingest events/s |", "|---" * 6 + "|"]
+        for (code, store), by_phase in controlled:
+            ingest = next((r["events_per_s"] for r in rows if (r.get("code", ""), r["store"], r["phase"]) ==
+                           (code, store, "ingest")), "")  # fmt: skip
+            cells = [by_phase.get(phase, "") for phase in ("paced_1000", "cpu_control", "idle_again")]
+            lines.append(f"| {code} | {store} | " + " | ".join(cells) + f" | {ingest} |")
     return "\n".join([*lines, "", *notes])
+
+
+def p99_ratios(rows: list[dict]) -> dict[tuple[str, str], dict[str, str]]:
+    """(code, store) -> phase -> its /recommend p99 over the idle phase's, formatted ("1.00" for idle)."""
+    idle = {(r.get("code", ""), r["store"]): r["recommend_p99_ms"] for r in rows if r["phase"] == "idle"}
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for row in rows:
+        key, p99 = (row.get("code", ""), row["store"]), row["recommend_p99_ms"]
+        base = idle.get(key, "")
+        if base not in ("", None) and p99 not in ("", None):
+            out.setdefault(key, {})[row["phase"]] = f"{float(p99) / float(base):.2f}"
+    return out
 
 
 def for_each_thread(pid: int, apply: Callable[[int], None]) -> None:
@@ -378,8 +397,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="ranker, retriever and the timing client on CPU 0; embedder, senders and burner on CPU 1 (all phases)",
     )
+    parser.add_argument("--render", action="store_true", help="only render docs/events.md's table from the CSV")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    if args.render:
+        write_results([], [], append=True)
+        return 0
     args.load_start = os.getloadavg()[0]
     trees = [(args.before, args.before_label)] if args.before else []
     trees.append((ROOT, args.label))
