@@ -177,21 +177,19 @@ def content_affinity(
     `has_content` (n,) bool. 0 where profile_n is 0, the track has no content, a vector is all zeros, or the
     lengths differ (no profile yet, or another encoder's vectors).
 
-    The sums run one dimension at a time over all rows (elementwise float64 operations in a fixed order), so a
-    row's value does not depend on the batch it is computed in: a request's n candidates and a training frame's
-    rows give the same bits for the same inputs (numpy's own reductions may pair terms differently by layout).
+    Every row is reduced on its own: the float64 products are laid out C-contiguous (n, d) and summed along the
+    last axis, which numpy does row by row with the same (pairwise) order for any n, so a row's bits do not depend
+    on the batch it is computed in: a request's n candidates and a training frame's rows agree
+    (tests/training/test_affinity_skew.py checks a row alone against it in batches).
     """
     n = len(has_content)
     out = np.zeros(n, dtype=np.float64)
     p, e = np.asarray(profiles), np.asarray(embeddings)
     if n == 0 or p.ndim != 2 or e.ndim != 2 or p.shape[1] != e.shape[1] or p.shape[1] == 0:
         return out
-    dot, pp, ee = np.zeros(n), np.zeros(n), np.zeros(n)
-    for j in range(p.shape[1]):
-        pj, ej = p[:, j].astype(np.float64), e[:, j].astype(np.float64)
-        dot += pj * ej
-        pp += pj * pj
-        ee += ej * ej
+    p64 = np.ascontiguousarray(p, dtype=np.float64)  # a broadcast view (one listener) becomes n real rows
+    e64 = np.ascontiguousarray(e, dtype=np.float64)
+    dot, pp, ee = ((a * b).sum(axis=1) for a, b in ((p64, e64), (p64, p64), (e64, e64)))
     norm = np.sqrt(pp) * np.sqrt(ee)
     ok = (np.asarray(profile_n) > 0) & np.asarray(has_content, dtype=bool) & (norm > 0)
     out[ok] = dot[ok] / norm[ok]

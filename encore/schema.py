@@ -375,6 +375,9 @@ def _as_strings(values: pd.Series) -> pd.Series:
 
 
 def _as_float(values: object, name: str) -> np.ndarray:
+    dtype = getattr(values, "dtype", None)
+    if isinstance(values, pd.Series | np.ndarray) and isinstance(dtype, np.dtype) and dtype.kind == "f":
+        return np.asarray(values, dtype=np.float64)  # numpy floats already: nothing to coerce or refuse
     series = values if isinstance(values, pd.Series) else pd.Series(values)
     converted = pd.to_numeric(series, errors="coerce")
     bad = converted.isna() & series.notna()

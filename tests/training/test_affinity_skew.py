@@ -168,6 +168,24 @@ def test_content_affinity_is_the_cosine_and_zero_without_a_profile_or_content() 
     assert content_affinity(one, np.array([2, 2]), np.zeros((2, 3)), np.ones(2, bool)).tolist() == [0, 0]  # lengths
 
 
+@pytest.mark.parametrize("dim", [3, 64, 200, 257])
+def test_a_rows_content_affinity_does_not_depend_on_its_batch(dim: int) -> None:
+    """Serving computes a request's candidates (one profile broadcast), training a frame of many rows: the same
+    (profile, track) pair must give the same bits either way, whatever the batch size or memory layout."""
+    rng = np.random.default_rng(dim)
+    profiles = rng.standard_normal((300, dim)).astype(np.float32)
+    embeddings = rng.standard_normal((300, dim)).astype(np.float32)
+    counts, has = np.full(300, 2), np.ones(300, bool)
+    batch = content_affinity(profiles, counts, embeddings, has)
+    fortran = content_affinity(np.asfortranarray(profiles), counts, np.asfortranarray(embeddings), has)
+    assert np.array_equal(batch, fortran)
+    for i in (0, 7, 299):
+        alone = content_affinity(profiles[i : i + 1], counts[:1], embeddings[i : i + 1], has[:1])
+        candidates = np.roll(embeddings, -i, axis=0)[:50]  # track i first, among 49 others
+        served = content_affinity(np.broadcast_to(profiles[i], (50, dim)), counts[:50], candidates, has[:50])
+        assert alone[0] == batch[i] == served[0], (dim, i)
+
+
 def test_the_retrain_reads_content_affinity_unless_told_not_to() -> None:
     assert retrain.parse_args([]).affinity_feature is True
     assert retrain.parse_args(["--no-affinity-feature"]).affinity_feature is False
