@@ -340,7 +340,7 @@ def pin(pid: int, cpu: int) -> None:
 
 
 def measure(root: Path, base: Path, args: argparse.Namespace, tracks: list[str], users: list[str]) -> list[dict]:
-    """The three phases against the services of checkout `root` over the world copy `base`."""
+    """The five phases against the services of checkout `root` over the world copy `base`."""
     env = world_env(base, args) | {"PYTHONPATH": str(root)}
     stack = Stack(env=env, ports={s.name: free_port() for s in SERVICES}, log_dir=base, workers=args.workers, root=root)
     stack.start(timeout_s=600)
