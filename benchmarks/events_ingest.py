@@ -50,9 +50,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
-import psutil
 from tqdm import tqdm
 
+from benchmarks.process_cpu import tree_cpu_s
 from services.stack import SERVICES, Stack
 from tests.conftest import free_port
 
@@ -159,19 +159,6 @@ def ingest_summary(results: list, seconds: float) -> dict:
     }
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) of a service's process and its children (uvicorn's workers) so far."""
-    root = psutil.Process(pid)
-    total = 0.0
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
-
-
 def burner(burst_s: float, period_s: float, ready, go, stop, out) -> None:
     """The control's load: every `period_s`, spend `burst_s` of this thread's CPU time spinning, then sleep."""
     ready.put(os.getpid())
@@ -227,7 +214,7 @@ def run_phase(
             pin(process.pid, WRITE_CPU)
     for _ in processes:
         ready.get(timeout=120)
-    cpu_before = {service: cpu_s(process.pid) for service, process in stack.procs.items()}
+    cpu_before = {service: tree_cpu_s(process.pid) for service, process in stack.procs.items()}
     started = time.monotonic()
     go.set()
     if name == "ingest":
@@ -240,7 +227,7 @@ def run_phase(
     sent = [out.get(timeout=300) for _ in processes]
     results = [result for part, _ in sent for result in part]
     seconds = time.monotonic() - started
-    cpu = {service: cpu_s(stack.procs[service].pid) - before for service, before in cpu_before.items()}
+    cpu = {service: tree_cpu_s(stack.procs[service].pid) - before for service, before in cpu_before.items()}
     cpu["senders"] = sum(spent for _, spent in sent)
     burner_cpu = burnt.get(timeout=60) if burn is not None else 0.0
     for process in processes + ([burner_process] if burn is not None else []):

@@ -236,33 +236,19 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def _cpu_s(process: subprocess.Popen) -> float:
-    """CPU seconds (user + system) of a uvicorn process and its workers so far."""
-    import psutil
-
-    parent = psutil.Process(process.pid)
-    total = 0.0
-    for p in [parent, *parent.children(recursive=True)]:
-        try:
-            times = p.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def _load_phase(url: str, users: list[str], clients: int, procs: dict, **how) -> dict:
     """One load phase; adds the CPU the load generator (this process) and each service spent, per request."""
+    from benchmarks.process_cpu import tree_cpu_s
     from benchmarks.serving_latency import load
 
     load_before = round(os.getloadavg()[0], 2)
-    cpu_before = {name: _cpu_s(p) for name, p in procs.items()}
+    cpu_before = {name: tree_cpu_s(p.pid) for name, p in procs.items()}
     own_before = time.process_time()
     result = asyncio.run(load(url, users, clients, **how))
     n = max(1, result["requests_ok"])
     result["load_generator_cpu_ms_per_request"] = round(1000 * (time.process_time() - own_before) / n, 3)
     for name, p in procs.items():
-        result[f"{name}_cpu_ms_per_request"] = round(1000 * (_cpu_s(p) - cpu_before[name]) / n, 3)
+        result[f"{name}_cpu_ms_per_request"] = round(1000 * (tree_cpu_s(p.pid) - cpu_before[name]) / n, 3)
     result["loadavg_1m_before"], result["loadavg_1m_after"] = load_before, round(os.getloadavg()[0], 2)
     return result
 

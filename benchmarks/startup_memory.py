@@ -36,6 +36,7 @@ import httpx
 import numpy as np
 import psutil
 
+from benchmarks.process_cpu import tree_cpu_s
 from benchmarks.serving_world import build_world, size_label
 from encore.io import atomic_path
 from encore.store import StoreSettings
@@ -80,18 +81,6 @@ def workers_of(parent: psutil.Process) -> list[psutil.Process]:
     return [p for p in parent.children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
 
 
-def cpu_seconds(parent: psutil.Process) -> float:
-    """CPU time (user + system) the ranker's processes have used so far: what start-up costs, whatever the load."""
-    total = 0.0
-    for proc in [parent, *parent.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return round(total, 2)
-
-
 def run_once(code: Path, env: dict[str, str], n_workers: int, timeout_s: float, healthcheck_s: int = 5) -> dict:
     """Start the ranker from `code`, wait for every worker, warm it up, measure its workers, stop it."""
     port = free_port()
@@ -117,7 +106,7 @@ def run_once(code: Path, env: dict[str, str], n_workers: int, timeout_s: float, 
             if ready >= n_workers:
                 result["ready_s"] = round(time.perf_counter() - started, 2)
                 result["first_ready_s"] = round(first or 0.0, 2)
-                result["startup_cpu_s"] = cpu_seconds(psutil.Process(process.pid))
+                result["startup_cpu_s"] = round(tree_cpu_s(process.pid), 2)
                 break
             if process.poll() is not None:
                 raise RuntimeError(f"ranker exited with {process.returncode}:\n{text[-3000:]}")
