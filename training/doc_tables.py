@@ -183,6 +183,7 @@ TABLES: dict[str, Callable[[], list[str]]] = {
     "fuxictr-fp32-speed": lambda: fuxictr_tables.speed_table(RESULTS),
     "fuxictr-fp32-accuracy": lambda: fuxictr_tables.accuracy_table(RESULTS),
     "fuxictr-fp32-summary": lambda: fuxictr_tables.summary_table(RESULTS),
+    "fuxictr-fp32-seeds": lambda: fuxictr_tables.seeds_table(RESULTS),
     "encoder-cold": lambda: encoder_tables.grid_table(RESULTS, "cold"),
     "encoder-test": lambda: encoder_tables.grid_table(RESULTS, "test"),
     "encoder-answer": lambda: encoder_tables.answer_table(RESULTS),

@@ -18,6 +18,8 @@ import pandas as pd
 
 FOLDER = "ctr_vs_fuxictr_fp32"
 CSV_NAME = "side_by_side.csv"
+SEEDS_CSV = "seeds.csv"  # full runs of further seeds (`--seed S --record` to a file of its own: the side-by-side
+# CSV keeps one row per model and protocol)
 FULL_EPOCHS = 100  # the BARS cap (NFM: 200); a smaller cap marks a speed-only run
 GOAL_RATIO = 2.0
 GOAL_AUC_DIFF = 0.001
@@ -86,6 +88,33 @@ def accuracy_table(results: Path) -> list[str]:
             f"| {_num(fx - ref if ref else None, '+.4f')} | {_num(en - ref if ref else None, '+.4f')} "
             f"| {int(r.fuxictr_epochs)} / {_num(r.get('encore_epochs'), '.0f')} "
             f"| {int(r.fuxictr_best_epoch)} / {_num(r.get('encore_best_epoch'), '.0f')} | {r.fuxictr_loader} |"
+        )
+    return lines
+
+
+def seeds_table(results: Path) -> list[str]:
+    """Full runs of a model over several seeds on both sides: seed 2021 from the side-by-side CSV, the others from
+    SEEDS_CSV; per model, each seed, then the mean and standard deviation over seeds (the difference paired by
+    seed: both sides ran the same seed's protocol, though not the same batches)."""
+    extra = pd.read_csv(results / FOLDER / SEEDS_CSV)
+    first = load(results)
+    first = first[(first.max_epochs >= FULL_EPOCHS) & first.model.isin(extra.model)]
+    rows = pd.concat([first, extra], ignore_index=True).sort_values(["model", "seed"], kind="stable")
+    lines = [
+        "| model | seed | FuxiCTR test AUC | Encore test AUC | Encore - FuxiCTR | epochs F / E |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for model, runs in rows.groupby("model", sort=False):
+        diff = runs.encore_test_auc - runs.fuxictr_test_auc
+        for _, r in runs.iterrows():
+            lines.append(
+                f"| {model} | {int(r.seed)} | {r.fuxictr_test_auc:.5f} | {r.encore_test_auc:.5f} "
+                f"| {r.encore_test_auc - r.fuxictr_test_auc:+.5f} | {int(r.fuxictr_epochs)} / {int(r.encore_epochs)} |"
+            )
+        lines.append(
+            f"| {model} | mean ± std over {len(runs)} | {runs.fuxictr_test_auc.mean():.5f} ± "
+            f"{runs.fuxictr_test_auc.std():.5f} | {runs.encore_test_auc.mean():.5f} ± {runs.encore_test_auc.std():.5f} "
+            f"| {diff.mean():+.5f} ± {diff.std():.5f} | |"
         )
     return lines
 
