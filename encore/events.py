@@ -133,8 +133,7 @@ def activity_before(log: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
         log = log[~is_history(log[fn.EVENT_ID])]
     users = pd.concat([rows[fn.USER_ID], log[fn.USER_ID]], ignore_index=True).astype(str)
     codes = pd.factorize(users)[0]
-    stamps = pd.to_datetime(pd.concat([rows[fn.EVENT_TIMESTAMP], log[fn.EVENT_TIMESTAMP]], ignore_index=True), utc=True)
-    ns = stamps.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    ns = _ns(pd.concat([rows[fn.EVENT_TIMESTAMP], log[fn.EVENT_TIMESTAMP]], ignore_index=True))
     flag = np.r_[np.zeros(len(rows), np.int8), np.ones(len(log), np.int8)]  # at equal times rows sort first
     order = np.lexsort((flag, ns, codes))  # by user, then time, rows before events
     sorted_codes = codes[order]
@@ -206,6 +205,7 @@ def profile_before(log: pd.DataFrame, rows: pd.DataFrame, embeddings: Mapping[st
 
 
 def _ns(stamps: pd.Series) -> np.ndarray:
+    """Event times as int64 nanoseconds since the epoch, UTC."""
     return pd.to_datetime(stamps, utc=True).to_numpy(dtype="datetime64[ns]").view(np.int64)
 
 

@@ -23,9 +23,6 @@ class PairInputs:
     def __init__(self, spec: FeatureSpec):
         self.spec = FeatureSpec([f for f in spec.fields if is_pair_field(f)], label=None)
 
-    def __bool__(self) -> bool:
-        return bool(self.spec.fields)
-
     def encode(self, user_id: str, user: Mapping[str, Any] | None, items: TrackFeatures) -> dict[str, np.ndarray]:
         if not self.spec.fields:
             return {}
