@@ -129,7 +129,10 @@ def shared_arrays(folder: Path, encode: Callable[[], dict[str, np.ndarray] | Non
                         with open(tmp / f"{name}.npy", "wb") as handle:
                             np.save(handle, values, allow_pickle=False)
                 _remove_stale(folder)
-            return {p.stem: np.load(p, mmap_mode="r", allow_pickle=False) for p in sorted(folder.glob("*.npy"))}
+            # plain ndarrays over the mappings: np.memmap's subclass hooks cost time on every gather (one per field)
+            return {
+                p.stem: np.asarray(np.load(p, mmap_mode="r", allow_pickle=False)) for p in sorted(folder.glob("*.npy"))
+            }
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 

@@ -95,7 +95,7 @@ class ItemRows(NamedTuple):
     degraded: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 3x, and k are built per request
 class RankedItem:
     track_id: str
     score: float
@@ -433,17 +433,14 @@ class ItemFeatures:
         if table is None:
             raise RuntimeError("ItemFeatures.load() was not called")
         reason = None
-        if any(t not in table for t in track_ids):
+        found, batch = table.held(track_ids)  # one snapshot: a reload meanwhile cannot split the answer
+        if not found.all():
             try:  # off the event loop: this is a store read
                 await self.guard.read(table.refresh, track_ids)
             except Exception as error:
                 reason = f"track store unavailable: {type(error).__name__}: {error}"
                 warn_throttled("tracks", "%s; unknown candidates scored without features", reason)
-        found = np.fromiter((t in table for t in track_ids), dtype=bool, count=len(track_ids))
-        batch = table.lookup([t for t, held in zip(track_ids, found, strict=True) if held])  # held ids only
-        if batch.missing:  # a reload dropped one meanwhile (the lookup read it again): missing too
-            gone = set(batch.missing)
-            found &= np.fromiter((t not in gone for t in track_ids), dtype=bool, count=len(track_ids))
+            found, batch = table.held(track_ids)
         return ItemRows(TrackFeatures.align(track_ids, found, batch, table), reason)
 
 

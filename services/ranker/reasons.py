@@ -42,11 +42,14 @@ def sounds_like(
         return {}
     (vectors, ok), (refs, ref_ok) = candidates, references
     cosine = np.where(ref_ok[None, :], vectors @ refs.T, -np.inf)
+    best_two = np.argsort(-cosine, axis=1, kind="stable")[:, :2]  # the best other than the track itself
     alike: dict[int, str] = {}
     for j, row in enumerate(rows):
-        for best in np.argsort(-cosine[j], kind="stable")[:2]:  # the best other than the track itself
+        if not ok[j]:
+            continue
+        for best in best_two[j].tolist():
             name = played.track_ids[best]
-            if ok[j] and name != items.track_ids[row] and cosine[j, best] >= min_cosine:
+            if name != items.track_ids[row] and cosine[j, best] >= min_cosine:
                 alike[row] = name
                 break
     return alike

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def old_response(result: Recommendation, query: str | None) -> RecommendResponse
         degraded=bool(result.degraded_reasons),
         degraded_reason="; ".join(result.degraded_reasons) or None,
         candidate_source=result.candidate_source,
-        items=[RecommendedTrack(**item.__dict__) for item in result.items],
+        items=[RecommendedTrack(**dataclasses.asdict(item)) for item in result.items],
     )
 
 
