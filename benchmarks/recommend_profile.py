@@ -21,7 +21,7 @@ Per run:
 `--retrieval inprocess` runs the 'after' side with ENCORE_RANKER_RETRIEVAL=inprocess (the retriever's search in
 each ranker worker, no retriever process); the 'before' side keeps the HTTP retriever, so `--before HEAD --after
 HEAD --retrieval inprocess` compares the two modes on the same code. `--precision int8` likewise runs the 'after'
-side with ENCORE_RANKER_PRECISION=int8 (the bundle's int8 ranker graph; the 'before' side keeps fp32).
+side with ENCORE_RANKER_PRECISION=int8 (the bundle's int8 ranker graph; the 'before' side's: `--before-precision`, default fp32).
 `--trained` serves the world's trained ranker (benchmarks/serving_world.py: planted tastes) on both sides, so the
 int8 graph is a trained model's (layers that cost AUC stay fp32), not the untrained one's all-int8 graph.
 Writes docs/results/performance/serving_latency.{json,csv}.
@@ -322,7 +322,7 @@ def save(args: argparse.Namespace, runs: list[dict], command: str) -> list[dict]
         "ranker_workers": args.workers,
         "clients": args.clients,
         "retrieval": {"before": args.before_retrieval, "after": args.retrieval},
-        "precision": {"before": "fp32", "after": args.precision},
+        "precision": {"before": args.before_precision, "after": args.precision},
         "ranker": "trained (planted tastes)" if args.trained else "untrained",
         "runs": runs,
         "summary": summary,
@@ -364,7 +364,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--precision",
         choices=("fp32", "int8"),
         default="fp32",
-        help="ENCORE_RANKER_PRECISION of the 'after' side (the 'before' side keeps fp32)",
+        help="ENCORE_RANKER_PRECISION of the 'after' side (the 'before' side's: --before-precision)",
+    )
+    parser.add_argument(
+        "--before-precision",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="ENCORE_RANKER_PRECISION of the 'before' side (both int8: compares code on the int8 graph)",
     )
     parser.add_argument("--redis-url", default=os.environ.get("ENCORE_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--trained", action="store_true", help="serve the world's trained ranker (both sides)")
@@ -394,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("before", "after") if repeat % 2 == 0 else ("after", "before"):
             code, ref = versions[name]
             retrieval = args.retrieval if name == "after" else args.before_retrieval
-            precision = args.precision if name == "after" else "fp32"
+            precision = args.precision if name == "after" else args.before_precision
             run: dict = {"version": name, "ref": ref, "repeat": repeat, "retrieval": retrieval, "precision": precision}
             run["loadavg_before"] = list(os.getloadavg())
             print(f"[{name} {ref}] run {repeat + 1}/{args.repeats}, load {os.getloadavg()[0]:.1f}", flush=True)
