@@ -21,7 +21,8 @@ Per run:
 `--retrieval inprocess` runs the 'after' side with ENCORE_RANKER_RETRIEVAL=inprocess (the retriever's search in
 each ranker worker, no retriever process); the 'before' side keeps the HTTP retriever, so `--before HEAD --after
 HEAD --retrieval inprocess` compares the two modes on the same code. `--precision int8` likewise runs the 'after'
-side with ENCORE_RANKER_PRECISION=int8 (the bundle's int8 ranker graph; the 'before' side's: `--before-precision`, default fp32).
+side with ENCORE_RANKER_PRECISION=int8 (the bundle's int8 ranker graph; the 'before' side's:
+`--before-precision`, default fp32).
 `--trained` serves the world's trained ranker (benchmarks/serving_world.py: planted tastes) on both sides, so the
 int8 graph is a trained model's (layers that cost AUC stay fp32), not the untrained one's all-int8 graph.
 Writes docs/results/performance/serving_latency.{json,csv}.

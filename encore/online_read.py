@@ -257,6 +257,21 @@ def read_rows(reader: OnlineReader, join_key: str, ids: Sequence[str], views: Se
     return result
 
 
+def read_view_rows(
+    reader: OnlineReader, join_key: str, ids: Sequence[str], views: Sequence[str]
+) -> dict[str, dict[str, dict]]:
+    """view -> entity id -> dict of python values, from one read of all the views (one round trip on Redis: the
+    views of an entity share its hash); an entity with no value in a view is left out of that view."""
+    blobs = reader.blobs(join_key, ids, views)
+    result: dict[str, dict[str, dict]] = {view: {} for view in views}
+    for view in views:
+        for n, entity_id in enumerate(ids):
+            row = {name: decode_value(column[n]) for name, column in blobs[view].items()}
+            if any(value is not None for value in row.values()):
+                result[view][entity_id] = row
+    return result
+
+
 # --- columns (numpy, vectorized) --------------------------------------------------------------------------------
 
 _SCALAR_FILL = {"String": "", "Int64": -1, "Float32": np.nan}  # for a view a track lacks; see `present`

@@ -563,6 +563,16 @@ class Store:
         """Real-time listening features (user_activity) of the given users; users without events are absent."""
         return self._read(fn.USER_ID, unique_ids(user_ids), [fn.USER_ACTIVITY])
 
+    def get_user_views(self, user_ids: Iterable[str], views: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        """view -> user id -> row for user views (user_profile, user_activity) in one read: the ranker's per-request
+        read of both, one round trip instead of two. Ids without a value in a view are absent from that view."""
+        unknown = [v for v in views if fn.VIEW_ENTITY_KEY.get(v) != fn.USER_ID]
+        if unknown:
+            raise StoreError(f"not user views: {unknown}")
+        from encore.online_read import read_view_rows
+
+        return read_view_rows(self.reader, fn.USER_ID, unique_ids(user_ids), list(views))
+
     def get_tracks(
         self,
         track_ids: Iterable[str],

@@ -39,6 +39,7 @@ import aiohttp
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
 
+from encore import feature_names as fn
 from encore.artifacts import BundleHolder
 from encore.ranker_frame import ACTIVITY_COLUMNS, PROFILE, PROFILE_N, TrackFeatures, build_frame, uses_activity
 from encore.schema import FeatureSpec
@@ -223,30 +224,36 @@ class UserFeatures:
         self._cache.clear()
 
     async def __call__(self, user_id: str) -> UserRow:
-        try:
-            return UserRow(await self._profile(user_id))
-        except Exception as error:  # an unknown user and a store hiccup are scored the same way
-            reason = f"user store unavailable: {type(error).__name__}: {error}"
-            warn_throttled("user", "%s; user %s scored without profile", reason, user_id)
-            return UserRow(None, reason)
-
-    async def _profile(self, user_id: str) -> dict[str, Any] | None:
-        now = time.monotonic()
-        hit = self._cache.get(user_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        fresh = self.fresh(user_id)
+        if fresh is not None:
+            return fresh
         try:
             rows = await self.guard.read(self.store.get_users, [user_id])
-        except Exception:
-            if hit is not None:  # expired but known: while the store is down a stale profile beats none
-                warn_throttled("stale_user", "user store unavailable; user %s scored with a cached profile", user_id)
-                return hit[1]
-            raise
-        row = rows.get(user_id)
-        if len(self._cache) >= self.max_entries:  # drop the oldest insertion (dicts keep insertion order)
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[user_id] = (now + self.ttl_s, row)  # unknown users are cached too
-        return row
+        except Exception as error:
+            return self.unavailable(user_id, error)
+        return self.remember(user_id, rows.get(user_id))
+
+    def fresh(self, user_id: str) -> UserRow | None:
+        """The cached row while it is fresh; None: read the store (then `remember` or `unavailable`)."""
+        hit = self._cache.get(user_id)
+        return UserRow(hit[1]) if hit is not None and hit[0] > time.monotonic() else None
+
+    def remember(self, user_id: str, row: dict[str, Any] | None) -> UserRow:
+        """Cache what the store answered (None: an unknown user, cached too)."""
+        if len(self._cache) >= self.max_entries and user_id not in self._cache:
+            self._cache.pop(next(iter(self._cache)))  # the oldest insertion (dicts keep insertion order)
+        self._cache[user_id] = (time.monotonic() + self.ttl_s, row)
+        return UserRow(row)
+
+    def unavailable(self, user_id: str, error: Exception) -> UserRow:
+        """The store failed: an expired profile beats none; a user never cached is scored without one."""
+        hit = self._cache.get(user_id)
+        if hit is not None:
+            warn_throttled("stale_user", "user store unavailable; user %s scored with a cached profile", user_id)
+            return UserRow(hit[1])
+        reason = f"user store unavailable: {type(error).__name__}: {error}"  # scored as an unknown user is
+        warn_throttled("user", "%s; user %s scored without profile", reason, user_id)
+        return UserRow(None, reason)
 
 
 # A listener's recent events (user_activity, pushed by POST /events), read on every request and never cached: the
@@ -276,16 +283,22 @@ class RecentActivity:
     async def __call__(self, user_id: str) -> Recent:
         try:
             rows = await self.guard.read(self.store.get_activity, [user_id])
-        except Exception:
-            if user_id in self._last:
-                return self._last[user_id]
-            raise
-        row = rows.get(user_id)
+        except Exception as error:
+            return self.unavailable(user_id, error)
+        return self.remember(user_id, rows.get(user_id))
+
+    def remember(self, user_id: str, row: dict[str, Any] | None) -> Recent:
         recent = Recent.from_row(row) if row else NO_RECENT  # most users have no events: one shared object
         if len(self._last) >= self.max_entries and user_id not in self._last:
             self._last.pop(next(iter(self._last)))  # the oldest insertion
         self._last[user_id] = recent
         return recent
+
+    def unavailable(self, user_id: str, error: Exception) -> Recent:
+        """The last answer read for the user; raises `error` for a user never read."""
+        if user_id in self._last:
+            return self._last[user_id]
+        raise error
 
 
 def popularity_candidates(
@@ -605,10 +618,7 @@ class Ranker:
         similarity = await self.query_similarity(query)  # first: a refused query costs no store read
         clock.lap("query")
 
-        # two independent store reads (each in a worker thread on a miss): one round trip's wait, not two
-        user, (recent, activity_degraded) = await asyncio.gather(
-            self.user_features(user_id), self.recent_activity(user_id)
-        )
+        user, recent, activity_degraded = await self.user_rows(user_id)
         clock.lap("user_features")
         candidates = await self.retrieve(user_id, max(self.n_candidates, k), model.popularity, recent)
         if candidates.source == FOLDIN_SOURCE:  # the fold-in's order is the only personal signal (RecentActivity)
@@ -634,15 +644,30 @@ class Ranker:
             self.metrics.degraded.labels(reason.split(":", 1)[0]).inc()
         return Recommendation(user_id, model.bundle_id, model.model_name, candidates.source, ranked, reasons)
 
-    async def recent_activity(self, user_id: str) -> tuple[Recent, str | None]:
-        """The listener's recent events, or none and why when the store could not be read (the answer is then
-        served without the recent filter and fold-in)."""
-        if self.recent is None:  # events not read (ENCORE_RANKER_READ_EVENTS=false)
-            return NO_RECENT, None
+    async def user_rows(self, user_id: str) -> tuple[UserRow, Recent, str | None]:
+        """The listener's profile (through its cache) and recent events in one store read: one worker-thread hop
+        and one round trip (0.2 ms here, against 0.55 ms for two concurrent reads). When the store could not be
+        read, each falls back on its own (UserFeatures.unavailable, RecentActivity.unavailable); recent events
+        that cannot be had are none, and the third value says why (the answer is then served without the
+        recent filter and fold-in)."""
+        users, recent = self.user_features, self.recent
+        cached = users.fresh(user_id)
+        views = [*([fn.USER_PROFILE] if cached is None else []), *([fn.USER_ACTIVITY] if recent is not None else [])]
+        if not views:  # a cached profile, and events not read (ENCORE_RANKER_READ_EVENTS=false)
+            return cached or UserRow(None), NO_RECENT, None
         try:
-            return await self.recent(user_id), None
+            rows = await users.guard.read(users.store.get_user_views, [user_id], views)
         except Exception as error:
-            return NO_RECENT, f"activity store unavailable: {type(error).__name__}: {error}"
+            user = cached if cached is not None else users.unavailable(user_id, error)
+            if recent is None:
+                return user, NO_RECENT, None
+            try:
+                return user, recent.unavailable(user_id, error), None
+            except Exception:
+                return user, NO_RECENT, f"activity store unavailable: {type(error).__name__}: {error}"
+        user = cached if cached is not None else users.remember(user_id, rows[fn.USER_PROFILE].get(user_id))
+        events = recent.remember(user_id, rows[fn.USER_ACTIVITY].get(user_id)) if recent is not None else NO_RECENT
+        return user, events, None
 
     async def query_similarity(self, query: str | None) -> dict[str, float] | None:
         if query is None:

@@ -13,7 +13,7 @@ import pytest
 
 from encore import feature_names as fn
 from encore.online_read import decode_value, read_columns
-from encore.store import Store, StoreSettings
+from encore.store import Store, StoreError, StoreSettings
 from encore.track_table import TrackTable
 
 N_TRACKS = 60
@@ -202,3 +202,27 @@ def test_user_activity_rows_equal_feasts_read(store: Store) -> None:
     ours = store.get_activity(users)
     assert ours == feast_rows(store, fn.USER_ID, users, [fn.USER_ACTIVITY])
     assert ours["u0"]["recent_tracks"] == ["t1", "t-ü", "t3"] and ours["u0"]["profile"] == [0.25, -1.5, 3.0]
+
+
+def test_user_views_in_one_read_equal_the_reads_of_each(store: Store) -> None:
+    """The ranker's per-request read (profile and recent events in one round trip) gives what the two reads give,
+    for a user with both, a user with events only, a user with a profile only, and an unknown user."""
+    stamp = pd.Timestamp.now(tz="UTC")
+    row = {
+        "recent_tracks": ["t2"], "recent_types": ["play"], "n_play": 1, "n_skip": 0, "n_like": 0, "n_dislike": 0,
+        "skip_rate": 0.0, "profile": np.array([1.0, 2.0], np.float32), "profile_n": 1,
+    }  # fmt: skip
+    frame = pd.DataFrame(
+        [{fn.USER_ID: u, **row, fn.EVENT_TIMESTAMP: stamp, fn.CREATED_TIMESTAMP: stamp} for u in ("u0", "events-only")]
+    )
+    store.push_online(fn.USER_ACTIVITY, frame)
+    users = ["u0", "events-only", "ü-2", "nobody"]  # both, events only, a profile only (no test pushes its events)
+
+    both = store.get_user_views(users, [fn.USER_PROFILE, fn.USER_ACTIVITY])
+
+    assert both[fn.USER_PROFILE] == store.get_users(users) and sorted(both[fn.USER_PROFILE]) == ["u0", "ü-2"]
+    assert both[fn.USER_ACTIVITY] == store.get_activity(users)
+    assert sorted(both[fn.USER_ACTIVITY]) == ["events-only", "u0"]
+    assert store.get_user_views(users, [fn.USER_ACTIVITY]) == {fn.USER_ACTIVITY: both[fn.USER_ACTIVITY]}
+    with pytest.raises(StoreError, match="not user views"):
+        store.get_user_views(users, [fn.TRACK_META])
