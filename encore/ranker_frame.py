@@ -132,11 +132,16 @@ class TrackFeatures:
 
     def value(self, name: str, row: int) -> Any:
         """One python value for the response (None where the track has no row in that view)."""
+        return self.values(name, [row])[0]
+
+    def values(self, name: str, rows: Sequence[int]) -> list[Any]:
+        """`value(name, row)` for each of `rows`, in one gather (the k tracks of an answer)."""
         view = fn.TRACK_CONTENT if name in fn.TRACK_CONTENT_FIELDS else fn.TRACK_META
-        if name not in self.columns or not self.valid[view][row]:
-            return None
-        value = self.columns[name][row]
-        return value.item() if isinstance(value, np.generic) else value
+        if name not in self.columns:
+            return [None] * len(rows)
+        picked, held = self.columns[name][rows].tolist(), self.valid[view][rows].tolist()
+        picked = [v.item() if isinstance(v, np.generic) else v for v in picked]  # object columns may hold numpy scalars
+        return [v if ok else None for v, ok in zip(picked, held, strict=True)]
 
 
 def check_fields(fields: Sequence[Field]) -> None:

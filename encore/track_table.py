@@ -184,8 +184,8 @@ class TrackTable:
         if self.age_s > self.max_age_s:
             self._reload_in_background()
         snapshot = self._snapshot
-        get = snapshot.index.get
-        rows = np.fromiter((get(t, -1) for t in track_ids), dtype=np.int64, count=len(track_ids))
+        n = len(track_ids)  # map over the dict's get: no Python frame per id
+        rows = np.fromiter(map(snapshot.index.get, track_ids, itertools.repeat(-1, n)), dtype=np.int64, count=n)
         found = rows >= 0
         if found.all():
             ids, missing = list(track_ids), []

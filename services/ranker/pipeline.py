@@ -507,9 +507,8 @@ class Order:
             top = self.rows(candidates, items, scores, played)[:k].tolist()
         else:  # lexsort: the last key is the primary one
             top = np.lexsort((-scores, -steering.order_by))[:k].tolist()
-        matches = steering.matches if steering is not None else None
         alike = sounds_like(items, top, played) if played is not None else {}
-        return [self.item(candidates, items, scores, i, rank, matches, alike.get(i)) for rank, i in enumerate(top, 1)]
+        return self.items(candidates, items, scores, top, steering.matches if steering is not None else None, alike)
 
     @staticmethod
     def rows(
@@ -523,30 +522,37 @@ class Order:
         return foldin_order(scores, content_closeness(items, played), cold)
 
     @staticmethod
-    def item(
+    def items(
         candidates: Candidates,
         items: TrackFeatures,
         scores: np.ndarray,
-        i: int,
-        rank: int,
-        matches: np.ndarray | None = None,
-        like: str | None = None,
-    ) -> RankedItem:
-        cold, genre = candidates.cold.get(items.track_ids[i], False), items.value("genre", i)
-        tags = items.value("tags", i)
-        match = None if matches is None or np.isnan(matches[i]) else round(float(matches[i]), 4)
-        return RankedItem(
-            track_id=items.track_ids[i],
-            score=float(scores[i]),
-            rank=rank,
-            artist_id=items.value("artist_id", i),
-            genre=genre,
-            release_year=items.value("release_year", i),
-            cold=cold,
-            reason=reason_for(cold=cold, genre=genre, tags=tags, like=like),
-            tags=sound_tags(tags),
-            query_match=match,
-        )
+        top: list[int],
+        matches: np.ndarray | None,
+        alike: dict[int, str],
+    ) -> list[RankedItem]:
+        """The answer's items for rows `top`, in that order (each field gathered once for the k rows)."""
+        fields = ("genre", "tags", "artist_id", "release_year")
+        genres, tags, artists, years = (items.values(name, top) for name in fields)
+        ranked = []
+        for n, i in enumerate(top):
+            track_id = items.track_ids[i]
+            cold = candidates.cold.get(track_id, False)
+            match = None if matches is None or np.isnan(matches[i]) else round(float(matches[i]), 4)
+            ranked.append(
+                RankedItem(
+                    track_id=track_id,
+                    score=float(scores[i]),
+                    rank=n + 1,
+                    artist_id=artists[n],
+                    genre=genres[n],
+                    release_year=years[n],
+                    cold=cold,
+                    reason=reason_for(cold=cold, genre=genres[n], tags=tags[n], like=alike.get(i)),
+                    tags=sound_tags(tags[n]),
+                    query_match=match,
+                )
+            )
+        return ranked
 
 
 # --- the pipeline --------------------------------------------------------------------------------------
@@ -633,7 +639,7 @@ class Ranker:
         clock.lap("score")
         steering = None
         if similarity is not None and self.steer is not None:
-            tags = [items.features.value("tags", i) for i in range(len(items.features))]
+            tags = items.features.values("tags", range(len(items.features)))
             steering = self.steer(similarity, tags, scores)
         ranked = self.order(candidates, items.features, scores, k, steering, played)
         clock.lap("order")
