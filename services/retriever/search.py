@@ -278,11 +278,13 @@ class RecallIndex:
     def fold_in(self, played: Sequence[str], cold: ColdItems, rows: np.ndarray | None = None) -> np.ndarray | None:
         """A user vector for a listener the bundle does not know: the mean of their played tracks' vectors
         (tracks it holds, new tracks by their projected content; `rows`: item rows besides, a user's training plays)."""
-        vectors = [self.item_vectors[self.item_index[t]] for t in played if t in self.item_index]
-        vectors += [cold.vectors[cold.index[t]] for t in played if t in cold.index]
-        if rows is not None and len(rows):
-            vectors += list(self.item_vectors[rows])
-        return np.mean(vectors, axis=0).astype(np.float32) if vectors else None
+        blocks = [  # one (n, d) block per source, in this order: the same rows np.mean saw as a list of vectors
+            self.item_vectors[[self.item_index[t] for t in played if t in self.item_index]],
+            cold.vectors[[cold.index[t] for t in played if t in cold.index]],
+            *([self.item_vectors[rows]] if rows is not None and len(rows) else []),
+        ]
+        blocks = [b for b in blocks if len(b)]  # an empty cold set's vectors may not be (0, d)
+        return np.mean(np.concatenate(blocks), axis=0).astype(np.float32) if blocks else None
 
     def _blend(self, trained: np.ndarray, seen: np.ndarray, played: Sequence[str], cold: ColdItems) -> np.ndarray:
         """The trained vector, shrunk towards the fold-in of the user's training and recent plays while they are few:
