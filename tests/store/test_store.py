@@ -272,6 +272,10 @@ def test_track_table_serves_what_the_store_serves(store: Store) -> None:
     assert batch.present[fn.TRACK_META].all()
 
     store.push_track("up-3", None, _new_content(5))  # after load: picked up on first lookup
+    found, held = table.held(["up-3", "t0", "t3"])  # the hot path's read: the table only, never the store
+    assert found.tolist() == [False, True, True] and held.track_ids == ["t0", "t3"] and held.missing == ["up-3"]
+    np.testing.assert_array_equal(held.columns["embedding"], table.lookup(["t0", "t3"]).columns["embedding"])
+    assert "up-3" not in table
     batch = table.lookup(["up-3", "t0"])
     assert batch.track_ids == ["up-3", "t0"] and not batch.missing
     assert not batch.present[fn.TRACK_META][0] and batch.present[fn.TRACK_CONTENT][0]
