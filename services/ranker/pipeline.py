@@ -13,7 +13,8 @@ Each step takes its config in `__init__`, opens heavy resources in `load()`, and
 | `Order`        | Candidates, TrackFeatures, scores, k, Steering, played | ranked items with reasons (played: the   |
 |                |                                               | played tracks' TrackFeatures: "sounds like")   |
 
-`Retrieve` asks the retriever service over HTTP; `RetrieveInProcess` gives the same from the retriever's search
+`Ranker.user_rows` reads what `UserFeatures` (a profile cache miss) and `RecentActivity` need in one store read
+per request. `Retrieve` asks the retriever service over HTTP; `RetrieveInProcess` gives the same from the retriever's search
 in this process (ENCORE_RANKER_RETRIEVAL=inprocess).
 
 An unknown user or track is decided once, where it is looked up (UserFeatures: profile None; ItemFeatures:
