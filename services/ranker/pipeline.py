@@ -14,8 +14,8 @@ Each step takes its config in `__init__`, opens heavy resources in `load()`, and
 |                |                                               | played tracks' TrackFeatures: "sounds like")   |
 
 `Ranker.user_rows` reads what `UserFeatures` (a profile cache miss) and `RecentActivity` need in one store read
-per request. `Retrieve` asks the retriever service over HTTP; `RetrieveInProcess` gives the same from the retriever's search
-in this process (ENCORE_RANKER_RETRIEVAL=inprocess).
+per request. `Retrieve` asks the retriever service over HTTP; `RetrieveInProcess` gives the same from the
+retriever's search in this process (ENCORE_RANKER_RETRIEVAL=inprocess).
 
 An unknown user or track is decided once, where it is looked up (UserFeatures: profile None; ItemFeatures:
 the track's rows marked invalid), and encoded by the one frame builder (encore/ranker_frame.py) as OOV /
