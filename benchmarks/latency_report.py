@@ -151,6 +151,7 @@ def main() -> int:
         ("serving-latency-int8", "int8/serving_latency.json", serving_block),  # --out <RESULTS>/int8
         ("serving-latency-int8-trained", "int8_trained/serving_latency.json", serving_block),  # and --trained
         ("serving-latency-hotpath", "hotpath/serving_latency.json", serving_block),  # code against code, int8 trained
+        ("serving-latency-hotpath-defaults", "hotpath_defaults/serving_latency.json", serving_block),  # fp32, http
         ("embedder-throughput", "embedder_throughput.json", embedder_block),
     ):
         path = RESULTS / file
