@@ -173,6 +173,8 @@ def _check_wav_data_size(data: bytes) -> None:
     offset = 12
     while offset + 8 <= len(data):
         chunk, size = data[offset : offset + 4], int.from_bytes(data[offset + 4 : offset + 8], "little")
+        if chunk == b"fmt " and size >= 16:
+            _check_wav_fmt(data[offset + 8 : offset + 24])
         if chunk == b"data":
             present = len(data) - (offset + 8)
             if size not in (0, 0xFFFFFFFF) and size - present > max(0.01 * size, 4096):
@@ -183,6 +185,21 @@ def _check_wav_data_size(data: bytes) -> None:
                 )
             return
         offset += 8 + size + (size & 1)
+
+
+_PCM_TAGS = (1, 3, 0xFFFE)  # integer PCM, IEEE float, WAVE_FORMAT_EXTENSIBLE: fixed bytes per sample
+
+
+def _check_wav_fmt(fmt: bytes) -> None:
+    """A PCM fmt chunk whose frame size is not channels x bytes per sample is a false header. libsndfile's answer to
+    one (say 65535 channels patched into a stereo file) was not stable from run to run; this one is."""
+    tag, channels = int.from_bytes(fmt[0:2], "little"), int.from_bytes(fmt[2:4], "little")
+    block_align, bits = int.from_bytes(fmt[12:14], "little"), int.from_bytes(fmt[14:16], "little")
+    if tag in _PCM_TAGS and block_align != channels * ((bits + 7) // 8):
+        raise AudioError(
+            "corrupt",
+            f"the WAV header is inconsistent: {channels} channels of {bits}-bit samples in {block_align}-byte frames",
+        )
 
 
 _LOSSY_FORMATS = ("OGG", "MP3", "MPEG")  # Opus at low bitrates legitimately packs >100 samples per byte
