@@ -76,6 +76,7 @@ def decode_audio(data: bytes, *, max_seconds: float | None, max_channels: int = 
         raise AudioError("empty_file", "the file is empty (0 bytes)")
     if max_seconds is not None and max_seconds <= 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds}")
+    _check_wav_data_size(data)  # a RIFF/WAVE header's claims, before either decoder reads it (others: no-op)
     try:
         sf_file = sf.SoundFile(io.BytesIO(data))
     except sf.LibsndfileError:
@@ -85,8 +86,6 @@ def decode_audio(data: bytes, *, max_seconds: float | None, max_channels: int = 
             # libsndfile stops an MP3 without a Xing/Info header at its (often short) length estimate and
             # loses the rest silently; FFmpeg decodes every frame.
             if sf_file.format != "MP3":
-                if sf_file.format in ("WAV", "WAVEX"):
-                    _check_wav_data_size(data)
                 return _checked(_decode_soundfile(sf_file, max_seconds, max_channels, len(data)))
     return _checked(_decode_pyav(data, max_seconds, max_channels))
 
@@ -191,8 +190,9 @@ _PCM_TAGS = (1, 3, 0xFFFE)  # integer PCM, IEEE float, WAVE_FORMAT_EXTENSIBLE: f
 
 
 def _check_wav_fmt(fmt: bytes) -> None:
-    """A PCM fmt chunk whose frame size is not channels x bytes per sample is a false header. libsndfile's answer to
-    one (say 65535 channels patched into a stereo file) was not stable from run to run; this one is."""
+    """A PCM fmt chunk whose frame size is not channels x bytes per sample is a false header. The decoders' answer to
+    one (say 65535 channels patched into a stereo file) was not stable between runs: libsndfile refused it or not,
+    and FFmpeg then read the channel count; this one is."""
     tag, channels = int.from_bytes(fmt[0:2], "little"), int.from_bytes(fmt[2:4], "little")
     block_align, bits = int.from_bytes(fmt[12:14], "little"), int.from_bytes(fmt[14:16], "little")
     if tag in _PCM_TAGS and block_align != channels * ((bits + 7) // 8):
