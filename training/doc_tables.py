@@ -181,9 +181,11 @@ TABLES: dict[str, Callable[[], list[str]]] = {
     },
     "significance-bootstrap-demo": _bootstrap_demo,
     "fuxictr-fp32-speed": lambda: fuxictr_tables.speed_table(RESULTS),
+    "fuxictr-fp32-speed-second-host": lambda: fuxictr_tables.speed_table(RESULTS, fuxictr_tables.SECOND_HOST_CSV),
     "fuxictr-fp32-accuracy": lambda: fuxictr_tables.accuracy_table(RESULTS),
     "fuxictr-fp32-summary": lambda: fuxictr_tables.summary_table(RESULTS),
     "fuxictr-fp32-seeds": lambda: fuxictr_tables.seeds_table(RESULTS),
+    "fuxictr-train-parity": lambda: fuxictr_tables.parity_table(RESULTS),
     "encoder-cold": lambda: encoder_tables.grid_table(RESULTS, "cold"),
     "encoder-test": lambda: encoder_tables.grid_table(RESULTS, "test"),
     "encoder-answer": lambda: encoder_tables.answer_table(RESULTS),
@@ -197,6 +199,7 @@ TABLES: dict[str, Callable[[], list[str]]] = {
     "new-listener-uploads": lambda: _new_listener_uploads(),
 }
 ENCODER_CHART = DOCS / "encoder_grid.png"
+PARITY_CHART = DOCS / "fuxictr_train_parity.png"
 
 
 def _new_listener_uploads() -> list[str]:
@@ -244,6 +247,7 @@ def write_docs(charts: bool = False) -> list[Path]:
         for folder in result_folders():
             write_charts(folder, ResultsTable(folder).rows)
         write_bytes_atomic(ENCODER_CHART, encoder_tables.chart_png(RESULTS))
+        write_bytes_atomic(PARITY_CHART, fuxictr_tables.parity_chart_png(RESULTS))
     stale = []
     for path, text in expected_files().items():
         if not path.exists() or path.read_text() != text:

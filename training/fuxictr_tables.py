@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 FOLDER = "ctr_vs_fuxictr_fp32"
 CSV_NAME = "side_by_side.csv"
+SECOND_HOST_CSV = "speed_second_host.csv"  # the same speed runs on another host (CPU named in docs/benchmarks.md)
 SEEDS_CSV = "seeds.csv"  # full runs of further seeds (`--seed S --record` to a file of its own: the side-by-side
 # CSV keeps one row per model and protocol)
 FULL_EPOCHS = 100  # the BARS cap (NFM: 200); a smaller cap marks a speed-only run
@@ -26,9 +29,9 @@ GOAL_AUC_DIFF = 0.001
 CONFIG = Path(__file__).resolve().parent / "configs" / "frappe.json"
 
 
-def load(results: Path) -> pd.DataFrame:
+def load(results: Path, csv_name: str = CSV_NAME) -> pd.DataFrame:
     """The recorded rows in the config's model order (the order of the Frappe table)."""
-    rows = pd.read_csv(results / FOLDER / CSV_NAME)
+    rows = pd.read_csv(results / FOLDER / csv_name)
     # Rows recorded before --fuxictr-loader existed ran FuxiCTR's own (Ray) loader.
     rows["fuxictr_loader"] = rows.get("fuxictr_loader", pd.Series(index=rows.index, dtype=object)).fillna("ray")
     order = {m: i for i, m in enumerate(json.loads(CONFIG.read_text())["models"])}
@@ -49,19 +52,21 @@ def _pair(row: pd.Series, key: str, fmt: str) -> str:
     return f"{_num(row.get('fuxictr_' + key), fmt)} / {_num(row.get('encore_' + key), fmt)}"
 
 
-def speed_table(results: Path) -> list[str]:
-    """Training samples/s side by side, one row per speed run (epoch-capped), fp32 on both sides."""
-    rows = load(results)
+def speed_table(results: Path, csv_name: str = CSV_NAME) -> list[str]:
+    """Training samples/s side by side, one row per speed run (epoch-capped); FuxiCTR always fp32, Encore fp32
+    unless the row says bf16 (CPU autocast of the forward pass, the further option)."""
+    rows = load(results, csv_name)
     rows = rows[rows.max_epochs < FULL_EPOCHS]
     lines = [
-        "| model | FuxiCTR loader | epochs | FuxiCTR samples/s | Encore samples/s | Encore / FuxiCTR | >= 2x "
-        "| load avg F / E | others' CPU % F / E | steal % F / E | finished (UTC) |",
-        "|---|---|---:|---:|---:|---:|:---:|---|---|---|---|",
+        "| model | FuxiCTR loader | epochs | Encore precision | FuxiCTR samples/s | Encore samples/s "
+        "| Encore / FuxiCTR | >= 2x | load avg F / E | others' CPU % F / E | steal % F / E | finished (UTC) |",
+        "|---|---|---:|---|---:|---:|---:|:---:|---|---|---|---|",
     ]
     for _, r in rows.iterrows():
         ratio = r.get("throughput_ratio")
         lines.append(
-            f"| {r.model} | {r.fuxictr_loader} | {r.max_epochs} | {_num(r.fuxictr_samples_per_s, ',.0f')} "
+            f"| {r.model} | {r.fuxictr_loader} | {r.max_epochs} | {r.encore_precision} "
+            f"| {_num(r.fuxictr_samples_per_s, ',.0f')} "
             f"| {_num(r.get('encore_samples_per_s'), ',.0f')} | **{_num(ratio, '.2f')}x** "
             f"| {'yes' if ratio >= GOAL_RATIO else 'no'} | {_pair(r, 'load_median', '.0f')} "
             f"| {_pair(r, 'others_cpu_pct', '.0f')} | {_pair(r, 'steal_pct_median', '.1f')} "
@@ -94,14 +99,15 @@ def accuracy_table(results: Path) -> list[str]:
 
 def seeds_table(results: Path) -> list[str]:
     """Full runs of a model over several seeds on both sides: seed 2021 from the side-by-side CSV, the others from
-    SEEDS_CSV; per model, each seed, then the mean and standard deviation over seeds (the difference paired by
-    seed: both sides ran the same seed's protocol, though not the same batches)."""
+    SEEDS_CSV; per model, each seed, then the mean and standard deviation over seeds and Welch's t-test of the two
+    sides' AUCs (the difference column pairs runs by seed number only: the same seed draws unrelated weights,
+    masks and batches in the two libraries)."""
     extra = pd.read_csv(results / FOLDER / SEEDS_CSV)
     first = load(results)
     first = first[(first.max_epochs >= FULL_EPOCHS) & first.model.isin(extra.model)]
     rows = pd.concat([first, extra], ignore_index=True).sort_values(["model", "seed"], kind="stable")
     lines = [
-        "| model | seed | FuxiCTR test AUC | Encore test AUC | Encore - FuxiCTR | epochs F / E |",
+        "| model | seed | FuxiCTR test AUC | Encore test AUC | Encore - FuxiCTR | epochs F / E; test |",
         "|---|---|---:|---:|---:|---|",
     ]
     for model, runs in rows.groupby("model", sort=False):
@@ -111,10 +117,16 @@ def seeds_table(results: Path) -> list[str]:
                 f"| {model} | {int(r.seed)} | {r.fuxictr_test_auc:.5f} | {r.encore_test_auc:.5f} "
                 f"| {r.encore_test_auc - r.fuxictr_test_auc:+.5f} | {int(r.fuxictr_epochs)} / {int(r.encore_epochs)} |"
             )
+        # Welch's t, not a paired one: seed s draws unrelated initial weights, masks and batches on the two sides.
+        p = (
+            stats.ttest_ind(runs.encore_test_auc, runs.fuxictr_test_auc, equal_var=False).pvalue
+            if len(runs) > 1
+            else None
+        )
         lines.append(
             f"| {model} | mean ± std over {len(runs)} | {runs.fuxictr_test_auc.mean():.5f} ± "
             f"{runs.fuxictr_test_auc.std():.5f} | {runs.encore_test_auc.mean():.5f} ± {runs.encore_test_auc.std():.5f} "
-            f"| {diff.mean():+.5f} ± {diff.std():.5f} | |"
+            f"| {diff.mean():+.5f} ± {diff.std():.5f} | Welch t p = {_num(p, '.2f')} |"
         )
     return lines
 
@@ -139,3 +151,62 @@ def summary_table(results: Path) -> list[str]:
             f"| {'yes' if r.get('throughput_ratio', 0) >= GOAL_RATIO else 'no'} | {_num(diff, '+.5f')} |"
         )
     return lines
+
+
+PARITY_GLOB = "train_parity_*.json"  # benchmarks/fuxictr_train_parity.py --out, one file per run
+
+
+def parity_table(results: Path) -> list[str]:
+    """Training from the same weights on the same batches, dropout off (benchmarks/fuxictr_train_parity.py): per
+    model, FuxiCTR against Encore and, as the control, FuxiCTR against itself from initial weights 1e-7 apart;
+    the largest loss gap of the first 50 steps, both validation AUCs after the last epoch and the largest AUC gap of
+    any epoch."""
+    runs = [json.loads(p.read_text()) for p in sorted((results / FOLDER).glob(PARITY_GLOB))]
+    lines = [
+        "| model | against | seed | max abs loss gap, first 50 steps | epochs | FuxiCTR valid AUC | other valid AUC "
+        "| max abs AUC gap, any epoch |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    order = list(json.loads(CONFIG.read_text())["models"])
+    keyed = [(order.index(m), run.get("control", False), run, m, r) for run in runs for m, r in run["results"].items()]
+    for _, control, run, model, result in sorted(keyed, key=lambda t: t[:2]):
+        last = result["epochs"][-1]
+        gap = max(abs(e["valid_auc_other"] - e["valid_auc_fuxictr"]) for e in result["epochs"])
+        lines.append(
+            f"| {model} | {'FuxiCTR, 1e-7 apart' if control else 'Encore'} | {run['seed']} "
+            f"| {result['max_abs_loss_diff_first_50_steps']:.1e} | {last['epoch']} | {last['valid_auc_fuxictr']:.6f} "
+            f"| {last['valid_auc_other']:.6f} | {gap:.1e} |"
+        )
+    return lines
+
+
+def parity_chart_png(results: Path) -> bytes:
+    """|loss gap| per training step of each parity model (log scale): FuxiCTR against Encore, and FuxiCTR against
+    itself from initial weights 1e-7 apart (the control); one panel per model."""
+    from training.results import _png, _pyplot
+
+    plt = _pyplot()
+    runs = [json.loads(p.read_text()) for p in sorted((results / FOLDER).glob(PARITY_GLOB))]
+    order = list(json.loads(CONFIG.read_text())["models"])
+    models = sorted({m for run in runs for m in run["results"]}, key=order.index)
+    cols = 3
+    fig, axes = plt.subplots((len(models) + cols - 1) // cols, cols, figsize=(12, 2.6 * ((len(models) + 2) // 3)),
+                             squeeze=False, sharey=True)  # fmt: skip
+    for ax, model in zip(axes.flat, models, strict=False):
+        for run in sorted(runs, key=lambda r: r.get("control", False)):
+            if model not in run["results"]:
+                continue
+            losses = np.asarray(run["results"][model]["step_losses"])
+            gap = np.maximum(np.abs(losses[:, 0] - losses[:, 1]), 1e-9)  # log scale: an exact 0 drawn at 1e-9
+            label = "FuxiCTR vs itself, 1e-7 apart" if run.get("control") else "FuxiCTR vs Encore"
+            ax.semilogy(np.arange(1, len(gap) + 1), gap, lw=0.8, label=label)
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("training step (50 per epoch)", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("|loss gap|", fontsize=8)
+    for ax in list(axes.flat)[len(models) :]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Same initial weights, same batches, dropout off: the training losses drift apart", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)

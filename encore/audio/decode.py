@@ -76,7 +76,7 @@ def decode_audio(data: bytes, *, max_seconds: float | None, max_channels: int = 
         raise AudioError("empty_file", "the file is empty (0 bytes)")
     if max_seconds is not None and max_seconds <= 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds}")
-    _check_wav_data_size(data)  # a RIFF/WAVE header's claims, before either decoder reads it (others: no-op)
+    _check_wav_header(data)  # a RIFF/WAVE header's claims, before either decoder reads it (others: no-op)
     try:
         sf_file = sf.SoundFile(io.BytesIO(data))
     except sf.LibsndfileError:
@@ -161,11 +161,13 @@ def _decode_soundfile(f: sf.SoundFile, max_seconds: float | None, max_channels: 
     )
 
 
-def _check_wav_data_size(data: bytes) -> None:
-    """A RIFF/WAVE data chunk that declares more bytes than the file holds means a cut upload or a false header.
+def _check_wav_header(data: bytes) -> None:
+    """A RIFF/WAVE header whose claims the file contradicts: a data chunk declaring more bytes than the file holds
+    (a cut upload or a false header), or a PCM/float fmt chunk whose frame size is not channels x sample bytes.
 
-    libsndfile silently clamps the claim to the file size, so it has to be read here. 0 and 0xFFFFFFFF are
-    the "length unknown" values streaming writers use, and are let through.
+    libsndfile silently clamps the data claim to the file size, and its answer to a false fmt chunk varies with
+    the environment (it may refuse, and FFmpeg then read the false channel count), so both are read here.
+    0 and 0xFFFFFFFF are the "length unknown" values streaming writers use, and are let through.
     """
     if not (data.startswith(b"RIFF") and data[8:12] == b"WAVE"):
         return
