@@ -1,5 +1,6 @@
 """The docs' result tables are generated from committed CSVs (python -m training.results --write-docs)."""
 
+import json
 import shutil
 
 import pandas as pd
@@ -52,3 +53,24 @@ def test_an_unmarked_table_is_found(tmp_path):
 def test_check_docs_command_passes_on_the_committed_docs(capsys):
     assert main(["--check-docs"]) == 0
     assert "matches" in capsys.readouterr().out
+
+
+def test_the_training_parity_table_and_chart_read_the_committed_runs(tmp_path):
+    """One row per model of each parity run (Encore's and the control's), rendered from the JSON: a changed AUC in
+    one run changes that model's row of that run only; the chart is drawn from the same files."""
+    source = doc_tables.RESULTS / fuxictr_tables.FOLDER
+    runs = sorted(source.glob(fuxictr_tables.PARITY_GLOB))
+    rows = fuxictr_tables.parity_table(doc_tables.RESULTS)[2:]
+    assert len(rows) == sum(len(json.loads(p.read_text())["results"]) for p in runs) >= 2 * 9
+    assert any("| Encore |" in r for r in rows) and any("| FuxiCTR, 1e-7 apart |" in r for r in rows)
+
+    shutil.copytree(source, tmp_path / fuxictr_tables.FOLDER)
+    encore_run = next(
+        p for p in (tmp_path / fuxictr_tables.FOLDER).glob(fuxictr_tables.PARITY_GLOB) if "control" not in p.name
+    )
+    run = json.loads(encore_run.read_text())
+    run["results"]["AFM"]["epochs"][-1]["valid_auc_other"] -= 0.01
+    encore_run.write_text(json.dumps(run))
+    changed = [(a, b) for a, b in zip(rows, fuxictr_tables.parity_table(tmp_path)[2:], strict=True) if a != b]
+    assert len(changed) == 1 and changed[0][0].startswith("| AFM | Encore |")
+    assert fuxictr_tables.parity_chart_png(doc_tables.RESULTS).startswith(b"\x89PNG\r\n\x1a\n")
