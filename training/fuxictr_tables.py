@@ -2,7 +2,9 @@
 
 `benchmarks/ctr_vs_fuxictr.py --record docs/results/ctr_vs_fuxictr_fp32/side_by_side.csv` upserts one row per
 (model, epoch cap, threads, Encore precision, FuxiCTR loader); `python -m training.results --write-docs` turns it
-into the speed and accuracy tables of docs/benchmarks.md and the summary of docs/performance.md.
+into the speed and accuracy tables of docs/benchmarks.md and the summary of docs/performance.md. The same folder holds
+further seeds (SEEDS_CSV), the speed runs of a second host (SECOND_HOST_CSV) and the training-parity runs
+(benchmarks/fuxictr_train_parity.py, PARITY_GLOB), each with its table here.
 
 A row whose epoch cap is below the BARS protocol's (`max_epochs` < FULL_EPOCHS) is a speed measurement: its AUC
 is an early-training number and only its samples/s count. A full-protocol row (up to 100 or 200 epochs with early
