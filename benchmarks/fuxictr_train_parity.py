@@ -43,14 +43,17 @@ import torch  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 from torch import nn  # noqa: E402
 
-from benchmarks.fuxictr_forward_parity import NAME_MAPS, _load_module  # noqa: E402
+from benchmarks.fuxictr_forward_parity import NAME_MAPS, _encore_spec, _load_module  # noqa: E402
 
 BATCH_SIZE = 4096  # BARS's, both sides
 FIELDS = ["user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city"]
 
 
 def load_frappe(data_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """Train and valid as (rows, fields) int64 ids (train's values from FIRST_VOCAB up, unseen -> OOV) + labels."""
+    """Train and valid as (rows, fields) int64 ids (train's values from FIRST_VOCAB up, unseen -> OOV) + labels.
+
+    Not training.datasets.frappe: this runs in FuxiCTR's interpreter, which lacks Encore's settings packages; both
+    models read the same ids, so only the vocabulary rule (fit on train, OOV otherwise) has to match."""
     from encore.schema import FIRST_VOCAB, OOV
 
     train, valid = (pd.read_csv(data_dir / f"{s}.csv", dtype=str) for s in ("train", "valid"))
@@ -84,18 +87,6 @@ def fuxictr_feature_map(sizes: dict[str, int], work: Path, hparams: dict[str, An
     feature_map = FeatureMap("parity", str(work))
     feature_map.load(str(path), hparams)
     return feature_map
-
-
-def _encore_spec(sizes: dict[str, int]) -> Any:
-    from encore.schema import FIRST_VOCAB, FeatureSpec, FieldSpec
-
-    owner = {"user": "user", "item": "item"}
-    return FeatureSpec(
-        [
-            FieldSpec(f, "categorical", owner.get(f, "context"), f, vocab=[str(i) for i in range(n - FIRST_VOCAB)])
-            for f, n in sizes.items()
-        ]
-    )
 
 
 _TABLE = re.compile(r"^(embedding_layer|lr_layer)\..*embedding_layers\.(\w+)\.weight$")
@@ -210,7 +201,7 @@ def compare(name: str, bench: Any, zoo_root: Path, data: dict, sizes: dict[str, 
         mapping = [(k, k, None) for k, v in fx.named_parameters() if v.requires_grad]
         step_b, predict_b = fx_side(other)
     else:
-        other = get_ctr_model(name)(_encore_spec(sizes), **model_cfg)
+        other = get_ctr_model(name)(_encore_spec(feature_map), **model_cfg)
         mapping = parameter_map(name, fx, sizes, hparams)
         copy_weights(mapping, fx, other)
         step_b, predict_b = encore_side(name, other)

@@ -158,24 +158,32 @@ def summary_table(results: Path) -> list[str]:
 PARITY_GLOB = "train_parity_*.json"  # benchmarks/fuxictr_train_parity.py --out, one file per run
 
 
+def _parity_results(results: Path) -> list[tuple[str, bool, int, dict]]:
+    """(model, is the control run, seed, that model's result) of every committed parity run, in the config's model
+    order, Encore's run before the control."""
+    order = list(json.loads(CONFIG.read_text())["models"])
+    rows = []
+    for path in sorted((results / FOLDER).glob(PARITY_GLOB)):
+        run = json.loads(path.read_text())
+        rows += [(model, run.get("control", False), run["seed"], r) for model, r in run["results"].items()]
+    return sorted(rows, key=lambda row: (order.index(row[0]), row[1]))
+
+
 def parity_table(results: Path) -> list[str]:
     """Training from the same weights on the same batches, dropout off (benchmarks/fuxictr_train_parity.py): per
     model, FuxiCTR against Encore and, as the control, FuxiCTR against itself from initial weights 1e-7 apart;
     the largest loss gap of the first 50 steps, both validation AUCs after the last epoch and the largest AUC gap of
     any epoch."""
-    runs = [json.loads(p.read_text()) for p in sorted((results / FOLDER).glob(PARITY_GLOB))]
     lines = [
         "| model | against | seed | max abs loss gap, first 50 steps | epochs | FuxiCTR valid AUC | other valid AUC "
         "| max abs AUC gap, any epoch |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    order = list(json.loads(CONFIG.read_text())["models"])
-    keyed = [(order.index(m), run.get("control", False), run, m, r) for run in runs for m, r in run["results"].items()]
-    for _, control, run, model, result in sorted(keyed, key=lambda t: t[:2]):
+    for model, control, seed, result in _parity_results(results):
         last = result["epochs"][-1]
         gap = max(abs(e["valid_auc_other"] - e["valid_auc_fuxictr"]) for e in result["epochs"])
         lines.append(
-            f"| {model} | {'FuxiCTR, 1e-7 apart' if control else 'Encore'} | {run['seed']} "
+            f"| {model} | {'FuxiCTR, 1e-7 apart' if control else 'Encore'} | {seed} "
             f"| {result['max_abs_loss_diff_first_50_steps']:.1e} | {last['epoch']} | {last['valid_auc_fuxictr']:.6f} "
             f"| {last['valid_auc_other']:.6f} | {gap:.1e} |"
         )
@@ -188,19 +196,16 @@ def parity_chart_png(results: Path) -> bytes:
     from training.results import _png, _pyplot
 
     plt = _pyplot()
-    runs = [json.loads(p.read_text()) for p in sorted((results / FOLDER).glob(PARITY_GLOB))]
-    order = list(json.loads(CONFIG.read_text())["models"])
-    models = sorted({m for run in runs for m in run["results"]}, key=order.index)
+    runs = _parity_results(results)
+    models = list(dict.fromkeys(model for model, *_ in runs))
     cols = 3
     fig, axes = plt.subplots((len(models) + cols - 1) // cols, cols, figsize=(12, 2.6 * ((len(models) + 2) // 3)),
                              squeeze=False, sharey=True)  # fmt: skip
     for ax, model in zip(axes.flat, models, strict=False):
-        for run in sorted(runs, key=lambda r: r.get("control", False)):
-            if model not in run["results"]:
-                continue
-            losses = np.asarray(run["results"][model]["step_losses"])
+        for _, control, _, result in (row for row in runs if row[0] == model):
+            losses = np.asarray(result["step_losses"])
             gap = np.maximum(np.abs(losses[:, 0] - losses[:, 1]), 1e-9)  # log scale: an exact 0 drawn at 1e-9
-            label = "FuxiCTR vs itself, 1e-7 apart" if run.get("control") else "FuxiCTR vs Encore"
+            label = "FuxiCTR vs itself, 1e-7 apart" if control else "FuxiCTR vs Encore"
             ax.semilogy(np.arange(1, len(gap) + 1), gap, lw=0.8, label=label)
         ax.set_title(model, fontsize=9)
         ax.set_xlabel("training step (50 per epoch)", fontsize=8)
