@@ -86,6 +86,28 @@ def encoder_providers(encoder: object) -> list[str]:
     return found
 
 
+class _DropPreProcessAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Please consider to run pre-processing before quantization")
+
+
+def quantize_int8(src: Path, dst: Path, **options: object) -> Path:
+    """onnxruntime's dynamic int8 quantization (int8 weights, activations quantized per call) of `src` into `dst`.
+
+    The quantizer advises pre-processing (shape inference and graph optimization) on the root logger at every call,
+    once per layer tried by the ranker's bundle check; we quantize the exported graph as it is, so the layer names
+    the check keeps in fp32 are the export's own, and the advice is dropped rather than repeated."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    advice = _DropPreProcessAdvice()
+    logging.root.addFilter(advice)
+    try:
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, **options)
+    finally:
+        logging.root.removeFilter(advice)
+    return dst
+
+
 class OnnxScorer:
     """One InferenceSession; `score(packed) -> (N,) float32` probabilities."""
 

@@ -187,12 +187,11 @@ def _int8_graph(
 
 
 def _quantize(fp32: Path, out: Path, keep_fp32: list[str]) -> Path:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from encore.onnx_scorer import quantize_int8
 
     # The quantizer turns a Gemm into "<name>_MatMul" + Add before quantizing it: both names keep a layer fp32.
     exclude = [*keep_fp32, *(f"{name}_MatMul" for name in keep_fp32)]
-    quantize_dynamic(fp32, out, weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
-    return out
+    return quantize_int8(fp32, out, nodes_to_exclude=exclude)
 
 
 def _layers(fp32: Path) -> list[str]:

@@ -36,6 +36,22 @@ MIN_LAST_FRACTION = 0.5
 # its first patch to its last. Two networks over a 3-minute upload took 6 s of one core with every patch (30x
 # real time); the effect on the vectors and tags is measured in docs/encoders.md.
 MAX_PATCHES = 20
+# The tag lists name some things several ways (MTT: "no vocals", "no vocal", "no voice"); a listener reading "no
+# vocals, no vocal" learns nothing from the second. A group counts once in a top-k, under its first name here, at
+# the probability of its most probable member. Every name here is a tag of its head, so the query steering's tag
+# vocabulary (training/export_text_encoder.py) still knows each one.
+TAG_SYNONYMS: tuple[tuple[str, ...], ...] = (
+    ("no vocals", "no vocal", "no voice"),
+    ("vocals", "vocal", "voice", "singing"),
+    ("female voice", "female", "woman", "female vocal"),
+    ("male voice", "male", "man", "male vocal"),
+    ("choir", "choral"),
+    ("beat", "beats"),
+    ("classical", "classic"),
+    ("female vocalists", "female vocalist"),  # MSD
+    ("chillout", "chill"),  # MSD
+)
+TAG_GROUP_NAME = {member: group[0] for group in TAG_SYNONYMS for member in group}
 
 
 class MusicnnFrontEnd:
@@ -107,9 +123,14 @@ class MusicnnAnalysis:
     n_patches: int
 
     def top_tags(self, head: str, k: int = 5) -> list[tuple[str, float]]:
-        """The k most probable tags of one head, most probable first."""
-        order = np.argsort(-self.tags[head], kind="stable")[:k]
-        return [(self.tag_names[head][i], float(self.tags[head][i])) for i in order]
+        """The k most probable tags of one head, most probable first, synonyms merged (TAG_SYNONYMS)."""
+        top: dict[str, float] = {}
+        for i in np.argsort(-self.tags[head], kind="stable").tolist():
+            name = self.tag_names[head][i]
+            top.setdefault(TAG_GROUP_NAME.get(name, name), float(self.tags[head][i]))
+            if len(top) == k:
+                break
+        return list(top.items())
 
 
 class TorchNet:

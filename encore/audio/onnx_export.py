@@ -50,10 +50,10 @@ def export_traced(
 
 def quantize_int8(src: Path, dst: Path) -> Path:
     """Dynamic int8 (weights int8, activations quantized per batch at run time) of MatMul/Gemm weights."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from encore.onnx_scorer import quantize_int8
 
     with atomic_path(dst) as tmp:
-        quantize_dynamic(src, tmp, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        quantize_int8(src, tmp, op_types_to_quantize=["MatMul", "Gemm"])
     return dst
 
 

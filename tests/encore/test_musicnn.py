@@ -5,6 +5,7 @@ on real clips, and refusals. Needs weights/musicnn-{msd,mtt} (the weights comman
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from encore.audio.musicnn_encoder import (
     HEADS,
     MAX_PATCHES,
     PATCH_FRAMES,
+    TAG_SYNONYMS,
+    MusicnnAnalysis,
     MusicnnEncoder,
     MusicnnFrontEnd,
     split_patches,
@@ -232,6 +235,28 @@ def test_top_tags_of_both_heads(encoders) -> None:
         probs = [p for _, p in top]
         assert probs == sorted(probs, reverse=True) and probs[0] == pytest.approx(analysis.tags[head].max())
         assert {t for t, _ in top} <= set(analysis.tag_names[head]) and len(analysis.tag_names[head]) == 50
+
+
+def test_top_tags_name_each_synonym_group_once(weights_dir: Path) -> None:
+    """A listener learns nothing from "no vocal" after "no vocals": a group counts once, under its first name, at its
+    most probable member's probability, and the k tags are k different things."""
+    names = {head: json_tags(weights_dir / folder) for head, folder in HEADS.items()}
+    for group in TAG_SYNONYMS:  # every name is a tag of one head (a typo would merge nothing)
+        assert any(set(group) <= set(tag_names) for tag_names in names.values()), group
+    mtt = names["mtt"]
+    probs = np.linspace(0.01, 0.02, len(mtt), dtype=np.float32)  # everything else below the planted tags
+    planted = {"no vocal": 0.9, "no vocals": 0.8, "no voice": 0.7, "woman": 0.6, "piano": 0.5, "female": 0.45}
+    for name, p in planted.items():
+        probs[mtt.index(name)] = p
+    analysis = MusicnnAnalysis(layers=[], layer_names=[], tags={"mtt": probs}, tag_names={"mtt": mtt}, n_patches=1)
+    top = analysis.top_tags("mtt", 4)
+    assert [t for t, _ in top[:3]] == ["no vocals", "female voice", "piano"]
+    assert [p for _, p in top[:3]] == pytest.approx([0.9, 0.6, 0.5])
+    assert len(top) == 4 and len({t for t, _ in top}) == 4 and top[3][0] not in planted
+
+
+def json_tags(folder: Path) -> list[str]:
+    return list(json.loads((folder / "config.json").read_text())["tags"])
 
 
 def test_an_encode_reports_its_stages_to_the_thread_that_asks(encoders) -> None:
