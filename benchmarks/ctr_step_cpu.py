@@ -10,12 +10,17 @@ clipping, Adam) and FuxiCTR's `train_step` (forward, loss + its regularizer, bac
 benchmarks/ctr_vs_fuxictr.py's in-memory loader. Hyper-parameters come from that script's MODELS. The minimum
 block is reported (the least disturbed by other processes on a shared machine), with every block's figure.
 `--profile N` prints each side's top-N torch ops by self CPU time (torch.profiler), for where the time goes.
-`--skip-fuxictr` times Encore alone (no FuxiCTR setup needed).
+`--skip-fuxictr` times Encore alone (no FuxiCTR setup needed). `--compile` also times Encore with its training
+forward pass under torch.compile (training.trainer TrainConfig.compile; compiled during the warm-up steps, so the
+timed blocks hold no compilation). `--record CSV` appends one row per model (the table of docs/performance.md,
+"Compiled training steps", comes from docs/results/ctr_vs_fuxictr_fp32/compile_steps.csv).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import datetime as dt
 import json
 import os
 import subprocess
@@ -95,7 +100,7 @@ def fuxictr_step(model: str, args: argparse.Namespace, work: Path) -> dict:
     return json.loads(Path(cfg["result_path"]).read_text()) if model else {}
 
 
-def encore_step(model: str, args: argparse.Namespace, data, encoded, config: dict) -> dict:
+def encore_step(model: str, args: argparse.Namespace, data, encoded, config: dict, compiled: bool = False) -> dict:
     import torch
     from torch import nn
 
@@ -119,8 +124,11 @@ def encore_step(model: str, args: argparse.Namespace, data, encoded, config: dic
         n = n_steps * cfg.batch_size
         return TensorSplit("train", {k: v[:n] for k, v in train.inputs.items()}, train.labels[:n])
 
+    forward = torch.compile(net, dynamic=False) if compiled else net  # as training.trainer.fit compiles it
+
     def epoch(split: TensorSplit) -> None:
-        _train_epoch(net, net, split, optimizer, nn.BCEWithLogitsLoss(), cfg, generator, 1, net_weights, cfg.batch_size)
+        loss_fn = nn.BCEWithLogitsLoss()
+        _train_epoch(forward, net, split, optimizer, loss_fn, cfg, generator, 1, net_weights, cfg.batch_size)
 
     epoch(rows(args.warmup))
     timed = rows(args.steps)
@@ -158,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=2021)
     p.add_argument("--profile", type=int, default=0, help="print the top N ops by self CPU time")
     p.add_argument("--skip-fuxictr", action="store_true")
+    p.add_argument("--compile", action="store_true", help="also time Encore's step with torch.compile")
+    p.add_argument("--record", type=Path, default=None, help="append one row per model to this CSV")
     args = p.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
     unknown = [m for m in models if m not in MODELS]
@@ -184,16 +194,60 @@ def main(argv: list[str] | None = None) -> int:
             args.cache_dir.mkdir(parents=True, exist_ok=True)
             fuxictr_step(None, args, work)  # csv -> parquet once, untimed
         for model in models:
+            load_before = Path("/proc/loadavg").read_text().split()[0]
             en = encore_step(model, args, data, encoded, config)
+            ec = encore_step(model, args, data, encoded, config, compiled=True) if args.compile else None
             fx = None if args.skip_fuxictr else fuxictr_step(model, args, work)
             load = Path("/proc/loadavg").read_text().split()[0]
             e = min(en["cpu_ms"])
             line = f"{model}: Encore {e:.1f} ms CPU/step (blocks {_fmt(en['cpu_ms'])})"
+            if ec is not None:
+                line += f", compiled {min(ec['cpu_ms']):.1f} ms (blocks {_fmt(ec['cpu_ms'])})"
             if fx is not None:
                 f = min(fx["cpu_ms"])
                 line += f", FuxiCTR {f:.1f} ms (blocks {_fmt(fx['cpu_ms'])}), FuxiCTR/Encore {f / e:.2f}x"
+                if ec is not None:
+                    line += f", FuxiCTR/compiled {f / min(ec['cpu_ms']):.2f}x"
             print(f"{line} (load {load})", flush=True)
+            if args.record is not None:
+                _record(args, model, en, ec, fx, f"{load_before}-{load}")
     return 0
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def _record(args: argparse.Namespace, model: str, en: dict, ec: dict | None, fx: dict | None, load: str) -> None:
+    """One row per model: the minimum block of each side (ms of this process's CPU per step) and every block."""
+    import torch
+
+    row = {
+        "model": model,
+        "finished_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "cpu": _cpu_name(),
+        "torch": torch.__version__,
+        "threads": 1,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "encore_ms": round(min(en["cpu_ms"]), 1),
+        "encore_compiled_ms": round(min(ec["cpu_ms"]), 1) if ec else "",
+        "fuxictr_ms": round(min(fx["cpu_ms"]), 1) if fx else "",
+        "encore_blocks": _fmt(en["cpu_ms"]),
+        "encore_compiled_blocks": _fmt(ec["cpu_ms"]) if ec else "",
+        "fuxictr_blocks": _fmt(fx["cpu_ms"]) if fx else "",
+        "load_1min": load,
+    }
+    new = not args.record.is_file()
+    args.record.parent.mkdir(parents=True, exist_ok=True)
+    with args.record.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ class GridSettings:
     progress: bool = True
     precision: str = "fp32"
     device: str = "cpu"  # cuda / cuda:N: training on the GPU (the model comes back to the CPU after fit)
+    compile: bool = False  # torch.compile of the training forward pass (TrainConfig.compile)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class Cell:
         train = {**grid.config["train"], **model_cfg.get("train", {}), "seed": seed}
         if grid.epochs is not None:
             train["epochs"] = grid.epochs
-        flags = {"progress": grid.progress, "precision": grid.precision, "device": grid.device}
+        flags = {"progress": grid.progress, "precision": grid.precision, "device": grid.device, "compile": grid.compile}
         train_cfg = TrainConfig(**{**train, **flags})
         return cls(data, model, model_class, model_cfg.get("model", {}), train_cfg, grid.threads)
 

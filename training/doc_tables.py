@@ -183,6 +183,7 @@ TABLES: dict[str, Callable[[], list[str]]] = {
     "fuxictr-fp32-speed": lambda: fuxictr_tables.speed_table(RESULTS),
     "fuxictr-fp32-speed-second-host": lambda: fuxictr_tables.speed_table(RESULTS, fuxictr_tables.SECOND_HOST_CSV),
     "fuxictr-fp32-accuracy": lambda: fuxictr_tables.accuracy_table(RESULTS),
+    "fuxictr-compile-steps": lambda: fuxictr_tables.compile_table(RESULTS),
     "fuxictr-fp32-summary": lambda: fuxictr_tables.summary_table(RESULTS),
     "fuxictr-fp32-seeds": lambda: fuxictr_tables.seeds_table(RESULTS),
     "fuxictr-train-parity": lambda: fuxictr_tables.parity_table(RESULTS),

@@ -23,6 +23,7 @@ from scipy import stats
 FOLDER = "ctr_vs_fuxictr_fp32"
 CSV_NAME = "side_by_side.csv"
 SECOND_HOST_CSV = "speed_second_host.csv"  # the same speed runs on another host (CPU named in docs/benchmarks.md)
+COMPILE_CSV = "compile_steps.csv"  # benchmarks/ctr_step_cpu.py --compile --record: CPU ms per step, three ways
 SEEDS_CSV = "seeds.csv"  # full runs of further seeds (`--seed S --record` to a file of its own: the side-by-side
 # CSV keeps one row per model and protocol)
 FULL_EPOCHS = 100  # the BARS cap (NFM: 200); a smaller cap marks a speed-only run
@@ -73,6 +74,25 @@ def speed_table(results: Path, csv_name: str = CSV_NAME) -> list[str]:
             f"| {'yes' if ratio >= GOAL_RATIO else 'no'} | {_pair(r, 'load_median', '.0f')} "
             f"| {_pair(r, 'others_cpu_pct', '.0f')} | {_pair(r, 'steal_pct_median', '.1f')} "
             f"| {str(r.get('finished_utc', ''))[11:16]} |"
+        )
+    return lines
+
+
+def compile_table(results: Path) -> list[str]:
+    """CPU time per training step: Encore eager, Encore under torch.compile and FuxiCTR (each the least disturbed of
+    its timed blocks), and FuxiCTR's time over each of Encore's."""
+    rows = pd.read_csv(results / FOLDER / COMPILE_CSV)
+    lines = [
+        "| model | FuxiCTR ms/step | Encore ms/step | Encore compiled ms/step | compiled / eager "
+        "| FuxiCTR / Encore | FuxiCTR / Encore compiled | >= 2x compiled | load (1 min) | finished (UTC) |",
+        "|---|---:|---:|---:|---:|---:|---:|:---:|---|---|",
+    ]
+    for _, r in rows.iterrows():
+        compiled = r.fuxictr_ms / r.encore_compiled_ms
+        lines.append(
+            f"| {r.model} | {r.fuxictr_ms:.1f} | {r.encore_ms:.1f} | {r.encore_compiled_ms:.1f} "
+            f"| {r.encore_ms / r.encore_compiled_ms:.2f}x | {r.fuxictr_ms / r.encore_ms:.2f}x | **{compiled:.2f}x** "
+            f"| {'yes' if compiled >= GOAL_RATIO else 'no'} | {r.load_1min} | {str(r.finished_utc)[11:16]} |"
         )
     return lines
 

@@ -84,6 +84,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="fp32",
         help="bf16: CPU autocast of the forward pass (weights, optimizer, loss, evaluation stay fp32)",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the training forward pass (faster for some models, slower for others: "
+        "docs/performance.md); the first steps of each batch shape pay the compilation",
+    )
     p.add_argument("--epochs", type=int, default=None, help="override the maximum number of epochs")
     p.add_argument(
         "--device",
@@ -264,7 +270,7 @@ def run(args: argparse.Namespace) -> Path:
     reference = {m: c["bars_test_auc"] for m, c in config["models"].items() if "bars_test_auc" in c}
     epochs = args.epochs if args.epochs is not None else (2 if args.quick else None)
     grid = GridSettings(
-        config, epochs, args.threads, not args.no_progress and dist.is_main, args.precision, args.device
+        config, epochs, args.threads, not args.no_progress and dist.is_main, args.precision, args.device, args.compile
     )
     try:
         for features in feature_list:
