@@ -159,6 +159,23 @@ def test_words_steer_the_list(stack, browser) -> None:
     assert texts(browser, "#recs li .match"), "each tagged track shows how well it matches"
 
 
+@needs_query_encoder
+def test_the_address_names_the_listener_and_the_words(stack, browser) -> None:
+    """?user_id=&q= opens that listener's list, steered; showing another listener rewrites the address."""
+    browser.get(stack.url("ranker") + "/?user_id=2&q=classical+strings")
+    wait(browser, lambda d: "for 2 ·" in d.find_element(By.ID, "recs-meta").text)
+    assert "steered by “classical strings”" in browser.find_element(By.ID, "recs-meta").text
+    assert browser.find_element(By.ID, "query").get_attribute("value") == "classical strings"
+    assert Select(browser.find_element(By.ID, "demo-users")).first_selected_option.get_attribute("value") == "2"
+    browser.find_element(By.ID, "clear-query").click()
+    wait(browser, lambda d: "steered" not in d.find_element(By.ID, "recs-meta").text)
+    show_user(browser, "1")
+    assert browser.execute_script("return location.search") == "?user_id=1"
+    browser.get(stack.url("ranker") + "/?user_id=somebody-new")  # not a demo user: typed into the id field
+    wait(browser, lambda d: "for somebody-new ·" in d.find_element(By.ID, "recs-meta").text)
+    assert browser.find_element(By.ID, "user-id").get_attribute("value") == "somebody-new"
+
+
 def test_the_page_fits_a_phone_screen(stack, browser) -> None:
     browser.set_window_size(390, 844)
     try:

@@ -64,6 +64,10 @@ const keyHeaders = () => (key() ? { "X-API-Key": key() } : {});
 async function showUser(userId) {
   state.user = userId;
   showError(null);
+  // The address names the listener (and the words steering), so a list can be reloaded or shared.
+  const shown = new URLSearchParams({ user_id: userId });
+  if (state.query) shown.set("q", state.query);
+  window.history.replaceState(null, "", `?${shown}`);  // window.: `history` below is this listener's plays
   $("recs-meta").textContent = `for ${userId}: loading…`;
   const [recs, history] = await Promise.allSettled([
     api(`/recommend?user_id=${encodeURIComponent(userId)}&k=10${queryParam()}`),
@@ -248,6 +252,9 @@ async function start() {
     if (state.user) showUser(state.user);
   });
   $("demo-users").addEventListener("change", () => { $("user-id").value = ""; showUser($("demo-users").value); });
+  const asked = new URLSearchParams(location.search);  // ?user_id=...&q=...: the listener and words to show first
+  state.query = (asked.get("q") || "").trim();
+  $("query").value = state.query;
   try {
     const config = await api("/ui/config");
     state.embedder = config.embedder_url || `${location.protocol}//${location.hostname}:8002`;
@@ -259,7 +266,10 @@ async function start() {
     const users = await api("/ui/users");
     $("demo-users").replaceChildren(...users.users.map((u) => el("option", { value: u }, u)));
     $("demo-users").setAttribute("aria-label", `${users.n_users} users in bundle ${users.bundle_id}`);
-    if (users.users.length) await showUser(users.users[0]);
+    const wanted = (asked.get("user_id") || "").trim();
+    if (wanted && users.users.includes(wanted)) $("demo-users").value = wanted;
+    else if (wanted) $("user-id").value = wanted;
+    if (wanted || users.users.length) await showUser(wanted || users.users[0]);
   } catch (err) { showError(err); }
 }
 
