@@ -5,7 +5,6 @@ on real clips, and refusals. Needs weights/musicnn-{msd,mtt} (the weights comman
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from encore.audio.musicnn_encoder import (
     MusicnnAnalysis,
     MusicnnEncoder,
     MusicnnFrontEnd,
+    open_folders,
     split_patches,
     spread_patches,
     top_tags,
@@ -240,7 +240,7 @@ def test_top_tags_of_both_heads(encoders) -> None:
 def test_top_tags_name_each_synonym_group_once(weights_dir: Path) -> None:
     """A listener learns nothing from "no vocal" after "no vocals": a group counts once, under its first name, at its
     most probable member's probability, and the k tags are k different things."""
-    names = {head: json_tags(weights_dir / folder) for head, folder in HEADS.items()}
+    names = {head: list(folder.config["tags"]) for head, folder in open_folders(weights_dir).items()}
     for group in TAG_SYNONYMS:  # every name is a tag of one head (a typo would merge nothing)
         assert any(set(group) <= set(tag_names) for tag_names in names.values()), group
     mtt = names["mtt"]
@@ -253,10 +253,6 @@ def test_top_tags_name_each_synonym_group_once(weights_dir: Path) -> None:
     assert [t for t, _ in top[:3]] == ["no vocals", "female voice", "piano"]
     assert [p for _, p in top[:3]] == pytest.approx([0.9, 0.6, 0.5])
     assert len(top) == 4 and len({t for t, _ in top}) == 4 and top[3][0] not in planted
-
-
-def json_tags(folder: Path) -> list[str]:
-    return list(json.loads((folder / "config.json").read_text())["tags"])
 
 
 def test_an_encode_reports_its_stages_to_the_thread_that_asks(encoders) -> None:

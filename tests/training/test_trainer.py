@@ -169,7 +169,7 @@ def test_a_compiled_forward_trains_as_the_eager_one(mixed_data):
     """TrainConfig.compile runs the training forward pass through torch.compile (a graph really compiled, one per
     batch shape, and no graph break recompiling every step) and trains the same model as eager execution, up to
     float rounding of fused kernels. 4,000 rows in batches of 500: one shape, one compilation (an epoch's shorter
-    last batch would add a second, 15 s more of the suite)."""
+    last batch would add a second, 10 s more of the suite)."""
     from torch._dynamo.utils import counters
 
     spec, train, valid = mixed_data

@@ -43,11 +43,11 @@ class _Lookup(torch.autograd.Function):
 def lookup(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
     """`table(ids)` for a table without padding row; on CPU in training, with `_Lookup`'s faster backward."""
     weight = table.weight
-    if weight.device.type == "cpu" and torch.is_grad_enabled() and weight.requires_grad:
-        # Under torch.compile the plain lookup: Inductor generates its backward, while _Lookup's bincount (an
-        # output shape that depends on the data) breaks the graph and recompiles the rest at every step.
-        if not torch.compiler.is_compiling():
-            return _Lookup.apply(weight, ids)
+    # Under torch.compile the plain lookup: Inductor generates its backward, while _Lookup's bincount (an output
+    # shape that depends on the data) breaks the graph and recompiles the rest at every step.
+    eager_cpu_training = weight.device.type == "cpu" and not torch.compiler.is_compiling()
+    if eager_cpu_training and torch.is_grad_enabled() and weight.requires_grad:
+        return _Lookup.apply(weight, ids)
     return table(ids)  # GPU (its own kernel is fast), inference and ONNX export see the plain lookup
 
 
